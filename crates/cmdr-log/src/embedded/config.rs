@@ -1,0 +1,73 @@
+//! Settings of the embedded log, each with its default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When appended bytes are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `fdatasync` before every acknowledgement (group commit makes this cheap
+    /// under concurrency). The default: an acknowledged record survives a crash.
+    Always,
+    /// Acknowledge after the write; sync at most this long afterwards. A crash
+    /// (of the machine, not only the process) can lose up to this much.
+    Interval(Duration),
+}
+
+/// Configuration of an [`super::EmbeddedLog`].
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Directory that holds topics and consumer group offsets. Created if missing.
+    pub dir: PathBuf,
+    /// A segment file is rolled once it reaches this size. Default 128 MiB; at most 4 GiB.
+    pub segment_bytes: u64,
+    /// Largest encoded record accepted. Default 8 MiB.
+    pub max_record_bytes: usize,
+    /// Bytes between two sparse index entries. Default 4 KiB.
+    pub index_interval_bytes: u32,
+    /// Most bytes gathered into one write round (group commit). Default 8 MiB.
+    pub max_round_bytes: usize,
+    /// Appends waiting for a round, per topic, before `append` waits for room. Default 65,536.
+    pub queue_depth: usize,
+    /// Durability. Default [`SyncMode::Always`].
+    pub sync: SyncMode,
+}
+
+impl LogConfig {
+    /// Defaults, with data in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes: 128 * 1024 * 1024,
+            max_record_bytes: 8 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            max_round_bytes: 8 * 1024 * 1024,
+            queue_depth: 65_536,
+            sync: SyncMode::Always,
+        }
+    }
+
+    /// Sets [`LogConfig::segment_bytes`].
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes.clamp(1024, u32::MAX as u64);
+        self
+    }
+
+    /// Sets [`LogConfig::sync`].
+    pub fn sync(mut self, sync: SyncMode) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets [`LogConfig::max_record_bytes`].
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// Sets [`LogConfig::index_interval_bytes`].
+    pub fn index_interval_bytes(mut self, bytes: u32) -> Self {
+        self.index_interval_bytes = bytes.max(1);
+        self
+    }
+}
