@@ -1,1 +1,249 @@
-//! Placeholder; filled in by its issue.
+//! cmdr's index: every command and event of the log, with each command's
+//! status, in an embedded database, so that clients can ask "what happened to
+//! command X?", list and filter commands and events, read one key's history,
+//! and wait for an outcome.
+//!
+//! The index is a *read model*: an [`indexer`] task follows the `commands` and
+//! `events` topics and writes what it reads, with its per-partition positions,
+//! in the same transaction, so a crash never double- or skip-indexes. It can
+//! always be deleted and rebuilt from the log ([`Index::wipe`]).
+//!
+//! Why [redb](https://docs.rs/redb): it is pure Rust (no C toolchain, no
+//! foreign code in the process), ACID with copy-on-write B-trees (a crash
+//! leaves the last committed state), MVCC (readers never block the single
+//! writer nor each other, which suits one indexer and many HTTP readers), and
+//! it keeps everything in one file in the data directory.
+//!
+//! ```no_run
+//! # async fn demo(log: std::sync::Arc<dyn cmdr_log::Log>) -> Result<(), cmdr_index::IndexError> {
+//! use cmdr_index::{Index, Query};
+//! let index = Index::open("./cmdr-data/index.redb")?;
+//! let indexer = index.spawn_indexer(log).await?;
+//! let page = index.list_commands(&Query::default())?;
+//! println!("{} commands", page.items.len());
+//! indexer.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+pub mod indexer;
+mod model;
+mod query;
+mod tables;
+mod waiters;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::watch;
+
+pub use error::{IndexError, Result};
+pub use indexer::IndexerHandle;
+pub use model::{
+    id_floor_for_time, status_code, CommandView, EventView, LogPosition, Order, Page, Query,
+    StreamPage, DEFAULT_LIMIT, MAX_CHILDREN, MAX_LIMIT, MAX_SCAN,
+};
+pub use waiters::{OutcomeWaiter, Waiters, MAX_WAITERS};
+
+/// The topics the indexer follows.
+pub const INDEXED_TOPICS: [&str; 2] = [cmdr_contract::COMMANDS_TOPIC, cmdr_contract::EVENTS_TOPIC];
+
+/// The index: a handle to the database, cheap to clone and share.
+#[derive(Clone, Debug)]
+pub struct Index {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    /// Outcome waiters, woken by the indexer after each commit.
+    waiters: Arc<Waiters>,
+    /// Committed positions, (topic, partition) → next offset, mirrored in
+    /// memory so that waiting for a position needs no transaction.
+    positions: RwLock<HashMap<(String, u32), u64>>,
+    /// Bumped after every indexer commit; waiters of positions watch it.
+    progress: watch::Sender<u64>,
+    /// False once the indexer failed or stopped.
+    running: AtomicBool,
+}
+
+/// Maps any redb error into [`IndexError::Db`] with the file's path.
+trait DbResult<T> {
+    fn db(self, path: &Path) -> Result<T>;
+}
+
+impl<T, E: Into<redb::Error>> DbResult<T> for std::result::Result<T, E> {
+    fn db(self, path: &Path) -> Result<T> {
+        self.map_err(|e| IndexError::Db {
+            path: path.to_path_buf(),
+            source: Box::new(e.into()),
+        })
+    }
+}
+
+impl Index {
+    /// Opens (or creates) the index file at `path`. A file in an older layout
+    /// is wiped and recreated (it will be rebuilt from the log).
+    ///
+    /// # Errors
+    /// [`IndexError::Db`] when the file cannot be opened or created.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut db = Database::create(&path).db(&path)?;
+        if Self::format_of(&db, &path)? != Some(tables::FORMAT_VERSION) {
+            drop(db);
+            Self::wipe(&path)?;
+            db = Database::create(&path).db(&path)?;
+        }
+        Self::init(&db, &path)?;
+        let positions = Self::load_positions(&db, &path)?;
+        let (progress, _) = watch::channel(0);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                waiters: Arc::new(Waiters::default()),
+                positions: RwLock::new(positions),
+                progress,
+                running: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Deletes the index file at `path` (the log is untouched), so that the
+    /// next [`Index::open`] and indexer run rebuild it from the log.
+    ///
+    /// # Errors
+    /// [`IndexError::Io`] when the file exists and cannot be removed.
+    pub fn wipe(path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(IndexError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    fn format_of(db: &Database, path: &Path) -> Result<Option<u64>> {
+        let txn = db.begin_read().db(path)?;
+        let table = match txn.open_table(tables::META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e).db(path),
+        };
+        Ok(table.get("format").db(path)?.map(|v| v.value()))
+    }
+
+    fn init(db: &Database, path: &Path) -> Result<()> {
+        let txn = db.begin_write().db(path)?;
+        {
+            txn.open_table(tables::META)
+                .db(path)?
+                .insert("format", tables::FORMAT_VERSION)
+                .db(path)?;
+            txn.open_table(tables::COMMANDS).db(path)?;
+            txn.open_table(tables::COMMANDS_BY_ACTION).db(path)?;
+            txn.open_table(tables::COMMANDS_BY_KEY).db(path)?;
+            txn.open_table(tables::COMMANDS_BY_STATUS).db(path)?;
+            txn.open_table(tables::OUTCOMES).db(path)?;
+            txn.open_table(tables::EVENTS).db(path)?;
+            txn.open_table(tables::EVENTS_BY_ACTION).db(path)?;
+            txn.open_table(tables::EVENTS_BY_KEY).db(path)?;
+            txn.open_table(tables::EVENTS_BY_PARENT).db(path)?;
+            txn.open_table(tables::EVENTS_BY_ROOT).db(path)?;
+            txn.open_table(tables::STREAMS).db(path)?;
+            txn.open_table(tables::IDEMPOTENCY).db(path)?;
+            txn.open_table(tables::POSITIONS).db(path)?;
+        }
+        txn.commit().db(path)
+    }
+
+    fn load_positions(db: &Database, path: &Path) -> Result<HashMap<(String, u32), u64>> {
+        let txn = db.begin_read().db(path)?;
+        let table = txn.open_table(tables::POSITIONS).db(path)?;
+        let mut out = HashMap::new();
+        for row in table.iter().db(path)? {
+            let (k, v) = row.db(path)?;
+            let (topic, partition) = k.value();
+            out.insert((topic.to_string(), partition), v.value());
+        }
+        Ok(out)
+    }
+
+    /// The file this index lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The next offset the index will index in `topic`/`partition` (0 when it
+    /// has indexed nothing there yet).
+    pub fn position(&self, topic: &str, partition: u32) -> u64 {
+        let positions = self
+            .inner
+            .positions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        positions
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until the index has indexed `topic`/`partition` up to (excluding)
+    /// `offset`, for at most `timeout`. Returns whether it got there.
+    pub async fn wait_indexed(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> bool {
+        let mut rx = self.inner.progress.subscribe();
+        let reached = async {
+            loop {
+                if self.position(topic, partition) >= offset {
+                    return true;
+                }
+                if !self.is_running() || rx.changed().await.is_err() {
+                    return self.position(topic, partition) >= offset;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, reached)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Whether the indexer task is running (false before it starts and after
+    /// it stopped or failed).
+    pub fn is_running(&self) -> bool {
+        self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// Registers a wait for command `id`'s outcome. Register *before* reading
+    /// the command's status, so an outcome indexed in between is not missed.
+    /// `None` when [`MAX_WAITERS`] waits are already registered.
+    pub fn wait_for_outcome(&self, id: uuid::Uuid) -> Option<OutcomeWaiter> {
+        self.inner.waiters.register(id.as_u128())
+    }
+
+    /// The outcome waiter registry (for metrics and tests).
+    pub fn waiters(&self) -> &Arc<Waiters> {
+        &self.inner.waiters
+    }
+}

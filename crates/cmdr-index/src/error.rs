@@ -1,0 +1,44 @@
+//! The index's typed errors.
+
+use std::path::PathBuf;
+
+/// Result of an index operation.
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+/// What can go wrong in the index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The redb database failed (open, transaction, table or storage).
+    #[error("index database {path}: {source}")]
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// Reading the log failed.
+    #[error("reading the log: {0}")]
+    Log(#[from] cmdr_log::LogError),
+    /// A stored index value could not be decoded (the index should be rebuilt).
+    #[error("corrupt index value in table {table}: {source}")]
+    Decode {
+        /// Which table.
+        table: &'static str,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Removing the index file (for a rebuild) failed.
+    #[error("removing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The indexer task stopped (it failed earlier, or was shut down).
+    #[error("the indexer is not running")]
+    Stopped,
+}

@@ -1,0 +1,449 @@
+//! The indexer task: follows the indexed topics and writes what it reads.
+//!
+//! One async *reader* per (topic, partition) reads batches with [`Log::read`]
+//! and, at the end of the log, waits with [`Log::wait_for`] (woken by
+//! appends, never polling). Readers hand batches to one *writer* (a blocking
+//! thread, since redb writes are synchronous) through a channel bounded by
+//! [`CHANNEL_BATCHES`]; when it is full, readers wait, so a slow disk slows
+//! indexing, never memory. The writer gathers up to [`MAX_RECORDS_PER_TXN`]
+//! records into one transaction that also stores each partition's next
+//! offset: a crash either keeps a whole transaction (records and position)
+//! or none of it, so nothing is indexed twice or skipped.
+//!
+//! Most commits use [`redb::Durability::None`] (the index is rebuildable, and
+//! its position travels with the data, so a lost commit is simply redone from
+//! the log); one in every [`DURABLE_INTERVAL`] and the last one at shutdown
+//! are [`redb::Durability::Immediate`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cmdr_contract::{header, Command, CommandStatus, Event, COMMANDS_TOPIC, EVENTS_TOPIC};
+use cmdr_log::{Log, StoredRecord};
+use redb::{Durability, ReadableTable, WriteTransaction};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::model::{status_code, CommandView, EventView, LogPosition};
+use crate::{tables, DbResult, Index, IndexError, Result, INDEXED_TOPICS};
+
+/// Records a reader asks the log for at once.
+pub const READ_BATCH: usize = 2048;
+/// Batches in flight between readers and the writer (each at most
+/// [`READ_BATCH`] records); readers wait when it is full.
+pub const CHANNEL_BATCHES: usize = 16;
+/// Most records written in one index transaction.
+pub const MAX_RECORDS_PER_TXN: usize = 16_384;
+/// At least this often a commit is made durable (fsync).
+pub const DURABLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Records read from one partition, in offset order.
+struct Batch {
+    topic: &'static str,
+    partition: u32,
+    records: Vec<StoredRecord>,
+}
+
+/// A running indexer; stop it with [`IndexerHandle::shutdown`].
+#[derive(Debug)]
+pub struct IndexerHandle {
+    stop: watch::Sender<bool>,
+    writer: JoinHandle<Result<()>>,
+}
+
+impl IndexerHandle {
+    /// Stops the readers, lets the writer index what was already read, makes
+    /// the index durable and returns the writer's result.
+    ///
+    /// # Errors
+    /// The error that stopped the writer, if any.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.writer.await.unwrap_or(Err(IndexError::Stopped))
+    }
+}
+
+impl Index {
+    /// Starts indexing the `commands` and `events` topics (which must exist)
+    /// of `log` from the committed positions.
+    ///
+    /// # Errors
+    /// [`IndexError::Log`] when a topic is missing.
+    pub async fn spawn_indexer(&self, log: Arc<dyn Log>) -> Result<IndexerHandle> {
+        let (stop, stop_rx) = watch::channel(false);
+        let (tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
+        for topic in INDEXED_TOPICS {
+            let info = log.topic(topic).await?;
+            for p in info.partitions {
+                let from = self.position(topic, p.partition).max(p.start_offset);
+                tokio::spawn(read_partition(
+                    Arc::clone(&log),
+                    self.clone(),
+                    topic,
+                    p.partition,
+                    from,
+                    tx.clone(),
+                    stop_rx.clone(),
+                ));
+            }
+        }
+        drop(tx);
+        self.inner.running.store(true, Ordering::Release);
+        let index = self.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let result = index.write_loop(rx);
+            index.inner.running.store(false, Ordering::Release);
+            index.inner.progress.send_modify(|g| *g += 1);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "indexer stopped");
+            }
+            result
+        });
+        Ok(IndexerHandle { stop, writer })
+    }
+
+    /// Indexes everything in the log up to its current end, then stops:
+    /// the work of `cmdr reindex` after [`Index::wipe`].
+    ///
+    /// # Errors
+    /// As [`Index::spawn_indexer`]; [`IndexError::Stopped`] if the indexer failed.
+    pub async fn catch_up(&self, log: Arc<dyn Log>) -> Result<()> {
+        let mut ends = Vec::new();
+        for topic in INDEXED_TOPICS {
+            for p in log.topic(topic).await?.partitions {
+                ends.push((topic, p.partition, p.end_offset));
+            }
+        }
+        let handle = self.spawn_indexer(log).await?;
+        for (topic, partition, end) in ends {
+            while !self
+                .wait_indexed(topic, partition, end, Duration::from_secs(3600))
+                .await
+            {
+                if !self.is_running() {
+                    break;
+                }
+            }
+        }
+        handle.shutdown().await
+    }
+
+    fn write_loop(&self, mut rx: mpsc::Receiver<Batch>) -> Result<()> {
+        let mut last_durable = Instant::now();
+        while let Some(first) = rx.blocking_recv() {
+            let mut count = first.records.len();
+            let mut batches = vec![first];
+            while count < MAX_RECORDS_PER_TXN {
+                match rx.try_recv() {
+                    Ok(b) => {
+                        count += b.records.len();
+                        batches.push(b);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let durable = last_durable.elapsed() >= DURABLE_INTERVAL;
+            let settled = self.write_batches(&batches, durable)?;
+            if durable {
+                last_durable = Instant::now();
+            }
+            {
+                let mut positions = self
+                    .inner
+                    .positions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                for b in &batches {
+                    if let Some(last) = b.records.last() {
+                        positions.insert((b.topic.to_string(), b.partition), last.offset + 1);
+                    }
+                }
+            }
+            self.inner.progress.send_modify(|g| *g += 1);
+            for id in settled {
+                self.inner.waiters.wake(id);
+            }
+        }
+        // Make the last non-durable commits durable.
+        let path = &self.inner.path;
+        let mut txn = self.inner.db.begin_write().db(path)?;
+        txn.set_durability(Durability::Immediate).db(path)?;
+        txn.commit().db(path)
+    }
+
+    /// Writes `batches` and their positions in one transaction; returns the
+    /// ids of commands whose outcome became known.
+    fn write_batches(&self, batches: &[Batch], durable: bool) -> Result<Vec<u128>> {
+        let path = &self.inner.path;
+        let mut txn = self.inner.db.begin_write().db(path)?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).db(path)?;
+        let mut settled = Vec::new();
+        for b in batches {
+            for rec in &b.records {
+                let pos = LogPosition {
+                    partition: rec.partition,
+                    offset: rec.offset,
+                };
+                if b.topic == COMMANDS_TOPIC {
+                    self.index_command(&txn, rec, pos, &mut settled)?;
+                } else if b.topic == EVENTS_TOPIC {
+                    self.index_event(&txn, rec, pos, &mut settled)?;
+                }
+            }
+            if let Some(last) = b.records.last() {
+                txn.open_table(tables::POSITIONS)
+                    .db(path)?
+                    .insert((b.topic, b.partition), last.offset + 1)
+                    .db(path)?;
+            }
+        }
+        txn.commit().db(path)?;
+        Ok(settled)
+    }
+
+    fn index_command(
+        &self,
+        txn: &WriteTransaction,
+        rec: &StoredRecord,
+        position: LogPosition,
+        settled: &mut Vec<u128>,
+    ) -> Result<()> {
+        let path = &self.inner.path;
+        let command = match Command::from_json(&rec.value) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(partition = rec.partition, offset = rec.offset, error = %e,
+                    "skipping a commands record that is not a command");
+                return Ok(());
+            }
+        };
+        let id = command.id.as_u128();
+        let mut commands = txn.open_table(tables::COMMANDS).db(path)?;
+        if commands.get(id).db(path)?.is_some() {
+            return Ok(()); // the same command appended twice: keep the first
+        }
+        let outcome = txn
+            .open_table(tables::OUTCOMES)
+            .db(path)?
+            .get(id)
+            .db(path)?
+            .map(|g| g.value());
+        let (status, outcome_event) = match outcome {
+            Some(ev) => (
+                self.status_of_event(txn, ev)?,
+                Some(uuid::Uuid::from_u128(ev)),
+            ),
+            None => (CommandStatus::Pending, None),
+        };
+        if outcome.is_some() {
+            settled.push(id);
+        }
+        if let (Some(key), Some(hash)) = (
+            rec.header(header::IDEMPOTENCY_KEY),
+            rec.header(header::IDEMPOTENCY_HASH),
+        ) {
+            if let Ok(key) = std::str::from_utf8(key) {
+                let mut table = txn.open_table(tables::IDEMPOTENCY).db(path)?;
+                if table.get(key).db(path)?.is_none() {
+                    let mut value = Vec::with_capacity(hash.len() + 16);
+                    value.extend_from_slice(&id.to_be_bytes());
+                    value.extend_from_slice(hash);
+                    table.insert(key, value.as_slice()).db(path)?;
+                }
+            }
+        }
+        txn.open_table(tables::COMMANDS_BY_ACTION)
+            .db(path)?
+            .insert((command.action.as_str(), id), ())
+            .db(path)?;
+        txn.open_table(tables::COMMANDS_BY_KEY)
+            .db(path)?
+            .insert((command.key.as_str(), id), ())
+            .db(path)?;
+        txn.open_table(tables::COMMANDS_BY_STATUS)
+            .db(path)?
+            .insert((status_code(status), id), ())
+            .db(path)?;
+        let view = CommandView {
+            command,
+            status,
+            outcome_event,
+            position,
+        };
+        commands.insert(id, encode(&view).as_slice()).db(path)?;
+        Ok(())
+    }
+
+    fn status_of_event(&self, txn: &WriteTransaction, event_id: u128) -> Result<CommandStatus> {
+        let path = &self.inner.path;
+        let events = txn.open_table(tables::EVENTS).db(path)?;
+        let Some(raw) = events.get(event_id).db(path)? else {
+            return Ok(CommandStatus::Accepted);
+        };
+        let view: EventView = decode(raw.value(), "events")?;
+        Ok(match view.event.outcome {
+            Some(cmdr_contract::Outcome::Rejected) => CommandStatus::Rejected,
+            _ => CommandStatus::Accepted,
+        })
+    }
+
+    fn index_event(
+        &self,
+        txn: &WriteTransaction,
+        rec: &StoredRecord,
+        position: LogPosition,
+        settled: &mut Vec<u128>,
+    ) -> Result<()> {
+        let path = &self.inner.path;
+        let mut event = match Event::from_json(&rec.value) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(partition = rec.partition, offset = rec.offset, error = %e,
+                    "skipping an events record that is not an event");
+                return Ok(());
+            }
+        };
+        let id = event.id.as_u128();
+        let mut events = txn.open_table(tables::EVENTS).db(path)?;
+        if events.get(id).db(path)?.is_some() {
+            return Ok(());
+        }
+        let parent = event.parent.as_u128();
+        // The root command: given, else the parent event's root, else the parent.
+        let root = match event.root {
+            Some(r) => r.as_u128(),
+            None => match events.get(parent).db(path)? {
+                Some(raw) => {
+                    let pv: EventView = decode(raw.value(), "events")?;
+                    pv.event
+                        .root
+                        .map_or(pv.event.parent.as_u128(), |r| r.as_u128())
+                }
+                None => parent,
+            },
+        };
+        event.root = Some(uuid::Uuid::from_u128(root));
+        txn.open_table(tables::EVENTS_BY_ACTION)
+            .db(path)?
+            .insert((event.action.as_str(), id), ())
+            .db(path)?;
+        txn.open_table(tables::EVENTS_BY_KEY)
+            .db(path)?
+            .insert((event.key.as_str(), id), ())
+            .db(path)?;
+        txn.open_table(tables::EVENTS_BY_PARENT)
+            .db(path)?
+            .insert((parent, id), ())
+            .db(path)?;
+        txn.open_table(tables::EVENTS_BY_ROOT)
+            .db(path)?
+            .insert((root, id), ())
+            .db(path)?;
+        txn.open_table(tables::STREAMS)
+            .db(path)?
+            .insert((event.key.as_str(), rec.offset), id)
+            .db(path)?;
+        if let Some(outcome) = event.outcome {
+            let command = root;
+            let mut outcomes = txn.open_table(tables::OUTCOMES).db(path)?;
+            if outcomes.get(command).db(path)?.is_none() {
+                outcomes.insert(command, id).db(path)?;
+                let status = match outcome {
+                    cmdr_contract::Outcome::Accepted => CommandStatus::Accepted,
+                    cmdr_contract::Outcome::Rejected => CommandStatus::Rejected,
+                };
+                let mut commands = txn.open_table(tables::COMMANDS).db(path)?;
+                let existing = commands
+                    .get(command)
+                    .db(path)?
+                    .map(|raw| decode::<CommandView>(raw.value(), "commands"));
+                if let Some(view) = existing {
+                    let mut view = view?;
+                    let mut by_status = txn.open_table(tables::COMMANDS_BY_STATUS).db(path)?;
+                    by_status
+                        .remove((status_code(view.status), command))
+                        .db(path)?;
+                    by_status
+                        .insert((status_code(status), command), ())
+                        .db(path)?;
+                    view.status = status;
+                    view.outcome_event = Some(event.id);
+                    commands
+                        .insert(command, encode(&view).as_slice())
+                        .db(path)?;
+                    settled.push(command);
+                }
+            }
+        }
+        let view = EventView { event, position };
+        events.insert(id, encode(&view).as_slice()).db(path)?;
+        Ok(())
+    }
+}
+
+/// Encodes an index value (JSON; serialising these types cannot fail).
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Decodes an index value read from `table`.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    table: &'static str,
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| IndexError::Decode { table, source })
+}
+
+async fn read_partition(
+    log: Arc<dyn Log>,
+    index: Index,
+    topic: &'static str,
+    partition: u32,
+    mut from: u64,
+    tx: mpsc::Sender<Batch>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let read = tokio::select! {
+            r = log.read(topic, partition, from, READ_BATCH) => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let records = match read {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(topic, partition, offset = from, error = %e, "indexer cannot read the log");
+                index.inner.running.store(false, Ordering::Release);
+                return;
+            }
+        };
+        let Some(last) = records.last() else {
+            let waited = tokio::select! {
+                r = log.wait_for(topic, partition, from) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if let Err(e) = waited {
+                tracing::debug!(topic, partition, error = %e, "indexer reader stops");
+                return;
+            }
+            continue;
+        };
+        from = last.offset + 1;
+        if tx
+            .send(Batch {
+                topic,
+                partition,
+                records,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

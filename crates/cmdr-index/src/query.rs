@@ -1,0 +1,395 @@
+//! Reads: one command or event, filtered listings with cursors, a key's
+//! history, a command's causal tree, idempotency records.
+//!
+//! Readers use their own MVCC read transaction, so they never wait for the
+//! indexer nor for each other.
+
+use std::ops::ControlFlow;
+
+use redb::{ReadTransaction, ReadableDatabase, ReadableTableMetadata};
+use uuid::Uuid;
+
+use crate::indexer::decode;
+use crate::model::{
+    id_floor_for_time, status_code, CommandView, EventView, Order, Page, Query, StreamPage,
+    MAX_CHILDREN, MAX_SCAN,
+};
+use crate::{tables, DbResult, Index, Result};
+
+/// The id range `[lo, hi]` a query covers (from its time range and cursor).
+fn id_range(q: &Query) -> Option<(u128, u128)> {
+    let mut lo = q.since.map_or(0, id_floor_for_time);
+    let mut hi = q
+        .until
+        .map_or(u128::MAX, |t| id_floor_for_time(t).saturating_sub(1));
+    if let Some(after) = q.after {
+        let a = after.as_u128();
+        match q.order {
+            Order::Asc => lo = lo.max(a.checked_add(1)?),
+            Order::Desc => hi = hi.min(a.checked_sub(1)?),
+        }
+    }
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// Iterates the ids of a secondary index `(prefix, id)` in `[lo, hi]` in
+/// `order`, calling `visit` until it breaks.
+macro_rules! scan_secondary {
+    ($txn:expr, $path:expr, $table:expr, $prefix:expr, $lo:expr, $hi:expr, $order:expr, $visit:expr) => {{
+        let table = $txn.open_table($table).db($path)?;
+        let range = table.range(($prefix, $lo)..=($prefix, $hi)).db($path)?;
+        let visit = $visit;
+        let iter: Box<dyn Iterator<Item = _>> = match $order {
+            Order::Asc => Box::new(range),
+            Order::Desc => Box::new(range.rev()),
+        };
+        for row in iter {
+            let (k, _) = row.db($path)?;
+            if let ControlFlow::Break(()) = visit(k.value().1)? {
+                break;
+            }
+        }
+    }};
+}
+
+/// Collects a page: `visit` is called per candidate id with the loaded item
+/// when it matches; stops at the limit or after [`MAX_SCAN`] candidates.
+struct Collector<T> {
+    items: Vec<T>,
+    limit: usize,
+    scanned: usize,
+    last: Option<u128>,
+    cut: bool,
+}
+
+impl<T> Collector<T> {
+    fn new(limit: usize) -> Self {
+        Self {
+            items: Vec::with_capacity(limit.min(128)),
+            limit,
+            scanned: 0,
+            last: None,
+            cut: false,
+        }
+    }
+
+    fn offer(&mut self, id: u128, item: Option<T>) -> ControlFlow<()> {
+        self.scanned += 1;
+        self.last = Some(id);
+        if let Some(item) = item {
+            self.items.push(item);
+        }
+        if self.items.len() >= self.limit || self.scanned >= MAX_SCAN {
+            self.cut = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn page(self) -> Page<T> {
+        Page {
+            items: self.items,
+            next: if self.cut {
+                self.last.map(Uuid::from_u128)
+            } else {
+                None
+            },
+        }
+    }
+}
+
+impl Index {
+    fn read_txn(&self) -> Result<ReadTransaction> {
+        self.inner.db.begin_read().db(&self.inner.path)
+    }
+
+    /// One command with its status, or `None` if it is not (yet) indexed.
+    ///
+    /// # Errors
+    /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
+    pub fn command(&self, id: Uuid) -> Result<Option<CommandView>> {
+        let txn = self.read_txn()?;
+        get_command(&txn, self, id.as_u128())
+    }
+
+    /// One event, or `None` if it is not (yet) indexed.
+    ///
+    /// # Errors
+    /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
+    pub fn event(&self, id: Uuid) -> Result<Option<EventView>> {
+        let txn = self.read_txn()?;
+        get_event(&txn, self, id.as_u128())
+    }
+
+    /// The events whose root is command `id` (its causal tree), oldest first,
+    /// at most [`MAX_CHILDREN`].
+    ///
+    /// # Errors
+    /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
+    pub fn children(&self, id: Uuid) -> Result<Vec<EventView>> {
+        let q = Query {
+            root: Some(id),
+            order: Order::Asc,
+            limit: Some(MAX_CHILDREN),
+            ..Query::default()
+        };
+        Ok(self.list_events(&q)?.items)
+    }
+
+    /// A page of commands matching `q`.
+    ///
+    /// # Errors
+    /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
+    pub fn list_commands(&self, q: &Query) -> Result<Page<CommandView>> {
+        let path = &self.inner.path;
+        let txn = self.read_txn()?;
+        let mut c = Collector::new(q.effective_limit());
+        let Some((lo, hi)) = id_range(q) else {
+            return Ok(c.page());
+        };
+        let matches = |v: &CommandView| {
+            q.action.as_deref().is_none_or(|a| v.command.action == a)
+                && q.key.as_deref().is_none_or(|k| v.command.key == k)
+                && q.status.is_none_or(|s| v.status == s)
+        };
+        let mut check = |id: u128| -> Result<ControlFlow<()>> {
+            let item = get_command(&txn, self, id)?.filter(&matches);
+            Ok(c.offer(id, item))
+        };
+        if let Some(key) = q.key.as_deref() {
+            scan_secondary!(
+                txn,
+                path,
+                tables::COMMANDS_BY_KEY,
+                key,
+                lo,
+                hi,
+                q.order,
+                &mut check
+            );
+        } else if let Some(action) = q.action.as_deref() {
+            scan_secondary!(
+                txn,
+                path,
+                tables::COMMANDS_BY_ACTION,
+                action,
+                lo,
+                hi,
+                q.order,
+                &mut check
+            );
+        } else if let Some(status) = q.status {
+            let code = status_code(status);
+            scan_secondary!(
+                txn,
+                path,
+                tables::COMMANDS_BY_STATUS,
+                code,
+                lo,
+                hi,
+                q.order,
+                &mut check
+            );
+        } else {
+            let table = txn.open_table(tables::COMMANDS).db(path)?;
+            let range = table.range(lo..=hi).db(path)?;
+            let iter: Box<dyn Iterator<Item = _>> = match q.order {
+                Order::Asc => Box::new(range),
+                Order::Desc => Box::new(range.rev()),
+            };
+            for row in iter {
+                let (k, v) = row.db(path)?;
+                let view: CommandView = decode(v.value(), "commands")?;
+                if c.offer(k.value(), Some(view).filter(&matches)).is_break() {
+                    break;
+                }
+            }
+        }
+        Ok(c.page())
+    }
+
+    /// A page of events matching `q` (`status` is ignored).
+    ///
+    /// # Errors
+    /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
+    pub fn list_events(&self, q: &Query) -> Result<Page<EventView>> {
+        let path = &self.inner.path;
+        let txn = self.read_txn()?;
+        let mut c = Collector::new(q.effective_limit());
+        let Some((lo, hi)) = id_range(q) else {
+            return Ok(c.page());
+        };
+        let matches = |v: &EventView| {
+            q.action.as_deref().is_none_or(|a| v.event.action == a)
+                && q.key.as_deref().is_none_or(|k| v.event.key == k)
+                && q.parent.is_none_or(|p| v.event.parent == p)
+                && q.root.is_none_or(|r| v.event.root == Some(r))
+        };
+        let mut check = |id: u128| -> Result<ControlFlow<()>> {
+            let item = get_event(&txn, self, id)?.filter(&matches);
+            Ok(c.offer(id, item))
+        };
+        if let Some(parent) = q.parent {
+            let p = parent.as_u128();
+            scan_secondary!(
+                txn,
+                path,
+                tables::EVENTS_BY_PARENT,
+                p,
+                lo,
+                hi,
+                q.order,
+                &mut check
+            );
+        } else if let Some(root) = q.root {
+            let r = root.as_u128();
+            scan_secondary!(
+                txn,
+                path,
+                tables::EVENTS_BY_ROOT,
+                r,
+                lo,
+                hi,
+                q.order,
+                &mut check
+            );
+        } else if let Some(key) = q.key.as_deref() {
+            scan_secondary!(
+                txn,
+                path,
+                tables::EVENTS_BY_KEY,
+                key,
+                lo,
+                hi,
+                q.order,
+                &mut check
+            );
+        } else if let Some(action) = q.action.as_deref() {
+            scan_secondary!(
+                txn,
+                path,
+                tables::EVENTS_BY_ACTION,
+                action,
+                lo,
+                hi,
+                q.order,
+                &mut check
+            );
+        } else {
+            let table = txn.open_table(tables::EVENTS).db(path)?;
+            let range = table.range(lo..=hi).db(path)?;
+            let iter: Box<dyn Iterator<Item = _>> = match q.order {
+                Order::Asc => Box::new(range),
+                Order::Desc => Box::new(range.rev()),
+            };
+            for row in iter {
+                let (k, v) = row.db(path)?;
+                let view: EventView = decode(v.value(), "events")?;
+                if c.offer(k.value(), Some(view).filter(&matches)).is_break() {
+                    break;
+                }
+            }
+        }
+        Ok(c.page())
+    }
+
+    /// The events of `key` in log order, after offset `after` (exclusive),
+    /// at most `limit` (clamped like a listing).
+    ///
+    /// # Errors
+    /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
+    pub fn stream(
+        &self,
+        key: &str,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<StreamPage> {
+        let path = &self.inner.path;
+        let limit = Query {
+            limit,
+            ..Query::default()
+        }
+        .effective_limit();
+        let txn = self.read_txn()?;
+        let table = txn.open_table(tables::STREAMS).db(path)?;
+        let lo = match after {
+            Some(a) => match a.checked_add(1) {
+                Some(lo) => lo,
+                None => {
+                    return Ok(StreamPage {
+                        items: Vec::new(),
+                        next: None,
+                    })
+                }
+            },
+            None => 0,
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        for row in table.range((key, lo)..=(key, u64::MAX)).db(path)? {
+            let (k, v) = row.db(path)?;
+            if let Some(ev) = get_event(&txn, self, v.value())? {
+                items.push(ev);
+            }
+            if items.len() >= limit {
+                next = Some(k.value().1);
+                break;
+            }
+        }
+        Ok(StreamPage { items, next })
+    }
+
+    /// The idempotency record of `key`: the id of the command first posted
+    /// with it and the hash of that request.
+    ///
+    /// # Errors
+    /// [`crate::IndexError::Db`].
+    pub fn idempotency(&self, key: &str) -> Result<Option<(Uuid, Vec<u8>)>> {
+        let path = &self.inner.path;
+        let txn = self.read_txn()?;
+        let table = txn.open_table(tables::IDEMPOTENCY).db(path)?;
+        let Some(raw) = table.get(key).db(path)? else {
+            return Ok(None);
+        };
+        let bytes = raw.value();
+        let Some((id, hash)) = bytes.split_first_chunk::<16>() else {
+            return Ok(None);
+        };
+        Ok(Some((
+            Uuid::from_u128(u128::from_be_bytes(*id)),
+            hash.to_vec(),
+        )))
+    }
+
+    /// Counts of indexed commands and events (for health and tests).
+    ///
+    /// # Errors
+    /// [`crate::IndexError::Db`].
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let path = &self.inner.path;
+        let txn = self.read_txn()?;
+        let c = txn.open_table(tables::COMMANDS).db(path)?.len().db(path)?;
+        let e = txn.open_table(tables::EVENTS).db(path)?.len().db(path)?;
+        Ok((c, e))
+    }
+}
+
+fn get_command(txn: &ReadTransaction, index: &Index, id: u128) -> Result<Option<CommandView>> {
+    let path = &index.inner.path;
+    let table = txn.open_table(tables::COMMANDS).db(path)?;
+    table
+        .get(id)
+        .db(path)?
+        .map(|raw| decode(raw.value(), "commands"))
+        .transpose()
+}
+
+fn get_event(txn: &ReadTransaction, index: &Index, id: u128) -> Result<Option<EventView>> {
+    let path = &index.inner.path;
+    let table = txn.open_table(tables::EVENTS).db(path)?;
+    table
+        .get(id)
+        .db(path)?
+        .map(|raw| decode(raw.value(), "events"))
+        .transpose()
+}

@@ -1,0 +1,50 @@
+//! The redb tables of the index, and the on-disk format of their values.
+//!
+//! This is a storage boundary, but not a durable contract: the whole index can
+//! be deleted and rebuilt from the log (`cmdr reindex`), so the format may
+//! change between versions ([`FORMAT_VERSION`] makes an old file be rebuilt).
+//!
+//! Ids are UUID v7 stored as `u128`, so numeric order is time order; this is
+//! why no separate time index is needed: a time range is an id range.
+
+use redb::TableDefinition;
+
+/// Version of this layout; a file with another version is wiped and rebuilt.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// `"format"` → [`FORMAT_VERSION`].
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Command id → JSON of [`crate::CommandView`].
+pub const COMMANDS: TableDefinition<u128, &[u8]> = TableDefinition::new("commands");
+/// (action, command id) → ().
+pub const COMMANDS_BY_ACTION: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("commands_by_action");
+/// (key, command id) → ().
+pub const COMMANDS_BY_KEY: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("commands_by_key");
+/// (status code, command id) → (); see [`crate::status_code`].
+pub const COMMANDS_BY_STATUS: TableDefinition<(u8, u128), ()> =
+    TableDefinition::new("commands_by_status");
+/// Command id → id of the event that settled it (may arrive before the command).
+pub const OUTCOMES: TableDefinition<u128, u128> = TableDefinition::new("outcomes");
+/// Event id → JSON of [`crate::EventView`].
+pub const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
+/// (action, event id) → ().
+pub const EVENTS_BY_ACTION: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("events_by_action");
+/// (key, event id) → ().
+pub const EVENTS_BY_KEY: TableDefinition<(&str, u128), ()> = TableDefinition::new("events_by_key");
+/// (parent id, event id) → ().
+pub const EVENTS_BY_PARENT: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("events_by_parent");
+/// (root command id, event id) → (): the causal tree of a command.
+pub const EVENTS_BY_ROOT: TableDefinition<(u128, u128), ()> =
+    TableDefinition::new("events_by_root");
+/// (key, offset) → event id: one key's history in log order (a key lives in
+/// one partition, so its offsets are ordered).
+pub const STREAMS: TableDefinition<(&str, u64), u128> = TableDefinition::new("streams");
+/// Idempotency-Key → 32-byte request hash followed by the 16-byte command id.
+pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// (topic, partition) → next offset to index. Written in the same transaction
+/// as the records it covers.
+pub const POSITIONS: TableDefinition<(&str, u32), u64> = TableDefinition::new("positions");

@@ -1,0 +1,192 @@
+//! The indexer against an in-memory log: status derivation, listings and
+//! filters, streams, idempotency records, restart and rebuild.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cmdr_contract::{
+    header, Command, CommandRequest, CommandStatus, EventDraft, Meta, Outcome, Rejection,
+};
+use cmdr_index::{Index, Order, Query};
+use cmdr_log::{Log, Record};
+use serde_json::json;
+use support::MemLog;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn log() -> Arc<MemLog> {
+    let log = Arc::new(MemLog::new());
+    log.create_topic("commands", 2).await.unwrap();
+    log.create_topic("events", 2).await.unwrap();
+    log
+}
+
+fn command(action: &str, key: Option<&str>) -> Command {
+    let req = CommandRequest::from_value(json!({"action": action, "data": {"n": 1}, "key": key}))
+        .unwrap();
+    Command::from_request(req, cmdr_contract::now_ms(), Meta::new()).unwrap()
+}
+
+async fn append_command(log: &MemLog, c: &Command, idem: Option<(&str, &str)>) {
+    let mut r = Record::new(c.key.clone(), c.to_json());
+    if let Some((k, h)) = idem {
+        r = r
+            .with_header(header::IDEMPOTENCY_KEY, k.to_string())
+            .with_header(header::IDEMPOTENCY_HASH, h.to_string());
+    }
+    log.append("commands", vec![r]).await.unwrap();
+}
+
+async fn append_event(log: &MemLog, e: &cmdr_contract::Event) {
+    log.append("events", vec![Record::new(e.key.clone(), e.to_json())])
+        .await
+        .unwrap();
+}
+
+async fn caught_up(index: &Index, log: &MemLog) {
+    for topic in ["commands", "events"] {
+        for p in log.topic(topic).await.unwrap().partitions {
+            assert!(
+                index
+                    .wait_indexed(topic, p.partition, p.end_offset, WAIT)
+                    .await,
+                "{topic}/{}",
+                p.partition
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn status_follows_outcome_events_in_either_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log().await;
+    let index = Index::open(dir.path().join("index.redb")).unwrap();
+    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+
+    let a = command("open", Some("acc-1"));
+    let b = command("open", Some("acc-2"));
+    let mut waiter = index.wait_for_outcome(a.id).unwrap();
+    append_command(&log, &a, None).await;
+    append_command(&log, &b, None).await;
+    caught_up(&index, &log).await;
+    assert_eq!(
+        index.command(a.id).unwrap().unwrap().status,
+        CommandStatus::Pending
+    );
+
+    let mut ev = EventDraft::new("opened", json!({})).into_event(a.id, a.id, &a.key, 5);
+    ev.outcome = Some(Outcome::Accepted);
+    append_event(&log, &ev).await;
+    tokio::time::timeout(WAIT, waiter.wait())
+        .await
+        .expect("woken");
+    let view = index.command(a.id).unwrap().unwrap();
+    assert_eq!(view.status, CommandStatus::Accepted);
+    assert_eq!(view.outcome_event, Some(ev.id));
+    assert_eq!(index.children(a.id).unwrap().len(), 1);
+
+    // Outcome indexed before its command.
+    let c = command("open", Some("acc-3"));
+    let rej = Rejection::new("nope", "no").into_event(c.id, &c.key, 6);
+    append_event(&log, &rej).await;
+    caught_up(&index, &log).await;
+    append_command(&log, &c, None).await;
+    caught_up(&index, &log).await;
+    assert_eq!(
+        index.command(c.id).unwrap().unwrap().status,
+        CommandStatus::Rejected
+    );
+
+    let rejected = index
+        .list_commands(&Query {
+            status: Some(CommandStatus::Rejected),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(rejected.items.len(), 1);
+    let pending = index
+        .list_commands(&Query {
+            status: Some(CommandStatus::Pending),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(pending.items[0].command.id, b.id);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn listings_paginate_filter_and_survive_restart_and_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.redb");
+    let log = log().await;
+    let index = Index::open(&path).unwrap();
+    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let c = command(if i % 2 == 0 { "even" } else { "odd" }, Some("k"));
+        append_command(&log, &c, Some((&format!("idem-{i}"), "abcd"))).await;
+        let e = EventDraft::new("seen", json!({"i": i})).into_event(c.id, c.id, "stream-1", 1);
+        append_event(&log, &e).await;
+        ids.push(c.id);
+    }
+    caught_up(&index, &log).await;
+
+    let mut seen = Vec::new();
+    let mut q = Query {
+        limit: Some(10),
+        order: Order::Asc,
+        ..Query::default()
+    };
+    loop {
+        let page = index.list_commands(&q).unwrap();
+        seen.extend(page.items.iter().map(|v| v.command.id));
+        match page.next {
+            Some(n) => q.after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let newest = index
+        .list_commands(&Query {
+            limit: Some(1),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(newest.items[0].command.id, ids[24]);
+    let even = index
+        .list_commands(&Query {
+            action: Some("even".into()),
+            limit: Some(1000),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(even.items.len(), 13);
+    assert!(even.next.is_none());
+    let stream = index.stream("stream-1", None, Some(20)).unwrap();
+    assert_eq!(stream.items.len(), 20);
+    let rest = index.stream("stream-1", stream.next, None).unwrap();
+    assert_eq!(rest.items.len(), 5);
+    let (id, hash) = index.idempotency("idem-3").unwrap().unwrap();
+    assert_eq!((id, hash.as_slice()), (ids[3], &b"abcd"[..]));
+    handle.shutdown().await.unwrap();
+    drop(index);
+
+    // Restart: positions were stored with the data; nothing is indexed twice.
+    let index = Index::open(&path).unwrap();
+    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+    let c = command("late", None);
+    append_command(&log, &c, None).await;
+    caught_up(&index, &log).await;
+    assert_eq!(index.counts().unwrap(), (26, 25));
+    handle.shutdown().await.unwrap();
+    drop(index);
+
+    // Rebuild from the log.
+    Index::wipe(&path).unwrap();
+    let index = Index::open(&path).unwrap();
+    index.catch_up(log.clone()).await.unwrap();
+    assert_eq!(index.counts().unwrap(), (26, 25));
+}
