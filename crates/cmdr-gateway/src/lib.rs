@@ -1,1 +1,103 @@
-//! Placeholder; filled in by its issue.
+//! cmdr's HTTP gateway: command intake, validation, status, queries, waiting
+//! for outcomes and live updates, on top of a [`cmdr_log::Log`] and a
+//! [`cmdr_index::Index`].
+//!
+//! - [`app`] builds the router from an [`AppState`] (tests call it without a socket);
+//! - [`serve`] runs it on a listener until a shutdown future resolves, then
+//!   drains in-flight requests, ends live streams and syncs the log.
+//!
+//! Architecture invariant: the gateway is the only layer that knows HTTP; it
+//! talks to storage only through the `Log` trait and the index.
+//!
+//! ```no_run
+//! # async fn demo(log: std::sync::Arc<dyn cmdr_log::Log>, index: cmdr_index::Index) -> Result<(), Box<dyn std::error::Error>> {
+//! use cmdr_gateway::{serve, AppState, GatewayConfig};
+//! let state = AppState::new(log, index, GatewayConfig::default()).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The HTTP API, its media types and its problem codes are described in
+//! [`openapi`] (served at `/openapi.json`) and the repository's README.
+
+mod config;
+mod error;
+pub mod follow;
+mod health;
+pub mod html;
+mod idempotency;
+mod intake;
+mod live;
+pub mod negotiate;
+pub mod openapi;
+mod reads;
+mod schemas;
+mod state;
+mod views;
+
+use std::future::Future;
+
+use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
+use axum::Router;
+
+pub use config::{GatewayConfig, DEFAULT_BODY_LIMIT, DEFAULT_MAX_WAIT, DEFAULT_WAIT};
+pub use error::{ApiError, ApiResult, PROBLEM_JSON};
+pub use idempotency::{MAX_IN_FLIGHT_KEYS, MAX_KEY_LEN};
+pub use live::{HEARTBEAT, MAX_SUBSCRIPTIONS, SSE_BUFFER, WS_BUFFER};
+pub use schemas::SchemaVersion;
+pub use state::AppState;
+
+/// The whole API as a router with its state.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(intake::router())
+        .merge(live::router())
+        .merge(reads::router())
+        .merge(schemas::router())
+        .merge(health::router())
+        .merge(openapi::router())
+        .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .method_not_allowed_fallback(|| async {
+            let mut res = ApiError::MethodNotAllowed.into_response();
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        })
+        .with_state(state)
+}
+
+/// Errors of [`serve`].
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Accepting or serving connections failed.
+    #[error("serving HTTP: {0}")]
+    Http(#[from] std::io::Error),
+    /// The final log sync failed: acknowledged data may not be on disk.
+    #[error("syncing the log at shutdown: {0}")]
+    Sync(#[from] cmdr_log::LogError),
+}
+
+/// Serves [`app`] on `listener` until `shutdown` resolves; then stops
+/// accepting, ends live streams, finishes in-flight requests and syncs the log.
+///
+/// # Errors
+/// [`ServeError`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let signal_state = state.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining requests");
+        signal_state.begin_shutdown();
+    };
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(signal)
+        .await?;
+    state.log().sync().await?;
+    Ok(())
+}

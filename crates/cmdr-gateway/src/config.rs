@@ -1,0 +1,35 @@
+//! The gateway's settings, each with its default.
+
+use std::time::Duration;
+
+/// Default largest request body: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default wait for a command's outcome with `?sync=true`.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+/// Default longest wait a client may ask for with `Prefer: wait=N`.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Configuration of the HTTP gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest request body accepted; larger ones get 413. Default [`DEFAULT_BODY_LIMIT`].
+    pub body_limit: usize,
+    /// How long `?sync=true` waits for an outcome. Default [`DEFAULT_WAIT`].
+    pub default_wait: Duration,
+    /// Upper bound of any wait (`Prefer: wait=N` is clamped). Default [`DEFAULT_MAX_WAIT`].
+    pub max_wait: Duration,
+    /// How long an idempotent POST, or a read of an id not yet indexed, waits
+    /// for the index to catch up with the log. Default 5 s.
+    pub index_wait: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+            default_wait: DEFAULT_WAIT,
+            max_wait: DEFAULT_MAX_WAIT,
+            index_wait: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The gateway's one error type and its HTTP form: `application/problem+json`
+//! (RFC 9457) with a stable `type` (`/problems/{code}`), a `code`, a `title`,
+//! the `status`, a `detail` for humans and, for validation failures, `errors`:
+//! a list of `{pointer, message}`.
+//!
+//! Internal failures are logged with their context and answered with a
+//! generic message; their details are never shown to clients.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cmdr_contract::{Rejection, Violation};
+use serde_json::{json, Value};
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything a request can fail with, each variant with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `malformed-json`: the body is not JSON (or not a valid form).
+    #[error("the body is not valid: {0}")]
+    MalformedBody(String),
+    /// 400 `bad-request`: a query parameter or header is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404 `not-found`: no such command, event, schema or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `method-not-allowed`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409 `command-rejected`: the command's processor rejected it.
+    #[error("the command was rejected: {}", .rejection.message)]
+    Rejected {
+        /// Why.
+        rejection: Rejection,
+        /// The command resource, with its events.
+        command: Value,
+    },
+    /// 413 `payload-too-large`: the body exceeds the configured limit.
+    #[error("the body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 415 `unsupported-media-type`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422 `validation-failed`: the command's structure is wrong.
+    #[error("the command is not valid")]
+    Validation(Vec<Violation>),
+    /// 422 `schema-violation`: `data` does not match the action's JSON Schema.
+    #[error("data does not match the schema of action {action:?} (version {version})")]
+    SchemaViolation {
+        /// The action.
+        action: String,
+        /// The schema version used.
+        version: u32,
+        /// Every violation, pointers rooted at the command (`/data/...`).
+        errors: Vec<Violation>,
+    },
+    /// 422 `invalid-schema`: a registered schema is not a valid JSON Schema.
+    #[error("the schema is not a valid JSON Schema (2020-12)")]
+    InvalidSchema(Vec<Violation>),
+    /// 422 `idempotency-key-reused`: the key was used with a different request.
+    #[error("Idempotency-Key {0:?} was already used with a different request")]
+    IdempotencyKeyReused(String),
+    /// 503 `unavailable`: the log or index cannot serve now (shutting down,
+    /// overloaded, failed).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500 `internal`: logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedBody(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Rejected { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_)
+            | Self::SchemaViolation { .. }
+            | Self::InvalidSchema(_)
+            | Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code (the last segment of `type`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedBody(_) => "malformed-body",
+            Self::BadRequest(_) => "bad-request",
+            Self::NotFound(_) => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Rejected { .. } => "command-rejected",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::Validation(_) => "validation-failed",
+            Self::SchemaViolation { .. } => "schema-violation",
+            Self::InvalidSchema(_) => "invalid-schema",
+            Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::MalformedBody(_) => "Malformed request body",
+            Self::BadRequest(_) => "Bad request",
+            Self::NotFound(_) => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::Rejected { .. } => "Command rejected",
+            Self::PayloadTooLarge { .. } => "Payload too large",
+            Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::Validation(_) => "Invalid command",
+            Self::SchemaViolation { .. } => "Data does not match the action's schema",
+            Self::InvalidSchema(_) => "Invalid JSON Schema",
+            Self::IdempotencyKeyReused(_) => "Idempotency-Key reused",
+            Self::Unavailable(_) => "Service unavailable",
+            Self::Internal(_) => "Internal server error",
+        }
+    }
+
+    /// The problem document.
+    pub fn to_problem(&self) -> Value {
+        let detail = match self {
+            Self::Internal(_) => "an internal error occurred; it has been logged".to_string(),
+            other => other.to_string(),
+        };
+        let mut body = json!({
+            "type": format!("/problems/{}", self.code()),
+            "code": self.code(),
+            "title": self.title(),
+            "status": self.status().as_u16(),
+            "detail": detail,
+        });
+        let extra = match self {
+            Self::Validation(errors) | Self::InvalidSchema(errors) => {
+                Some(("errors", json!(errors)))
+            }
+            Self::SchemaViolation { errors, .. } => Some(("errors", json!(errors))),
+            Self::Rejected { rejection, command } => {
+                body["command"] = command.clone();
+                Some(("rejection", json!(rejection)))
+            }
+            _ => None,
+        };
+        if let Some((k, v)) = extra {
+            body[k] = v;
+        }
+        body
+    }
+}
+
+impl From<cmdr_index::IndexError> for ApiError {
+    fn from(e: cmdr_index::IndexError) -> Self {
+        match e {
+            cmdr_index::IndexError::Stopped => Self::Unavailable("the index is not running".into()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<cmdr_log::LogError> for ApiError {
+    fn from(e: cmdr_log::LogError) -> Self {
+        match e {
+            cmdr_log::LogError::Closed(why) => {
+                Self::Unavailable(format!("the log is closed: {why}"))
+            }
+            cmdr_log::LogError::RecordTooLarge { max, .. } => Self::PayloadTooLarge { limit: max },
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(msg) = &self {
+            tracing::error!(error = %msg, "internal error");
+        }
+        let body = serde_json::to_vec(&self.to_problem()).unwrap_or_default();
+        let mut res = (self.status(), body).into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        res
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

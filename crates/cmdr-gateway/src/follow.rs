@@ -1,0 +1,208 @@
+//! Following a topic from a position: the engine behind Server-Sent Events
+//! and WebSocket subscriptions.
+//!
+//! A follower reads the log itself (never a shared in-memory buffer), from a
+//! *position*: the next offset of every partition, written `o0.o1...` (one
+//! number per partition, e.g. `42` for a one-partition topic). Each update
+//! carries the position just after it, so a client that resumes from the last
+//! position it saw gets exactly the records after it, none missed, none
+//! repeated. Updates go through a channel bounded by the caller; when the
+//! client is slow the follower stops reading until there is room, so memory
+//! stays bounded and the client catches up from the log later.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cmdr_log::Log;
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Records a follower reads from one partition at once.
+pub const FOLLOW_BATCH: usize = 256;
+
+/// Where following starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest record still in the log.
+    Start,
+    /// Only records appended from now on (the default).
+    End,
+    /// A position as sent with an earlier update.
+    Position(Vec<u64>),
+}
+
+impl StartAt {
+    /// Parses `start`, `end` or a position.
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`].
+    pub fn parse(s: &str) -> ApiResult<Self> {
+        match s {
+            "start" | "earliest" => Ok(Self::Start),
+            "end" | "latest" | "now" => Ok(Self::End),
+            pos => pos
+                .split('.')
+                .map(|n| n.parse::<u64>())
+                .collect::<Result<Vec<_>, _>>()
+                .map(Self::Position)
+                .map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "invalid position {pos:?} (start, end, or offsets like 42 or 42.7)"
+                    ))
+                }),
+        }
+    }
+}
+
+/// Formats a position.
+pub fn format_position(pos: &[u64]) -> String {
+    let mut s = String::with_capacity(pos.len() * 8);
+    for (i, p) in pos.iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        s.push_str(&p.to_string());
+    }
+    s
+}
+
+/// What records to pass on; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Filter {
+    /// The record's `action`.
+    pub action: Option<String>,
+    /// The record's `key`.
+    pub key: Option<String>,
+    /// The event's `parent`.
+    pub parent: Option<Uuid>,
+    /// The event's `root`.
+    pub root: Option<Uuid>,
+}
+
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    action: Cow<'a, str>,
+    #[serde(borrow, default)]
+    key: Cow<'a, str>,
+    #[serde(default)]
+    parent: Option<Uuid>,
+    #[serde(default)]
+    root: Option<Uuid>,
+}
+
+impl Filter {
+    fn is_empty(&self) -> bool {
+        self.action.is_none() && self.key.is_none() && self.parent.is_none() && self.root.is_none()
+    }
+
+    /// Whether the JSON record `value` passes.
+    pub fn matches(&self, value: &[u8]) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Ok(p) = serde_json::from_slice::<Probe<'_>>(value) else {
+            return false;
+        };
+        self.action.as_deref().is_none_or(|a| a == p.action)
+            && self.key.as_deref().is_none_or(|k| k == p.key)
+            && self.parent.is_none_or(|x| p.parent == Some(x))
+            && self
+                .root
+                .is_none_or(|x| p.root == Some(x) || (p.root.is_none() && p.parent == Some(x)))
+    }
+}
+
+/// One record passed to a client.
+#[derive(Debug, Clone)]
+pub struct Update {
+    /// The position after this record (resume from it).
+    pub position: String,
+    /// The record's JSON value.
+    pub value: Bytes,
+}
+
+/// Resolves where to start in `topic`.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] for a position with the wrong number of
+/// partitions; log errors.
+pub async fn resolve(log: &dyn Log, topic: &str, at: &StartAt) -> ApiResult<Vec<u64>> {
+    let info = log.topic(topic).await?;
+    Ok(match at {
+        StartAt::Start => info.partitions.iter().map(|p| p.start_offset).collect(),
+        StartAt::End => info.partitions.iter().map(|p| p.end_offset).collect(),
+        StartAt::Position(pos) if pos.len() == info.partitions.len() => pos
+            .iter()
+            .zip(&info.partitions)
+            .map(|(o, p)| (*o).max(p.start_offset))
+            .collect(),
+        StartAt::Position(pos) => {
+            return Err(ApiError::BadRequest(format!(
+                "position has {} offsets but topic {topic} has {} partitions",
+                pos.len(),
+                info.partitions.len()
+            )))
+        }
+    })
+}
+
+/// Follows `topic` from `pos`, sending matching records to `tx` until the
+/// receiver is dropped, the server shuts down or the log fails.
+pub async fn follow(
+    log: Arc<dyn Log>,
+    topic: &'static str,
+    mut pos: Vec<u64>,
+    filter: Filter,
+    tx: mpsc::Sender<Update>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let mut progressed = false;
+        for (p, next) in pos.clone().into_iter().enumerate() {
+            let records = tokio::select! {
+                r = log.read(topic, p as u32, next, FOLLOW_BATCH) => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let records = match records {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(topic, partition = p, error = %e, "follower stops");
+                    return;
+                }
+            };
+            for r in records {
+                pos[p] = r.offset + 1;
+                progressed = true;
+                if filter.matches(&r.value) {
+                    let update = Update {
+                        position: format_position(&pos),
+                        value: r.value,
+                    };
+                    if tx.send(update).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if !progressed {
+            let waits = pos
+                .iter()
+                .enumerate()
+                .map(|(p, o)| log.wait_for(topic, p as u32, *o));
+            tokio::select! {
+                (r, _, _) = futures::future::select_all(waits) => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                _ = tx.closed() => return,
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}

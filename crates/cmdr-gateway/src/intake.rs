@@ -1,0 +1,353 @@
+//! `POST /commands`: read and check the body, validate against the action's
+//! schema, apply the `Idempotency-Key`, append to the commands topic, and
+//! answer at once (202) or after the outcome (`?sync=true`, `Prefer: wait=N`).
+//!
+//! Nothing is appended unless every check passed. Waiting holds no thread:
+//! it awaits an [`cmdr_index::OutcomeWaiter`] with a timeout; on timeout the
+//! command stays in the log and its status can be read later.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use cmdr_contract::{
+    header as log_header, Command, CommandRequest, CommandStatus, Meta, COMMANDS_TOPIC,
+};
+use cmdr_log::Record;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::idempotency::{request_hash, validate_key};
+use crate::negotiate::Negotiated;
+use crate::state::AppState;
+use crate::views::CommandBody;
+
+/// Routes: `POST /commands`.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/commands", post(post_command))
+}
+
+/// The body's media type, as far as intake cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Form,
+}
+
+fn body_kind(headers: &HeaderMap) -> ApiResult<BodyKind> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type is required (application/json or application/x-www-form-urlencoded)"
+                .into(),
+        ));
+    };
+    let ct = ct
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")) {
+        Ok(BodyKind::Json)
+    } else if ct == "application/x-www-form-urlencoded" {
+        Ok(BodyKind::Form)
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "unsupported Content-Type {ct:?} (use application/json or application/x-www-form-urlencoded)"
+        )))
+    }
+}
+
+/// Refuses a body that is not JSON.
+///
+/// # Errors
+/// [`ApiError::UnsupportedMediaType`].
+pub(crate) fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    match body_kind(headers)? {
+        BodyKind::Json => Ok(()),
+        BodyKind::Form => Err(ApiError::UnsupportedMediaType(
+            "this resource takes application/json".into(),
+        )),
+    }
+}
+
+/// Reads a body of at most `limit` bytes.
+///
+/// # Errors
+/// [`ApiError::PayloadTooLarge`] beyond the limit (checked against
+/// `Content-Length` first, then while reading); [`ApiError::MalformedBody`]
+/// when the body cannot be read.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::MalformedBody(format!("reading the body failed: {inner}"))
+        }
+    })
+}
+
+/// Decodes a form post: `action`, `key`, and either `data` (a JSON object as
+/// text) or `data.NAME` fields (string values).
+fn form_to_value(body: &[u8]) -> ApiResult<Value> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(body).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    let mut obj = Map::new();
+    let mut data = Map::new();
+    for (k, v) in pairs {
+        if k == "data" {
+            let parsed: Value = serde_json::from_str(&v).map_err(|e| {
+                ApiError::MalformedBody(format!("form field data is not JSON: {e}"))
+            })?;
+            obj.insert(k, parsed);
+        } else if let Some(field) = k.strip_prefix("data.") {
+            data.insert(field.to_string(), Value::String(v));
+        } else if k == "key" && v.is_empty() {
+            // An empty form field means "no key".
+        } else {
+            obj.insert(k, Value::String(v));
+        }
+    }
+    if !data.is_empty() || !obj.contains_key("data") {
+        obj.entry("data").or_insert(Value::Object(data));
+    }
+    Ok(Value::Object(obj))
+}
+
+/// How long the client wants to wait for the outcome, if at all.
+fn requested_wait(
+    state: &AppState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult<Option<Duration>> {
+    let config = &state.inner.config;
+    let mut wait = None;
+    if let Some(q) = query {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+        for (k, v) in pairs {
+            match (k.as_str(), v.as_str()) {
+                ("sync", "true" | "1" | "") => wait = Some(config.default_wait),
+                ("sync", "false" | "0") => {}
+                ("sync", other) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "sync must be true or false, not {other:?}"
+                    )))
+                }
+                (other, _) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown query parameter {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+    for prefer in headers.get_all("prefer") {
+        let Ok(prefer) = prefer.to_str() else {
+            continue;
+        };
+        for pref in prefer.split([',', ';']) {
+            if let Some(n) = pref.trim().strip_prefix("wait=") {
+                let secs: u64 = n.trim().parse().map_err(|_| {
+                    ApiError::BadRequest(format!("Prefer: wait={n} is not a number of seconds"))
+                })?;
+                wait = Some(Duration::from_secs(secs));
+            }
+        }
+    }
+    Ok(wait.map(|w| w.min(config.max_wait)))
+}
+
+async fn post_command(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    neg: Negotiated,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let wait = requested_wait(&state, query.as_deref(), &headers)?;
+    let kind = body_kind(&headers)?;
+    let bytes = read_body(&headers, body, state.inner.config.body_limit).await?;
+    let value = match kind {
+        BodyKind::Json => serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| ApiError::MalformedBody(format!("malformed JSON: {e}")))?,
+        BodyKind::Form => form_to_value(&bytes)?,
+    };
+    let request = CommandRequest::from_value(value).map_err(|v| ApiError::Validation(v.0))?;
+    // Validate the data object in place (no copy) against the action's schema.
+    let data = Value::Object(request.data);
+    state.inner.schemas.validate(&request.action, &data)?;
+    let Value::Object(data) = data else {
+        return Err(ApiError::Internal("data changed shape".into()));
+    };
+    let request = CommandRequest { data, ..request };
+
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => Some(validate_key(v.as_bytes())?.to_string()),
+        None => None,
+    };
+    let Some(idem) = idempotency_key else {
+        let command = new_command(request)?;
+        let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
+        append(&state, &command, None).await?;
+        return respond(&state, neg, command, waiter, wait).await;
+    };
+
+    let hash = request_hash(&request);
+    let _held = state.inner.idempotency.lock(&idem).await?;
+    if let Some((id, stored)) = state.inner.index.idempotency(&idem)? {
+        if stored != hash.as_bytes() {
+            return Err(ApiError::IdempotencyKeyReused(idem));
+        }
+        let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(id));
+        let Some(view) = state.inner.index.command(id)? else {
+            return Err(ApiError::Internal(format!(
+                "idempotency record points to unknown command {id}"
+            )));
+        };
+        if view.status != CommandStatus::Pending {
+            return settled(&state, neg, view.command.id).await;
+        }
+        return respond(&state, neg, view.command, waiter, wait).await;
+    }
+    let command = new_command(request)?;
+    let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
+    let (partition, offset) = append(&state, &command, Some((&idem, &hash))).await?;
+    // Hold the key until the index knows it, so a retry finds the first command.
+    if !state
+        .inner
+        .index
+        .wait_indexed(
+            COMMANDS_TOPIC,
+            partition,
+            offset + 1,
+            state.inner.config.index_wait,
+        )
+        .await
+    {
+        tracing::warn!(key = %idem, "idempotent command not indexed within the index wait");
+    }
+    respond(&state, neg, command, waiter, wait).await
+}
+
+fn new_command(request: CommandRequest) -> ApiResult<Command> {
+    let mut meta = Meta::new();
+    meta.insert("principal".into(), Value::String("anonymous".into()));
+    Command::from_request(request, cmdr_contract::now_ms(), meta)
+        .map_err(|v| ApiError::Validation(v.0))
+}
+
+/// Appends the command; returns its partition and offset.
+async fn append(
+    state: &AppState,
+    command: &Command,
+    idem: Option<(&str, &str)>,
+) -> ApiResult<(u32, u64)> {
+    let mut record = Record::new(command.key.clone(), command.to_json())
+        .with_header(log_header::ACTION, command.action.clone())
+        .with_header(log_header::CONTENT_TYPE, &b"application/json"[..])
+        .with_timestamp(command.timestamp);
+    if let Some((key, hash)) = idem {
+        record = record
+            .with_header(log_header::IDEMPOTENCY_KEY, key.to_string())
+            .with_header(log_header::IDEMPOTENCY_HASH, hash.to_string());
+    }
+    let appended = state.inner.log.append(COMMANDS_TOPIC, vec![record]).await?;
+    let at = appended
+        .first()
+        .ok_or_else(|| ApiError::Internal("append returned no position".into()))?;
+    Ok((at.partition, at.offset))
+}
+
+/// Answers for a command that is in the log: after waiting for its outcome
+/// when asked, else 202 pending.
+async fn respond(
+    state: &AppState,
+    neg: Negotiated,
+    command: Command,
+    waiter: Option<cmdr_index::OutcomeWaiter>,
+    wait: Option<Duration>,
+) -> ApiResult<Response> {
+    if let (Some(mut waiter), Some(wait)) = (waiter, wait) {
+        // The outcome may already be indexed (a retry), so look first.
+        let done = matches!(state.inner.index.command(command.id)?, Some(v) if v.status != CommandStatus::Pending);
+        if done || tokio::time::timeout(wait, waiter.wait()).await.is_ok() {
+            if let Some(v) = state.inner.index.command(command.id)? {
+                if v.status != CommandStatus::Pending {
+                    return settled(state, neg, command.id).await;
+                }
+            }
+        }
+    }
+    let location = format!("/commands/{}", command.id);
+    let body = CommandBody::new(&command, CommandStatus::Pending);
+    let mut res = if neg.html {
+        axum::response::Html(crate::html::page(
+            "Command accepted for processing",
+            &body.to_value(),
+        ))
+        .into_response()
+    } else {
+        let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut r = bytes.into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    *res.status_mut() = StatusCode::ACCEPTED;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// 201 with the command and its events, or 409 with the rejection.
+async fn settled(state: &AppState, neg: Negotiated, id: uuid::Uuid) -> ApiResult<Response> {
+    let view = state
+        .inner
+        .index
+        .command(id)?
+        .ok_or_else(|| ApiError::Internal(format!("command {id} vanished")))?;
+    let events = state.inner.index.children(id)?;
+    let body = CommandBody::with_events(&view, &events).to_value();
+    if view.status == CommandStatus::Rejected {
+        let rejection = events
+            .iter()
+            .find(|e| Some(e.event.id) == view.outcome_event)
+            .and_then(|e| e.event.rejection())
+            .unwrap_or_else(|| {
+                cmdr_contract::Rejection::new("rejected", "the command was rejected")
+            });
+        return Err(ApiError::Rejected {
+            rejection,
+            command: body,
+        });
+    }
+    let location = format!("/commands/{id}");
+    let mut res = neg.render("Command accepted", body);
+    *res.status_mut() = StatusCode::CREATED;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}

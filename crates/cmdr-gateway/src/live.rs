@@ -1,0 +1,279 @@
+//! Live updates: `GET /commands/updates` and `GET /events/updates` as
+//! Server-Sent Events, and `GET /ws`, a WebSocket with subscribe/unsubscribe.
+//!
+//! SSE: each message has `event: command|event`, `data:` the record's JSON
+//! and `id:` its position; reconnecting with `Last-Event-ID` (or `?from=`)
+//! resumes right after it. `from` is `end` (default), `start` or a position.
+//! Filters: `action`, `key` (and `parent`, `root` for events). A comment is
+//! sent every [`HEARTBEAT`] when idle.
+//!
+//! WebSocket messages (JSON text):
+//! - client: `{"op":"subscribe","id":"s1","topic":"events","from":"start","action":"..."}`
+//! - client: `{"op":"unsubscribe","id":"s1"}`
+//! - server: `{"type":"subscribed","id":"s1"}`, `{"type":"unsubscribed","id":"s1"}`,
+//!   `{"type":"record","subscription":"s1","position":"42","record":{...}}`,
+//!   `{"type":"error","message":"..."}`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cmdr_contract::{COMMANDS_TOPIC, EVENTS_TOPIC};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::{ApiError, ApiResult};
+use crate::follow::{follow, resolve, Filter, StartAt, Update};
+use crate::state::AppState;
+
+/// Updates buffered per SSE client; when full the follower waits (the client
+/// is slow) and resumes reading the log once there is room.
+pub const SSE_BUFFER: usize = 64;
+/// Interval of SSE heartbeat comments when nothing else is sent.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Outgoing WebSocket messages buffered per connection.
+pub const WS_BUFFER: usize = 256;
+/// Most subscriptions one WebSocket may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 32;
+
+/// Routes of this module.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/commands/updates", get(command_updates))
+        .route("/events/updates", get(event_updates))
+        .route("/ws", get(websocket))
+}
+
+fn parse_params(raw: Option<&str>, events: bool) -> ApiResult<(Filter, Option<StartAt>)> {
+    let pairs: Vec<(String, String)> = match raw {
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?,
+        None => Vec::new(),
+    };
+    let mut filter = Filter::default();
+    let mut from = None;
+    let uuid = |name: &str, v: &str| {
+        uuid::Uuid::parse_str(v)
+            .map_err(|_| ApiError::BadRequest(format!("{name} must be a UUID, not {v:?}")))
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "action" => filter.action = Some(v),
+            "key" => filter.key = Some(v),
+            "parent" if events => filter.parent = Some(uuid("parent", &v)?),
+            "root" if events => filter.root = Some(uuid("root", &v)?),
+            "from" => from = Some(StartAt::parse(&v)?),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {other:?}"
+                )))
+            }
+        }
+    }
+    Ok((filter, from))
+}
+
+async fn sse(
+    state: AppState,
+    topic: &'static str,
+    raw: Option<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (filter, from) = parse_params(raw.as_deref(), topic == EVENTS_TOPIC)?;
+    let resume = match headers.get("last-event-id").map(|v| v.to_str()) {
+        Some(Ok(id)) if !id.is_empty() => Some(StartAt::parse(id)?),
+        Some(Err(_)) => {
+            return Err(ApiError::BadRequest(
+                "Last-Event-ID is not a position".into(),
+            ))
+        }
+        _ => None,
+    };
+    let at = resume.or(from).unwrap_or(StartAt::End);
+    let pos = resolve(state.inner.log.as_ref(), topic, &at).await?;
+    let (tx, rx) = mpsc::channel::<Update>(SSE_BUFFER);
+    tokio::spawn(follow(
+        state.inner.log.clone(),
+        topic,
+        pos,
+        filter,
+        tx,
+        state.shutdown_signal(),
+    ));
+    let name = if topic == COMMANDS_TOPIC {
+        "command"
+    } else {
+        "event"
+    };
+    let stream = ReceiverStream::new(rx).map(move |u| {
+        let data = String::from_utf8_lossy(&u.value).into_owned();
+        Ok::<_, Infallible>(SseEvent::default().event(name).id(u.position).data(data))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+        .into_response())
+}
+
+async fn command_updates(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    sse(state, COMMANDS_TOPIC, raw, headers).await
+}
+
+async fn event_updates(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    sse(state, EVENTS_TOPIC, raw, headers).await
+}
+
+async fn websocket(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| run_socket(state, socket))
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum ClientMessage {
+    Subscribe {
+        id: String,
+        topic: String,
+        #[serde(default)]
+        from: Option<String>,
+        #[serde(flatten)]
+        filter: Filter,
+    },
+    Unsubscribe {
+        id: String,
+    },
+}
+
+async fn run_socket(state: AppState, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(WS_BUFFER);
+    let writer = tokio::spawn(async move {
+        while let Some(text) = out_rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut subs: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+    let mut shutdown = state.shutdown_signal();
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let Some(Ok(msg)) = msg else { break };
+        let text = match msg {
+            Message::Text(t) => t.to_string(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let reply = match serde_json::from_str::<ClientMessage>(&text) {
+            Err(e) => json!({"type": "error", "message": format!("invalid message: {e}")}),
+            Ok(ClientMessage::Unsubscribe { id }) => match subs.remove(&id) {
+                Some(h) => {
+                    h.abort();
+                    json!({"type": "unsubscribed", "id": id})
+                }
+                None => json!({"type": "error", "id": id, "message": "no such subscription"}),
+            },
+            Ok(ClientMessage::Subscribe {
+                id,
+                topic,
+                from,
+                filter,
+            }) => {
+                match subscribe(
+                    &state,
+                    &subs,
+                    &id,
+                    &topic,
+                    from.as_deref(),
+                    filter,
+                    out_tx.clone(),
+                )
+                .await
+                {
+                    Ok(handle) => {
+                        subs.insert(id.clone(), handle);
+                        json!({"type": "subscribed", "id": id})
+                    }
+                    Err(e) => json!({"type": "error", "id": id, "message": e.to_string()}),
+                }
+            }
+        };
+        if out_tx.send(reply.to_string()).await.is_err() {
+            break;
+        }
+    }
+    for (_, h) in subs {
+        h.abort();
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+async fn subscribe(
+    state: &AppState,
+    subs: &HashMap<String, tokio::task::AbortHandle>,
+    id: &str,
+    topic: &str,
+    from: Option<&str>,
+    filter: Filter,
+    out: mpsc::Sender<String>,
+) -> ApiResult<tokio::task::AbortHandle> {
+    if subs.contains_key(id) {
+        return Err(ApiError::BadRequest(format!("subscription {id:?} exists")));
+    }
+    if subs.len() >= MAX_SUBSCRIPTIONS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_SUBSCRIPTIONS} subscriptions per socket"
+        )));
+    }
+    let topic: &'static str = match topic {
+        "commands" => COMMANDS_TOPIC,
+        "events" => EVENTS_TOPIC,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "topic must be commands or events, not {other:?}"
+            )))
+        }
+    };
+    let at = from
+        .map(StartAt::parse)
+        .transpose()?
+        .unwrap_or(StartAt::End);
+    let pos = resolve(state.inner.log.as_ref(), topic, &at).await?;
+    let log = state.inner.log.clone();
+    let shutdown = state.shutdown_signal();
+    let sub = id.to_string();
+    let task = tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::channel::<Update>(SSE_BUFFER);
+        let follower = tokio::spawn(follow(log, topic, pos, filter, tx, shutdown));
+        while let Some(u) = rx.recv().await {
+            let record: serde_json::Value =
+                serde_json::from_slice(&u.value).unwrap_or(serde_json::Value::Null);
+            let msg = json!({"type": "record", "subscription": sub, "position": u.position, "record": record});
+            if out.send(msg.to_string()).await.is_err() {
+                break;
+            }
+        }
+        follower.abort();
+    });
+    Ok(task.abort_handle())
+}

@@ -1,0 +1,279 @@
+//! Reads from the index: `GET /commands/{id}`, `GET /commands`,
+//! `GET /events/{id}`, `GET /events`, `GET /streams/{key}`.
+//!
+//! Listings take filters as query parameters (`action`, `key`, `status`,
+//! `parent`, `root`, `since`, `until` in ms since the epoch), `order`
+//! (`desc`, the default, or `asc`), `limit` (default 100, at most 1000) and
+//! `after` (the cursor); they answer `{"items": [...], "next": link|null}`.
+//! Unknown or invalid parameters are refused with 400.
+
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use cmdr_contract::{CommandStatus, COMMANDS_TOPIC, EVENTS_TOPIC};
+use cmdr_index::{Order, Query, MAX_LIMIT};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::negotiate::Negotiated;
+use crate::state::AppState;
+use crate::views::{event_json, CommandBody};
+
+/// Routes of this module.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/commands", get(list_commands))
+        .route("/commands/{id}", get(get_command))
+        .route("/events", get(list_events))
+        .route("/events/{id}", get(get_event))
+        .route("/streams/{*key}", get(get_stream))
+}
+
+/// Which listing a query is for (commands accept `status`; events accept
+/// `parent` and `root`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    Commands,
+    Events,
+}
+
+fn parse_uuid(name: &str, v: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(v)
+        .map_err(|_| ApiError::BadRequest(format!("{name} must be a UUID, not {v:?}")))
+}
+
+fn parse_ms(name: &str, v: &str) -> ApiResult<i64> {
+    v.parse::<i64>().ok().filter(|t| *t >= 0).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{name} must be milliseconds since the epoch, not {v:?}"
+        ))
+    })
+}
+
+/// Parses listing parameters; keeps the raw pairs to build the `next` link.
+fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<(Query, Vec<(String, String)>)> {
+    let pairs: Vec<(String, String)> = match raw {
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?,
+        None => Vec::new(),
+    };
+    let mut q = Query::default();
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "action" => q.action = Some(v.clone()),
+            "key" => q.key = Some(v.clone()),
+            "status" if listing == Listing::Commands => {
+                q.status = Some(CommandStatus::parse(v).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "status must be pending, accepted or rejected, not {v:?}"
+                    ))
+                })?)
+            }
+            "parent" if listing == Listing::Events => q.parent = Some(parse_uuid("parent", v)?),
+            "root" if listing == Listing::Events => q.root = Some(parse_uuid("root", v)?),
+            "since" => q.since = Some(parse_ms("since", v)?),
+            "until" => q.until = Some(parse_ms("until", v)?),
+            "after" => q.after = Some(parse_uuid("after", v)?),
+            "order" => {
+                q.order = match v.as_str() {
+                    "asc" => Order::Asc,
+                    "desc" => Order::Desc,
+                    _ => {
+                        return Err(ApiError::BadRequest(format!(
+                            "order must be asc or desc, not {v:?}"
+                        )))
+                    }
+                }
+            }
+            "limit" => {
+                let n = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "limit must be a number from 1 to {MAX_LIMIT}, not {v:?}"
+                        ))
+                    })?;
+                q.limit = Some(n);
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {other:?}"
+                )))
+            }
+        }
+    }
+    Ok((q, pairs))
+}
+
+/// The link to the page after `next`, keeping the other parameters.
+fn next_link(path: &str, pairs: &[(String, String)], next: Option<Uuid>) -> Value {
+    let Some(next) = next else { return Value::Null };
+    let mut kept: Vec<(&str, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "after")
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    kept.push(("after", next.to_string()));
+    let qs = serde_urlencoded::to_string(&kept).unwrap_or_default();
+    Value::String(format!("{path}?{qs}"))
+}
+
+/// Read-your-writes: on a miss, wait (bounded) until the index has caught up
+/// with the end the log has now, so a just-posted id is found.
+async fn catch_up(state: &AppState, topic: &str) -> ApiResult<()> {
+    let info = state.inner.log.topic(topic).await?;
+    let wait: Duration = state.inner.config.index_wait;
+    for p in info.partitions {
+        state
+            .inner
+            .index
+            .wait_indexed(topic, p.partition, p.end_offset, wait)
+            .await;
+    }
+    Ok(())
+}
+
+async fn get_command(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    neg: Negotiated,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::NotFound(format!("no command with id {id:?}"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let index = &state.inner.index;
+    let view = match index.command(uuid)? {
+        Some(v) => v,
+        None => {
+            catch_up(&state, COMMANDS_TOPIC).await?;
+            index.command(uuid)?.ok_or_else(not_found)?
+        }
+    };
+    let events = index.children(uuid)?;
+    Ok(neg.render(
+        &format!("Command {uuid}"),
+        CommandBody::with_events(&view, &events).to_value(),
+    ))
+}
+
+async fn get_event(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    neg: Negotiated,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::NotFound(format!("no event with id {id:?}"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let index = &state.inner.index;
+    let view = match index.event(uuid)? {
+        Some(v) => v,
+        None => {
+            catch_up(&state, EVENTS_TOPIC).await?;
+            index.event(uuid)?.ok_or_else(not_found)?
+        }
+    };
+    Ok(neg.render(&format!("Event {uuid}"), event_json(&view)))
+}
+
+async fn list_commands(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    neg: Negotiated,
+) -> ApiResult<Response> {
+    let (q, pairs) = parse_query(raw.as_deref(), Listing::Commands)?;
+    let page = state.inner.index.list_commands(&q)?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|v| CommandBody::with_events(v, &[]).to_value())
+        .collect();
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|mut v| {
+            if let Value::Object(m) = &mut v {
+                m.remove("events");
+            }
+            v
+        })
+        .collect();
+    Ok(neg.render(
+        "Commands",
+        json!({"items": items, "next": next_link("/commands", &pairs, page.next)}),
+    ))
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    neg: Negotiated,
+) -> ApiResult<Response> {
+    let (q, pairs) = parse_query(raw.as_deref(), Listing::Events)?;
+    let page = state.inner.index.list_events(&q)?;
+    let items: Vec<Value> = page.items.iter().map(event_json).collect();
+    Ok(neg.render(
+        "Events",
+        json!({"items": items, "next": next_link("/events", &pairs, page.next)}),
+    ))
+}
+
+async fn get_stream(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    RawQuery(raw): RawQuery,
+    neg: Negotiated,
+) -> ApiResult<Response> {
+    let pairs: Vec<(String, String)> = match raw.as_deref() {
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?,
+        None => Vec::new(),
+    };
+    let (mut after, mut limit) = (None, None);
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "after" => {
+                after = Some(v.parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "after must be an offset (a whole number), not {v:?}"
+                    ))
+                })?)
+            }
+            "limit" => {
+                limit = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::BadRequest(format!(
+                                "limit must be a number from 1 to {MAX_LIMIT}, not {v:?}"
+                            ))
+                        })?,
+                )
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {other:?}"
+                )))
+            }
+        }
+    }
+    let page = state.inner.index.stream(&key, after, limit)?;
+    let next = page.next.map(|n| {
+        let mut qs = vec![("after", n.to_string())];
+        if let Some(l) = limit {
+            qs.push(("limit", l.to_string()));
+        }
+        format!(
+            "/streams/{key}?{}",
+            serde_urlencoded::to_string(&qs).unwrap_or_default()
+        )
+    });
+    let items: Vec<Value> = page.items.iter().map(event_json).collect();
+    Ok(neg.render(
+        &format!("Stream {key}"),
+        json!({"key": key, "items": items, "next": next}),
+    ))
+}

@@ -1,0 +1,280 @@
+//! JSON Schemas per action: registered with `PUT /schemas/{action}`, every
+//! version kept, stored as records of the `_cmdr_schemas` log topic (so they
+//! are as durable as commands and are replayed at start-up), and compiled
+//! once, when registered or loaded.
+//!
+//! Log format of a schema record (key = the action), version 1:
+//! `{"action": "...", "version": 1, "schema": {...}, "timestamp": <ms>}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cmdr_contract::{validate_action, Violation, SCHEMAS_TOPIC};
+use cmdr_log::{Log, Record};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::negotiate::Negotiated;
+use crate::state::AppState;
+
+/// Records read from the schemas topic at once while loading.
+const LOAD_BATCH: usize = 1024;
+
+/// One registered version of an action's schema, as stored in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    /// The action it validates.
+    pub action: String,
+    /// 1, 2, ... in registration order.
+    pub version: u32,
+    /// The JSON Schema (2020-12).
+    pub schema: Value,
+    /// When it was registered, ms since the epoch.
+    pub timestamp: i64,
+}
+
+struct ActionSchemas {
+    versions: Vec<SchemaVersion>,
+    /// The latest version, compiled.
+    validator: Arc<jsonschema::Validator>,
+}
+
+/// Every action's schemas; the latest version of each compiled.
+pub(crate) struct SchemaRegistry {
+    log: Arc<dyn Log>,
+    /// Read on every command; written only when a schema is registered.
+    actions: RwLock<HashMap<String, ActionSchemas>>,
+    /// Serializes registrations so versions are numbered without gaps.
+    register: tokio::sync::Mutex<()>,
+}
+
+/// Compiles a schema as JSON Schema 2020-12.
+fn compile(schema: &Value) -> Result<jsonschema::Validator, Vec<Violation>> {
+    jsonschema::draft202012::new(schema)
+        .map_err(|e| vec![Violation::new(e.instance_path().to_string(), e.to_string())])
+}
+
+impl SchemaRegistry {
+    /// Creates the schemas topic if needed and loads every version in it.
+    pub(crate) async fn load(log: Arc<dyn Log>) -> Result<Self, cmdr_log::LogError> {
+        let info = log.create_topic(SCHEMAS_TOPIC, 1).await?;
+        let mut actions: HashMap<String, ActionSchemas> = HashMap::new();
+        for p in info.partitions {
+            let mut from = p.start_offset;
+            loop {
+                let records = log
+                    .read(SCHEMAS_TOPIC, p.partition, from, LOAD_BATCH)
+                    .await?;
+                let Some(last) = records.last() else { break };
+                from = last.offset + 1;
+                for r in records {
+                    let Ok(v) = serde_json::from_slice::<SchemaVersion>(&r.value) else {
+                        tracing::warn!(offset = r.offset, "skipping an unreadable schema record");
+                        continue;
+                    };
+                    match compile(&v.schema) {
+                        Ok(validator) => {
+                            let entry =
+                                actions
+                                    .entry(v.action.clone())
+                                    .or_insert_with(|| ActionSchemas {
+                                        versions: Vec::new(),
+                                        validator: Arc::new(validator.clone()),
+                                    });
+                            entry.validator = Arc::new(validator);
+                            entry.versions.push(v);
+                        }
+                        Err(e) => {
+                            tracing::warn!(action = %v.action, ?e, "skipping a schema that no longer compiles")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            log,
+            actions: RwLock::new(actions),
+            register: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Validates `data` against the latest schema of `action`, if any.
+    ///
+    /// # Errors
+    /// [`ApiError::SchemaViolation`] with every violation.
+    pub(crate) fn validate(&self, action: &str, data: &Value) -> ApiResult<()> {
+        let (validator, version) = {
+            let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
+            match actions.get(action) {
+                None => return Ok(()),
+                Some(a) => (
+                    Arc::clone(&a.validator),
+                    a.versions.last().map_or(0, |v| v.version),
+                ),
+            }
+        };
+        if validator.is_valid(data) {
+            return Ok(());
+        }
+        let errors = validator
+            .iter_errors(data)
+            .map(|e| Violation::new(format!("/data{}", e.instance_path()), e.to_string()))
+            .collect();
+        Err(ApiError::SchemaViolation {
+            action: action.to_string(),
+            version,
+            errors,
+        })
+    }
+
+    /// Registers a new version (or returns the latest when it is identical).
+    /// Returns the version and whether it is new.
+    async fn register(&self, action: &str, schema: Value) -> ApiResult<(SchemaVersion, bool)> {
+        let validator = compile(&schema).map_err(ApiError::InvalidSchema)?;
+        let _serial = self.register.lock().await;
+        let latest = {
+            let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
+            actions.get(action).and_then(|a| a.versions.last().cloned())
+        };
+        if let Some(latest) = &latest {
+            if latest.schema == schema {
+                return Ok((latest.clone(), false));
+            }
+        }
+        let version = SchemaVersion {
+            action: action.to_string(),
+            version: latest.map_or(1, |l| l.version + 1),
+            schema,
+            timestamp: cmdr_contract::now_ms(),
+        };
+        let value = serde_json::to_vec(&version).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.log
+            .append(SCHEMAS_TOPIC, vec![Record::new(action.to_string(), value)])
+            .await?;
+        let mut actions = self.actions.write().unwrap_or_else(|p| p.into_inner());
+        let entry = actions
+            .entry(action.to_string())
+            .or_insert_with(|| ActionSchemas {
+                versions: Vec::new(),
+                validator: Arc::new(validator.clone()),
+            });
+        entry.validator = Arc::new(validator);
+        entry.versions.push(version.clone());
+        Ok((version, true))
+    }
+
+    fn versions(&self, action: &str) -> Option<Vec<SchemaVersion>> {
+        let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
+        actions.get(action).map(|a| a.versions.clone())
+    }
+
+    fn summary(&self) -> Vec<Value> {
+        let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Value> = actions
+            .iter()
+            .filter_map(|(name, a)| {
+                let latest = a.versions.last()?;
+                Some(json!({
+                    "action": name,
+                    "version": latest.version,
+                    "versions": a.versions.len(),
+                    "links": {"self": format!("/schemas/{name}")},
+                }))
+            })
+            .collect();
+        out.sort_by(|a, b| a["action"].as_str().cmp(&b["action"].as_str()));
+        out
+    }
+}
+
+/// Routes: `GET /schemas`, `GET|PUT /schemas/{action}`.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/schemas", get(list))
+        .route("/schemas/{*action}", get(read).put(put))
+}
+
+async fn list(State(state): State<AppState>, neg: Negotiated) -> Response {
+    neg.render("Schemas", json!({"items": state.inner.schemas.summary()}))
+}
+
+#[derive(Deserialize)]
+struct VersionParam {
+    version: Option<u32>,
+}
+
+fn version_body(v: &SchemaVersion, all: &[SchemaVersion]) -> Value {
+    json!({
+        "action": v.action,
+        "version": v.version,
+        "schema": v.schema,
+        "timestamp": v.timestamp,
+        "versions": all.iter().map(|x| x.version).collect::<Vec<_>>(),
+        "links": {"self": format!("/schemas/{}?version={}", v.action, v.version), "latest": format!("/schemas/{}", v.action)},
+    })
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Path(action): Path<String>,
+    query: Result<Query<VersionParam>, axum::extract::rejection::QueryRejection>,
+    neg: Negotiated,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let versions = state.inner.schemas.versions(&action).ok_or_else(|| {
+        ApiError::NotFound(format!("no schema is registered for action {action:?}"))
+    })?;
+    let chosen = match q.version {
+        None => versions.last(),
+        Some(n) => versions.iter().find(|v| v.version == n),
+    }
+    .ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "action {action:?} has no schema version {:?}",
+            q.version
+        ))
+    })?;
+    Ok(neg.render(
+        &format!("Schema of {action}"),
+        version_body(chosen, &versions),
+    ))
+}
+
+async fn put(
+    State(state): State<AppState>,
+    Path(action): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Response> {
+    validate_action(&action, "/action").map_err(|v| ApiError::NotFound(v.message))?;
+    crate::intake::require_json(&headers)?;
+    let body = crate::intake::read_body(&headers, body, state.inner.config.body_limit).await?;
+    let schema: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    if !(schema.is_object() || schema.is_boolean()) {
+        return Err(ApiError::InvalidSchema(vec![Violation::new(
+            "",
+            "a JSON Schema is an object or a boolean",
+        )]));
+    }
+    let (version, created) = state.inner.schemas.register(&action, schema).await?;
+    let versions = state.inner.schemas.versions(&action).unwrap_or_default();
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/schemas/{action}?version={}", version.version);
+    Ok((
+        status,
+        [(header::LOCATION, location)],
+        axum::Json(version_body(&version, &versions)),
+    )
+        .into_response())
+}

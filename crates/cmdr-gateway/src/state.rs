@@ -1,0 +1,73 @@
+//! The state every handler shares: the log, the index, the schema registry,
+//! the in-flight idempotency keys, the configuration and the shutdown signal.
+
+use std::sync::Arc;
+
+use cmdr_index::Index;
+use cmdr_log::Log;
+use tokio::sync::watch;
+
+use crate::config::GatewayConfig;
+use crate::idempotency::InFlightKeys;
+use crate::schemas::SchemaRegistry;
+
+/// Cheap to clone: one `Arc` around everything.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) log: Arc<dyn Log>,
+    pub(crate) index: Index,
+    pub(crate) schemas: SchemaRegistry,
+    pub(crate) idempotency: InFlightKeys,
+    pub(crate) config: GatewayConfig,
+    /// Set to `true` when the server begins shutting down, so that
+    /// long-lived responses (SSE, WebSocket) end and let it drain.
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// Builds the state: loads every registered schema from the log (creating
+    /// the schemas topic if needed). The index should already be running.
+    ///
+    /// # Errors
+    /// Log failures while loading schemas.
+    pub async fn new(
+        log: Arc<dyn Log>,
+        index: Index,
+        config: GatewayConfig,
+    ) -> Result<Self, cmdr_log::LogError> {
+        let schemas = SchemaRegistry::load(Arc::clone(&log)).await?;
+        Ok(Self {
+            inner: Arc::new(Shared {
+                log,
+                index,
+                schemas,
+                idempotency: InFlightKeys::default(),
+                config,
+                shutdown: watch::channel(false).0,
+            }),
+        })
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Index {
+        &self.inner.index
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Arc<dyn Log> {
+        &self.inner.log
+    }
+
+    /// Tells long-lived responses to end (called by [`crate::serve`]).
+    pub fn begin_shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+}
