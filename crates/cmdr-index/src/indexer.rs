@@ -45,7 +45,8 @@ struct Batch {
     records: Vec<StoredRecord>,
 }
 
-/// A running indexer; stop it with [`IndexerHandle::shutdown`].
+/// A running indexer; stop it with [`IndexerHandle::shutdown`]. Dropping the
+/// handle detaches the indexer: it then runs until the log is closed.
 #[derive(Debug)]
 pub struct IndexerHandle {
     stop: watch::Sender<bool>,
@@ -400,6 +401,14 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|source| IndexError::Decode { table, source })
 }
 
+/// Resolves when a stop was requested; never when the handle was dropped
+/// without one (a detached indexer keeps running).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn read_partition(
     log: Arc<dyn Log>,
     index: Index,
@@ -412,7 +421,7 @@ async fn read_partition(
     loop {
         let read = tokio::select! {
             r = log.read(topic, partition, from, READ_BATCH) => r,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stopped(&mut stop) => return,
         };
         let records = match read {
             Ok(r) => r,
@@ -425,7 +434,7 @@ async fn read_partition(
         let Some(last) = records.last() else {
             let waited = tokio::select! {
                 r = log.wait_for(topic, partition, from) => r,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stopped(&mut stop) => return,
             };
             if let Err(e) = waited {
                 tracing::debug!(topic, partition, error = %e, "indexer reader stops");

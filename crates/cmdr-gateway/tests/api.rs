@@ -1,0 +1,515 @@
+//! The router against an in-memory log, without a socket: intake, errors,
+//! schemas, idempotency, sync outcomes (a test processor appends them),
+//! listings and streams.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use cmdr_contract::{Command, EventDraft, Outcome, Rejection};
+use cmdr_gateway::{app, AppState, GatewayConfig};
+use cmdr_index::Index;
+use cmdr_log::{Log, Record};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use support::MemLog;
+use tower::ServiceExt;
+
+struct Harness {
+    log: Arc<MemLog>,
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(config: GatewayConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemLog::new());
+    log.create_topic("commands", 1).await.unwrap();
+    log.create_topic("events", 1).await.unwrap();
+    let index = Index::open(dir.path().join("index.redb")).unwrap();
+    let dyn_log: Arc<dyn Log> = log.clone();
+    index.spawn_indexer(dyn_log.clone()).await.unwrap();
+    let state = AppState::new(dyn_log, index, config).await.unwrap();
+    Harness {
+        log,
+        state,
+        _dir: dir,
+    }
+}
+
+/// A stand-in command processor: accepts `approve`, rejects `deny`, ignores the rest.
+fn spawn_processor(log: Arc<MemLog>) {
+    tokio::spawn(async move {
+        let mut next = 0;
+        loop {
+            if log.wait_for("commands", 0, next).await.is_err() {
+                return;
+            }
+            for r in log.read("commands", 0, next, 100).await.unwrap() {
+                next = r.offset + 1;
+                let c = Command::from_json(&r.value).unwrap();
+                let ev = match c.action.as_str() {
+                    "approve" => {
+                        let mut e = EventDraft::new("approved", json!({"ok": true}))
+                            .into_event(c.id, c.id, &c.key, 1);
+                        e.outcome = Some(Outcome::Accepted);
+                        e
+                    }
+                    "deny" => Rejection::new("denied", "not today").into_event(c.id, &c.key, 1),
+                    _ => continue,
+                };
+                log.append("events", vec![Record::new(ev.key.clone(), ev.to_json())])
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+async fn call(h: &Harness, req: Request<Body>) -> Reply {
+    let what = format!("{} {}", req.method(), req.uri());
+    let res = app(h.state.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    eprintln!("{what} -> {status} {text}");
+    Reply {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+fn post(uri: &str, body: Value) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+async fn commands_in_log(h: &Harness) -> u64 {
+    h.log.topic("commands").await.unwrap().partitions[0].end_offset
+}
+
+#[tokio::test]
+async fn post_then_read_a_command_and_its_outcome() {
+    let h = harness(GatewayConfig::default()).await;
+    let r = call(
+        &h,
+        post(
+            "/commands",
+            json!({"action": "open", "data": {"owner": "ada"}, "key": "acc-1"}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(r.headers["location"], format!("/commands/{id}").as_str());
+    assert_eq!(r.body["status"], "pending");
+    assert_eq!(r.body["links"]["self"], format!("/commands/{id}"));
+
+    let r = call(&h, get(&format!("/commands/{id}"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "pending");
+    assert_eq!(r.body["data"]["owner"], "ada");
+
+    let cid = uuid::Uuid::parse_str(&id).unwrap();
+    let mut ev = EventDraft::new("opened", json!({})).into_event(cid, cid, "acc-1", 2);
+    ev.outcome = Some(Outcome::Accepted);
+    h.log
+        .append("events", vec![Record::new("acc-1", ev.to_json())])
+        .await
+        .unwrap();
+    let r = call(&h, get(&format!("/events/{}", ev.id))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = call(&h, get(&format!("/commands/{id}"))).await;
+    assert_eq!(r.body["status"], "accepted");
+    assert_eq!(r.body["events"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["outcome"]["event"], ev.id.to_string());
+
+    let r = call(&h, get("/streams/acc-1")).await;
+    assert_eq!(r.body["items"][0]["id"], ev.id.to_string());
+    let r = call(&h, get("/commands?status=accepted")).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    let r = call(&h, get(&format!("/events?root={id}"))).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sync_waits_for_accepted_rejected_or_times_out() {
+    let h = harness(GatewayConfig::default()).await;
+    spawn_processor(h.log.clone());
+    let r = call(
+        &h,
+        post(
+            "/commands?sync=true",
+            json!({"action": "approve", "data": {}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["status"], "accepted");
+    assert_eq!(r.body["events"][0]["action"], "approved");
+
+    let r = call(
+        &h,
+        post("/commands?sync=true", json!({"action": "deny", "data": {}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+    assert_eq!(r.body["code"], "command-rejected");
+    assert_eq!(r.body["rejection"]["code"], "denied");
+    assert_eq!(r.body["command"]["status"], "rejected");
+
+    let req = Request::post("/commands")
+        .header("content-type", "application/json")
+        .header("prefer", "wait=0")
+        .body(Body::from(
+            json!({"action": "ignored", "data": {}}).to_string(),
+        ))
+        .unwrap();
+    let r = call(&h, req).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(r.body["status"], "pending");
+    assert_eq!(
+        h.state.index().waiters().len(),
+        0,
+        "timed-out waiters are unregistered"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_problem_details_and_appends_nothing() {
+    let config = GatewayConfig {
+        body_limit: 1024,
+        ..GatewayConfig::default()
+    };
+    let h = harness(config).await;
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            Request::post("/commands")
+                .header("content-type", "application/json")
+                .body(Body::from("{nope"))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+        ),
+        (
+            post("/commands", json!({"data": []})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+        ),
+        (
+            post("/commands", json!({"action": "a b", "data": {}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+        ),
+        (
+            post(
+                "/commands",
+                json!({"action": "a", "data": {"x": "y".repeat(2000)}}),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+        ),
+        (
+            Request::post("/commands")
+                .header("content-type", "text/plain")
+                .body(Body::from("hi"))
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        ),
+        (
+            Request::post("/commands").body(Body::from("{}")).unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        ),
+        (
+            post("/commands?sync=maybe", json!({"action": "a", "data": {}})),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            get("/commands/0190a0a0-0000-7000-8000-000000000000"),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            get("/commands/not-a-uuid"),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            get("/events/0190a0a0-0000-7000-8000-000000000000"),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            get("/commands?limit=0"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            get("/commands?limit=1001"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            get("/commands?status=done"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            get("/commands?bogus=1"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            get("/events?after=x"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            get("/streams/k?after=-1"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            get("/commands/updates?from=x.y"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (get("/nowhere"), StatusCode::NOT_FOUND, "not-found"),
+        (
+            Request::delete("/commands").body(Body::empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let r = call(&h, req).await;
+        assert_eq!(r.status, status, "{what}: {}", r.text);
+        assert_eq!(
+            r.headers["content-type"], "application/problem+json",
+            "{what}"
+        );
+        assert_eq!(r.body["code"], code, "{what}: {}", r.text);
+        assert_eq!(r.body["type"], format!("/problems/{code}"), "{what}");
+        assert_eq!(r.body["status"], status.as_u16(), "{what}");
+    }
+    let r = call(
+        &h,
+        post("/commands", json!({"action": "", "data": 3, "extra": 1})),
+    )
+    .await;
+    let pointers: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/action", "/data", "/extra"]);
+    assert_eq!(commands_in_log(&h).await, 0, "nothing appended on errors");
+}
+
+#[tokio::test]
+async fn schemas_validate_data_and_keep_versions() {
+    let h = harness(GatewayConfig::default()).await;
+    let schema = json!({"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer", "minimum": 1}}});
+    let put = |s: Value| {
+        Request::put("/schemas/deposit")
+            .header("content-type", "application/json")
+            .body(Body::from(s.to_string()))
+            .unwrap()
+    };
+    let r = call(&h, put(schema.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["version"], 1);
+    let r = call(&h, put(schema.clone())).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "identical schema is not a new version"
+    );
+    let r = call(&h, put(json!({"type": "not-a-type"}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["code"], "invalid-schema");
+
+    let r = call(
+        &h,
+        post(
+            "/commands",
+            json!({"action": "deposit", "data": {"amount": 0, "x": 1}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["code"], "schema-violation");
+    assert_eq!(r.body["errors"][0]["pointer"], "/data/amount");
+    assert_eq!(commands_in_log(&h).await, 0);
+    let r = call(
+        &h,
+        post(
+            "/commands",
+            json!({"action": "deposit", "data": {"amount": 5}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+
+    let mut v2 = schema.clone();
+    v2["properties"]["amount"]["minimum"] = json!(0);
+    assert_eq!(call(&h, put(v2)).await.body["version"], 2);
+    let r = call(&h, get("/schemas/deposit")).await;
+    assert_eq!(
+        (r.body["version"].clone(), r.body["versions"].clone()),
+        (json!(2), json!([1, 2]))
+    );
+    let r = call(&h, get("/schemas/deposit?version=1")).await;
+    assert_eq!(r.body["schema"], schema);
+    assert_eq!(
+        call(&h, get("/schemas/deposit?version=9")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&h, get("/schemas/nothing")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = call(&h, get("/schemas")).await;
+    assert_eq!(r.body["items"][0]["action"], "deposit");
+
+    // Schemas are replayed from the log by a new gateway.
+    let dyn_log: Arc<dyn Log> = h.log.clone();
+    let again = AppState::new(dyn_log, h.state.index().clone(), GatewayConfig::default())
+        .await
+        .unwrap();
+    let h2 = Harness {
+        log: h.log.clone(),
+        state: again,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let r = call(
+        &h2,
+        post(
+            "/commands",
+            json!({"action": "deposit", "data": {"amount": "x"}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn idempotent_retries_return_the_first_answer() {
+    let h = harness(GatewayConfig::default()).await;
+    let req = |body: Value| {
+        Request::post("/commands")
+            .header("content-type", "application/json")
+            .header("idempotency-key", "abc-1")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let first = call(&h, req(json!({"action": "pay", "data": {"n": 1}}))).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    // Concurrent retries: all get the first command.
+    let retries = futures::future::join_all(
+        (0..8).map(|_| call(&h, req(json!({"data": {"n": 1}, "action": "pay"})))),
+    )
+    .await;
+    for r in retries {
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        assert_eq!(r.body["id"], first.body["id"]);
+    }
+    assert_eq!(commands_in_log(&h).await, 1);
+    let other = call(&h, req(json!({"action": "pay", "data": {"n": 2}}))).await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.body["code"], "idempotency-key-reused");
+    assert_eq!(commands_in_log(&h).await, 1);
+}
+
+#[tokio::test]
+async fn form_posts_html_pages_and_self_description() {
+    let h = harness(GatewayConfig::default()).await;
+    let req = Request::post("/commands")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("action=greet&key=&data.name=ada"))
+        .unwrap();
+    let r = call(&h, req).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.body["data"]["name"], "ada");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let req = Request::get(format!("/commands/{id}"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .body(Body::empty())
+        .unwrap();
+    let r = call(&h, req).await;
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.text.contains(&format!("<a href=\"/commands/{id}\">")));
+    let r = call(&h, get("/openapi.json")).await;
+    assert_eq!(r.body["openapi"], "3.1.0");
+    assert!(r.body["paths"]["/commands"]["post"]["responses"]["413"].is_object());
+    assert!(call(&h, get("/docs"))
+        .await
+        .text
+        .contains("/schemas/{action}"));
+    assert_eq!(call(&h, get("/healthz")).await.status, StatusCode::OK);
+    assert_eq!(call(&h, get("/readyz")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn listings_paginate_with_next_links() {
+    let h = harness(GatewayConfig::default()).await;
+    for i in 0..7 {
+        call(
+            &h,
+            post("/commands", json!({"action": "tick", "data": {"i": i}})),
+        )
+        .await;
+    }
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        h.state
+            .index()
+            .wait_indexed("commands", 0, 7, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let mut next = Some("/commands?limit=3&order=asc&action=tick".to_string());
+    let mut seen = Vec::new();
+    while let Some(uri) = next {
+        let r = call(&h, get(&uri)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        seen.extend(
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["data"]["i"].as_i64().unwrap()),
+        );
+        next = r.body["next"].as_str().map(str::to_string);
+    }
+    assert_eq!(seen, (0..7).collect::<Vec<_>>());
+}
