@@ -1,1 +1,66 @@
-fn main() {}
+//! `cmdr`, the command line of the CQRS manager: a thin shell around the
+//! library crates. Each subcommand lives in its own module.
+//!
+//! - `cmdr serve`: run the gateway and index on the embedded log;
+//! - `cmdr send`, `cmdr get`, `cmdr tail`: talk to a running server over HTTP;
+//! - `cmdr reindex`: rebuild the index from the log (server stopped).
+
+mod client;
+mod config;
+mod reindex;
+mod serve;
+mod storage;
+
+use clap::{Parser, Subcommand};
+
+/// cmdr: send commands, read their outcome, follow what happens.
+#[derive(Parser)]
+#[command(name = "cmdr", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP gateway and the index on the embedded log.
+    Serve(config::ServeArgs),
+    /// Send a command to a running server.
+    Send(client::SendArgs),
+    /// Show a command (with its status and events) or an event by id.
+    Get(client::GetArgs),
+    /// Follow new commands or events (Server-Sent Events), one JSON per line.
+    Tail(client::TailArgs),
+    /// Rebuild the index from the log (stop the server first).
+    Reindex(config::StorageArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Send(args) => client::send(args).await,
+            Command::Get(args) => client::get(args).await,
+            Command::Tail(args) => client::tail(args).await,
+            Command::Reindex(args) => reindex::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `cmdr send`, `cmdr get`, `cmdr tail`: HTTP clients of a running server
+//! (`--url`, env `CMDR_URL`, default http://127.0.0.1:3000).
+//!
+//! Exit status: 0 on success, 1 when the server answered with an error (its
+//! problem document is printed), 2 when a sync command was rejected.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use futures::StreamExt;
+use serde_json::Value;
+
+/// Default server URL.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:3000";
+
+/// Flags of `cmdr send`.
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The action, e.g. open-account.
+    pub action: String,
+    /// The data, a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub data: String,
+    /// Ordering key (aggregate id).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Wait for the outcome.
+    #[arg(long)]
+    pub sync: bool,
+    /// Idempotency-Key header (retries return the first answer).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Server URL.
+    #[arg(long, env = "CMDR_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+}
+
+/// Flags of `cmdr get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// A command or event id.
+    pub id: String,
+    /// Server URL.
+    #[arg(long, env = "CMDR_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+}
+
+/// Flags of `cmdr tail`.
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// What to follow.
+    #[arg(value_parser = ["commands", "events"])]
+    pub topic: String,
+    /// Where to start: end (default), start, or a position printed earlier.
+    #[arg(long, default_value = "end")]
+    pub from: String,
+    /// Only this action.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only this key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Server URL.
+    #[arg(long, env = "CMDR_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+}
+
+fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .build()
+        .context("building the HTTP client")
+}
+
+async fn print_response(res: reqwest::Response) -> Result<ExitCode> {
+    let status = res.status();
+    let text = res.text().await.context("reading the response")?;
+    let pretty = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    if status.is_success() {
+        println!("{pretty}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{status}\n{pretty}");
+        Ok(ExitCode::from(if status == reqwest::StatusCode::CONFLICT {
+            2
+        } else {
+            1
+        }))
+    }
+}
+
+/// `cmdr send`.
+pub async fn send(args: SendArgs) -> Result<ExitCode> {
+    let data: Value = serde_json::from_str(&args.data)
+        .with_context(|| format!("--data is not JSON: {}", args.data))?;
+    let mut body = serde_json::json!({"action": args.action, "data": data});
+    if let Some(k) = args.key {
+        body["key"] = Value::String(k);
+    }
+    let base = args.url.trim_end_matches('/');
+    let url = if args.sync {
+        format!("{base}/commands?sync=true")
+    } else {
+        format!("{base}/commands")
+    };
+    let mut req = client()?.post(&url).json(&body);
+    if let Some(k) = args.idempotency_key {
+        req = req.header("idempotency-key", k);
+    }
+    let res = req.send().await.with_context(|| format!("POST {url}"))?;
+    print_response(res).await
+}
+
+/// `cmdr get`: a command, or else an event.
+pub async fn get(args: GetArgs) -> Result<ExitCode> {
+    let base = args.url.trim_end_matches('/');
+    let client = client()?;
+    let url = format!("{base}/commands/{}", args.id);
+    let res = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    if res.status() == reqwest::StatusCode::NOT_FOUND {
+        let url = format!("{base}/events/{}", args.id);
+        let res = client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        return print_response(res).await;
+    }
+    print_response(res).await
+}
+
+/// `cmdr tail`: prints each record's JSON on a line (positions on stderr).
+pub async fn tail(args: TailArgs) -> Result<ExitCode> {
+    let base = args.url.trim_end_matches('/');
+    let mut query = vec![("from", args.from.clone())];
+    if let Some(a) = &args.action {
+        query.push(("action", a.clone()));
+    }
+    if let Some(k) = &args.key {
+        query.push(("key", k.clone()));
+    }
+    let url = format!(
+        "{base}/{}/updates?{}",
+        args.topic,
+        serde_urlencoded::to_string(&query)?
+    );
+    let res = client()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    if !res.status().is_success() {
+        return print_response(res).await;
+    }
+    let mut stream = res.bytes_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0u64;
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk.context("reading the event stream")?);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(data) = line.strip_prefix("data:") {
+                println!("{}", data.trim_start());
+                seen += 1;
+                if args.limit.is_some_and(|l| seen >= l) {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            } else if let Some(id) = line.strip_prefix("id:") {
+                eprintln!("position {}", id.trim_start());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

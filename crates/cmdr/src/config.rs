@@ -1,0 +1,172 @@
+//! `cmdr serve` settings: defaults, then an optional TOML file (`--config`),
+//! then environment variables and flags; validated once at start-up.
+//!
+//! ```toml
+//! data_dir = "./cmdr-data"      # CMDR_DATA_DIR, --data-dir
+//! listen = "127.0.0.1:3000"     # CMDR_LISTEN, --listen
+//! body_limit = 1048576          # bytes; CMDR_BODY_LIMIT, --body-limit
+//! sync_wait_ms = 5000           # ?sync=true wait; CMDR_SYNC_WAIT_MS
+//! max_wait_ms = 60000           # longest Prefer: wait; CMDR_MAX_WAIT_MS
+//! commands_partitions = 1       # at topic creation only
+//! events_partitions = 1
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./cmdr-data";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+/// Most partitions a topic may be created with.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// Where the data lives (shared by `serve` and `reindex`).
+#[derive(Args, Debug, Clone)]
+pub struct StorageArgs {
+    /// Data directory (log and index). Default ./cmdr-data.
+    #[arg(long, env = "CMDR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, env = "CMDR_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Flags of `cmdr serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Address to listen on (ADDR:PORT; port 0 picks a free one). Default 127.0.0.1:3000.
+    #[arg(long, env = "CMDR_LISTEN")]
+    pub listen: Option<String>,
+    /// Largest request body in bytes. Default 1 MiB.
+    #[arg(long, env = "CMDR_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// How long ?sync=true waits for an outcome, in ms. Default 5000.
+    #[arg(long, env = "CMDR_SYNC_WAIT_MS")]
+    pub sync_wait_ms: Option<u64>,
+    /// Longest wait a client may ask for, in ms. Default 60000.
+    #[arg(long, env = "CMDR_MAX_WAIT_MS")]
+    pub max_wait_ms: Option<u64>,
+}
+
+/// The configuration file's shape; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    body_limit: Option<usize>,
+    sync_wait_ms: Option<u64>,
+    max_wait_ms: Option<u64>,
+    commands_partitions: Option<u32>,
+    events_partitions: Option<u32>,
+}
+
+/// Validated settings of `cmdr serve` / `cmdr reindex`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Gateway settings.
+    pub gateway: cmdr_gateway::GatewayConfig,
+    /// Partitions of the commands topic when it is created.
+    pub commands_partitions: u32,
+    /// Partitions of the events topic when it is created.
+    pub events_partitions: u32,
+}
+
+fn read_file(path: Option<&Path>) -> Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+impl Settings {
+    /// Storage-only settings (for `reindex`).
+    pub fn for_storage(args: &StorageArgs) -> Result<Self> {
+        let serve = ServeArgs {
+            storage: args.clone(),
+            listen: None,
+            body_limit: None,
+            sync_wait_ms: None,
+            max_wait_ms: None,
+        };
+        Self::resolve(&serve)
+    }
+
+    /// Merges defaults, file, environment and flags, and validates.
+    pub fn resolve(args: &ServeArgs) -> Result<Self> {
+        let file = read_file(args.storage.config.as_deref())?;
+        let data_dir = args
+            .storage
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("listen address {listen_text:?} is not ADDR:PORT (e.g. 127.0.0.1:3000)")
+        })?;
+        let mut gateway = cmdr_gateway::GatewayConfig::default();
+        if let Some(b) = args.body_limit.or(file.body_limit) {
+            if b == 0 {
+                bail!("body_limit must be at least 1 byte");
+            }
+            gateway.body_limit = b;
+        }
+        if let Some(ms) = args.max_wait_ms.or(file.max_wait_ms) {
+            gateway.max_wait = Duration::from_millis(ms);
+        }
+        if let Some(ms) = args.sync_wait_ms.or(file.sync_wait_ms) {
+            gateway.default_wait = Duration::from_millis(ms);
+        }
+        if gateway.default_wait > gateway.max_wait {
+            bail!(
+                "sync_wait_ms ({} ms) must not exceed max_wait_ms ({} ms)",
+                gateway.default_wait.as_millis(),
+                gateway.max_wait.as_millis()
+            );
+        }
+        let commands_partitions = file.commands_partitions.unwrap_or(1);
+        let events_partitions = file.events_partitions.unwrap_or(1);
+        for (name, n) in [
+            ("commands_partitions", commands_partitions),
+            ("events_partitions", events_partitions),
+        ] {
+            if !(1..=MAX_PARTITIONS).contains(&n) {
+                bail!("{name} must be from 1 to {MAX_PARTITIONS}, not {n}");
+            }
+        }
+        if data_dir.exists() && !data_dir.is_dir() {
+            bail!(
+                "data directory {} exists and is not a directory",
+                data_dir.display()
+            );
+        }
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        Ok(Self {
+            data_dir,
+            listen,
+            gateway,
+            commands_partitions,
+            events_partitions,
+        })
+    }
+}
