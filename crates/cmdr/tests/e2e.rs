@@ -1,0 +1,309 @@
+//! End-to-end: the real `cmdr` binary on a free port with a temporary data
+//! directory, driven over HTTP. Outcomes (accepted/rejected) need a processor
+//! and are covered at the library level (crates/cmdr-gateway/tests/api.rs).
+
+mod support;
+
+use serde_json::json;
+use support::{run_cli, send, Server, Sse};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn every_endpoint_and_error_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &["--body-limit", "4096"]).await;
+    let c = client();
+
+    // Intake and reads.
+    let r = send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "open", "data": {"owner": "ada"}, "key": "acc-1"})),
+    )
+    .await
+    .expect(202);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(r.header("location"), format!("/commands/{id}"));
+    assert_eq!(r.body["status"], "pending");
+    let r = send(c.get(s.at(&format!("/commands/{id}"))))
+        .await
+        .expect(200);
+    assert_eq!(
+        (r.body["status"].as_str(), r.body["key"].as_str()),
+        (Some("pending"), Some("acc-1"))
+    );
+    let r = send(c.get(s.at("/commands?action=open&limit=10")))
+        .await
+        .expect(200);
+    assert_eq!(r.body["items"][0]["id"], id.as_str());
+    send(c.get(s.at("/events"))).await.expect(200);
+    let r = send(c.get(s.at("/streams/acc-1"))).await.expect(200);
+    assert_eq!(r.body["items"], json!([]));
+    let r = send(
+        c.get(s.at(&format!("/commands/{id}")))
+            .header("accept", "text/html"),
+    )
+    .await
+    .expect(200);
+    assert!(r.text.contains("<html"), "{}", r.text);
+
+    // Sync with no processor: the wait runs out, 202 pending, nothing lost.
+    let r = send(
+        c.post(s.at("/commands"))
+            .header("prefer", "wait=1")
+            .json(&json!({"action": "slow", "data": {}})),
+    )
+    .await
+    .expect(202);
+    assert_eq!(r.body["status"], "pending");
+    let slow = r.body["id"].as_str().unwrap().to_string();
+    send(c.get(s.at(&format!("/commands/{slow}"))))
+        .await
+        .expect(200);
+
+    // Idempotency.
+    let idem = |n: i64| {
+        c.post(s.at("/commands"))
+            .header("idempotency-key", "k-1")
+            .json(&json!({"action": "pay", "data": {"n": n}}))
+    };
+    let first = send(idem(1)).await.expect(202);
+    let again = send(idem(1)).await.expect(202);
+    assert_eq!(first.body["id"], again.body["id"]);
+    send(idem(2))
+        .await
+        .expect_problem(422, "idempotency-key-reused");
+
+    // Schemas.
+    let schema = json!({"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer"}}});
+    send(c.put(s.at("/schemas/deposit")).json(&schema))
+        .await
+        .expect(201);
+    send(c.get(s.at("/schemas/deposit"))).await.expect(200);
+    let r = send(c.get(s.at("/schemas"))).await.expect(200);
+    assert_eq!(r.body["items"][0]["action"], "deposit");
+    let r = send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "deposit", "data": {"amount": "x"}})),
+    )
+    .await
+    .expect_problem(422, "schema-violation");
+    assert_eq!(r.body["errors"][0]["pointer"], "/data/amount");
+
+    // Every error status.
+    let before = send(c.get(s.at("/commands?limit=1000")))
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    send(
+        c.post(s.at("/commands"))
+            .header("content-type", "application/json")
+            .body("{oops"),
+    )
+    .await
+    .expect_problem(400, "malformed-body");
+    send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "", "data": 1})),
+    )
+    .await
+    .expect_problem(422, "validation-failed");
+    send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "big", "data": {"x": "y".repeat(5000)}})),
+    )
+    .await
+    .expect_problem(413, "payload-too-large");
+    send(
+        c.post(s.at("/commands"))
+            .header("content-type", "text/csv")
+            .body("a,b"),
+    )
+    .await
+    .expect_problem(415, "unsupported-media-type");
+    send(c.get(s.at("/commands/01900000-0000-7000-8000-000000000000")))
+        .await
+        .expect_problem(404, "not-found");
+    send(c.get(s.at("/events/01900000-0000-7000-8000-000000000000")))
+        .await
+        .expect_problem(404, "not-found");
+    send(c.get(s.at("/commands?limit=abc")))
+        .await
+        .expect_problem(400, "bad-request");
+    send(c.get(s.at("/events?parent=nope")))
+        .await
+        .expect_problem(400, "bad-request");
+    let after = send(c.get(s.at("/commands?limit=1000")))
+        .await
+        .expect(200)
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "no error appended anything");
+
+    // Health and self-description.
+    send(c.get(s.at("/healthz"))).await.expect(200);
+    send(c.get(s.at("/readyz"))).await.expect(200);
+    let r = send(c.get(s.at("/openapi.json"))).await.expect(200);
+    assert_eq!(r.body["openapi"], "3.1.0");
+    send(c.get(s.at("/docs"))).await.expect(200);
+
+    // The command line client.
+    let (status, out, err) = run_cli(&[
+        "send",
+        "greet",
+        "--data",
+        r#"{"name":"ada"}"#,
+        "--key",
+        "g-1",
+        "--url",
+        &s.url,
+    ]);
+    assert!(status.success(), "cmdr send: {status}\n{out}\n{err}");
+    let sent: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("cmdr send printed {out:?}: {e}"));
+    let sent_id = sent["id"].as_str().unwrap();
+    let (status, out, err) = run_cli(&["get", sent_id, "--url", &s.url]);
+    assert!(
+        status.success() && out.contains("\"greet\""),
+        "cmdr get: {status}\n{out}\n{err}"
+    );
+    let (status, out, err) = run_cli(&[
+        "tail", "commands", "--from", "start", "--limit", "2", "--url", &s.url,
+    ]);
+    assert!(
+        status.success() && out.lines().count() == 2,
+        "cmdr tail: {status}\n{out}\n{err}"
+    );
+    s.stop();
+}
+
+#[tokio::test]
+async fn sse_resumes_exactly_after_the_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]).await;
+    let c = client();
+    let mut sse = Sse::connect(&s.at("/commands/updates?from=start&action=tick"), None).await;
+    for i in 0..3 {
+        send(
+            c.post(s.at("/commands"))
+                .json(&json!({"action": "tick", "data": {"i": i}})),
+        )
+        .await
+        .expect(202);
+        send(
+            c.post(s.at("/commands"))
+                .json(&json!({"action": "other", "data": {}})),
+        )
+        .await
+        .expect(202);
+    }
+    let a = sse.next().await;
+    let b = sse.next().await;
+    assert_eq!(
+        (a.event.as_str(), a.data["data"]["i"].as_i64()),
+        ("command", Some(0))
+    );
+    assert_eq!(b.data["data"]["i"], 1);
+    drop(sse);
+    for i in 3..5 {
+        send(
+            c.post(s.at("/commands"))
+                .json(&json!({"action": "tick", "data": {"i": i}})),
+        )
+        .await
+        .expect(202);
+    }
+    let mut sse = Sse::connect(&s.at("/commands/updates?action=tick"), Some(&b.id)).await;
+    for want in 2..5 {
+        let m = sse.next().await;
+        assert_eq!(
+            m.data["data"]["i"], want,
+            "resumed from {}: got {m:?}",
+            b.id
+        );
+    }
+    drop(sse);
+    s.stop();
+}
+
+#[tokio::test]
+async fn restart_and_reindex_keep_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[]).await;
+    let c = client();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = send(
+            c.post(s.at("/commands"))
+                .json(&json!({"action": "keep", "data": {"i": i}, "key": "k"})),
+        )
+        .await
+        .expect(202);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    send(
+        c.put(s.at("/schemas/keep"))
+            .json(&json!({"type": "object", "required": ["i"]})),
+    )
+    .await
+    .expect(201);
+    s.stop();
+
+    let s = Server::start(&data, &[]).await;
+    for id in &ids {
+        send(c.get(s.at(&format!("/commands/{id}"))))
+            .await
+            .expect(200);
+    }
+    send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "keep", "data": {}})),
+    )
+    .await
+    .expect_problem(422, "schema-violation");
+    s.stop();
+
+    let (status, out, err) = run_cli(&["reindex", "--data-dir", data.to_str().unwrap()]);
+    assert!(status.success(), "cmdr reindex: {status}\n{out}\n{err}");
+    assert!(out.contains("reindexed 5 commands"), "{out}");
+    let s = Server::start(&data, &[]).await;
+    let r = send(c.get(s.at("/commands?key=k&order=asc")))
+        .await
+        .expect(200);
+    let got: Vec<&str> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ids);
+    s.stop();
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = data.to_str().unwrap();
+    let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--listen", "localhost"]);
+    assert!(!status.success() && err.contains("listen address"), "{err}");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "listen = 3\n").unwrap();
+    let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
+    assert!(!status.success() && err.contains("is not valid"), "{err}");
+    std::fs::write(&cfg, "commands_partitions = 0\n").unwrap();
+    let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
+    assert!(
+        !status.success() && err.contains("commands_partitions"),
+        "{err}"
+    );
+}
