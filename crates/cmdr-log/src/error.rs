@@ -23,6 +23,10 @@ pub enum LogError {
     /// letters, digits, `.`, `_`, `-`.
     #[error("invalid topic name {0:?} (letters, digits, '.', '_', '-'; 1 to 200 bytes)")]
     InvalidTopicName(String),
+    /// A consumer group name that is empty, too long or has characters other
+    /// than letters, digits, `.`, `_`, `-`.
+    #[error("invalid group name {0:?} (letters, digits, '.', '_', '-'; 1 to 200 bytes)")]
+    InvalidGroupName(String),
     /// A record larger than the configured maximum.
     #[error("record of {size} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge {
@@ -72,6 +76,9 @@ pub enum LogError {
 impl LogError {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
