@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cmdr_contract::{COMMANDS_TOPIC, EVENTS_TOPIC};
+use cmdr_log::embedded::{EmbeddedLog, LogConfig};
 use cmdr_log::Log;
 
 use crate::config::Settings;
@@ -23,9 +24,13 @@ pub fn index_path(settings: &Settings) -> PathBuf {
 /// Opens the embedded log and creates cmdr's topics if they are missing.
 pub async fn open_log(settings: &Settings) -> Result<Arc<dyn Log>> {
     let dir = log_dir(settings);
-    let log = open_embedded(&dir)
+    let log = EmbeddedLog::open(LogConfig::new(&dir))
         .await
         .with_context(|| format!("opening the log in {}", dir.display()))?;
+    for cut in log.truncations() {
+        tracing::warn!(?cut, "the log cut a torn or corrupt tail on open");
+    }
+    let log: Arc<dyn Log> = Arc::new(log);
     log.create_topic(COMMANDS_TOPIC, settings.commands_partitions)
         .await
         .context("creating the commands topic")?;
@@ -33,9 +38,4 @@ pub async fn open_log(settings: &Settings) -> Result<Arc<dyn Log>> {
         .await
         .context("creating the events topic")?;
     Ok(log)
-}
-
-// TEMPORARY until the embedded log lands on main (`git merge main`).
-async fn open_embedded(_dir: &std::path::Path) -> Result<Arc<dyn Log>> {
-    anyhow::bail!("the embedded log is not available in this build yet")
 }
