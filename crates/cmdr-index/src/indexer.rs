@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use cmdr_contract::{header, Command, CommandStatus, Event, COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_log::{Log, StoredRecord};
-use redb::{Durability, ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -185,37 +185,72 @@ impl Index {
         };
         txn.set_durability(durability).db(path)?;
         let mut settled = Vec::new();
-        for b in batches {
-            for rec in &b.records {
-                let pos = LogPosition {
-                    partition: rec.partition,
-                    offset: rec.offset,
-                };
-                if b.topic == COMMANDS_TOPIC {
-                    self.index_command(&txn, rec, pos, &mut settled)?;
-                } else if b.topic == EVENTS_TOPIC {
-                    self.index_event(&txn, rec, pos, &mut settled)?;
+        {
+            let mut t = Tables::open(&txn, path)?;
+            for b in batches {
+                for rec in &b.records {
+                    if b.topic == COMMANDS_TOPIC {
+                        t.index_command(rec, &mut settled)?;
+                    } else if b.topic == EVENTS_TOPIC {
+                        t.index_event(rec, &mut settled)?;
+                    }
                 }
-            }
-            if let Some(last) = b.records.last() {
-                txn.open_table(tables::POSITIONS)
-                    .db(path)?
-                    .insert((b.topic, b.partition), last.offset + 1)
-                    .db(path)?;
+                if let Some(last) = b.records.last() {
+                    t.positions
+                        .insert((b.topic, b.partition), last.offset + 1)
+                        .db(path)?;
+                }
             }
         }
         txn.commit().db(path)?;
         Ok(settled)
     }
+}
 
-    fn index_command(
-        &self,
-        txn: &WriteTransaction,
-        rec: &StoredRecord,
-        position: LogPosition,
-        settled: &mut Vec<u128>,
-    ) -> Result<()> {
-        let path = &self.inner.path;
+/// Every table, opened once per write transaction.
+struct Tables<'t> {
+    path: &'t std::path::Path,
+    commands: Table<'t, u128, &'static [u8]>,
+    commands_by_action: Table<'t, (&'static str, u128), ()>,
+    commands_by_key: Table<'t, (&'static str, u128), ()>,
+    commands_by_status: Table<'t, (u8, u128), ()>,
+    outcomes: Table<'t, u128, u128>,
+    events: Table<'t, u128, &'static [u8]>,
+    events_by_action: Table<'t, (&'static str, u128), ()>,
+    events_by_key: Table<'t, (&'static str, u128), ()>,
+    events_by_parent: Table<'t, (u128, u128), ()>,
+    events_by_root: Table<'t, (u128, u128), ()>,
+    streams: Table<'t, (&'static str, u64), u128>,
+    idempotency: Table<'t, &'static str, &'static [u8]>,
+    positions: Table<'t, (&'static str, u32), u64>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction, path: &'t std::path::Path) -> Result<Self> {
+        Ok(Self {
+            path,
+            commands: txn.open_table(tables::COMMANDS).db(path)?,
+            commands_by_action: txn.open_table(tables::COMMANDS_BY_ACTION).db(path)?,
+            commands_by_key: txn.open_table(tables::COMMANDS_BY_KEY).db(path)?,
+            commands_by_status: txn.open_table(tables::COMMANDS_BY_STATUS).db(path)?,
+            outcomes: txn.open_table(tables::OUTCOMES).db(path)?,
+            events: txn.open_table(tables::EVENTS).db(path)?,
+            events_by_action: txn.open_table(tables::EVENTS_BY_ACTION).db(path)?,
+            events_by_key: txn.open_table(tables::EVENTS_BY_KEY).db(path)?,
+            events_by_parent: txn.open_table(tables::EVENTS_BY_PARENT).db(path)?,
+            events_by_root: txn.open_table(tables::EVENTS_BY_ROOT).db(path)?,
+            streams: txn.open_table(tables::STREAMS).db(path)?,
+            idempotency: txn.open_table(tables::IDEMPOTENCY).db(path)?,
+            positions: txn.open_table(tables::POSITIONS).db(path)?,
+        })
+    }
+
+    fn index_command(&mut self, rec: &StoredRecord, settled: &mut Vec<u128>) -> Result<()> {
+        let path = self.path;
+        let position = LogPosition {
+            partition: rec.partition,
+            offset: rec.offset,
+        };
         let command = match Command::from_json(&rec.value) {
             Ok(c) => c,
             Err(e) => {
@@ -225,21 +260,12 @@ impl Index {
             }
         };
         let id = command.id.as_u128();
-        let mut commands = txn.open_table(tables::COMMANDS).db(path)?;
-        if commands.get(id).db(path)?.is_some() {
+        if self.commands.get(id).db(path)?.is_some() {
             return Ok(()); // the same command appended twice: keep the first
         }
-        let outcome = txn
-            .open_table(tables::OUTCOMES)
-            .db(path)?
-            .get(id)
-            .db(path)?
-            .map(|g| g.value());
+        let outcome = self.outcomes.get(id).db(path)?.map(|g| g.value());
         let (status, outcome_event) = match outcome {
-            Some(ev) => (
-                self.status_of_event(txn, ev)?,
-                Some(uuid::Uuid::from_u128(ev)),
-            ),
+            Some(ev) => (self.status_of_event(ev)?, Some(uuid::Uuid::from_u128(ev))),
             None => (CommandStatus::Pending, None),
         };
         if outcome.is_some() {
@@ -250,25 +276,21 @@ impl Index {
             rec.header(header::IDEMPOTENCY_HASH),
         ) {
             if let Ok(key) = std::str::from_utf8(key) {
-                let mut table = txn.open_table(tables::IDEMPOTENCY).db(path)?;
-                if table.get(key).db(path)?.is_none() {
+                if self.idempotency.get(key).db(path)?.is_none() {
                     let mut value = Vec::with_capacity(hash.len() + 16);
                     value.extend_from_slice(&id.to_be_bytes());
                     value.extend_from_slice(hash);
-                    table.insert(key, value.as_slice()).db(path)?;
+                    self.idempotency.insert(key, value.as_slice()).db(path)?;
                 }
             }
         }
-        txn.open_table(tables::COMMANDS_BY_ACTION)
-            .db(path)?
+        self.commands_by_action
             .insert((command.action.as_str(), id), ())
             .db(path)?;
-        txn.open_table(tables::COMMANDS_BY_KEY)
-            .db(path)?
+        self.commands_by_key
             .insert((command.key.as_str(), id), ())
             .db(path)?;
-        txn.open_table(tables::COMMANDS_BY_STATUS)
-            .db(path)?
+        self.commands_by_status
             .insert((status_code(status), id), ())
             .db(path)?;
         let view = CommandView {
@@ -277,14 +299,14 @@ impl Index {
             outcome_event,
             position,
         };
-        commands.insert(id, encode(&view).as_slice()).db(path)?;
+        self.commands
+            .insert(id, encode(&view).as_slice())
+            .db(path)?;
         Ok(())
     }
 
-    fn status_of_event(&self, txn: &WriteTransaction, event_id: u128) -> Result<CommandStatus> {
-        let path = &self.inner.path;
-        let events = txn.open_table(tables::EVENTS).db(path)?;
-        let Some(raw) = events.get(event_id).db(path)? else {
+    fn status_of_event(&self, event_id: u128) -> Result<CommandStatus> {
+        let Some(raw) = self.events.get(event_id).db(self.path)? else {
             return Ok(CommandStatus::Accepted);
         };
         let view: EventView = decode(raw.value(), "events")?;
@@ -294,14 +316,12 @@ impl Index {
         })
     }
 
-    fn index_event(
-        &self,
-        txn: &WriteTransaction,
-        rec: &StoredRecord,
-        position: LogPosition,
-        settled: &mut Vec<u128>,
-    ) -> Result<()> {
-        let path = &self.inner.path;
+    fn index_event(&mut self, rec: &StoredRecord, settled: &mut Vec<u128>) -> Result<()> {
+        let path = self.path;
+        let position = LogPosition {
+            partition: rec.partition,
+            offset: rec.offset,
+        };
         let mut event = match Event::from_json(&rec.value) {
             Ok(e) => e,
             Err(e) => {
@@ -311,15 +331,14 @@ impl Index {
             }
         };
         let id = event.id.as_u128();
-        let mut events = txn.open_table(tables::EVENTS).db(path)?;
-        if events.get(id).db(path)?.is_some() {
+        if self.events.get(id).db(path)?.is_some() {
             return Ok(());
         }
         let parent = event.parent.as_u128();
         // The root command: given, else the parent event's root, else the parent.
         let root = match event.root {
             Some(r) => r.as_u128(),
-            None => match events.get(parent).db(path)? {
+            None => match self.events.get(parent).db(path)? {
                 Some(raw) => {
                     let pv: EventView = decode(raw.value(), "events")?;
                     pv.event
@@ -330,52 +349,41 @@ impl Index {
             },
         };
         event.root = Some(uuid::Uuid::from_u128(root));
-        txn.open_table(tables::EVENTS_BY_ACTION)
-            .db(path)?
+        self.events_by_action
             .insert((event.action.as_str(), id), ())
             .db(path)?;
-        txn.open_table(tables::EVENTS_BY_KEY)
-            .db(path)?
+        self.events_by_key
             .insert((event.key.as_str(), id), ())
             .db(path)?;
-        txn.open_table(tables::EVENTS_BY_PARENT)
-            .db(path)?
-            .insert((parent, id), ())
-            .db(path)?;
-        txn.open_table(tables::EVENTS_BY_ROOT)
-            .db(path)?
-            .insert((root, id), ())
-            .db(path)?;
-        txn.open_table(tables::STREAMS)
-            .db(path)?
+        self.events_by_parent.insert((parent, id), ()).db(path)?;
+        self.events_by_root.insert((root, id), ()).db(path)?;
+        self.streams
             .insert((event.key.as_str(), rec.offset), id)
             .db(path)?;
         if let Some(outcome) = event.outcome {
             let command = root;
-            let mut outcomes = txn.open_table(tables::OUTCOMES).db(path)?;
-            if outcomes.get(command).db(path)?.is_none() {
-                outcomes.insert(command, id).db(path)?;
+            if self.outcomes.get(command).db(path)?.is_none() {
+                self.outcomes.insert(command, id).db(path)?;
                 let status = match outcome {
                     cmdr_contract::Outcome::Accepted => CommandStatus::Accepted,
                     cmdr_contract::Outcome::Rejected => CommandStatus::Rejected,
                 };
-                let mut commands = txn.open_table(tables::COMMANDS).db(path)?;
-                let existing = commands
+                let existing = self
+                    .commands
                     .get(command)
                     .db(path)?
                     .map(|raw| decode::<CommandView>(raw.value(), "commands"));
                 if let Some(view) = existing {
                     let mut view = view?;
-                    let mut by_status = txn.open_table(tables::COMMANDS_BY_STATUS).db(path)?;
-                    by_status
+                    self.commands_by_status
                         .remove((status_code(view.status), command))
                         .db(path)?;
-                    by_status
+                    self.commands_by_status
                         .insert((status_code(status), command), ())
                         .db(path)?;
                     view.status = status;
                     view.outcome_event = Some(event.id);
-                    commands
+                    self.commands
                         .insert(command, encode(&view).as_slice())
                         .db(path)?;
                     settled.push(command);
@@ -383,7 +391,7 @@ impl Index {
             }
         }
         let view = EventView { event, position };
-        events.insert(id, encode(&view).as_slice()).db(path)?;
+        self.events.insert(id, encode(&view).as_slice()).db(path)?;
         Ok(())
     }
 }
