@@ -49,6 +49,11 @@ pub use model::{
 };
 pub use waiters::{OutcomeWaiter, Waiters, MAX_WAITERS};
 
+/// Bytes of redb's page cache. redb's own default (1 GiB) would let the
+/// index alone exceed the server's memory budget; hot pages of recent
+/// commands fit in this, older ones are read from the OS page cache.
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// The topics the indexer follows.
 pub const INDEXED_TOPICS: [&str; 2] = [cmdr_contract::COMMANDS_TOPIC, cmdr_contract::EVENTS_TOPIC];
 
@@ -101,11 +106,17 @@ impl Index {
                 source,
             })?;
         }
-        let mut db = Database::create(&path).db(&path)?;
+        let create = |path: &Path| {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)
+                .db(path)
+        };
+        let mut db = create(&path)?;
         if Self::format_of(&db, &path)? != Some(tables::FORMAT_VERSION) {
             drop(db);
             Self::wipe(&path)?;
-            db = Database::create(&path).db(&path)?;
+            db = create(&path)?;
         }
         Self::init(&db, &path)?;
         let positions = Self::load_positions(&db, &path)?;
