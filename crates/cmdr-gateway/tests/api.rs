@@ -513,3 +513,85 @@ async fn listings_paginate_with_next_links() {
     }
     assert_eq!(seen, (0..7).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn websocket_subscribes_filters_and_unsubscribes() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let h = harness(GatewayConfig::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cmdr_gateway::serve(listener, h.state.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let sub = json!({"op": "subscribe", "id": "s1", "topic": "commands", "from": "start", "action": "wanted"});
+    ws.send(Message::Text(sub.to_string().into()))
+        .await
+        .unwrap();
+    let m = next_text(&mut ws).await;
+    assert_eq!(m, json!({"type": "subscribed", "id": "s1"}));
+    call(
+        &h,
+        post("/commands", json!({"action": "other", "data": {}})),
+    )
+    .await;
+    call(
+        &h,
+        post("/commands", json!({"action": "wanted", "data": {"n": 1}})),
+    )
+    .await;
+    let m = next_text(&mut ws).await;
+    assert_eq!(
+        (m["type"].as_str(), m["subscription"].as_str()),
+        (Some("record"), Some("s1"))
+    );
+    assert_eq!(m["record"]["data"]["n"], 1);
+    assert_eq!(m["position"], "2");
+    ws.send(Message::Text(
+        json!({"op": "unsubscribe", "id": "s1"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        json!({"type": "unsubscribed", "id": "s1"})
+    );
+    ws.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await["type"], "error");
+    let bad = json!({"op": "subscribe", "id": "s2", "topic": "nope"});
+    ws.send(Message::Text(bad.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await["type"], "error");
+
+    // Shutdown ends the socket and the server drains.
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stops")
+        .unwrap()
+        .unwrap();
+}
+
+async fn next_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    use futures::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("socket open")
+            .expect("no socket error");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
