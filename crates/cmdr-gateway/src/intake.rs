@@ -208,11 +208,11 @@ async fn post_command(
         let command = new_command(request)?;
         let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
         append(&state, &command, None).await?;
-        return respond(&state, neg, command, waiter, wait).await;
+        return respond(&state, neg, command, CommandStatus::Pending, waiter, wait).await;
     };
 
     let hash = request_hash(&request);
-    let _held = state.inner.idempotency.lock(&idem).await?;
+    let held = state.inner.idempotency.lock(&idem).await?;
     if let Some((id, stored)) = state.inner.index.idempotency(&idem)? {
         if stored != hash.as_bytes() {
             return Err(ApiError::IdempotencyKeyReused(idem));
@@ -223,10 +223,12 @@ async fn post_command(
                 "idempotency record points to unknown command {id}"
             )));
         };
-        if view.status != CommandStatus::Pending {
+        drop(held);
+        if wait.is_some() && view.status != CommandStatus::Pending {
             return settled(&state, neg, view.command.id).await;
         }
-        return respond(&state, neg, view.command, waiter, wait).await;
+        // The first answer (202), with the status as it is now.
+        return respond(&state, neg, view.command, view.status, waiter, wait).await;
     }
     let command = new_command(request)?;
     let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
@@ -245,7 +247,8 @@ async fn post_command(
     {
         tracing::warn!(key = %idem, "idempotent command not indexed within the index wait");
     }
-    respond(&state, neg, command, waiter, wait).await
+    drop(held); // retries may proceed while this request waits for the outcome
+    respond(&state, neg, command, CommandStatus::Pending, waiter, wait).await
 }
 
 fn new_command(request: CommandRequest) -> ApiResult<Command> {
@@ -278,11 +281,12 @@ async fn append(
 }
 
 /// Answers for a command that is in the log: after waiting for its outcome
-/// when asked, else 202 pending.
+/// when asked, else 202 with `status` (pending unless a retry found more).
 async fn respond(
     state: &AppState,
     neg: Negotiated,
     command: Command,
+    status: CommandStatus,
     waiter: Option<cmdr_index::OutcomeWaiter>,
     wait: Option<Duration>,
 ) -> ApiResult<Response> {
@@ -298,7 +302,7 @@ async fn respond(
         }
     }
     let location = format!("/commands/{}", command.id);
-    let body = CommandBody::new(&command, CommandStatus::Pending);
+    let body = CommandBody::new(&command, status);
     let mut res = if neg.html {
         axum::response::Html(crate::html::page(
             "Command accepted for processing",

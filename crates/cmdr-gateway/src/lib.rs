@@ -23,6 +23,7 @@
 
 mod config;
 mod error;
+mod extract;
 pub mod follow;
 mod health;
 pub mod html;
@@ -45,7 +46,7 @@ use axum::Router;
 pub use config::{GatewayConfig, DEFAULT_BODY_LIMIT, DEFAULT_MAX_WAIT, DEFAULT_WAIT};
 pub use error::{ApiError, ApiResult, PROBLEM_JSON};
 pub use idempotency::{MAX_IN_FLIGHT_KEYS, MAX_KEY_LEN};
-pub use live::{HEARTBEAT, MAX_SUBSCRIPTIONS, SSE_BUFFER, WS_BUFFER};
+pub use live::{HEARTBEAT, MAX_LIVE_STREAMS, MAX_SUBSCRIPTIONS, SSE_BUFFER, WS_BUFFER};
 pub use schemas::SchemaVersion;
 pub use state::AppState;
 

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -43,6 +44,9 @@ pub const SSE_BUFFER: usize = 64;
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Outgoing WebSocket messages buffered per connection.
 pub const WS_BUFFER: usize = 256;
+/// Most live followers (SSE streams plus WebSocket subscriptions) at once;
+/// beyond it a new SSE stream gets 503 and a subscription an error message.
+pub const MAX_LIVE_STREAMS: usize = 4096;
 /// Most subscriptions one WebSocket may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 32;
 
@@ -52,6 +56,16 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/commands/updates", get(command_updates))
         .route("/events/updates", get(event_updates))
         .route("/ws", get(websocket))
+}
+
+fn live_permit(state: &AppState) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    Arc::clone(&state.inner.live)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::Unavailable(format!(
+                "too many live streams (at most {MAX_LIVE_STREAMS})"
+            ))
+        })
 }
 
 fn parse_params(raw: Option<&str>, events: bool) -> ApiResult<(Filter, Option<StartAt>)> {
@@ -259,6 +273,7 @@ async fn subscribe(
         .transpose()?
         .unwrap_or(StartAt::End);
     let pos = resolve(state.inner.log.as_ref(), topic, &at).await?;
+    let permit = live_permit(state)?;
     let log = state.inner.log.clone();
     let shutdown = state.shutdown_signal();
     let sub = id.to_string();
@@ -274,6 +289,7 @@ async fn subscribe(
             }
         }
         follower.abort();
+        drop(permit);
     });
     Ok(task.abort_handle())
 }

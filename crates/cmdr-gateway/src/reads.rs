@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::PathParam;
 use crate::negotiate::Negotiated;
 use crate::state::AppState;
 use crate::views::{event_json, CommandBody};
@@ -141,7 +142,7 @@ async fn catch_up(state: &AppState, topic: &str) -> ApiResult<()> {
 
 async fn get_command(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     neg: Negotiated,
 ) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound(format!("no command with id {id:?}"));
@@ -163,7 +164,7 @@ async fn get_command(
 
 async fn get_event(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     neg: Negotiated,
 ) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound(format!("no event with id {id:?}"));
@@ -222,7 +223,7 @@ async fn list_events(
 
 async fn get_stream(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    PathParam(key): PathParam,
     RawQuery(raw): RawQuery,
     neg: Negotiated,
 ) -> ApiResult<Response> {

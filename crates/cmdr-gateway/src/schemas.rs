@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::PathParam;
 use crate::negotiate::Negotiated;
 use crate::state::AppState;
 
@@ -222,7 +223,7 @@ fn version_body(v: &SchemaVersion, all: &[SchemaVersion]) -> Value {
 
 async fn read(
     State(state): State<AppState>,
-    Path(action): Path<String>,
+    PathParam(action): PathParam,
     query: Result<Query<VersionParam>, axum::extract::rejection::QueryRejection>,
     neg: Negotiated,
 ) -> ApiResult<Response> {
@@ -248,7 +249,7 @@ async fn read(
 
 async fn put(
     State(state): State<AppState>,
-    Path(action): Path<String>,
+    PathParam(action): PathParam,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Response> {

@@ -26,6 +26,10 @@ pub(crate) struct Shared {
     /// Set to `true` when the server begins shutting down, so that
     /// long-lived responses (SSE, WebSocket) end and let it drain.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Permits for live followers (SSE streams and WebSocket subscriptions),
+    /// [`crate::MAX_LIVE_STREAMS`] in all; when none is left, a new stream
+    /// gets 503 instead of growing the number of tasks reading the log.
+    pub(crate) live: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -48,6 +52,7 @@ impl AppState {
                 idempotency: InFlightKeys::default(),
                 config,
                 shutdown: watch::channel(false).0,
+                live: Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS)),
             }),
         })
     }
