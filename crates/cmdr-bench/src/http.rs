@@ -104,9 +104,12 @@ pub async fn run(load: Load) -> Result<LoadReport, String> {
     let mut tasks = Vec::with_capacity(load.connections);
     for conn in 0..load.connections {
         let load = load.clone();
-        tasks.push(tokio::spawn(async move { connection(conn, load, deadline).await }));
+        tasks.push(tokio::spawn(async move {
+            connection(conn, load, deadline).await
+        }));
     }
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let (mut ok, mut errors, mut samples, mut failures) = (0, 0, Vec::new(), Vec::new());
     for t in tasks {
         match t.await {
@@ -141,13 +144,17 @@ struct ConnResult {
 }
 
 async fn connection(conn: usize, load: Load, deadline: Instant) -> Result<ConnResult, String> {
-    let stream = TcpStream::connect(load.addr).await.map_err(|e| format!("connect {}: {e}", load.addr))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (mut sender, driver) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+    let stream = TcpStream::connect(load.addr)
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(|e| format!("connect {}: {e}", load.addr))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut sender, driver) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(driver);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let (mut ok, mut errors, mut samples) = (0u64, 0u64, Vec::new());
     let host = load.addr.to_string();
     let mut n = 0u64;
@@ -160,10 +167,15 @@ async fn connection(conn: usize, load: Load, deadline: Instant) -> Result<ConnRe
         for (k, v) in &load.headers {
             req = req.header(k, v);
         }
-        let req = req.body(Full::new((load.body)(conn, n))).map_err(|e| e.to_string())?;
+        let req = req
+            .body(Full::new((load.body)(conn, n)))
+            .map_err(|e| e.to_string())?;
         n += 1;
         let t0 = Instant::now();
-        sender.ready().await.map_err(|e| format!("connection closed: {e}"))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection closed: {e}"))?;
         match sender.send_request(req).await {
             Ok(resp) => {
                 let status = resp.status();
@@ -183,7 +195,12 @@ async fn connection(conn: usize, load: Load, deadline: Instant) -> Result<ConnRe
             Err(e) => return Err(format!("request failed: {e}")),
         }
     }
-    Ok(ConnResult { ok, errors, hist, samples })
+    Ok(ConnResult {
+        ok,
+        errors,
+        hist,
+        samples,
+    })
 }
 
 /// Serves the bare ceiling handler (answers `202` to any POST, `200` to any
