@@ -3,4 +3,6 @@
 //! percentiles) with the machine's own ceilings beside them, so the numbers
 //! read as ratios.
 
+pub mod http;
 pub mod log;
+pub mod suite;
