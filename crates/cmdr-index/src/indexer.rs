@@ -19,13 +19,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cmdr_contract::{header, Command, CommandStatus, Event, COMMANDS_TOPIC, EVENTS_TOPIC};
+use cmdr_contract::{header, CommandStatus, Event, Outcome, COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_log::{Log, StoredRecord};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::model::{status_code, CommandView, EventView, LogPosition};
+use crate::codec::{self, CommandProbe, EventProbe};
+use crate::model::{status_code, LogPosition};
 use crate::{tables, DbResult, Index, IndexError, Result, INDEXED_TOPICS};
 
 /// Records a reader asks the log for at once.
@@ -35,6 +36,10 @@ pub const READ_BATCH: usize = 2048;
 pub const CHANNEL_BATCHES: usize = 16;
 /// Most records written in one index transaction.
 pub const MAX_RECORDS_PER_TXN: usize = 16_384;
+/// Commits are at least this far apart: under load, records gather into
+/// larger transactions (far less work per record); when idle a record waits
+/// at most this long longer to become visible.
+pub const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 /// At least this often a commit is made durable (fsync).
 pub const DURABLE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -132,7 +137,11 @@ impl Index {
 
     fn write_loop(&self, mut rx: mpsc::Receiver<Batch>) -> Result<()> {
         let mut last_durable = Instant::now();
+        let mut last_commit = Instant::now();
         while let Some(first) = rx.blocking_recv() {
+            if let Some(rest) = MIN_COMMIT_INTERVAL.checked_sub(last_commit.elapsed()) {
+                std::thread::sleep(rest);
+            }
             let mut count = first.records.len();
             let mut batches = vec![first];
             while count < MAX_RECORDS_PER_TXN {
@@ -146,6 +155,7 @@ impl Index {
             }
             let durable = last_durable.elapsed() >= DURABLE_INTERVAL;
             let settled = self.write_batches(&batches, durable)?;
+            last_commit = Instant::now();
             if durable {
                 last_durable = Instant::now();
             }
@@ -251,7 +261,7 @@ impl<'t> Tables<'t> {
             partition: rec.partition,
             offset: rec.offset,
         };
-        let command = match Command::from_json(&rec.value) {
+        let probe: CommandProbe<'_> = match serde_json::from_slice(&rec.value) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(partition = rec.partition, offset = rec.offset, error = %e,
@@ -259,14 +269,14 @@ impl<'t> Tables<'t> {
                 return Ok(());
             }
         };
-        let id = command.id.as_u128();
+        let id = probe.id.as_u128();
         if self.commands.get(id).db(path)?.is_some() {
             return Ok(()); // the same command appended twice: keep the first
         }
         let outcome = self.outcomes.get(id).db(path)?.map(|g| g.value());
-        let (status, outcome_event) = match outcome {
-            Some(ev) => (self.status_of_event(ev)?, Some(uuid::Uuid::from_u128(ev))),
-            None => (CommandStatus::Pending, None),
+        let status = match outcome {
+            Some(ev) => self.status_of_event(ev)?,
+            None => CommandStatus::Pending,
         };
         if outcome.is_some() {
             settled.push(id);
@@ -285,23 +295,16 @@ impl<'t> Tables<'t> {
             }
         }
         self.commands_by_action
-            .insert((command.action.as_str(), id), ())
+            .insert((&*probe.action, id), ())
             .db(path)?;
         self.commands_by_key
-            .insert((command.key.as_str(), id), ())
+            .insert((&*probe.key, id), ())
             .db(path)?;
         self.commands_by_status
             .insert((status_code(status), id), ())
             .db(path)?;
-        let view = CommandView {
-            command,
-            status,
-            outcome_event,
-            position,
-        };
-        self.commands
-            .insert(id, encode(&view).as_slice())
-            .db(path)?;
+        let value = codec::encode_command(status, outcome, position, &rec.value);
+        self.commands.insert(id, value.as_slice()).db(path)?;
         Ok(())
     }
 
@@ -309,9 +312,8 @@ impl<'t> Tables<'t> {
         let Some(raw) = self.events.get(event_id).db(self.path)? else {
             return Ok(CommandStatus::Accepted);
         };
-        let view: EventView = decode(raw.value(), "events")?;
-        Ok(match view.event.outcome {
-            Some(cmdr_contract::Outcome::Rejected) => CommandStatus::Rejected,
+        Ok(match codec::event_outcome(raw.value())? {
+            Some(Outcome::Rejected) => CommandStatus::Rejected,
             _ => CommandStatus::Accepted,
         })
     }
@@ -322,91 +324,69 @@ impl<'t> Tables<'t> {
             partition: rec.partition,
             offset: rec.offset,
         };
-        let mut event = match Event::from_json(&rec.value) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(partition = rec.partition, offset = rec.offset, error = %e,
-                    "skipping an events record that is not an event");
-                return Ok(());
-            }
+        // Events come from processors: check the whole shape, not only the probed fields.
+        if let Err(e) = Event::from_json(&rec.value) {
+            tracing::warn!(partition = rec.partition, offset = rec.offset, error = %e,
+                "skipping an events record that is not an event");
+            return Ok(());
+        }
+        let probe: EventProbe<'_> = match serde_json::from_slice(&rec.value) {
+            Ok(p) => p,
+            Err(_) => return Ok(()),
         };
-        let id = event.id.as_u128();
+        let id = probe.id.as_u128();
         if self.events.get(id).db(path)?.is_some() {
             return Ok(());
         }
-        let parent = event.parent.as_u128();
+        let parent = probe.parent.as_u128();
         // The root command: given, else the parent event's root, else the parent.
-        let root = match event.root {
+        let root = match probe.root {
             Some(r) => r.as_u128(),
             None => match self.events.get(parent).db(path)? {
-                Some(raw) => {
-                    let pv: EventView = decode(raw.value(), "events")?;
-                    pv.event
-                        .root
-                        .map_or(pv.event.parent.as_u128(), |r| r.as_u128())
-                }
+                Some(raw) => codec::event_root(raw.value())?,
                 None => parent,
             },
         };
-        event.root = Some(uuid::Uuid::from_u128(root));
         self.events_by_action
-            .insert((event.action.as_str(), id), ())
+            .insert((&*probe.action, id), ())
             .db(path)?;
-        self.events_by_key
-            .insert((event.key.as_str(), id), ())
-            .db(path)?;
+        self.events_by_key.insert((&*probe.key, id), ()).db(path)?;
         self.events_by_parent.insert((parent, id), ()).db(path)?;
         self.events_by_root.insert((root, id), ()).db(path)?;
         self.streams
-            .insert((event.key.as_str(), rec.offset), id)
+            .insert((&*probe.key, rec.offset), id)
             .db(path)?;
-        if let Some(outcome) = event.outcome {
+        if let Some(outcome) = probe.outcome {
             let command = root;
             if self.outcomes.get(command).db(path)?.is_none() {
                 self.outcomes.insert(command, id).db(path)?;
                 let status = match outcome {
-                    cmdr_contract::Outcome::Accepted => CommandStatus::Accepted,
-                    cmdr_contract::Outcome::Rejected => CommandStatus::Rejected,
+                    Outcome::Accepted => CommandStatus::Accepted,
+                    Outcome::Rejected => CommandStatus::Rejected,
                 };
                 let existing = self
                     .commands
                     .get(command)
                     .db(path)?
-                    .map(|raw| decode::<CommandView>(raw.value(), "commands"));
-                if let Some(view) = existing {
-                    let mut view = view?;
+                    .map(|raw| raw.value().to_vec());
+                if let Some(value) = existing {
+                    let old = codec::command_status(&value)?;
                     self.commands_by_status
-                        .remove((status_code(view.status), command))
+                        .remove((status_code(old), command))
                         .db(path)?;
                     self.commands_by_status
                         .insert((status_code(status), command), ())
                         .db(path)?;
-                    view.status = status;
-                    view.outcome_event = Some(event.id);
-                    self.commands
-                        .insert(command, encode(&view).as_slice())
-                        .db(path)?;
+                    let value = codec::with_outcome(&value, status, id)?;
+                    self.commands.insert(command, value.as_slice()).db(path)?;
                     settled.push(command);
                 }
             }
         }
-        let view = EventView { event, position };
-        self.events.insert(id, encode(&view).as_slice()).db(path)?;
+        let value = codec::encode_event(root, position, &rec.value);
+        self.events.insert(id, value.as_slice()).db(path)?;
         Ok(())
     }
-}
-
-/// Encodes an index value (JSON; serialising these types cannot fail).
-pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
-/// Decodes an index value read from `table`.
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    table: &'static str,
-) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|source| IndexError::Decode { table, source })
 }
 
 /// Resolves when a stop was requested; never when the handle was dropped

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod codec;
 mod error;
 pub mod indexer;
 mod model;

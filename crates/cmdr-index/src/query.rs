@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use redb::{ReadTransaction, ReadableDatabase, ReadableTableMetadata};
 use uuid::Uuid;
 
-use crate::indexer::decode;
+use crate::codec::{decode_command, decode_event};
 use crate::model::{
     id_floor_for_time, status_code, CommandView, EventView, Order, Page, Query, StreamPage,
     MAX_CHILDREN, MAX_SCAN,
@@ -199,7 +199,7 @@ impl Index {
             };
             for row in iter {
                 let (k, v) = row.db(path)?;
-                let view: CommandView = decode(v.value(), "commands")?;
+                let view = decode_command(v.value())?;
                 if c.offer(k.value(), Some(view).filter(&matches)).is_break() {
                     break;
                 }
@@ -284,7 +284,7 @@ impl Index {
             };
             for row in iter {
                 let (k, v) = row.db(path)?;
-                let view: EventView = decode(v.value(), "events")?;
+                let view = decode_event(v.value())?;
                 if c.offer(k.value(), Some(view).filter(&matches)).is_break() {
                     break;
                 }
@@ -380,7 +380,7 @@ fn get_command(txn: &ReadTransaction, index: &Index, id: u128) -> Result<Option<
     table
         .get(id)
         .db(path)?
-        .map(|raw| decode(raw.value(), "commands"))
+        .map(|raw| decode_command(raw.value()))
         .transpose()
 }
 
@@ -390,6 +390,6 @@ fn get_event(txn: &ReadTransaction, index: &Index, id: u128) -> Result<Option<Ev
     table
         .get(id)
         .db(path)?
-        .map(|raw| decode(raw.value(), "events"))
+        .map(|raw| decode_event(raw.value()))
         .transpose()
 }

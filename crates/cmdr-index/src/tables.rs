@@ -10,11 +10,11 @@
 use redb::TableDefinition;
 
 /// Version of this layout; a file with another version is wiped and rebuilt.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 /// `"format"` → [`FORMAT_VERSION`].
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Command id → JSON of [`crate::CommandView`].
+/// Command id → status, outcome, position and the logged JSON (see `codec`).
 pub const COMMANDS: TableDefinition<u128, &[u8]> = TableDefinition::new("commands");
 /// (action, command id) → ().
 pub const COMMANDS_BY_ACTION: TableDefinition<(&str, u128), ()> =
@@ -27,7 +27,7 @@ pub const COMMANDS_BY_STATUS: TableDefinition<(u8, u128), ()> =
     TableDefinition::new("commands_by_status");
 /// Command id → id of the event that settled it (may arrive before the command).
 pub const OUTCOMES: TableDefinition<u128, u128> = TableDefinition::new("outcomes");
-/// Event id → JSON of [`crate::EventView`].
+/// Event id → root, position and the logged JSON (see `codec`).
 pub const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
 /// (action, event id) → ().
 pub const EVENTS_BY_ACTION: TableDefinition<(&str, u128), ()> =
