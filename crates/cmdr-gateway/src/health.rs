@@ -1,5 +1,6 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (the index is
-//! running and the log answers), plus the `/` home page.
+//! `GET /healthz` (the process answers) and `GET /readyz` (the indexer is
+//! running and has caught up with the log as it was at start, the log
+//! answers, not shutting down), plus the `/` home page.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,9 +27,10 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let indexer = state.inner.index.is_running();
+    let caught_up = state.inner.index.is_caught_up();
     let log = state.inner.log.topic(COMMANDS_TOPIC).await.is_ok();
     let shutting_down = *state.inner.shutdown.borrow();
-    let ready = indexer && log && !shutting_down;
+    let ready = indexer && caught_up && log && !shutting_down;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -36,7 +38,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     let body = json!({
         "status": if ready { "ready" } else { "not-ready" },
-        "checks": {"indexer": indexer, "log": log, "shutting_down": shutting_down},
+        "checks": {"indexer": indexer, "index_caught_up": caught_up, "log": log, "shutting_down": shutting_down},
     });
     (status, Json(body)).into_response()
 }

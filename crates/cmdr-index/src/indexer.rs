@@ -79,9 +79,11 @@ impl Index {
     pub async fn spawn_indexer(&self, log: Arc<dyn Log>) -> Result<IndexerHandle> {
         let (stop, stop_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
+        let mut ends = Vec::new();
         for topic in INDEXED_TOPICS {
             let info = log.topic(topic).await?;
             for p in info.partitions {
+                ends.push((topic, p.partition, p.end_offset));
                 let from = self.position(topic, p.partition).max(p.start_offset);
                 tokio::spawn(read_partition(
                     Arc::clone(&log),
@@ -95,7 +97,22 @@ impl Index {
             }
         }
         drop(tx);
+        self.inner.caught_up.store(false, Ordering::Release);
         self.inner.running.store(true, Ordering::Release);
+        let watcher = self.clone();
+        tokio::spawn(async move {
+            for (topic, partition, end) in ends {
+                while !watcher
+                    .wait_indexed(topic, partition, end, Duration::from_secs(3600))
+                    .await
+                {
+                    if !watcher.is_running() {
+                        return;
+                    }
+                }
+            }
+            watcher.inner.caught_up.store(true, Ordering::Release);
+        });
         let index = self.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let result = index.write_loop(rx);

@@ -77,6 +77,9 @@ struct Inner {
     progress: watch::Sender<u64>,
     /// False once the indexer failed or stopped.
     running: AtomicBool,
+    /// True once the running indexer has reached the log's end as it was
+    /// when the indexer started (readiness).
+    caught_up: AtomicBool,
 }
 
 /// Maps any redb error into [`IndexError::Db`] with the file's path.
@@ -130,6 +133,7 @@ impl Index {
                 positions: RwLock::new(positions),
                 progress,
                 running: AtomicBool::new(false),
+                caught_up: AtomicBool::new(false),
             }),
         })
     }
@@ -245,6 +249,12 @@ impl Index {
     /// it stopped or failed).
     pub fn is_running(&self) -> bool {
         self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// Whether the running indexer has indexed everything that was in the
+    /// log when it started (until then, listings may miss older records).
+    pub fn is_caught_up(&self) -> bool {
+        self.is_running() && self.inner.caught_up.load(Ordering::Acquire)
     }
 
     /// Registers a wait for command `id`'s outcome. Register *before* reading

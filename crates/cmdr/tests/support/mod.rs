@@ -139,6 +139,15 @@ impl Server {
         }
     }
 
+    /// Kills the server with SIGKILL (a crash) and reaps it.
+    pub fn crash(mut self) {
+        let mut child = self.child.take().unwrap();
+        child
+            .kill()
+            .unwrap_or_else(|e| panic!("SIGKILL failed: {e}\n{}", self.output()));
+        let _ = child.wait();
+    }
+
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
