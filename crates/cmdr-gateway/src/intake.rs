@@ -293,7 +293,14 @@ async fn respond(
     if let (Some(mut waiter), Some(wait)) = (waiter, wait) {
         // The outcome may already be indexed (a retry), so look first.
         let done = matches!(state.inner.index.command(command.id)?, Some(v) if v.status != CommandStatus::Pending);
-        if done || tokio::time::timeout(wait, waiter.wait()).await.is_ok() {
+        let mut shutdown = state.shutdown_signal();
+        let woken = done
+            || tokio::select! {
+                r = tokio::time::timeout(wait, waiter.wait()) => r.is_ok(),
+                // Shutting down: answer pending now rather than hold the drain.
+                _ = shutdown.wait_for(|s| *s) => false,
+            };
+        if woken {
             if let Some(v) = state.inner.index.command(command.id)? {
                 if v.status != CommandStatus::Pending {
                     return settled(state, neg, command.id).await;
