@@ -35,7 +35,10 @@ impl CommandRequest {
     /// [`Violations`] listing each missing or invalid field.
     pub fn from_value(value: Value) -> Result<Self, Violations> {
         let Value::Object(mut obj) = value else {
-            return Err(Violations(vec![Violation::new("", "a command must be a JSON object")]));
+            return Err(Violations(vec![Violation::new(
+                "",
+                "a command must be a JSON object",
+            )]));
         };
         let mut violations = Vec::new();
         let action = match obj.remove("action") {
@@ -126,7 +129,11 @@ impl Command {
     ///
     /// # Errors
     /// Never today; kept fallible so that future checks need no API change.
-    pub fn from_request(req: CommandRequest, timestamp: i64, meta: Meta) -> Result<Self, Violations> {
+    pub fn from_request(
+        req: CommandRequest,
+        timestamp: i64,
+        meta: Meta,
+    ) -> Result<Self, Violations> {
         let id = crate::new_id();
         Ok(Self {
             id,

@@ -100,7 +100,11 @@ impl EventDraft {
                 m
             }
         };
-        Self { action: action.into(), data, key: None }
+        Self {
+            action: action.into(),
+            data,
+            key: None,
+        }
     }
 
     /// Sets the ordering key.
@@ -127,7 +131,11 @@ impl EventDraft {
 impl Rejection {
     /// A rejection with this code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), details: Value::Null }
+        Self {
+            code: code.into(),
+            message: message.into(),
+            details: Value::Null,
+        }
     }
 
     /// The rejection event for the command `command_id` keyed `key`.

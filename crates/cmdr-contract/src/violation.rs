@@ -14,7 +14,10 @@ pub struct Violation {
 impl Violation {
     /// A violation at `pointer` saying `message`.
     pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { pointer: pointer.into(), message: message.into() }
+        Self {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
     }
 }
 

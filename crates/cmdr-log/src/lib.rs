@@ -103,8 +103,12 @@ pub trait Log: Send + Sync + 'static {
     ///
     /// # Errors
     /// As [`Log::read`].
-    async fn offset_for_timestamp(&self, topic: &str, partition: u32, timestamp_ms: i64)
-        -> Result<u64>;
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64>;
 
     /// Resolves once the partition's end offset is greater than `offset`, that
     /// is, once the record at `offset` can be read. Woken by appends, never polls.

@@ -27,12 +27,20 @@ pub struct Record {
 impl Record {
     /// A record with this key and value, timestamped at append.
     pub fn new(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        Self { key: Some(key.into()), value: value.into(), headers: Vec::new(), timestamp: None }
+        Self {
+            key: Some(key.into()),
+            value: value.into(),
+            headers: Vec::new(),
+            timestamp: None,
+        }
     }
 
     /// Adds a header.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.headers.push(Header { name: name.into(), value: value.into() });
+        self.headers.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
         self
     }
 
@@ -63,7 +71,10 @@ pub struct StoredRecord {
 impl StoredRecord {
     /// The value of the first header named `name`.
     pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers.iter().find(|h| h.name == name).map(|h| &h.value)
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| &h.value)
     }
 }
 

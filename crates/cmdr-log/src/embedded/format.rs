@@ -65,7 +65,10 @@ pub fn encoded_len(key: Option<&[u8]>, headers: &[Header], value: &[u8]) -> usiz
     FIXED_LEN
         + key.map_or(0, <[u8]>::len)
         + 2
-        + headers.iter().map(|h| 6 + h.name.len() + h.value.len()).sum::<usize>()
+        + headers
+            .iter()
+            .map(|h| 6 + h.name.len() + h.value.len())
+            .sum::<usize>()
         + 4
         + value.len()
 }
@@ -133,10 +136,14 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<(DiskRecord, usize), DecodeE
         return Err(DecodeError::Incomplete { needed: None });
     };
     if total < FIXED_LEN + 6 || total > max_len {
-        return Err(DecodeError::Invalid(format!("implausible record length {total}")));
+        return Err(DecodeError::Invalid(format!(
+            "implausible record length {total}"
+        )));
     }
     if buf.len() < total {
-        return Err(DecodeError::Incomplete { needed: Some(total) });
+        return Err(DecodeError::Incomplete {
+            needed: Some(total),
+        });
     }
     let rec = &buf[..total];
     let stored_crc = u32::from_le_bytes(rec[4..8].try_into().map_err(|_| bad("crc"))?);
@@ -147,7 +154,10 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<(DiskRecord, usize), DecodeE
         )));
     }
     if rec[8] != FORMAT_VERSION {
-        return Err(DecodeError::Invalid(format!("unknown format version {}", rec[8])));
+        return Err(DecodeError::Invalid(format!(
+            "unknown format version {}",
+            rec[8]
+        )));
     }
     let mut r = Reader { buf: rec, pos: 9 };
     let flags = r.u8()?;
@@ -156,21 +166,40 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<(DiskRecord, usize), DecodeE
     let round = r.u64()?;
     let round_parts = r.u32()?;
     let key_len = r.u32()?;
-    let key = if key_len == NO_KEY { None } else { Some(r.bytes(key_len as usize)?) };
+    let key = if key_len == NO_KEY {
+        None
+    } else {
+        Some(r.bytes(key_len as usize)?)
+    };
     let header_count = r.u16()?;
     let mut headers = Vec::with_capacity(header_count as usize);
     for _ in 0..header_count {
         let n = r.u16()? as usize;
         let name = String::from_utf8(r.bytes(n)?.to_vec()).map_err(|_| bad("header name"))?;
         let v = r.u32()? as usize;
-        headers.push(Header { name, value: r.bytes(v)? });
+        headers.push(Header {
+            name,
+            value: r.bytes(v)?,
+        });
     }
     let value_len = r.u32()? as usize;
     let value = r.bytes(value_len)?;
     if r.pos != total {
         return Err(bad("trailing bytes"));
     }
-    Ok((DiskRecord { flags, offset, timestamp, round, round_parts, key, headers, value }, total))
+    Ok((
+        DiskRecord {
+            flags,
+            offset,
+            timestamp,
+            round,
+            round_parts,
+            key,
+            headers,
+            value,
+        },
+        total,
+    ))
 }
 
 fn bad(what: &str) -> DecodeError {
@@ -184,7 +213,11 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| bad("length"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| bad("length"))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -193,13 +226,19 @@ impl Reader<'_> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().map_err(|_| bad("u16"))?))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().map_err(|_| bad("u16"))?,
+        ))
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| bad("u32"))?))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| bad("u32"))?,
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| bad("u64"))?))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| bad("u64"))?,
+        ))
     }
     fn bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         Ok(Bytes::copy_from_slice(self.take(n)?))
