@@ -213,13 +213,7 @@ impl Processor {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ProcessorError> {
         let log = self.log;
-        for topic in [COMMANDS_TOPIC, EVENTS_TOPIC] {
-            if log.topic(topic).await.is_err() {
-                log.create_topic(topic, self.partitions)
-                    .await
-                    .map_err(|e| ProcessorError::log(format!("creating {topic}"), e))?;
-            }
-        }
+        ensure_topics(log.as_ref(), self.partitions).await?;
         let dead_letters = DeadLetters::open(log.clone()).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {
@@ -263,6 +257,22 @@ impl Processor {
         }
         run_until_stopped(engines, stop_tx, shutdown).await
     }
+}
+
+/// Creates the `commands` and `events` topics with `partitions` partitions
+/// if they are missing (existing topics are left as they are).
+///
+/// # Errors
+/// [`ProcessorError::Log`].
+pub async fn ensure_topics(log: &dyn Log, partitions: u32) -> Result<(), ProcessorError> {
+    for topic in [COMMANDS_TOPIC, EVENTS_TOPIC] {
+        if log.topic(topic).await.is_err() {
+            log.create_topic(topic, partitions)
+                .await
+                .map_err(|e| ProcessorError::log(format!("creating {topic}"), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits for `shutdown` or the first engine to end, then stops and joins all;

@@ -12,7 +12,9 @@ mod dispatch;
 mod follow;
 mod handler;
 
-pub use builder::{Processor, ProcessorBuilder, DEFAULT_PARTITIONS, EVENTS_GROUP_SUFFIX};
+pub use builder::{
+    ensure_topics, Processor, ProcessorBuilder, DEFAULT_PARTITIONS, EVENTS_GROUP_SUFFIX,
+};
 pub use follow::{follow, replay, FOLLOW_BATCH};
 pub use handler::{BoxFuture, Context, Decision, HandlerError};
 

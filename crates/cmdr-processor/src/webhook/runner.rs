@@ -161,13 +161,7 @@ pub async fn run_webhook(
     config: &WebhookConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProcessorError> {
-    for topic in [COMMANDS_TOPIC, EVENTS_TOPIC] {
-        if log.topic(topic).await.is_err() {
-            log.create_topic(topic, crate::sdk::DEFAULT_PARTITIONS)
-                .await
-                .map_err(|e| ProcessorError::log(format!("creating {topic}"), e))?;
-        }
-    }
+    crate::sdk::ensure_topics(log.as_ref(), crate::sdk::DEFAULT_PARTITIONS).await?;
     let client = reqwest::Client::builder()
         .timeout(config.timeout)
         .build()
