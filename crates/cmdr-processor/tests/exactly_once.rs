@@ -1,0 +1,138 @@
+//! Exactly-once and ordering: a processor stopped abruptly mid-stream and
+//! restarted gives every command exactly one outcome; under concurrent load
+//! each key's commands are handled, and their events appended, in order.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cmdr_contract::EVENTS_TOPIC;
+use cmdr_log::Log;
+use cmdr_processor::{Decision, Processor};
+use common::*;
+use serde_json::json;
+
+fn counting_processor(log: Arc<dyn Log>) -> Processor {
+    Processor::builder_shared(log)
+        .group("counter")
+        .command("count", |cmd, _ctx| async move {
+            tokio::task::yield_now().await;
+            Ok(Decision::accept_one(
+                "counted",
+                json!({ "seq": cmd.data["seq"] }),
+            ))
+        })
+        .max_in_flight(32)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_aborted_mid_stream_and_restarted_settles_each_command_once() {
+    let (log, _dir) = test_log().await;
+    let total = 3000;
+    let cmds: Vec<_> = (0..total)
+        .map(|i| {
+            command(
+                "count",
+                json!({ "seq": i / 50 }),
+                Some(&format!("key-{}", i % 50)),
+            )
+        })
+        .collect();
+    for chunk in cmds.chunks(500) {
+        send_all(log.as_ref(), chunk).await;
+    }
+    for round in 0..3 {
+        let task = tokio::spawn(counting_processor(log.clone()).run(std::future::pending()));
+        let target = (round + 1) * total / 4;
+        wait_until("some progress", || async {
+            outcomes(log.as_ref()).await.len() >= target
+        })
+        .await;
+        task.abort();
+        let _ = task.await;
+    }
+    let task = tokio::spawn(counting_processor(log.clone()).run(std::future::pending()));
+    wait_outcomes(log.as_ref(), total).await;
+    task.abort();
+
+    let by_command = outcomes(log.as_ref()).await;
+    assert_eq!(by_command.len(), total);
+    for cmd in &cmds {
+        assert_eq!(
+            by_command[&cmd.id].len(),
+            1,
+            "command {} has one outcome",
+            cmd.id
+        );
+    }
+    assert_eq!(
+        events(log.as_ref()).await.len(),
+        total,
+        "no event was appended twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_holds_under_concurrent_load() {
+    let (log, _dir) = test_log().await;
+    let (keys, per_key) = (64, 60);
+    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let last_seq: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (r, l, n, p) = (running.clone(), last_seq.clone(), now.clone(), peak.clone());
+    let processor = Processor::builder_shared(log.clone())
+        .group("ordered")
+        .command("step", move |cmd, ctx| {
+            let (running, last_seq, now, peak) = (r.clone(), l.clone(), n.clone(), p.clone());
+            async move {
+                assert!(
+                    running.lock().unwrap().insert(ctx.key.clone()),
+                    "two commands of one key at once"
+                );
+                let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(in_flight, Ordering::SeqCst);
+                let seq = cmd.data["seq"].as_i64().unwrap();
+                for _ in 0..(seq % 3) {
+                    tokio::task::yield_now().await;
+                }
+                let previous = last_seq.lock().unwrap().insert(ctx.key.clone(), seq);
+                assert_eq!(previous.map_or(-1, |s| s), seq - 1, "handled in order");
+                now.fetch_sub(1, Ordering::SeqCst);
+                running.lock().unwrap().remove(&ctx.key);
+                Ok(Decision::accept_one("stepped", json!({ "seq": seq })))
+            }
+        })
+        .build()
+        .unwrap();
+    let task = tokio::spawn(processor.run(std::future::pending()));
+    // Interleave keys, several appends, while the processor runs.
+    for seq in 0..per_key {
+        let batch: Vec<_> = (0..keys)
+            .map(|k| command("step", json!({ "seq": seq }), Some(&format!("acct-{k}"))))
+            .collect();
+        send_all(log.as_ref(), &batch).await;
+    }
+    wait_outcomes(log.as_ref(), keys * per_key).await;
+    task.abort();
+
+    let mut seen: HashMap<String, Vec<i64>> = HashMap::new();
+    for record in read_all(log.as_ref(), EVENTS_TOPIC).await {
+        let e = cmdr_contract::Event::from_json(&record.value).unwrap();
+        seen.entry(e.key)
+            .or_default()
+            .push(e.data["seq"].as_i64().unwrap());
+    }
+    assert_eq!(seen.len(), keys);
+    let expected: Vec<i64> = (0..per_key as i64).collect();
+    for (key, seqs) in seen {
+        assert_eq!(seqs, expected, "events of {key} in command order");
+    }
+    assert!(
+        peak.load(Ordering::SeqCst) > 1,
+        "different keys ran concurrently"
+    );
+}
