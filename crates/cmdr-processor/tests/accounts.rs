@@ -11,7 +11,9 @@ use cmdr_processor::example::{accounts, Accounts, Balances};
 use common::*;
 use serde_json::json;
 
-async fn start(log: Arc<dyn Log>) -> tokio::task::JoinHandle<Result<(), cmdr_processor::ProcessorError>> {
+async fn start(
+    log: Arc<dyn Log>,
+) -> tokio::task::JoinHandle<Result<(), cmdr_processor::ProcessorError>> {
     let state = Accounts::load(log.as_ref()).await.unwrap();
     let processor = state.processor(log).retry(fast_retry(2)).build().unwrap();
     tokio::spawn(processor.run(std::future::pending()))
@@ -31,7 +33,10 @@ async fn accounts_decide_and_balances_follow() {
         assert!(accepted(&outcome_of(l, opened.id).await));
     }
     let again = send(l, accounts::OPEN_ACCOUNT, json!({}), Some("alice")).await;
-    assert_eq!(outcome_of(l, again.id).await.rejection().unwrap().code, "account-exists");
+    assert_eq!(
+        outcome_of(l, again.id).await.rejection().unwrap().code,
+        "account-exists"
+    );
     let deposit = send(l, accounts::DEPOSIT, json!({"amount": 100}), Some("alice")).await;
     assert_eq!(outcome_of(l, deposit.id).await.data["balance"], 100);
     let overdraft = send(l, accounts::WITHDRAW, json!({"amount": 150}), Some("alice")).await;
@@ -40,15 +45,37 @@ async fn accounts_decide_and_balances_follow() {
     assert_eq!(rejection.details, json!({"balance": 100, "amount": 150}));
     let withdraw = send(l, accounts::WITHDRAW, json!({"amount": 30}), Some("alice")).await;
     assert!(accepted(&outcome_of(l, withdraw.id).await));
-    let transfer = send(l, accounts::TRANSFER, json!({"to": "bob", "amount": 50}), Some("alice")).await;
+    let transfer = send(
+        l,
+        accounts::TRANSFER,
+        json!({"to": "bob", "amount": 50}),
+        Some("alice"),
+    )
+    .await;
     let credited = outcome_of(l, transfer.id).await;
-    assert_eq!((credited.action.as_str(), credited.key.as_str()), (accounts::TRANSFER_CREDITED, "bob"));
-    let debited = events(l).await.into_iter().find(|e| e.action == accounts::TRANSFER_DEBITED).unwrap();
-    assert_eq!((debited.key.as_str(), debited.parent), ("alice", transfer.id));
+    assert_eq!(
+        (credited.action.as_str(), credited.key.as_str()),
+        (accounts::TRANSFER_CREDITED, "bob")
+    );
+    let debited = events(l)
+        .await
+        .into_iter()
+        .find(|e| e.action == accounts::TRANSFER_DEBITED)
+        .unwrap();
+    assert_eq!(
+        (debited.key.as_str(), debited.parent),
+        ("alice", transfer.id)
+    );
     let unknown = send(l, accounts::DEPOSIT, json!({"amount": 1}), Some("carol")).await;
-    assert_eq!(outcome_of(l, unknown.id).await.rejection().unwrap().code, "unknown-account");
+    assert_eq!(
+        outcome_of(l, unknown.id).await.rejection().unwrap().code,
+        "unknown-account"
+    );
     let invalid = send(l, accounts::DEPOSIT, json!({"amount": -1}), Some("bob")).await;
-    assert_eq!(outcome_of(l, invalid.id).await.rejection().unwrap().code, "invalid-amount");
+    assert_eq!(
+        outcome_of(l, invalid.id).await.rejection().unwrap().code,
+        "invalid-amount"
+    );
 
     wait_until("the read model to catch up", || async {
         balances.balance("alice") == Some(20) && balances.balance("bob") == Some(50)
@@ -60,7 +87,10 @@ async fn accounts_decide_and_balances_follow() {
     let _ = processor.await;
     let processor = start(log.clone()).await;
     let too_much = send(l, accounts::WITHDRAW, json!({"amount": 21}), Some("alice")).await;
-    assert_eq!(outcome_of(l, too_much.id).await.rejection().unwrap().code, "insufficient-funds");
+    assert_eq!(
+        outcome_of(l, too_much.id).await.rejection().unwrap().code,
+        "insufficient-funds"
+    );
     let exact = send(l, accounts::WITHDRAW, json!({"amount": 20}), Some("alice")).await;
     assert_eq!(outcome_of(l, exact.id).await.data["balance"], 0);
 
