@@ -17,6 +17,8 @@
 //! Layering: this crate depends on `cmdr-contract` and `cmdr-log` only; it
 //! knows nothing of HTTP serving (the gateway exposes it).
 
+#![warn(missing_docs)]
+
 pub mod dead_letter;
 mod engine;
 mod error;
@@ -24,6 +26,7 @@ pub mod example;
 pub mod records;
 mod retry;
 pub mod sdk;
+mod task_guard;
 pub mod webhook;
 
 pub use dead_letter::{DeadLetter, DeadLetters, DEAD_LETTERS_TOPIC};

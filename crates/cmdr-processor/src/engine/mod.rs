@@ -171,7 +171,7 @@ pub(crate) async fn run<D: Dispatch>(
     let (poll_tx, mut poll_rx) =
         mpsc::channel::<Result<Vec<StoredRecord>, ProcessorError>>(POLL_QUEUE);
     let poll_context = format!("polling {} for group {}", config.input_topic, config.group);
-    let poller = tokio::spawn(async move {
+    let poller = crate::task_guard::AbortOnDrop(tokio::spawn(async move {
         loop {
             let batch = consumer
                 .poll(POLL_BATCH)
@@ -182,7 +182,7 @@ pub(crate) async fn run<D: Dispatch>(
                 break;
             }
         }
-    });
+    }));
 
     let mut state = State {
         dispatch,
@@ -253,7 +253,7 @@ pub(crate) async fn run<D: Dispatch>(
         }
     };
 
-    poller.abort();
+    drop(poller);
     drop(poll_rx);
     state.tasks.abort_all();
     drop(flush_txs);

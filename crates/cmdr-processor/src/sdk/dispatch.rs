@@ -32,7 +32,8 @@ where
 {
     let mut n = 1;
     loop {
-        let error = match tokio::spawn(attempt(n)).await {
+        let mut task = crate::task_guard::AbortOnDrop(tokio::spawn(attempt(n)));
+        let error = match (&mut task.0).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => e.to_string(),
             Err(e) if e.is_panic() => {

@@ -11,9 +11,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::task_guard::AbortOnDrop;
 use cmdr_log::Log;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::registry::{WebhookRegistration, WebhookRegistry};
 use super::runner::{run_webhook, WebhookConfig};
@@ -25,13 +25,14 @@ pub const RESTART_DELAY: Duration = Duration::from_secs(1);
 struct Running {
     registration: WebhookRegistration,
     stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), ProcessorError>>,
+    task: AbortOnDrop<Result<(), ProcessorError>>,
 }
 
 impl Running {
     async fn stop(self) {
         let _ = self.stop.send(true);
-        match self.task.await {
+        let mut task = self.task;
+        match (&mut task.0).await {
             Ok(Err(e)) => tracing::warn!(error = %e, "webhook runner stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "webhook runner task failed"),
             Ok(Ok(())) => {}
@@ -79,12 +80,12 @@ pub async fn supervise(
                 name.clone(),
                 registration.clone(),
             );
-            let task = tokio::spawn(async move {
+            let task = AbortOnDrop(tokio::spawn(async move {
                 run_webhook(log, &task_name, reg, &config, async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 })
                 .await
-            });
+            }));
             tracing::info!(processor = %name, "webhook processor started");
             running.insert(
                 name,
