@@ -1,11 +1,15 @@
 //! Runs the registered handlers on each input: decode, pick the handler by
 //! action, retry transient failures, and turn the result into event records.
 //!
-//! Key decision: each attempt runs in its own task, so a panicking handler is
-//! a failed attempt like any error (retried, then settled), not a crash loop.
+//! Key decision: a panic while polling a handler is caught and counts as a
+//! failed attempt like any error (retried, then settled), not a crash loop.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
 use cmdr_contract::{header, Command, Event};
 use cmdr_log::{Record, StoredRecord};
@@ -26,20 +30,15 @@ pub(crate) async fn with_retries<T, F, Fut>(
     mut attempt: F,
 ) -> Result<T, (String, u32)>
 where
-    T: Send + 'static,
     F: FnMut(u32) -> Fut,
-    Fut: Future<Output = Result<T, HandlerError>> + Send + 'static,
+    Fut: Future<Output = Result<T, HandlerError>> + Send,
 {
     let mut n = 1;
     loop {
-        let mut task = crate::task_guard::AbortOnDrop(tokio::spawn(attempt(n)));
-        let error = match (&mut task.0).await {
+        let error = match (CatchUnwind(Box::pin(attempt(n)))).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => e.to_string(),
-            Err(e) if e.is_panic() => {
-                format!("handler panicked: {}", panic_message(e.into_panic()))
-            }
-            Err(e) => format!("handler task failed: {e}"),
+            Err(payload) => format!("handler panicked: {}", panic_message(payload)),
         };
         if !policy.retries_after(n) {
             return Err((error, n));
@@ -50,7 +49,24 @@ where
     }
 }
 
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+/// Polls a future, turning a panic while polling into an `Err` with the
+/// panic's payload (a handler bug becomes a failed attempt, not a crash).
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
