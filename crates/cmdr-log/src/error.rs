@@ -23,6 +23,10 @@ pub enum LogError {
     /// letters, digits, `.`, `_`, `-`.
     #[error("invalid topic name {0:?} (letters, digits, '.', '_', '-'; 1 to 200 bytes)")]
     InvalidTopicName(String),
+    /// A consumer group name that is empty, too long or has characters other
+    /// than letters, digits, `.`, `_`, `-`.
+    #[error("invalid group name {0:?} (letters, digits, '.', '_', '-'; 1 to 200 bytes)")]
+    InvalidGroupName(String),
     /// A record larger than the configured maximum.
     #[error("record of {size} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge {

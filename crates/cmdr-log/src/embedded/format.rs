@@ -126,12 +126,13 @@ pub fn peek_len(buf: &[u8]) -> Option<usize> {
     Some(4 + u32::from_le_bytes(b) as usize)
 }
 
-/// Decodes the record at the start of `buf`; returns it and its size.
+/// Decodes the record at the start of `buf`; returns it and its size. Key,
+/// header values and value are zero-copy slices of `buf`.
 ///
 /// # Errors
 /// [`DecodeError::Incomplete`] when `buf` ends first; [`DecodeError::Invalid`]
 /// when the checksum, version or inner lengths are wrong.
-pub fn decode(buf: &[u8], max_len: usize) -> Result<(DiskRecord, usize), DecodeError> {
+pub fn decode(buf: &Bytes, max_len: usize) -> Result<(DiskRecord, usize), DecodeError> {
     let Some(total) = peek_len(buf) else {
         return Err(DecodeError::Incomplete { needed: None });
     };
@@ -145,7 +146,7 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<(DiskRecord, usize), DecodeE
             needed: Some(total),
         });
     }
-    let rec = &buf[..total];
+    let rec = buf.slice(..total);
     let stored_crc = u32::from_le_bytes(rec[4..8].try_into().map_err(|_| bad("crc"))?);
     let crc = crc32c::crc32c(&rec[8..]);
     if crc != stored_crc {
@@ -159,7 +160,7 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<(DiskRecord, usize), DecodeE
             rec[8]
         )));
     }
-    let mut r = Reader { buf: rec, pos: 9 };
+    let mut r = Reader { buf: &rec, pos: 9 };
     let flags = r.u8()?;
     let offset = r.u64()?;
     let timestamp = r.u64()? as i64;
@@ -175,7 +176,9 @@ pub fn decode(buf: &[u8], max_len: usize) -> Result<(DiskRecord, usize), DecodeE
     let mut headers = Vec::with_capacity(header_count as usize);
     for _ in 0..header_count {
         let n = r.u16()? as usize;
-        let name = String::from_utf8(r.bytes(n)?.to_vec()).map_err(|_| bad("header name"))?;
+        let name = std::str::from_utf8(r.take(n)?)
+            .map_err(|_| bad("header name"))?
+            .to_owned();
         let v = r.u32()? as usize;
         headers.push(Header {
             name,
@@ -207,7 +210,7 @@ fn bad(what: &str) -> DecodeError {
 }
 
 struct Reader<'a> {
-    buf: &'a [u8],
+    buf: &'a Bytes,
     pos: usize,
 }
 
@@ -240,7 +243,10 @@ impl Reader<'_> {
             self.take(8)?.try_into().map_err(|_| bad("u64"))?,
         ))
     }
+    /// `n` bytes as a zero-copy slice of the buffer.
     fn bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
-        Ok(Bytes::copy_from_slice(self.take(n)?))
+        let start = self.pos;
+        self.take(n)?;
+        Ok(self.buf.slice(start..start + n))
     }
 }

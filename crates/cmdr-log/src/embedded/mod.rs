@@ -16,3 +16,414 @@ mod config;
 pub mod format;
 
 pub use config::{LogConfig, SyncMode};
+mod consumer;
+mod offsets;
+mod partition;
+mod recovery;
+mod segment;
+mod writer;
+
+pub use recovery::Truncation;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
+
+use crate::{
+    Appended, GroupConsumer, Log, LogError, OffsetCommit, PartitionInfo, Record, Result,
+    StartPosition, StoredRecord, TopicInfo,
+};
+pub(crate) use offsets::COMMIT_HEADER;
+use offsets::{sync_dir, write_atomically, OffsetStore};
+use partition::Partition;
+use writer::{Request, TopicWriter};
+
+/// The embedded log. Cheap to clone; all clones share one data directory.
+/// Writer threads stop (after a final sync) when the last clone is dropped.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: LogConfig,
+    topics: RwLock<HashMap<String, Arc<TopicHandle>>>,
+    /// Serialises topic creation.
+    creating: AsyncMutex<()>,
+    offsets: Arc<OffsetStore>,
+    coordinator: consumer::Coordinator,
+    truncations: Vec<Truncation>,
+}
+
+/// An open topic: its partitions and its writer's queue.
+struct TopicHandle {
+    name: String,
+    partitions: Vec<Arc<Partition>>,
+    /// Bounded by [`LogConfig::queue_depth`]: `append` waits when it is full.
+    tx: mpsc::Sender<Request>,
+}
+
+/// `topic.json`: what a topic is.
+#[derive(Serialize, Deserialize)]
+struct TopicMeta {
+    partitions: u32,
+    format: u8,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Topic and group names: 1 to 200 of letters, digits, `.`, `_`, `-`.
+pub(crate) fn validate_name(name: &str) -> std::result::Result<(), ()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+impl EmbeddedLog {
+    /// Opens the log in `config.dir` (creating it), recovering every topic:
+    /// torn or corrupt tails are cut and reported by [`EmbeddedLog::truncations`].
+    ///
+    /// # Errors
+    /// [`LogError::Io`] when the directory cannot be used, [`LogError::Corrupt`]
+    /// for unreadable metadata.
+    pub async fn open(config: LogConfig) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(config))
+            .await
+            .map_err(|e| LogError::Closed(format!("open task failed: {e}")))?
+    }
+
+    fn open_blocking(config: LogConfig) -> Result<Self> {
+        let topics_dir = config.dir.join("topics");
+        std::fs::create_dir_all(&topics_dir)
+            .map_err(|e| LogError::io(format!("creating {}", topics_dir.display()), e))?;
+        let offsets = Arc::new(OffsetStore::open(config.dir.join("groups"))?);
+        let mut topics = HashMap::new();
+        let mut truncations = Vec::new();
+        let entries = std::fs::read_dir(&topics_dir)
+            .map_err(|e| LogError::io(format!("listing {}", topics_dir.display()), e))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| LogError::io(format!("listing {}", topics_dir.display()), e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let meta_path = entry.path().join("topic.json");
+            let Ok(raw) = std::fs::read(&meta_path) else {
+                // A topic whose creation never finished (no metadata): ignore it.
+                continue;
+            };
+            let meta: TopicMeta = serde_json::from_slice(&raw).map_err(|e| LogError::Corrupt {
+                path: meta_path.clone(),
+                position: 0,
+                offset: None,
+                reason: format!("invalid topic metadata: {e}"),
+            })?;
+            let (handle, cut) =
+                Self::open_topic(&config, &offsets, &entry.path(), &name, meta.partitions)?;
+            truncations.extend(cut);
+            topics.insert(name, handle);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                topics: RwLock::new(topics),
+                creating: AsyncMutex::new(()),
+                offsets,
+                coordinator: consumer::Coordinator::default(),
+                truncations,
+            }),
+        })
+    }
+
+    fn open_topic(
+        config: &LogConfig,
+        offsets: &Arc<OffsetStore>,
+        dir: &Path,
+        name: &str,
+        partitions: u32,
+    ) -> Result<(Arc<TopicHandle>, Vec<Truncation>)> {
+        let rec = recovery::recover_topic(dir, name, partitions, config, offsets)?;
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let writer = TopicWriter::new(
+            &rec.partitions,
+            rec.next_round,
+            config.clone(),
+            offsets.clone(),
+        );
+        if let SyncMode::Interval(every) = config.sync {
+            writer::spawn_ticker(tx.downgrade(), every);
+        }
+        std::thread::Builder::new()
+            .name(format!("cmdr-log-{name}"))
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LogError::io(format!("starting the writer of topic {name}"), e))?;
+        Ok((
+            Arc::new(TopicHandle {
+                name: name.into(),
+                partitions: rec.partitions,
+                tx,
+            }),
+            rec.truncations,
+        ))
+    }
+
+    /// What recovery cut from partition tails when this log was opened
+    /// (empty after a clean stop).
+    pub fn truncations(&self) -> &[Truncation] {
+        &self.inner.truncations
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    fn handle(&self, topic: &str) -> Result<Arc<TopicHandle>> {
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        self.handle(topic)?
+            .partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    async fn submit(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+        commit: Option<OffsetCommit>,
+    ) -> Result<Vec<Appended>> {
+        let handle = self.handle(topic)?;
+        if records.is_empty() && commit.is_none() {
+            return Ok(Vec::new());
+        }
+        let max = self.inner.config.max_record_bytes;
+        for r in &records {
+            let size = format::encoded_len(r.key.as_deref(), &r.headers, &r.value);
+            let too_long_field = r.headers.iter().any(|h| h.name.len() > u16::MAX as usize)
+                || r.headers.len() > u16::MAX as usize;
+            if size > max || too_long_field {
+                return Err(LogError::RecordTooLarge { size, max });
+            }
+        }
+        if let Some(c) = &commit {
+            validate_name(&c.group).map_err(|_| LogError::InvalidGroupName(c.group.clone()))?;
+        }
+        let (reply, rx) = oneshot::channel();
+        handle
+            .tx
+            .send(Request::Append {
+                records,
+                commit,
+                reply,
+            })
+            .await
+            .map_err(|_| LogError::Closed(format!("writer of topic {topic} stopped")))?;
+        rx.await
+            .map_err(|_| LogError::Closed(format!("writer of topic {topic} stopped")))?
+    }
+
+    fn info(handle: &TopicHandle) -> TopicInfo {
+        TopicInfo {
+            name: handle.name.clone(),
+            partitions: handle
+                .partitions
+                .iter()
+                .map(|p| PartitionInfo {
+                    partition: p.id,
+                    start_offset: p.start_offset(),
+                    end_offset: p.end_offset(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl Log for EmbeddedLog {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<TopicInfo> {
+        if let Ok(h) = self.handle(topic) {
+            return Ok(Self::info(&h));
+        }
+        validate_name(topic).map_err(|_| LogError::InvalidTopicName(topic.to_string()))?;
+        let _guard = self.inner.creating.lock().await;
+        if let Ok(h) = self.handle(topic) {
+            return Ok(Self::info(&h));
+        }
+        let partitions = partitions.max(1);
+        let this = self.clone();
+        let name = topic.to_string();
+        let handle = tokio::task::spawn_blocking(move || -> Result<Arc<TopicHandle>> {
+            let topics_dir = this.inner.config.dir.join("topics");
+            let dir = topics_dir.join(&name);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+            for p in 0..partitions {
+                let pdir = dir.join(p.to_string());
+                std::fs::create_dir_all(&pdir)
+                    .map_err(|e| LogError::io(format!("creating {}", pdir.display()), e))?;
+            }
+            let (handle, _) = Self::open_topic(
+                &this.inner.config,
+                &this.inner.offsets,
+                &dir,
+                &name,
+                partitions,
+            )?;
+            for p in 0..partitions {
+                sync_dir(&dir.join(p.to_string()))?;
+            }
+            // The metadata file is written last: a topic without it was never created.
+            let meta = serde_json::to_vec(&TopicMeta {
+                partitions,
+                format: format::FORMAT_VERSION,
+            })
+            .unwrap_or_default();
+            write_atomically(&dir, "topic.json", &meta)?;
+            sync_dir(&topics_dir)?;
+            Ok(handle)
+        })
+        .await
+        .map_err(|e| LogError::Closed(format!("create task failed: {e}")))??;
+        self.inner
+            .topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string(), handle.clone());
+        Ok(Self::info(&handle))
+    }
+
+    async fn topics(&self) -> Result<Vec<TopicInfo>> {
+        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<TopicInfo> = topics.values().map(|h| Self::info(h)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn topic(&self, topic: &str) -> Result<TopicInfo> {
+        let handle = self.handle(topic)?;
+        Ok(Self::info(&handle))
+    }
+
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        self.submit(topic, records, None).await
+    }
+
+    async fn append_with_commit(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+        commit: OffsetCommit,
+    ) -> Result<Vec<Appended>> {
+        if records.is_empty() {
+            self.commit(commit).await?;
+            return Ok(Vec::new());
+        }
+        self.submit(topic, records, Some(commit)).await
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        self.partition(topic, partition)?.read(from, max)
+    }
+
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64> {
+        self.partition(topic, partition)?
+            .offset_for_timestamp(timestamp_ms)
+    }
+
+    async fn wait_for(&self, topic: &str, partition: u32, offset: u64) -> Result<()> {
+        let mut rx = self.partition(topic, partition)?.subscribe();
+        rx.wait_for(|end| *end > offset)
+            .await
+            .map(|_| ())
+            .map_err(|_| LogError::Closed("log closed while waiting".into()))
+    }
+
+    async fn commit(&self, commit: OffsetCommit) -> Result<()> {
+        validate_name(&commit.group)
+            .map_err(|_| LogError::InvalidGroupName(commit.group.clone()))?;
+        let offsets = self.inner.offsets.clone();
+        tokio::task::spawn_blocking(move || offsets.commit_durably(&commit))
+            .await
+            .map_err(|e| LogError::Closed(format!("commit task failed: {e}")))?
+    }
+
+    async fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>> {
+        Ok(self.inner.offsets.get(group, topic, partition))
+    }
+
+    async fn join_group(
+        &self,
+        group: &str,
+        topic: &str,
+        start: StartPosition,
+    ) -> Result<Box<dyn GroupConsumer>> {
+        Ok(Box::new(
+            consumer::Member::join(self.clone(), group, topic, start).await?,
+        ))
+    }
+
+    async fn sync(&self) -> Result<()> {
+        let handles: Vec<Arc<TopicHandle>> = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for h in handles {
+            let (reply, rx) = oneshot::channel();
+            h.tx.send(Request::Sync { reply })
+                .await
+                .map_err(|_| LogError::Closed("writer stopped".into()))?;
+            rx.await
+                .map_err(|_| LogError::Closed("writer stopped".into()))??;
+        }
+        let offsets = self.inner.offsets.clone();
+        tokio::task::spawn_blocking(move || offsets.persist_dirty())
+            .await
+            .map_err(|e| LogError::Closed(format!("sync task failed: {e}")))?
+    }
+}

@@ -1,0 +1,193 @@
+//! Committed consumer group offsets: one JSON file per group in
+//! `<dir>/groups/`, replaced atomically (write, fsync, rename, fsync dir).
+//!
+//! Offsets committed with [`crate::Log::append_with_commit`] travel inside the
+//! appended batch (a record header) and so are durable with it; they are
+//! written to the group file lazily (before a segment rolls, on sync and on
+//! close) and recovered from the active segments' headers on open.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LogError, OffsetCommit, Result};
+
+/// The header that carries an atomic offset commit inside an appended batch.
+pub(crate) const COMMIT_HEADER: &str = "cmdr.log.commit";
+
+/// topic → partition → next offset.
+type GroupOffsets = BTreeMap<String, BTreeMap<u32, u64>>;
+
+/// The header value of an atomic commit.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CommitHeader {
+    pub group: String,
+    pub topic: String,
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
+impl CommitHeader {
+    /// Encodes a commit for the header.
+    pub fn encode(c: &OffsetCommit) -> Vec<u8> {
+        serde_json::to_vec(&CommitHeader {
+            group: c.group.clone(),
+            topic: c.topic.clone(),
+            partition: c.partition,
+            next_offset: c.next_offset,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Decodes a header value.
+    pub fn decode(raw: &[u8]) -> Option<OffsetCommit> {
+        let h: CommitHeader = serde_json::from_slice(raw).ok()?;
+        Some(OffsetCommit {
+            group: h.group,
+            topic: h.topic,
+            partition: h.partition,
+            next_offset: h.next_offset,
+        })
+    }
+}
+
+/// All groups' committed offsets.
+#[derive(Debug)]
+pub(crate) struct OffsetStore {
+    dir: PathBuf,
+    groups: Mutex<HashMap<String, GroupOffsets>>,
+    /// Groups changed in memory (by atomic commits) but not yet written to their file.
+    dirty: Mutex<HashSet<String>>,
+}
+
+impl OffsetStore {
+    /// Loads every group file in `dir` (created if missing).
+    pub fn open(dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        let mut groups = HashMap::new();
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+            let path = entry.path();
+            let (Some(name), Some("json")) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|s| s.to_str()),
+            ) else {
+                continue;
+            };
+            let raw = std::fs::read(&path)
+                .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+            let offsets: GroupOffsets =
+                serde_json::from_slice(&raw).map_err(|e| LogError::Corrupt {
+                    path: path.clone(),
+                    position: 0,
+                    offset: None,
+                    reason: format!("group offsets file is not valid: {e}"),
+                })?;
+            groups.insert(name.to_string(), offsets);
+        }
+        Ok(Self {
+            dir,
+            groups: Mutex::new(groups),
+            dirty: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The committed next offset of `group` in `topic`/`partition`.
+    pub fn get(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups.get(group)?.get(topic)?.get(&partition).copied()
+    }
+
+    fn set(&self, c: &OffsetCommit) {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups
+            .entry(c.group.clone())
+            .or_default()
+            .entry(c.topic.clone())
+            .or_default()
+            .insert(c.partition, c.next_offset);
+    }
+
+    /// Records a commit that is already durable elsewhere (in a batch header);
+    /// the group file is written later.
+    pub fn set_lazily(&self, c: &OffsetCommit) {
+        self.set(c);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(c.group.clone());
+    }
+
+    /// Merges a commit recovered from a header: kept if it is ahead of the file.
+    pub fn recover(&self, c: &OffsetCommit) {
+        if self
+            .get(&c.group, &c.topic, c.partition)
+            .is_none_or(|o| o < c.next_offset)
+        {
+            self.set_lazily(c);
+        }
+    }
+
+    /// Records a commit and writes its group file durably before returning.
+    pub fn commit_durably(&self, c: &OffsetCommit) -> Result<()> {
+        self.set(c);
+        self.persist(&c.group)
+    }
+
+    /// Writes every group changed in memory to its file.
+    pub fn persist_dirty(&self) -> Result<()> {
+        let dirty: Vec<String> = self
+            .dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (i, g) in dirty.iter().enumerate() {
+            if let Err(e) = self.persist(g) {
+                // Keep what was not written dirty, so a later call retries.
+                self.dirty
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(dirty[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn persist(&self, group: &str) -> Result<()> {
+        let snapshot = {
+            let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            serde_json::to_vec_pretty(&groups.get(group).cloned().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        write_atomically(&self.dir, &format!("{group}.json"), &snapshot)
+    }
+}
+
+/// Replaces `dir/name` with `data` so that a crash leaves the old or the new
+/// content, never a mix: write a temporary file, fsync, rename, fsync the folder.
+pub(crate) fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dst = dir.join(name);
+    let ctx = |what: &str| format!("{what} {}", dst.display());
+    let mut f = std::fs::File::create(&tmp).map_err(|e| LogError::io(ctx("writing"), e))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| LogError::io(ctx("writing"), e))?;
+    std::fs::rename(&tmp, &dst).map_err(|e| LogError::io(ctx("replacing"), e))?;
+    sync_dir(dir)
+}
+
+/// fsyncs a folder so that files created or renamed in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(format!("syncing folder {}", dir.display()), e))
+}

@@ -1,0 +1,188 @@
+//! A partition: an ordered list of segments, the durable end offset that
+//! readers may see, and the read path (offset and time lookups).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use super::format::DiskRecord;
+use super::segment::Segment;
+use crate::{LogError, Result, StoredRecord};
+
+/// One partition of a topic, shared by its writer and every reader.
+#[derive(Debug)]
+pub(crate) struct Partition {
+    /// Topic name (for errors).
+    pub topic: String,
+    /// Partition number.
+    pub id: u32,
+    /// Folder holding the segment files.
+    pub dir: PathBuf,
+    /// Segments in offset order; the last one is active. Only the writer adds.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// The end offset readers may see; published after the bytes are durable.
+    /// Waiters on the tail subscribe to it.
+    end: watch::Sender<u64>,
+    /// Largest record accepted, to bound reads.
+    max_record: usize,
+}
+
+impl Partition {
+    /// A partition over already-recovered `segments` whose durable end is `end`.
+    pub fn new(
+        topic: &str,
+        id: u32,
+        dir: PathBuf,
+        segments: Vec<Arc<Segment>>,
+        end: u64,
+        max_record: usize,
+    ) -> Self {
+        Self {
+            topic: topic.to_string(),
+            id,
+            dir,
+            segments: RwLock::new(segments),
+            end: watch::Sender::new(end),
+            max_record,
+        }
+    }
+
+    /// One past the last readable offset.
+    pub fn end_offset(&self) -> u64 {
+        *self.end.borrow()
+    }
+
+    /// First offset still stored.
+    pub fn start_offset(&self) -> u64 {
+        self.segments().first().map_or(0, |s| s.base)
+    }
+
+    /// A receiver woken whenever the end offset moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.end.subscribe()
+    }
+
+    /// Makes offsets below `end` readable and wakes tail waiters.
+    pub fn publish_end(&self, end: u64) {
+        self.end.send_replace(end);
+    }
+
+    /// A snapshot of the segment list.
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Adds a new active segment (on roll).
+    pub fn push_segment(&self, seg: Arc<Segment>) {
+        self.segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(seg);
+    }
+
+    /// Up to `max` records from offset `from`.
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<StoredRecord>> {
+        let end = self.end_offset();
+        if from >= end || max == 0 {
+            return Ok(Vec::new());
+        }
+        let segs = self.segments();
+        let start = segs.first().map_or(0, |s| s.base);
+        if from < start {
+            return Err(LogError::OffsetOutOfRange {
+                topic: self.topic.clone(),
+                partition: self.id,
+                offset: from,
+                start,
+            });
+        }
+        let want = max.min((end - from) as usize);
+        let mut out = Vec::with_capacity(want.min(4096));
+        let mut i = segs.partition_point(|s| s.base <= from).saturating_sub(1);
+        let mut next = from;
+        while out.len() < want && i < segs.len() {
+            let seg = &segs[i];
+            let (pos, at) = seg.position_for(next);
+            let scan = seg.scan_from(pos, at, self.max_record, |rec, _, _| {
+                if rec.offset >= next {
+                    out.push(stored(self.id, rec));
+                    next = rec.offset + 1;
+                }
+                out.len() < want
+            })?;
+            if out.len() >= want {
+                break;
+            }
+            if let Some(reason) = scan.stopped {
+                return Err(seg.corrupt(scan.valid_end, Some(scan.next_offset), &reason));
+            }
+            match segs.get(i + 1) {
+                Some(following) if scan.next_offset != following.base => {
+                    return Err(seg.corrupt(
+                        scan.valid_end,
+                        Some(scan.next_offset),
+                        &format!(
+                            "segment ends at offset {} but the next one starts at {}",
+                            scan.next_offset, following.base
+                        ),
+                    ));
+                }
+                Some(_) => i += 1,
+                None => {
+                    if next < end {
+                        return Err(seg.corrupt(
+                            scan.valid_end,
+                            Some(next),
+                            "durable records missing from the active segment",
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose timestamp is at or after `ts`, or the end offset.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<u64> {
+        let end = self.end_offset();
+        for seg in self.segments() {
+            if seg.max_timestamp() < ts {
+                continue;
+            }
+            let from = seg.offset_before_time(ts);
+            let (pos, at) = seg.position_for(from);
+            let mut found = None;
+            let scan = seg.scan_from(pos, at, self.max_record, |rec, _, _| {
+                if rec.offset < end && rec.timestamp >= ts {
+                    found = Some(rec.offset);
+                    return false;
+                }
+                rec.offset + 1 < end
+            })?;
+            if let Some(o) = found {
+                return Ok(o);
+            }
+            if let Some(reason) = scan.stopped {
+                return Err(seg.corrupt(scan.valid_end, Some(scan.next_offset), &reason));
+            }
+        }
+        Ok(end)
+    }
+}
+
+/// A stored record as the API shows it.
+fn stored(partition: u32, rec: &DiskRecord) -> StoredRecord {
+    StoredRecord {
+        partition,
+        offset: rec.offset,
+        timestamp: rec.timestamp,
+        key: rec.key.clone(),
+        headers: rec.headers.clone(),
+        value: rec.value.clone(),
+    }
+}

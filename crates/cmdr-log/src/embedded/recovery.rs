@@ -1,0 +1,228 @@
+//! Opening a topic after a clean stop or a crash: load sealed segments,
+//! validate the active segment of every partition record by record, cut torn
+//! or corrupt tails, and remove a last round that did not reach every
+//! partition it wrote to. Everything cut is reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::offsets::{sync_dir, CommitHeader, OffsetStore};
+use super::partition::Partition;
+use super::segment::Segment;
+use super::LogConfig;
+use crate::{LogError, Result};
+
+/// Something recovery removed from a partition's tail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Segment file cut.
+    pub segment: PathBuf,
+    /// Byte position the file was cut at.
+    pub position: u64,
+    /// Bytes removed.
+    pub bytes: u64,
+    /// First offset removed (records from here on were never acknowledged).
+    pub from_offset: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// A recovered topic.
+pub(crate) struct Recovered {
+    pub partitions: Vec<Arc<Partition>>,
+    pub next_round: u64,
+    pub truncations: Vec<Truncation>,
+}
+
+struct PartState {
+    segs: Vec<Arc<Segment>>,
+    dir: PathBuf,
+    /// (round, parts, chunk start position, chunk first offset) of the last
+    /// complete round in the active segment.
+    last_round: Option<(u64, u32, u64, u64)>,
+    /// Round of the last record when it lies in a sealed segment.
+    sealed_round: Option<u64>,
+}
+
+/// Opens (and repairs) topic `name` with `partitions` partitions in `dir`.
+pub(crate) fn recover_topic(
+    dir: &Path,
+    name: &str,
+    partitions: u32,
+    config: &LogConfig,
+    offsets: &OffsetStore,
+) -> Result<Recovered> {
+    let max = config.max_record_bytes;
+    let mut truncations = Vec::new();
+    let mut states = Vec::new();
+    for p in 0..partitions {
+        let pdir = dir.join(p.to_string());
+        std::fs::create_dir_all(&pdir)
+            .map_err(|e| LogError::io(format!("creating {}", pdir.display()), e))?;
+        let mut bases = list_segments(&pdir)?;
+        if bases.is_empty() {
+            Segment::create(&pdir, 0)?;
+            sync_dir(&pdir)?;
+            bases.push(0);
+        }
+        let mut segs = Vec::new();
+        let last = bases.len() - 1;
+        let mut last_round = None;
+        let mut sealed_round = None;
+        for (i, base) in bases.iter().enumerate() {
+            let path = pdir.join(format!("{}.log", super::segment::stem(*base)));
+            let seg = Segment::open(path.clone(), *base)?;
+            if i < last {
+                if seg.visible_size() == 0 {
+                    // An empty sealed segment can only be left by an interrupted roll.
+                    remove_segment(&path);
+                    continue;
+                }
+                seg.load_or_rebuild_index(config.index_interval_bytes, max)?;
+                segs.push(Arc::new(seg));
+                continue;
+            }
+            // The active segment: validate every record.
+            let size = seg.visible_size();
+            let scan = seg.rebuild_index(config.index_interval_bytes, max)?;
+            if scan.round_end < size {
+                let reason = scan
+                    .stopped
+                    .clone()
+                    .unwrap_or_else(|| "round not completed before a crash".into());
+                seg.truncate(scan.round_end)?;
+                let t = Truncation {
+                    topic: name.into(),
+                    partition: p,
+                    segment: path.clone(),
+                    position: scan.round_end,
+                    bytes: size - scan.round_end,
+                    from_offset: scan.round_end_offset,
+                    reason,
+                };
+                tracing::warn!(topic = name, partition = p, segment = %path.display(), position = t.position,
+                    bytes = t.bytes, from_offset = t.from_offset, reason = %t.reason, "truncated the log tail");
+                truncations.push(t);
+                seg.rebuild_index(config.index_interval_bytes, max)?;
+            }
+            last_round = scan
+                .last_round
+                .map(|(r, n)| (r, n, scan.last_round_start, scan.last_round_start_offset));
+            if scan.valid_end == 0 {
+                if let Some(prev) = segs.last() {
+                    let (pos, at) = prev.position_for(u64::MAX);
+                    let tail = prev.scan_from(pos, at, max, |_, _, _| true)?;
+                    sealed_round = tail.last_round.map(|r| r.0);
+                }
+            }
+            segs.push(Arc::new(seg));
+        }
+        states.push(PartState {
+            segs,
+            dir: pdir,
+            last_round,
+            sealed_round,
+        });
+    }
+
+    // A round is atomic across partitions: if the last one is missing from a
+    // partition it wrote to, remove it from all of them.
+    let rounds = states
+        .iter()
+        .filter_map(|s| s.last_round.map(|r| r.0).or(s.sealed_round));
+    let rmax = rounds.max();
+    if let Some(rmax) = rmax {
+        let holders: Vec<usize> = (0..states.len())
+            .filter(|&i| states[i].last_round.is_some_and(|r| r.0 == rmax))
+            .collect();
+        let parts = holders
+            .first()
+            .and_then(|&i| states[i].last_round)
+            .map_or(0, |r| r.1);
+        if !holders.is_empty() && (holders.len() as u32) < parts {
+            for &i in &holders {
+                let Some((_, _, start, first)) = states[i].last_round else {
+                    continue;
+                };
+                let Some(seg) = states[i].segs.last().cloned() else {
+                    continue;
+                };
+                let size = seg.visible_size();
+                seg.truncate(start)?;
+                seg.rebuild_index(config.index_interval_bytes, max)?;
+                let t = Truncation {
+                    topic: name.into(),
+                    partition: i as u32,
+                    segment: seg.path.clone(),
+                    position: start,
+                    bytes: size - start,
+                    from_offset: first,
+                    reason: format!(
+                        "round {rmax} reached {} of its {parts} partitions before a crash; removed from all",
+                        holders.len()
+                    ),
+                };
+                tracing::warn!(topic = name, partition = i, reason = %t.reason, bytes = t.bytes, "truncated an incomplete round");
+                truncations.push(t);
+            }
+        }
+    }
+
+    let mut out = Vec::new();
+    for (p, st) in states.into_iter().enumerate() {
+        let active = st
+            .segs
+            .last()
+            .cloned()
+            .ok_or_else(|| LogError::Closed("partition without segments".into()))?;
+        // Recover offsets committed atomically with appends (all still in the active segment).
+        let (pos, at) = (0, active.base);
+        let scan = active.scan_from(pos, at, max, |_, _, _| true)?;
+        for (_, raw) in &scan.commits {
+            if let Some(c) = CommitHeader::decode(raw) {
+                offsets.recover(&c);
+            }
+        }
+        let end = scan.next_offset;
+        out.push(Arc::new(Partition::new(
+            name, p as u32, st.dir, st.segs, end, max,
+        )));
+    }
+    Ok(Recovered {
+        partitions: out,
+        next_round: rmax.map_or(0, |r| r + 1),
+        truncations,
+    })
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("log") {
+            continue;
+        }
+        if let Some(base) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+fn remove_segment(path: &Path) {
+    for ext in ["log", "index", "timeindex"] {
+        let _ = std::fs::remove_file(path.with_extension(ext));
+    }
+}

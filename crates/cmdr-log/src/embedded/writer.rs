@@ -1,0 +1,347 @@
+//! The topic writer: one OS thread per topic that turns queued appends into
+//! *rounds* (group commit). A round encodes every queued batch, writes one
+//! buffer per touched partition, `fdatasync`s each touched file, and only then
+//! publishes the new end offsets and acknowledges every batch in the round.
+//! A round starts only after the previous one is on disk, which is what makes
+//! recovery's "only the last round can be incomplete" argument hold.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::format::{self, DiskRecord, FLAG_ROUND_END};
+use super::offsets::{sync_dir, CommitHeader, OffsetStore, COMMIT_HEADER};
+use super::partition::Partition;
+use super::segment::Segment;
+use super::{LogConfig, SyncMode};
+use crate::{partition_for_key, Appended, Header, LogError, OffsetCommit, Record, Result};
+
+/// A request to a topic writer.
+pub(crate) enum Request {
+    /// Append a batch (and maybe commit an offset with it).
+    Append {
+        records: Vec<Record>,
+        commit: Option<OffsetCommit>,
+        reply: oneshot::Sender<Result<Vec<Appended>>>,
+    },
+    /// Make everything written so far durable.
+    Sync { reply: oneshot::Sender<Result<()>> },
+}
+
+/// The writer's own view of one partition.
+struct PartWriter {
+    part: Arc<Partition>,
+    active: Arc<Segment>,
+    /// Bytes in the active segment.
+    size: u64,
+    /// Next offset to assign.
+    next_offset: u64,
+    /// Bytes written since the last sparse index entry.
+    since_index: u64,
+    /// Largest timestamp in the active segment.
+    max_ts: i64,
+    /// Written but not yet synced (interval mode).
+    dirty: bool,
+    /// Encoding buffer, reused across rounds.
+    buf: Vec<u8>,
+}
+
+/// State of one topic's writer thread.
+pub(crate) struct TopicWriter {
+    parts: Vec<PartWriter>,
+    next_round: u64,
+    round_robin: u32,
+    config: LogConfig,
+    offsets: Arc<OffsetStore>,
+    /// Set when a failed write could not be undone; every later append fails.
+    failed: Option<String>,
+}
+
+impl TopicWriter {
+    /// A writer over recovered partitions; `next_round` follows the last round on disk.
+    pub fn new(
+        partitions: &[Arc<Partition>],
+        next_round: u64,
+        config: LogConfig,
+        offsets: Arc<OffsetStore>,
+    ) -> Self {
+        let parts = partitions
+            .iter()
+            .map(|p| {
+                let segs = p.segments();
+                let active = segs
+                    .last()
+                    .cloned()
+                    .expect("a recovered partition has an active segment");
+                PartWriter {
+                    size: active.visible_size(),
+                    max_ts: active.max_timestamp(),
+                    next_offset: p.end_offset(),
+                    since_index: 0,
+                    dirty: false,
+                    buf: Vec::new(),
+                    active,
+                    part: p.clone(),
+                }
+            })
+            .collect();
+        Self {
+            parts,
+            next_round,
+            round_robin: 0,
+            config,
+            offsets,
+            failed: None,
+        }
+    }
+
+    /// Runs until every sender is gone, then syncs what is unsynced.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut last_sync = Instant::now();
+        let mut appends = Vec::new();
+        let mut syncs = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Append {
+                        records,
+                        commit,
+                        reply,
+                    } => {
+                        bytes += records.iter().map(|r| r.value.len() + 64).sum::<usize>();
+                        appends.push((records, commit, reply));
+                    }
+                    Request::Sync { reply } => syncs.push(reply),
+                }
+                if bytes < self.config.max_round_bytes {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !appends.is_empty() {
+                self.round(&mut appends);
+            }
+            let due = match self.config.sync {
+                SyncMode::Always => false,
+                SyncMode::Interval(every) => last_sync.elapsed() >= every,
+            };
+            if due || !syncs.is_empty() {
+                let res = self.sync_dirty();
+                last_sync = Instant::now();
+                for reply in syncs.drain(..) {
+                    let _ = reply.send(
+                        res.as_ref()
+                            .map(|_| ())
+                            .map_err(|e| LogError::Closed(e.to_string())),
+                    );
+                }
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "periodic sync failed");
+                }
+            }
+        }
+        if let Err(e) = self.sync_dirty() {
+            tracing::error!(error = %e, "final sync failed");
+        }
+    }
+
+    fn sync_dirty(&mut self) -> Result<()> {
+        for pw in self.parts.iter_mut().filter(|p| p.dirty) {
+            pw.active.sync()?;
+            pw.dirty = false;
+        }
+        self.offsets.persist_dirty()
+    }
+
+    /// Writes one round and answers every batch in it.
+    #[allow(clippy::type_complexity)]
+    fn round(
+        &mut self,
+        batch: &mut Vec<(
+            Vec<Record>,
+            Option<OffsetCommit>,
+            oneshot::Sender<Result<Vec<Appended>>>,
+        )>,
+    ) {
+        if let Some(why) = &self.failed {
+            for (_, _, reply) in batch.drain(..) {
+                let _ = reply.send(Err(LogError::Closed(why.clone())));
+            }
+            return;
+        }
+        let n = self.parts.len() as u32;
+        // Partition of every record, and the records of every partition in order.
+        let mut plan: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n as usize];
+        for (bi, (records, _, _)) in batch.iter().enumerate() {
+            for (ri, rec) in records.iter().enumerate() {
+                let p = match &rec.key {
+                    Some(k) => partition_for_key(k, n),
+                    None => {
+                        self.round_robin = self.round_robin.wrapping_add(1);
+                        self.round_robin % n
+                    }
+                };
+                plan[p as usize].push((bi, ri));
+            }
+        }
+        let touched: Vec<usize> = (0..n as usize).filter(|&p| !plan[p].is_empty()).collect();
+        let round = self.next_round;
+        self.next_round += 1;
+        let now = crate::embedded::now_ms();
+        let mut positions: Vec<Vec<Appended>> = batch
+            .iter()
+            .map(|(r, _, _)| {
+                vec![
+                    Appended {
+                        partition: 0,
+                        offset: 0,
+                        timestamp: 0
+                    };
+                    r.len()
+                ]
+            })
+            .collect();
+        let mut entries: Vec<Vec<(u32, u32, i64)>> = vec![Vec::new(); n as usize];
+
+        let result = (|| -> Result<()> {
+            for &p in &touched {
+                self.maybe_roll(p)?;
+                let interval = self.config.index_interval_bytes as u64;
+                let pw = &mut self.parts[p];
+                pw.buf.clear();
+                let last = plan[p].len() - 1;
+                let mut max_ts = pw.max_ts;
+                for (offset, (i, &(bi, ri))) in (pw.next_offset..).zip(plan[p].iter().enumerate()) {
+                    let (records, commit, _) = &batch[bi];
+                    let rec = &records[ri];
+                    let timestamp = rec.timestamp.unwrap_or(now);
+                    let mut headers = rec.headers.clone();
+                    if let (Some(c), true) = (commit, ri == records.len() - 1) {
+                        headers.push(Header {
+                            name: COMMIT_HEADER.into(),
+                            value: Bytes::from(CommitHeader::encode(c)),
+                        });
+                    }
+                    let disk = DiskRecord {
+                        flags: if i == last { FLAG_ROUND_END } else { 0 },
+                        offset,
+                        timestamp,
+                        round,
+                        round_parts: touched.len() as u32,
+                        key: rec.key.clone(),
+                        headers,
+                        value: rec.value.clone(),
+                    };
+                    let pos = pw.size + pw.buf.len() as u64;
+                    max_ts = max_ts.max(timestamp);
+                    if pw.since_index >= interval {
+                        entries[p].push(((offset - pw.active.base) as u32, pos as u32, max_ts));
+                        pw.since_index = 0;
+                    }
+                    let before = pw.buf.len();
+                    format::encode(&disk, &mut pw.buf);
+                    pw.since_index += (pw.buf.len() - before) as u64;
+                    positions[bi][ri] = Appended {
+                        partition: p as u32,
+                        offset,
+                        timestamp,
+                    };
+                }
+                pw.active.write_at(&pw.buf, pw.size)?;
+            }
+            if self.config.sync == SyncMode::Always {
+                for &p in &touched {
+                    self.parts[p].active.sync()?;
+                }
+            }
+            Ok(())
+        })();
+
+        if let Err(e) = result {
+            // Undo: cut every touched file back to its acknowledged size.
+            for &p in &touched {
+                let pw = &mut self.parts[p];
+                pw.since_index = 0;
+                if let Err(undo) = pw.active.truncate(pw.size) {
+                    self.failed =
+                        Some(format!("could not undo a failed write ({e}); then: {undo}"));
+                }
+            }
+            let msg = e.to_string();
+            tracing::error!(error = %msg, round, "append round failed; nothing in it was acknowledged");
+            for (_, _, reply) in batch.drain(..) {
+                let _ = reply.send(Err(LogError::Closed(format!("append failed: {msg}"))));
+            }
+            return;
+        }
+
+        for &p in &touched {
+            let pw = &mut self.parts[p];
+            let count = plan[p].len() as u64;
+            pw.size += pw.buf.len() as u64;
+            pw.next_offset += count;
+            pw.dirty = self.config.sync != SyncMode::Always;
+            let max_ts = positions_max_ts(&plan[p], &positions).max(pw.max_ts);
+            pw.max_ts = max_ts;
+            pw.active.publish(pw.size, max_ts, &entries[p]);
+            pw.part.publish_end(pw.next_offset);
+        }
+        for ((_, commit, reply), pos) in batch.drain(..).zip(positions) {
+            if let Some(c) = commit {
+                self.offsets.set_lazily(&c);
+            }
+            let _ = reply.send(Ok(pos));
+        }
+    }
+
+    /// Rolls partition `p` to a new segment when the active one is full.
+    fn maybe_roll(&mut self, p: usize) -> Result<()> {
+        let pw = &self.parts[p];
+        if pw.size < self.config.segment_bytes || pw.size == 0 {
+            return Ok(());
+        }
+        // Commits carried in headers are recovered from the active segment
+        // only, so write them to the group files before this one is sealed.
+        self.offsets.persist_dirty()?;
+        if pw.dirty {
+            pw.active.sync()?;
+        }
+        let seg = Arc::new(Segment::create(&pw.part.dir, pw.next_offset)?);
+        sync_dir(&pw.part.dir)?;
+        tracing::debug!(topic = %pw.part.topic, partition = p, base = pw.next_offset, "rolled segment");
+        pw.part.push_segment(seg.clone());
+        let pw = &mut self.parts[p];
+        pw.active = seg;
+        pw.size = 0;
+        pw.since_index = 0;
+        pw.max_ts = i64::MIN;
+        pw.dirty = false;
+        Ok(())
+    }
+}
+
+fn positions_max_ts(plan: &[(usize, usize)], positions: &[Vec<Appended>]) -> i64 {
+    plan.iter()
+        .map(|&(b, r)| positions[b][r].timestamp)
+        .max()
+        .unwrap_or(i64::MIN)
+}
+
+/// Sends a sync request every `every` while the topic is open (interval mode).
+pub(crate) fn spawn_ticker(tx: mpsc::WeakSender<Request>, every: Duration) {
+    std::thread::Builder::new()
+        .name("cmdr-log-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(tx) = tx.upgrade() else { return };
+            let (reply, _) = oneshot::channel();
+            if tx.blocking_send(Request::Sync { reply }).is_err() {
+                return;
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::error!(error = %e, "could not start the sync ticker"));
+}

@@ -1,0 +1,240 @@
+//! The embedded log's basic contract: append, read, reopen, roll, lookups,
+//! tail waits and consumer groups.
+
+use std::time::Duration;
+
+use cmdr_log::embedded::{EmbeddedLog, LogConfig};
+use cmdr_log::{Log, LogError, OffsetCommit, Record, StartPosition};
+
+fn config(dir: &tempfile::TempDir) -> LogConfig {
+    LogConfig::new(dir.path())
+        .segment_bytes(4096)
+        .index_interval_bytes(256)
+}
+
+#[tokio::test]
+async fn appends_read_back_across_segments_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.create_topic("t", 1).await.unwrap();
+    for i in 0..500u64 {
+        let rec = Record::new(format!("k{}", i % 7), format!("value-{i}"))
+            .with_timestamp(1000 + i as i64);
+        let at = log.append("t", vec![rec]).await.unwrap();
+        assert_eq!(at[0].offset, i);
+    }
+    let all = log.read("t", 0, 0, 10_000).await.unwrap();
+    assert_eq!(all.len(), 500);
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.offset == i as u64 && r.value == format!("value-{i}")));
+    let mid = log.read("t", 0, 321, 5).await.unwrap();
+    assert_eq!(
+        mid.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        [321, 322, 323, 324, 325]
+    );
+    assert!(
+        log.read("t", 0, 500, 10).await.unwrap().is_empty(),
+        "reading at the end is empty"
+    );
+    assert!(
+        log.read("t", 0, 9999, 10).await.unwrap().is_empty(),
+        "reading past the end is empty"
+    );
+    assert_eq!(log.offset_for_timestamp("t", 0, 1250).await.unwrap(), 250);
+    assert_eq!(log.offset_for_timestamp("t", 0, 0).await.unwrap(), 0);
+    assert_eq!(log.offset_for_timestamp("t", 0, 99_999).await.unwrap(), 500);
+    drop(log);
+
+    let segments = std::fs::read_dir(dir.path().join("topics/t/0"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert!(segments > 3, "the log rolled segments ({segments})");
+
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    assert!(log.truncations().is_empty());
+    let info = log.topic("t").await.unwrap();
+    assert_eq!(info.partitions[0].end_offset, 500);
+    let again = log.read("t", 0, 0, 10_000).await.unwrap();
+    assert_eq!(again, all);
+    let at = log
+        .append("t", vec![Record::new("k", "after")])
+        .await
+        .unwrap();
+    assert_eq!(at[0].offset, 500);
+}
+
+#[tokio::test]
+async fn typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir).max_record_bytes(1000))
+        .await
+        .unwrap();
+    assert!(matches!(
+        log.append("nope", vec![Record::new("k", "v")]).await,
+        Err(LogError::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        log.create_topic("bad/name", 1).await,
+        Err(LogError::InvalidTopicName(_))
+    ));
+    log.create_topic("t", 2).await.unwrap();
+    let big = Record::new("k", vec![0u8; 2000]);
+    assert!(matches!(
+        log.append("t", vec![big]).await,
+        Err(LogError::RecordTooLarge { .. })
+    ));
+    assert!(matches!(
+        log.read("t", 5, 0, 1).await,
+        Err(LogError::UnknownPartition { .. })
+    ));
+}
+
+#[tokio::test]
+async fn keys_keep_their_partition_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.create_topic("t", 4).await.unwrap();
+    let batch: Vec<Record> = (0..200)
+        .map(|i| Record::new(format!("key-{}", i % 10), format!("{i}")))
+        .collect();
+    let at = log.append("t", batch).await.unwrap();
+    for key in 0..10 {
+        let parts: std::collections::HashSet<u32> = at
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 10 == key)
+            .map(|(_, a)| a.partition)
+            .collect();
+        assert_eq!(parts.len(), 1);
+    }
+    let info = log.topic("t").await.unwrap();
+    assert_eq!(
+        info.partitions.iter().map(|p| p.end_offset).sum::<u64>(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn tail_waiters_wake_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.create_topic("t", 1).await.unwrap();
+    let waiter = {
+        let log = log.clone();
+        tokio::spawn(async move { log.wait_for("t", 0, 0).await })
+    };
+    tokio::task::yield_now().await;
+    log.append("t", vec![Record::new("k", "v")]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn consumer_group_shares_partitions_and_resumes_from_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.create_topic("t", 4).await.unwrap();
+    let batch: Vec<Record> = (0..100)
+        .map(|i| Record::new(format!("key-{i}"), format!("{i}")))
+        .collect();
+    log.append("t", batch).await.unwrap();
+
+    let mut a = log
+        .join_group("g", "t", StartPosition::Earliest)
+        .await
+        .unwrap();
+    let mut b = log
+        .join_group("g", "t", StartPosition::Earliest)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for member in [&mut a, &mut b] {
+        let recs = member.poll(1000).await.unwrap();
+        assert_eq!(member.assignment().len(), 2);
+        for r in &recs {
+            member.commit(r.partition, r.offset + 1).await.unwrap();
+        }
+        seen.extend(recs.into_iter().map(|r| (r.partition, r.offset)));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 100);
+    drop((a, b));
+    drop(log);
+
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.append("t", vec![Record::new("new", "x")])
+        .await
+        .unwrap();
+    let mut c = log
+        .join_group("g", "t", StartPosition::Earliest)
+        .await
+        .unwrap();
+    let recs = c.poll(1000).await.unwrap();
+    assert_eq!(recs.len(), 1, "resumes after its commits");
+    assert_eq!(recs[0].value, "x");
+}
+
+#[tokio::test]
+async fn atomic_commit_survives_reopen_without_a_group_file_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.create_topic("in", 1).await.unwrap();
+    log.create_topic("out", 1).await.unwrap();
+    let commit = OffsetCommit {
+        group: "proc".into(),
+        topic: "in".into(),
+        partition: 0,
+        next_offset: 7,
+    };
+    log.append_with_commit("out", vec![Record::new("k", "result")], commit)
+        .await
+        .unwrap();
+    assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(7));
+    // Simulate a crash: the group file was never written.
+    std::mem::forget(log);
+    let _ = std::fs::remove_file(dir.path().join("groups/proc.json"));
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(7));
+}
+
+#[tokio::test]
+async fn start_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.create_topic("t", 1).await.unwrap();
+    let batch: Vec<Record> = (0..10)
+        .map(|i| Record::new("k", format!("{i}")).with_timestamp(100 + i))
+        .collect();
+    log.append("t", batch).await.unwrap();
+    let mut latest = log
+        .join_group("g1", "t", StartPosition::Latest)
+        .await
+        .unwrap();
+    let mut at_offset = log
+        .join_group("g2", "t", StartPosition::Offset(4))
+        .await
+        .unwrap();
+    let mut at_time = log
+        .join_group("g3", "t", StartPosition::Timestamp(107))
+        .await
+        .unwrap();
+    assert_eq!(at_offset.poll(100).await.unwrap()[0].offset, 4);
+    assert_eq!(at_time.poll(100).await.unwrap()[0].offset, 7);
+    log.append("t", vec![Record::new("k", "new")])
+        .await
+        .unwrap();
+    assert_eq!(latest.poll(100).await.unwrap()[0].offset, 10);
+}
