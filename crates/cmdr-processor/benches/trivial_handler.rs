@@ -5,7 +5,6 @@
 //! Each iteration pre-loads `BATCH` commands (untimed, 1,000 keys), then times
 //! one processor run over them. The figure is printed per backend.
 
-#[path = "../tests/common/memory_log.rs"]
 mod memory_log;
 
 use std::sync::Arc;

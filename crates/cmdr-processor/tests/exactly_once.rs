@@ -32,7 +32,7 @@ fn counting_processor(log: Arc<dyn Log>) -> Processor {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processor_aborted_mid_stream_and_restarted_settles_each_command_once() {
     let (log, _dir) = test_log().await;
-    let total = 3000;
+    let total = 4000;
     let cmds: Vec<_> = (0..total)
         .map(|i| {
             command(
@@ -45,15 +45,26 @@ async fn a_processor_aborted_mid_stream_and_restarted_settles_each_command_once(
     for chunk in cmds.chunks(500) {
         send_all(log.as_ref(), chunk).await;
     }
+    let mut settled_at_stops = Vec::new();
     for round in 0..3 {
-        let task = tokio::spawn(counting_processor(log.clone()).run(std::future::pending()));
-        let target = (round + 1) * total / 4;
+        // Each run gets its own runtime; dropping it is the abrupt stop: every
+        // task of the processor is cancelled wherever it was.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.spawn(counting_processor(log.clone()).run(std::future::pending()));
+        let target = (round + 1) * total / 10;
         wait_until("some progress", || async {
             outcomes(log.as_ref()).await.len() >= target
         })
         .await;
-        task.abort();
-        let _ = task.await;
+        tokio::task::spawn_blocking(move || drop(rt)).await.unwrap();
+        // Appends handed to the log before the stop still land, as they would
+        // have reached the disk before a process died.
+        log.sync().await.unwrap();
+        settled_at_stops.push(outcomes(log.as_ref()).await.len());
     }
     let task = tokio::spawn(counting_processor(log.clone()).run(std::future::pending()));
     wait_outcomes(log.as_ref(), total).await;
@@ -61,6 +72,11 @@ async fn a_processor_aborted_mid_stream_and_restarted_settles_each_command_once(
 
     let by_command = outcomes(log.as_ref()).await;
     assert_eq!(by_command.len(), total);
+    eprintln!("commands settled at each stop: {settled_at_stops:?} of {total}");
+    assert!(
+        settled_at_stops[0] < total,
+        "the first stop came mid-stream"
+    );
     for cmd in &cmds {
         assert_eq!(
             by_command[&cmd.id].len(),

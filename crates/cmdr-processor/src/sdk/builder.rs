@@ -202,8 +202,14 @@ impl Processor {
 
     /// Runs until `shutdown` resolves, then drains: handlers already running
     /// finish and their events are appended; inputs not started stay
-    /// uncommitted and are handled on the next run. Dropping the future
-    /// instead is also safe (nothing half-done is committed) but does not drain.
+    /// uncommitted and are handled on the next run.
+    ///
+    /// Dropping the future instead stops at once and is also safe: nothing
+    /// half-done is committed. An append already handed to the log may still
+    /// land afterwards, exactly as it may reach the disk before a process
+    /// dies; so before running the same group again *in the same process*,
+    /// let the old tasks finish being cancelled (for example by dropping the
+    /// runtime they ran on) and call [`Log::sync`]. A new process needs nothing.
     ///
     /// # Errors
     /// [`ProcessorError::Log`] when the log fails; the processor stops and can

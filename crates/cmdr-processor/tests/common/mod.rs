@@ -2,8 +2,6 @@
 //! waiting on a condition by bounded polling (never a bare sleep).
 #![allow(dead_code)]
 
-pub mod memory_log;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +11,7 @@ use bytes::Bytes;
 use cmdr_contract::{
     header, Command, CommandRequest, Event, Outcome, COMMANDS_TOPIC, EVENTS_TOPIC,
 };
+use cmdr_log::embedded::{EmbeddedLog, LogConfig};
 use cmdr_log::{Log, Record};
 use cmdr_processor::RetryPolicy;
 use serde_json::Value;
@@ -25,14 +24,20 @@ pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
 /// Interval between two checks of a condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
-/// A fresh log with the topics created; the guard keeps its directory alive.
+/// A fresh embedded log in a temporary directory, with the topics created;
+/// the guard keeps the directory alive.
 pub async fn test_log() -> (Arc<dyn Log>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(memory_log::MemoryLog::default());
+    let log: Arc<dyn Log> = Arc::new(open_log(dir.path()).await);
     cmdr_processor::sdk::ensure_topics(log.as_ref(), TEST_PARTITIONS)
         .await
         .unwrap();
     (log, dir)
+}
+
+/// Opens the embedded log in `dir`.
+pub async fn open_log(dir: &std::path::Path) -> EmbeddedLog {
+    EmbeddedLog::open(LogConfig::new(dir)).await.unwrap()
 }
 
 /// A retry policy with tiny backoffs, for tests.
