@@ -26,6 +26,10 @@ pub(crate) struct FlushTarget {
     pub input_topic: String,
     pub output_topic: String,
     pub partition: u32,
+    /// Shared by the flushers of one group: offset-only commits of one group
+    /// are made one at a time, because the embedded log rewrites the group's
+    /// file on each and two concurrent rewrites of one file can fail.
+    pub commit_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Runs until `rx` closes and is drained; stops at the first log failure.
@@ -52,7 +56,8 @@ pub(crate) async fn run(
             next_offset,
         };
         let result = if records.is_empty() {
-            target.log.commit(commit).await.map(|_| ())
+            let _one_at_a_time = target.commit_lock.lock().await;
+            target.log.commit(commit).await
         } else {
             target
                 .log

@@ -195,6 +195,7 @@ pub(crate) async fn run<D: Dispatch>(
     };
     let mut flush_txs: HashMap<u32, mpsc::Sender<Released>> = HashMap::new();
     let mut flushers: JoinSet<Result<(), ProcessorError>> = JoinSet::new();
+    let commit_lock = Arc::new(tokio::sync::Mutex::new(()));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping = false;
 
@@ -227,6 +228,7 @@ pub(crate) async fn run<D: Dispatch>(
                             input_topic: config.input_topic.clone(),
                             output_topic: config.output_topic.clone(),
                             partition,
+                            commit_lock: commit_lock.clone(),
                         };
                         flushers.spawn(flusher::run(target, rx));
                         tx
