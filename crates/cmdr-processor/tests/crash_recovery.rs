@@ -63,7 +63,7 @@ fn crash_worker() {
                 async move {
                     // A little work per command, so that a kill lands mid-stream.
                     tokio::time::sleep(Duration::from_micros(200)).await;
-                    if n % 100 == 0 {
+                    if n.is_multiple_of(100) {
                         // The parent may stop reading; a failed write is no failure here.
                         let _ = writeln!(std::io::stdout(), "handled {n}");
                     }
