@@ -3,7 +3,9 @@
 //! offset committed". Run: `cargo bench -p cmdr-processor --bench trivial_handler`.
 //!
 //! Each iteration pre-loads `BATCH` commands (untimed, 1,000 keys), then times
-//! one processor run over them. The figure is printed per backend.
+//! one processor run over them. The figure is printed per backend: the
+//! embedded log (durable, `fdatasync` per write round) and an in-memory log
+//! (the engine's own ceiling).
 
 mod memory_log;
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cmdr_contract::{header, Command, CommandRequest, COMMANDS_TOPIC};
+use cmdr_log::embedded::{EmbeddedLog, LogConfig};
 use cmdr_log::{Log, Record};
 use cmdr_processor::{Decision, Processor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -96,6 +99,23 @@ fn bench(c: &mut Criterion) {
             }
             let per_s = (iters * BATCH) as f64 / total.as_secs_f64();
             println!("trivial handler, memory log: {per_s:.0} commands/s");
+            total
+        })
+    });
+    group.bench_function("embedded_log", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += rt.block_on(async {
+                    let dir = tempfile::tempdir().unwrap();
+                    let log = EmbeddedLog::open(LogConfig::new(dir.path())).await.unwrap();
+                    let log: Arc<dyn Log> = Arc::new(log);
+                    preload(log.as_ref()).await;
+                    run_once(log).await
+                });
+            }
+            let per_s = (iters * BATCH) as f64 / total.as_secs_f64();
+            println!("trivial handler, embedded log (fsync on): {per_s:.0} commands/s");
             total
         })
     });

@@ -15,7 +15,7 @@ use crate::ProcessorError;
 
 /// Released batches queued for one partition's flusher before the runner
 /// waits for it (backpressure on handling and polling).
-pub(crate) const FLUSH_QUEUE: usize = 64;
+pub(crate) const FLUSH_QUEUE: usize = 4096;
 /// Most output records coalesced into one append.
 pub(crate) const MAX_FLUSH_RECORDS: usize = 8192;
 
