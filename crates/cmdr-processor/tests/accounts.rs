@@ -106,3 +106,27 @@ async fn accounts_decide_and_balances_follow() {
         t.abort();
     }
 }
+
+#[tokio::test]
+async fn the_example_runs_as_one_unit_and_stops_cleanly() {
+    let (log, _dir) = test_log().await;
+    let balances = Balances::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = tokio::spawn(cmdr_processor::example::run(
+        log.clone(),
+        balances.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let l = log.as_ref();
+    send(l, accounts::OPEN_ACCOUNT, json!({}), Some("dora")).await;
+    let deposit = send(l, accounts::DEPOSIT, json!({"amount": 7}), Some("dora")).await;
+    assert!(accepted(&outcome_of(l, deposit.id).await));
+    wait_until("the balance", || async {
+        balances.balance("dora") == Some(7)
+    })
+    .await;
+    stop.send(()).unwrap();
+    app.await.unwrap().unwrap();
+}
