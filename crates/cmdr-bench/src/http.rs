@@ -1,0 +1,223 @@
+//! The HTTP load generator behind `cmdr bench http`: keeps N HTTP/1.1
+//! connections busy for a fixed time (closed loop: each connection sends its
+//! next request when the previous answer is in) and reports throughput and
+//! latency percentiles from an HDR histogram.
+//!
+//! It also runs a *bare* server (a handler that answers `202` without doing
+//! anything) on the same machine, measured the same way, as the ceiling that
+//! the real server's figures are compared to.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Makes the body of the `n`th request of connection `conn`.
+pub type BodyFn = Arc<dyn Fn(usize, u64) -> Bytes + Send + Sync>;
+
+/// Makes the path of the `n`th request of connection `conn`.
+pub type PathFn = Arc<dyn Fn(usize, u64) -> String + Send + Sync>;
+
+/// One load run's description.
+#[derive(Clone)]
+pub struct Load {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Method of every request.
+    pub method: Method,
+    /// Path (and query) of each request.
+    pub path: PathFn,
+    /// Body of each request (empty for GET).
+    pub body: BodyFn,
+    /// Extra headers on every request.
+    pub headers: Vec<(String, String)>,
+    /// Open connections, each with one request in flight.
+    pub connections: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Answers with this status count as successes.
+    pub expect: StatusCode,
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Connections used.
+    pub connections: usize,
+    /// Requests answered with the expected status.
+    pub ok: u64,
+    /// Requests answered otherwise, or failed.
+    pub errors: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Latency histogram in microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Bodies of a few successful answers (for follow-up runs, e.g. ids to GET).
+    pub samples: Vec<Bytes>,
+}
+
+impl LoadReport {
+    /// Successful requests per second.
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A latency percentile in milliseconds.
+    pub fn ms(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// One table row: connections, req/s, p50, p99, p99.9, errors.
+    pub fn row(&self, label: &str) -> String {
+        format!(
+            "| {label} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            self.connections,
+            self.rate(),
+            self.ms(0.50),
+            self.ms(0.99),
+            self.ms(0.999),
+            self.errors
+        )
+    }
+}
+
+/// Header line matching [`LoadReport::row`].
+pub const TABLE_HEADER: &str =
+    "| workload | connections | req/s | p50 ms | p99 ms | p99.9 ms | errors |\n|---|---|---|---|---|---|---|";
+
+/// Bodies kept per connection in [`LoadReport::samples`].
+const SAMPLES_PER_CONNECTION: usize = 64;
+
+/// Runs `load` and reports.
+///
+/// # Errors
+/// When no connection can be opened.
+pub async fn run(load: Load) -> Result<LoadReport, String> {
+    let deadline = Instant::now() + load.duration;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(load.connections);
+    for conn in 0..load.connections {
+        let load = load.clone();
+        tasks.push(tokio::spawn(async move {
+            connection(conn, load, deadline).await
+        }));
+    }
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let (mut ok, mut errors, mut samples, mut failures) = (0, 0, Vec::new(), Vec::new());
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => {
+                ok += r.ok;
+                errors += r.errors;
+                latency.add(&r.hist).map_err(|e| e.to_string())?;
+                samples.extend(r.samples);
+            }
+            Ok(Err(e)) => failures.push(e),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    if ok == 0 && !failures.is_empty() {
+        return Err(format!("no request succeeded: {}", failures[0]));
+    }
+    Ok(LoadReport {
+        connections: load.connections,
+        ok,
+        errors: errors + failures.len() as u64,
+        elapsed: start.elapsed(),
+        latency_us: latency,
+        samples,
+    })
+}
+
+struct ConnResult {
+    ok: u64,
+    errors: u64,
+    hist: Histogram<u64>,
+    samples: Vec<Bytes>,
+}
+
+async fn connection(conn: usize, load: Load, deadline: Instant) -> Result<ConnResult, String> {
+    let stream = TcpStream::connect(load.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", load.addr))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut sender, driver) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(driver);
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let (mut ok, mut errors, mut samples) = (0u64, 0u64, Vec::new());
+    let host = load.addr.to_string();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        let mut req = Request::builder()
+            .method(load.method.clone())
+            .uri((load.path)(conn, n))
+            .header("host", &host)
+            .header("content-type", "application/json");
+        for (k, v) in &load.headers {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(Full::new((load.body)(conn, n)))
+            .map_err(|e| e.to_string())?;
+        n += 1;
+        let t0 = Instant::now();
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection closed: {e}"))?;
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                let us = t0.elapsed().as_micros() as u64;
+                match body {
+                    Ok(body) if status == load.expect => {
+                        ok += 1;
+                        hist.saturating_record(us.max(1));
+                        if samples.len() < SAMPLES_PER_CONNECTION {
+                            samples.push(body);
+                        }
+                    }
+                    _ => errors += 1,
+                }
+            }
+            Err(e) => return Err(format!("request failed: {e}")),
+        }
+    }
+    Ok(ConnResult {
+        ok,
+        errors,
+        hist,
+        samples,
+    })
+}
+
+/// Serves the bare ceiling handler (answers `202` to any POST, `200` to any
+/// GET, without doing anything) on a fresh loopback port; returns its address.
+///
+/// # Errors
+/// When the port cannot be bound.
+pub async fn spawn_bare_server() -> std::io::Result<SocketAddr> {
+    use axum::routing::any;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().fallback(any(|body: Bytes| async move {
+        let _ = body;
+        (StatusCode::ACCEPTED, "{\"status\":\"pending\"}")
+    }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}

@@ -1,0 +1,1 @@
+//! The embedded log benchmark (`cmdr bench log`). To be written.

@@ -1,0 +1,153 @@
+//! The HTTP benchmark suites `cmdr bench http` runs against a live server,
+//! each printing a Markdown table: async intake at several connection
+//! counts with the bare-handler ceiling beside it, reads by id, and the
+//! server's resident memory.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+
+use crate::http::{self, Load, LoadReport, TABLE_HEADER};
+
+/// Settings of an HTTP suite run.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// The cmdr server under test.
+    pub addr: SocketAddr,
+    /// Its process id, to read its resident memory (Linux `/proc`).
+    pub pid: Option<u32>,
+    /// Duration of each load step.
+    pub step: Duration,
+    /// Connection counts for the intake runs.
+    pub connections: Vec<usize>,
+}
+
+fn command_body(conn: usize, n: u64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"action":"bench-command","data":{{"n":{n},"payload":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}},"key":"conn-{conn}"}}"#
+    ))
+}
+
+fn post(
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    step: Duration,
+    expect: StatusCode,
+) -> Load {
+    let path = path.to_string();
+    Load {
+        addr,
+        method: Method::POST,
+        path: Arc::new(move |_, _| path.clone()),
+        body: Arc::new(command_body),
+        headers: Vec::new(),
+        connections,
+        duration: step,
+        expect,
+    }
+}
+
+/// Resident set size and its peak of process `pid`, in MiB.
+pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Runs the intake suite: the bare ceiling, `POST /commands` at each
+/// connection count, `GET /commands/{id}`, and memory. Returns the report.
+///
+/// # Errors
+/// When the server cannot be reached.
+pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
+    let mut out = String::new();
+    let bare = http::spawn_bare_server().await.map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "{TABLE_HEADER}");
+    let mut ids = Vec::new();
+    let mut at64: Option<(f64, f64)> = None;
+    for &c in &opts.connections {
+        let ceiling =
+            http::run(post(bare, "/commands", c, opts.step, StatusCode::ACCEPTED)).await?;
+        let _ = writeln!(out, "{}", ceiling.row("bare 202 handler (ceiling)"));
+        let real = http::run(post(
+            opts.addr,
+            "/commands",
+            c,
+            opts.step,
+            StatusCode::ACCEPTED,
+        ))
+        .await?;
+        let _ = writeln!(out, "{}", real.row("POST /commands (fsync before 202)"));
+        if c == 64 {
+            at64 = Some((real.rate(), ceiling.rate()));
+        }
+        collect_ids(&real, &mut ids);
+        if let Some((rss, peak)) = opts.pid.and_then(memory_mib) {
+            let _ = writeln!(out, "|   server memory after this step | | RSS {rss:.1} MiB | peak {peak:.1} MiB | | | |");
+        }
+    }
+    if !ids.is_empty() {
+        let ids = Arc::new(ids);
+        let load = Load {
+            addr: opts.addr,
+            method: Method::GET,
+            path: Arc::new(move |conn, n| {
+                format!("/commands/{}", ids[(conn * 7919 + n as usize) % ids.len()])
+            }),
+            body: Arc::new(|_, _| Bytes::new()),
+            headers: Vec::new(),
+            connections: 64,
+            duration: opts.step,
+            expect: StatusCode::OK,
+        };
+        let got = http::run(load).await?;
+        let _ = writeln!(out, "{}", got.row("GET /commands/{id}"));
+    }
+    if let Some((real, ceiling)) = at64 {
+        let _ = writeln!(out, "\nAt 64 connections: {real:.0} commands/s = {:.0}% of the bare handler's {ceiling:.0} req/s.", 100.0 * real / ceiling.max(1.0));
+    }
+    Ok(out)
+}
+
+/// Runs the sync suite: `POST /commands?sync=true` answered `201` once a
+/// processor accepted the command, at each connection count. `body` makes
+/// each command (it must be one the running processors accept).
+///
+/// # Errors
+/// When the server cannot be reached.
+pub async fn sync(opts: &SuiteOptions, body: http::BodyFn) -> Result<String, String> {
+    let mut out = String::new();
+    let _ = writeln!(out, "{TABLE_HEADER}");
+    for &c in &opts.connections {
+        let mut load = post(
+            opts.addr,
+            "/commands?sync=true",
+            c,
+            opts.step,
+            StatusCode::CREATED,
+        );
+        load.body = body.clone();
+        let r = http::run(load).await?;
+        let _ = writeln!(out, "{}", r.row("POST /commands?sync=true (accepted)"));
+    }
+    Ok(out)
+}
+
+fn collect_ids(report: &LoadReport, ids: &mut Vec<String>) {
+    for body in &report.samples {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            if let Some(id) = v.get("id").and_then(|i| i.as_str()) {
+                ids.push(id.to_string());
+            }
+        }
+    }
+}
