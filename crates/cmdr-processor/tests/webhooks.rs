@@ -259,3 +259,65 @@ async fn the_registry_validates_persists_and_deletes() {
     );
     assert_eq!(registry.list().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_changed_registration_continues_where_the_old_one_stopped() {
+    let (log, _dir) = test_log().await;
+    let (base, seen) = start_server().await;
+    let registry = WebhookRegistry::open(log.clone()).await.unwrap();
+    registry
+        .put("pay", registration("pay", format!("{base}/ok")))
+        .await
+        .unwrap();
+    let run = |registry: WebhookRegistry| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(supervise(
+            log.clone(),
+            registry,
+            WebhookConfig::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        (stop, task)
+    };
+    let (stop, task) = run(registry.clone());
+    let before = send(log.as_ref(), "pay", json!({"amount": 1}), Some("a")).await;
+    assert_eq!(
+        outcome_of(log.as_ref(), before.id).await.action,
+        "ledger-updated"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+
+    // Same name, new URL: the same consumer group goes on from its offset.
+    registry
+        .put("pay", registration("pay", format!("{base}/reject")))
+        .await
+        .unwrap();
+    let after = send(log.as_ref(), "pay", json!({"amount": 2}), Some("a")).await;
+    let (stop, task) = run(registry.clone());
+    assert_eq!(
+        outcome_of(log.as_ref(), after.id)
+            .await
+            .rejection()
+            .unwrap()
+            .code,
+        "card-declined"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+
+    let by_command = outcomes(log.as_ref()).await;
+    assert_eq!(
+        (by_command[&before.id].len(), by_command[&after.id].len()),
+        (1, 1)
+    );
+    let requests = seen.lock().unwrap();
+    assert_eq!(
+        requests["ok"].len(),
+        1,
+        "the first command was not sent again"
+    );
+    assert_eq!(requests["reject"].len(), 1);
+}

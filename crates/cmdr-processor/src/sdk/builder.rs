@@ -141,6 +141,12 @@ impl ProcessorBuilder {
 /// commands topic, each owning some actions. Exactly one processor should own
 /// each action, or a command gets several outcomes.
 ///
+/// Exactly-once holds while each partition has one owner. When partitions
+/// move between members of one group (a member joins or leaves), inputs in
+/// flight on the old owner may be handled again by the new one: during a
+/// rebalance processing is at-least-once. Scale one instance up with
+/// [`ProcessorBuilder::max_in_flight`] before adding members.
+///
 /// ```no_run
 /// # async fn demo(log: impl cmdr_log::Log) -> Result<(), cmdr_processor::ProcessorError> {
 /// use cmdr_contract::EventDraft;

@@ -4,7 +4,9 @@
 //!
 //! Key decision: a changed registration restarts its runner (drain, then
 //! start with the new actions and URL); the consumer group and its offsets
-//! stay, so no command is handled twice or skipped.
+//! stay, so no command is handled twice or skipped. A change takes effect
+//! once the old runner has drained: commands already in its hands go to the
+//! old URL.
 
 use std::collections::HashMap;
 use std::future::Future;
