@@ -152,3 +152,73 @@ async fn per_key_order_holds_under_concurrent_load() {
         "different keys ran concurrently"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_processor_stopped_abruptly_reacts_to_each_event_once() {
+    let (log, _dir) = test_log().await;
+    let total = 2000;
+    // Source events, as a command processor would have appended them.
+    let records: Vec<_> = (0..total)
+        .map(|i| {
+            let cause = command("x", json!({}), Some(&format!("k-{}", i % 20)));
+            let event = cmdr_contract::EventDraft::new("ping", json!({ "i": i })).into_event(
+                cause.id,
+                cause.id,
+                &cause.key,
+                cmdr_contract::now_ms(),
+            );
+            cmdr_processor::records::event_record(&event)
+        })
+        .collect();
+    log.append(EVENTS_TOPIC, records).await.unwrap();
+    let reactor = |log: Arc<dyn Log>| {
+        Processor::builder_shared(log)
+            .group("reactor")
+            .event("ping", |e, _ctx| async move {
+                tokio::task::yield_now().await;
+                Ok(vec![cmdr_contract::EventDraft::new(
+                    "pong",
+                    json!({ "i": e.data["i"] }),
+                )])
+            })
+            .build()
+            .unwrap()
+    };
+    let pongs = |log: Arc<dyn Log>| async move {
+        events(log.as_ref())
+            .await
+            .into_iter()
+            .filter(|e| e.action == "pong")
+            .collect::<Vec<_>>()
+    };
+    for round in 1..=2 {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.spawn(reactor(log.clone()).run(std::future::pending()));
+        wait_until("some pongs", || async {
+            pongs(log.clone()).await.len() >= round * total / 10
+        })
+        .await;
+        tokio::task::spawn_blocking(move || drop(rt)).await.unwrap();
+        log.sync().await.unwrap();
+    }
+    let task = tokio::spawn(reactor(log.clone()).run(std::future::pending()));
+    wait_until("every pong", || async {
+        pongs(log.clone()).await.len() >= total
+    })
+    .await;
+    task.abort();
+
+    let mut per_parent: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for pong in pongs(log.clone()).await {
+        *per_parent.entry(pong.parent).or_default() += 1;
+    }
+    assert_eq!(per_parent.len(), total);
+    assert!(
+        per_parent.values().all(|&n| n == 1),
+        "each event caused exactly one pong"
+    );
+}
