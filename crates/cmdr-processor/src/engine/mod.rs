@@ -103,10 +103,10 @@ impl<D: Dispatch> State<D> {
     }
 
     fn receive(&mut self, record: StoredRecord) {
-        self.sequencers
-            .entry(record.partition)
-            .or_default()
-            .received(record.offset);
+        let sequencer = self.sequencers.entry(record.partition).or_default();
+        if !sequencer.received(record.offset) {
+            return;
+        }
         self.buffered += 1;
         let key = key_of(&record);
         if let Some(queue) = self.keys.get_mut(&key) {

@@ -25,12 +25,22 @@ pub(crate) struct Released {
 #[derive(Debug, Default)]
 pub(crate) struct Sequencer {
     slots: BTreeMap<u64, Option<Vec<Record>>>,
+    /// One past the highest offset received, to recognise redelivery.
+    next_expected: u64,
 }
 
 impl Sequencer {
-    /// Registers an input received from the log (offsets arrive in order).
-    pub fn received(&mut self, offset: u64) {
+    /// Registers an input received from the log; `false` when this runner has
+    /// already received that offset (a consumer that rewound after a
+    /// rebalance), in which case the input must not be handled again.
+    #[must_use]
+    pub fn received(&mut self, offset: u64) -> bool {
+        if offset < self.next_expected {
+            return false;
+        }
+        self.next_expected = offset + 1;
         self.slots.insert(offset, None);
+        true
     }
 
     /// Records the output of a handled input.
@@ -65,8 +75,9 @@ mod tests {
     fn releases_only_the_contiguous_prefix() {
         let mut s = Sequencer::default();
         for o in 5..9 {
-            s.received(o);
+            assert!(s.received(o));
         }
+        assert!(!s.received(6), "a redelivered offset is refused");
         s.completed(6, vec![Record::new("b", "6")]);
         assert!(s.release().is_none());
         s.completed(5, vec![Record::new("a", "5")]);
