@@ -60,6 +60,9 @@ pub(crate) struct OffsetStore {
     groups: Mutex<HashMap<String, GroupOffsets>>,
     /// Groups changed in memory (by atomic commits) but not yet written to their file.
     dirty: Mutex<HashSet<String>>,
+    /// Serialises file writes: two commits of one group must not share the
+    /// temporary file, and the later snapshot must be the one that lands.
+    write_lock: Mutex<()>,
 }
 
 impl OffsetStore {
@@ -94,6 +97,7 @@ impl OffsetStore {
             dir,
             groups: Mutex::new(groups),
             dirty: Mutex::new(HashSet::new()),
+            write_lock: Mutex::new(()),
         })
     }
 
@@ -161,6 +165,7 @@ impl OffsetStore {
     }
 
     fn persist(&self, group: &str) -> Result<()> {
+        let _writing = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = {
             let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
             serde_json::to_vec_pretty(&groups.get(group).cloned().unwrap_or_default())

@@ -1,0 +1,163 @@
+//! Dead letters: inputs that no attempt could handle, kept in the
+//! `_cmdr_dead_letters` topic so that nothing is silently dropped.
+//!
+//! Key decision: the dead letter is appended *before* the input is settled
+//! (the command's `processing-failed` rejection and the offset commit are one
+//! atomic append after it). A crash between the two can therefore repeat a
+//! dead letter but never lose one; [`DeadLetters::list`] hides such repeats.
+//!
+//! Record format (value, JSON, version 1; key = the processor name):
+//! `{"processor", "topic", "partition", "offset", "input", "last_error", "attempts", "timestamp"}`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cmdr_contract::header;
+use cmdr_log::{Log, LogError, Record};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ProcessorError;
+
+/// The topic dead letters are appended to (one partition).
+pub const DEAD_LETTERS_TOPIC: &str = "_cmdr_dead_letters";
+/// Largest page [`DeadLetters::list`] returns.
+pub const MAX_DEAD_LETTER_PAGE: usize = 1000;
+
+/// An input that could not be handled, with why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The processor (SDK group or webhook name) that failed.
+    pub processor: String,
+    /// The input's topic (`commands` or `events`).
+    pub topic: String,
+    /// The input's partition.
+    pub partition: u32,
+    /// The input's offset.
+    pub offset: u64,
+    /// The input itself (the command or event, as JSON).
+    pub input: Value,
+    /// The error of the last attempt.
+    pub last_error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was given up, ms since the epoch.
+    pub timestamp: i64,
+}
+
+/// A dead letter and where it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDeadLetter {
+    /// Its offset in [`DEAD_LETTERS_TOPIC`] (use it as a cursor).
+    pub position: u64,
+    /// The dead letter.
+    #[serde(flatten)]
+    pub letter: DeadLetter,
+}
+
+/// A page of dead letters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterPage {
+    /// The dead letters, oldest first.
+    pub items: Vec<StoredDeadLetter>,
+    /// Where the next page starts (pass it as `from`).
+    pub next: u64,
+}
+
+/// Reads and writes [`DEAD_LETTERS_TOPIC`]; cheap to clone.
+#[derive(Clone)]
+pub struct DeadLetters {
+    log: Arc<dyn Log>,
+}
+
+impl DeadLetters {
+    /// Opens the dead letter topic, creating it if needed.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Log`] when the topic cannot be created.
+    pub async fn open(log: Arc<dyn Log>) -> Result<Self, ProcessorError> {
+        log.create_topic(DEAD_LETTERS_TOPIC, 1)
+            .await
+            .map_err(|e| ProcessorError::log(format!("creating {DEAD_LETTERS_TOPIC}"), e))?;
+        Ok(Self { log })
+    }
+
+    /// Durably appends a dead letter.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Log`].
+    pub async fn append(&self, letter: &DeadLetter) -> Result<(), ProcessorError> {
+        let value = serde_json::to_vec(letter).unwrap_or_default();
+        let record = Record::new(Bytes::from(letter.processor.clone().into_bytes()), value)
+            .with_header(header::CONTENT_TYPE, &b"application/json"[..])
+            .with_timestamp(letter.timestamp);
+        self.log
+            .append(DEAD_LETTERS_TOPIC, vec![record])
+            .await
+            .map(|_| ())
+            .map_err(|e| ProcessorError::log(format!("appending to {DEAD_LETTERS_TOPIC}"), e))
+    }
+
+    /// Up to `limit` (at most [`MAX_DEAD_LETTER_PAGE`]) dead letters from
+    /// position `from` on, optionally only those of `processor`. Repeats of
+    /// one input by one processor (after a crash) appear once per page.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Log`].
+    pub async fn list(
+        &self,
+        processor: Option<&str>,
+        from: u64,
+        limit: usize,
+    ) -> Result<DeadLetterPage, ProcessorError> {
+        let limit = limit.clamp(1, MAX_DEAD_LETTER_PAGE);
+        let mut items: Vec<StoredDeadLetter> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut next = from;
+        while items.len() < limit {
+            let batch = match self.log.read(DEAD_LETTERS_TOPIC, 0, next, limit).await {
+                Ok(b) => b,
+                Err(LogError::OffsetOutOfRange { start, .. }) => {
+                    next = start;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ProcessorError::log(
+                        format!("reading {DEAD_LETTERS_TOPIC}"),
+                        e,
+                    ))
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for record in batch {
+                next = record.offset + 1;
+                let Ok(letter) = serde_json::from_slice::<DeadLetter>(&record.value) else {
+                    tracing::warn!(offset = record.offset, "undecodable dead letter skipped");
+                    continue;
+                };
+                if processor.is_some_and(|p| p != letter.processor) {
+                    continue;
+                }
+                let id = (
+                    letter.processor.clone(),
+                    letter.topic.clone(),
+                    letter.partition,
+                    letter.offset,
+                );
+                if seen.insert(id) {
+                    items.push(StoredDeadLetter {
+                        position: record.offset,
+                        letter,
+                    });
+                }
+                if items.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(DeadLetterPage { items, next })
+    }
+}

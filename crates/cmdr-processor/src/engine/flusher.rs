@@ -1,0 +1,79 @@
+//! One task per partition that makes released outputs durable together with
+//! the consumer group offset, in order.
+//!
+//! Key decision: one flush at a time per partition (order), but batches queued
+//! meanwhile are coalesced into the next `append_with_commit`, so the log's
+//! group commit sees few, large appends under load.
+
+use std::sync::Arc;
+
+use cmdr_log::{Log, OffsetCommit, Record};
+use tokio::sync::mpsc;
+
+use super::sequencer::Released;
+use crate::ProcessorError;
+
+/// Released batches queued for one partition's flusher before the runner
+/// waits for it (backpressure on handling and polling).
+pub(crate) const FLUSH_QUEUE: usize = 4096;
+/// Most output records coalesced into one append.
+pub(crate) const MAX_FLUSH_RECORDS: usize = 8192;
+
+/// Where a flusher writes and which group offset it commits.
+pub(crate) struct FlushTarget {
+    pub log: Arc<dyn Log>,
+    pub group: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub partition: u32,
+    /// Shared by the flushers of one group: offset-only commits of one group
+    /// are made one at a time, because the embedded log rewrites the group's
+    /// file on each and two concurrent rewrites of one file can fail.
+    pub commit_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Runs until `rx` closes and is drained; stops at the first log failure.
+pub(crate) async fn run(
+    target: FlushTarget,
+    mut rx: mpsc::Receiver<Released>,
+) -> Result<(), ProcessorError> {
+    while let Some(first) = rx.recv().await {
+        let mut records: Vec<Record> = first.records;
+        let mut next_offset = first.next_offset;
+        while records.len() < MAX_FLUSH_RECORDS {
+            match rx.try_recv() {
+                Ok(more) => {
+                    records.extend(more.records);
+                    next_offset = more.next_offset;
+                }
+                Err(_) => break,
+            }
+        }
+        let commit = OffsetCommit {
+            group: target.group.clone(),
+            topic: target.input_topic.clone(),
+            partition: target.partition,
+            next_offset,
+        };
+        let result = if records.is_empty() {
+            let _one_at_a_time = target.commit_lock.lock().await;
+            target.log.commit(commit).await
+        } else {
+            target
+                .log
+                .append_with_commit(&target.output_topic, records, commit)
+                .await
+                .map(|_| ())
+        };
+        result.map_err(|e| {
+            ProcessorError::log(
+                format!(
+                    "appending to {} and committing {}/{} at {next_offset} for group {}",
+                    target.output_topic, target.input_topic, target.partition, target.group
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! The consumer engine shared by SDK and webhook processors: reads a topic as
+//! a consumer group, hands each record to a [`Dispatch`], and appends the
+//! outputs with the group offset atomically.
+//!
+//! Key decisions:
+//! - **Per-key order, cross-key concurrency.** Records with the same key are
+//!   handled one after another; records of different keys run concurrently,
+//!   at most `max_in_flight` at a time.
+//! - **Exactly-once on the embedded log.** Outputs are put back into offset
+//!   order per partition ([`sequencer`]) and appended with
+//!   [`Log::append_with_commit`] ([`flusher`]), so the committed offset always
+//!   matches the outputs in the log, whatever crashes.
+//! - **A separate poll task.** `GroupConsumer::poll` advances the read
+//!   position, so it is never cancelled mid-way by the runner's `select!`; a
+//!   dedicated task polls and hands batches over a bounded channel.
+//! - **Shutdown drains.** On shutdown no new input is started; handlers
+//!   already running finish and their outputs are flushed. Inputs received but
+//!   not started stay uncommitted and are handled after the restart.
+
+mod flusher;
+mod sequencer;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cmdr_log::{Log, Record, StartPosition, StoredRecord};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::ProcessorError;
+use sequencer::{Released, Sequencer};
+
+/// Default number of inputs handled concurrently (each of a different key).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Records asked for in one poll.
+pub(crate) const POLL_BATCH: usize = 1024;
+/// Polled batches queued between the poll task and the runner; when full the
+/// poll task waits, so reading never runs ahead of handling.
+pub(crate) const POLL_QUEUE: usize = 4;
+/// Most inputs received but not yet released; beyond it the runner stops
+/// taking batches from the poll task until handlers catch up.
+pub(crate) const MAX_BUFFERED_INPUTS: usize = 16 * 1024;
+
+/// Handles one input record; the SDK and the webhook runner implement it.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// The records to append to the output topic for `record`. Must settle the
+    /// input (retries happen inside); an `Err` stops the runner.
+    fn handle(
+        &self,
+        record: StoredRecord,
+    ) -> impl Future<Output = Result<Vec<Record>, ProcessorError>> + Send;
+}
+
+/// What one engine consumes and where it writes.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineConfig {
+    pub group: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub start: StartPosition,
+    pub max_in_flight: usize,
+}
+
+/// Identity used for per-key ordering; keyless records order only with themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyId {
+    Key(Bytes),
+    Unkeyed(u32, u64),
+}
+
+fn key_of(record: &StoredRecord) -> KeyId {
+    match &record.key {
+        Some(k) => KeyId::Key(k.clone()),
+        None => KeyId::Unkeyed(record.partition, record.offset),
+    }
+}
+
+type TaskOutput = (u32, u64, KeyId, Result<Vec<Record>, ProcessorError>);
+
+/// The runner's bookkeeping; see the module docs.
+struct State<D> {
+    dispatch: Arc<D>,
+    max_in_flight: usize,
+    /// Keys with an input running or reserved, and the inputs queued behind it.
+    keys: HashMap<KeyId, VecDeque<StoredRecord>>,
+    /// Inputs of idle keys waiting for a free slot (their key is reserved).
+    ready: VecDeque<StoredRecord>,
+    tasks: JoinSet<TaskOutput>,
+    sequencers: HashMap<u32, Sequencer>,
+    buffered: usize,
+}
+
+impl<D: Dispatch> State<D> {
+    fn start(&mut self, record: StoredRecord) {
+        let dispatch = self.dispatch.clone();
+        let key = key_of(&record);
+        self.tasks.spawn(async move {
+            let (p, o) = (record.partition, record.offset);
+            (p, o, key, dispatch.handle(record).await)
+        });
+    }
+
+    fn receive(&mut self, record: StoredRecord) {
+        let sequencer = self.sequencers.entry(record.partition).or_default();
+        if !sequencer.received(record.offset) {
+            return;
+        }
+        self.buffered += 1;
+        let key = key_of(&record);
+        if let Some(queue) = self.keys.get_mut(&key) {
+            queue.push_back(record);
+        } else {
+            self.keys.insert(key, VecDeque::new());
+            if self.tasks.len() < self.max_in_flight {
+                self.start(record);
+            } else {
+                self.ready.push_back(record);
+            }
+        }
+    }
+
+    /// Notes a finished input and starts what may run next (unless stopping).
+    fn finished(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        key: KeyId,
+        output: Vec<Record>,
+        stopping: bool,
+    ) {
+        if let Some(s) = self.sequencers.get_mut(&partition) {
+            s.completed(offset, output);
+        }
+        if stopping {
+            return;
+        }
+        let next = self.keys.get_mut(&key).and_then(VecDeque::pop_front);
+        match next {
+            Some(record) => self.start(record),
+            None => {
+                self.keys.remove(&key);
+            }
+        }
+        while self.tasks.len() < self.max_in_flight {
+            let Some(record) = self.ready.pop_front() else {
+                break;
+            };
+            self.start(record);
+        }
+    }
+}
+
+/// Runs one engine until `shutdown` resolves (then drains) or the log fails.
+pub(crate) async fn run<D: Dispatch>(
+    log: Arc<dyn Log>,
+    config: EngineConfig,
+    dispatch: Arc<D>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ProcessorError> {
+    let mut consumer = log
+        .join_group(&config.group, &config.input_topic, config.start)
+        .await
+        .map_err(|e| {
+            ProcessorError::log(
+                format!("joining group {} on {}", config.group, config.input_topic),
+                e,
+            )
+        })?;
+    let (poll_tx, mut poll_rx) =
+        mpsc::channel::<Result<Vec<StoredRecord>, ProcessorError>>(POLL_QUEUE);
+    let poll_context = format!("polling {} for group {}", config.input_topic, config.group);
+    let poller = crate::task_guard::AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let batch = consumer
+                .poll(POLL_BATCH)
+                .await
+                .map_err(|e| ProcessorError::log(poll_context.clone(), e));
+            let failed = batch.is_err();
+            if poll_tx.send(batch).await.is_err() || failed {
+                break;
+            }
+        }
+    }));
+
+    let mut state = State {
+        dispatch,
+        max_in_flight: config.max_in_flight.max(1),
+        keys: HashMap::new(),
+        ready: VecDeque::new(),
+        tasks: JoinSet::new(),
+        sequencers: HashMap::new(),
+        buffered: 0,
+    };
+    let mut flush_txs: HashMap<u32, mpsc::Sender<Released>> = HashMap::new();
+    let mut flushers: JoinSet<Result<(), ProcessorError>> = JoinSet::new();
+    let commit_lock = Arc::new(tokio::sync::Mutex::new(()));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut stopping = false;
+
+    let outcome: Result<(), ProcessorError> = loop {
+        if stopping && state.tasks.is_empty() {
+            break Ok(());
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown, if !stopping => {
+                stopping = true;
+                state.ready.clear();
+                state.keys.clear();
+            }
+            Some(done) = state.tasks.join_next(), if !state.tasks.is_empty() => {
+                let (partition, offset, key, output) = match done {
+                    Ok((p, o, k, Ok(out))) => (p, o, k, out),
+                    Ok((_, _, _, Err(e))) => break Err(e),
+                    Err(e) => break Err(ProcessorError::Internal(format!("handler task: {e}"))),
+                };
+                state.finished(partition, offset, key, output, stopping);
+                let released = state.sequencers.get_mut(&partition).and_then(Sequencer::release);
+                if let Some(released) = released {
+                    state.buffered -= released.inputs;
+                    let tx = flush_txs.entry(partition).or_insert_with(|| {
+                        let (tx, rx) = mpsc::channel(flusher::FLUSH_QUEUE);
+                        let target = flusher::FlushTarget {
+                            log: log.clone(),
+                            group: config.group.clone(),
+                            input_topic: config.input_topic.clone(),
+                            output_topic: config.output_topic.clone(),
+                            partition,
+                            commit_lock: commit_lock.clone(),
+                        };
+                        flushers.spawn(flusher::run(target, rx));
+                        tx
+                    });
+                    if tx.send(released).await.is_err() {
+                        break Err(flusher_failure(&mut flushers).await);
+                    }
+                }
+            }
+            batch = poll_rx.recv(), if !stopping && state.buffered < MAX_BUFFERED_INPUTS => {
+                match batch {
+                    Some(Ok(records)) => records.into_iter().for_each(|r| state.receive(r)),
+                    Some(Err(e)) => break Err(e),
+                    None => break Err(ProcessorError::Internal("poll task ended".into())),
+                }
+            }
+            Some(done) = flushers.join_next(), if !flushers.is_empty() => {
+                break Err(match done {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => ProcessorError::Internal("flusher ended early".into()),
+                    Err(e) => ProcessorError::Internal(format!("flusher task: {e}")),
+                });
+            }
+        }
+    };
+
+    drop(poller);
+    drop(poll_rx);
+    state.tasks.abort_all();
+    drop(flush_txs);
+    let mut result = outcome;
+    while let Some(done) = flushers.join_next().await {
+        let flushed = match done {
+            Ok(r) => r,
+            Err(e) => Err(ProcessorError::Internal(format!("flusher task: {e}"))),
+        };
+        if let (Ok(()), Err(e)) = (&result, flushed) {
+            result = Err(e);
+        }
+    }
+    result
+}
+
+/// The error of the flusher that closed its channel.
+async fn flusher_failure(flushers: &mut JoinSet<Result<(), ProcessorError>>) -> ProcessorError {
+    while let Some(done) = flushers.join_next().await {
+        match done {
+            Ok(Err(e)) => return e,
+            Err(e) => return ProcessorError::Internal(format!("flusher task: {e}")),
+            Ok(Ok(())) => {}
+        }
+    }
+    ProcessorError::Internal("flusher ended early".into())
+}

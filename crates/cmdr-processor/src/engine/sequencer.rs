@@ -1,0 +1,92 @@
+//! Puts the outputs of concurrently handled inputs back into offset order,
+//! per partition, so that only a contiguous prefix is ever committed.
+//!
+//! Key decision: an input's output is released only when every earlier input
+//! of its partition has been released. The committed offset then always equals
+//! one past the last input whose output is in the log, which is what makes
+//! `append_with_commit` exactly-once even though different keys finish out of order.
+
+use std::collections::BTreeMap;
+
+use cmdr_log::Record;
+
+/// The outputs of one contiguous run of inputs of a partition, ready to append.
+#[derive(Debug, Default)]
+pub(crate) struct Released {
+    /// Output records, in input offset order.
+    pub records: Vec<Record>,
+    /// One past the last input offset covered.
+    pub next_offset: u64,
+    /// How many inputs are covered.
+    pub inputs: usize,
+}
+
+/// One partition's inputs in flight, by offset; `None` until handled.
+#[derive(Debug, Default)]
+pub(crate) struct Sequencer {
+    slots: BTreeMap<u64, Option<Vec<Record>>>,
+    /// One past the highest offset received, to recognise redelivery.
+    next_expected: u64,
+}
+
+impl Sequencer {
+    /// Registers an input received from the log; `false` when this runner has
+    /// already received that offset (a consumer that rewound after a
+    /// rebalance), in which case the input must not be handled again.
+    #[must_use]
+    pub fn received(&mut self, offset: u64) -> bool {
+        if offset < self.next_expected {
+            return false;
+        }
+        self.next_expected = offset + 1;
+        self.slots.insert(offset, None);
+        true
+    }
+
+    /// Records the output of a handled input.
+    pub fn completed(&mut self, offset: u64, output: Vec<Record>) {
+        if let Some(slot) = self.slots.get_mut(&offset) {
+            *slot = Some(output);
+        }
+    }
+
+    /// Takes the outputs of the contiguous handled prefix, if any.
+    pub fn release(&mut self) -> Option<Released> {
+        let mut released = Released::default();
+        while let Some(entry) = self.slots.first_entry() {
+            if entry.get().is_none() {
+                break;
+            }
+            let offset = *entry.key();
+            let output = entry.remove().unwrap_or_default();
+            released.records.extend(output);
+            released.next_offset = offset + 1;
+            released.inputs += 1;
+        }
+        (released.inputs > 0).then_some(released)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_only_the_contiguous_prefix() {
+        let mut s = Sequencer::default();
+        for o in 5..9 {
+            assert!(s.received(o));
+        }
+        assert!(!s.received(6), "a redelivered offset is refused");
+        s.completed(6, vec![Record::new("b", "6")]);
+        assert!(s.release().is_none());
+        s.completed(5, vec![Record::new("a", "5")]);
+        let r = s.release().unwrap();
+        assert_eq!((r.next_offset, r.inputs, r.records.len()), (7, 2, 2));
+        assert_eq!(&r.records[0].value[..], b"5");
+        s.completed(8, vec![]);
+        assert!(s.release().is_none());
+        s.completed(7, vec![]);
+        assert_eq!(s.release().unwrap().next_offset, 9);
+    }
+}

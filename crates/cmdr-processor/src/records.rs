@@ -1,0 +1,68 @@
+//! Turning contract events into log records, and a command's outcome into
+//! events: the one place where `parent`, `root` and `outcome` are set.
+
+use bytes::Bytes;
+use cmdr_contract::{header, Command, Event, EventDraft, Outcome, Rejection};
+use cmdr_log::Record;
+use serde_json::json;
+
+/// Action of the event emitted when a command is accepted with no events of
+/// its own, so that every accepted command still has an outcome event.
+pub const ACCEPTED_ACTION: &str = "command-accepted";
+/// Rejection code of a command whose handling failed on every attempt.
+pub const PROCESSING_FAILED: &str = "processing-failed";
+
+/// The log record of an event: key = the event's key, value = its JSON, with
+/// the action and content-type headers and the event's timestamp.
+pub fn event_record(event: &Event) -> Record {
+    Record::new(Bytes::from(event.key.clone().into_bytes()), event.to_json())
+        .with_header(
+            header::ACTION,
+            Bytes::from(event.action.clone().into_bytes()),
+        )
+        .with_header(header::CONTENT_TYPE, &b"application/json"[..])
+        .with_timestamp(event.timestamp)
+}
+
+/// The events of an accepted command: each has `parent` = `root` = the command
+/// id; the last one carries `outcome: accepted`. No drafts gives one
+/// [`ACCEPTED_ACTION`] event.
+pub fn accepted_events(command: &Command, drafts: Vec<EventDraft>, timestamp: i64) -> Vec<Event> {
+    let drafts = if drafts.is_empty() {
+        vec![EventDraft::new(ACCEPTED_ACTION, serde_json::Value::Null)]
+    } else {
+        drafts
+    };
+    let mut events: Vec<Event> = drafts
+        .into_iter()
+        .map(|d| d.into_event(command.id, command.id, &command.key, timestamp))
+        .collect();
+    if let Some(last) = events.last_mut() {
+        last.outcome = Some(Outcome::Accepted);
+    }
+    events
+}
+
+/// The rejection event of a command (`outcome: rejected`).
+pub fn rejected_event(command: &Command, rejection: Rejection, timestamp: i64) -> Event {
+    rejection.into_event(command.id, &command.key, timestamp)
+}
+
+/// The rejection given to a command whose handler failed on every attempt.
+pub fn processing_failed(attempts: u32, last_error: &str) -> Rejection {
+    Rejection {
+        code: PROCESSING_FAILED.into(),
+        message: format!("the command could not be processed after {attempts} attempt(s)"),
+        details: json!({"attempts": attempts, "error": last_error}),
+    }
+}
+
+/// The events caused by `cause` (an event): `parent` = its id, `root` = its root
+/// (or its parent when it has none).
+pub fn caused_events(cause: &Event, drafts: Vec<EventDraft>, timestamp: i64) -> Vec<Event> {
+    let root = cause.root.unwrap_or(cause.parent);
+    drafts
+        .into_iter()
+        .map(|d| d.into_event(cause.id, root, &cause.key, timestamp))
+        .collect()
+}

@@ -1,0 +1,225 @@
+//! Runs the registered handlers on each input: decode, pick the handler by
+//! action, retry transient failures, and turn the result into event records.
+//!
+//! Key decision: a panic while polling a handler is caught and counts as a
+//! failed attempt like any error (retried, then settled), not a crash loop.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use cmdr_contract::{header, Command, Event};
+use cmdr_log::{Record, StoredRecord};
+use serde_json::Value;
+
+use super::handler::{CommandHandler, Context, Decision, EventHandler, HandlerError};
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::engine::Dispatch;
+use crate::records::{
+    accepted_events, caused_events, event_record, processing_failed, rejected_event,
+};
+use crate::{ProcessorError, RetryPolicy};
+
+/// Runs `attempt(n)` until it succeeds or the policy gives up; returns the
+/// value or the last error and the number of attempts made.
+pub(crate) async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    mut attempt: F,
+) -> Result<T, (String, u32)>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, HandlerError>> + Send,
+{
+    let mut n = 1;
+    loop {
+        let error = match (CatchUnwind(Box::pin(attempt(n)))).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e.to_string(),
+            Err(payload) => format!("handler panicked: {}", panic_message(payload)),
+        };
+        if !policy.retries_after(n) {
+            return Err((error, n));
+        }
+        tracing::debug!(attempt = n, %error, "handler failed; retrying");
+        tokio::time::sleep(policy.backoff(n)).await;
+        n += 1;
+    }
+}
+
+/// Polls a future, turning a panic while polling into an `Err` with the
+/// panic's payload (a handler bug becomes a failed attempt, not a crash).
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+/// Whether the record's action header names an action outside `handled`
+/// (records without the header are decoded and checked by action).
+fn skip_by_header<V>(record: &StoredRecord, handled: &HashMap<String, V>) -> bool {
+    record
+        .header(header::ACTION)
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .is_some_and(|a| !handled.contains_key(a))
+}
+
+/// Command handlers of one SDK processor.
+pub(crate) struct CommandDispatch {
+    pub name: String,
+    pub handlers: HashMap<String, CommandHandler>,
+    pub retry: RetryPolicy,
+    pub dead_letters: DeadLetters,
+}
+
+impl Dispatch for CommandDispatch {
+    async fn handle(&self, record: StoredRecord) -> Result<Vec<Record>, ProcessorError> {
+        if skip_by_header(&record, &self.handlers) {
+            return Ok(Vec::new());
+        }
+        let command = match Command::from_json(&record.value) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(partition = record.partition, offset = record.offset, error = %e,
+                    "skipping a commands record that is not a command");
+                return Ok(Vec::new());
+            }
+        };
+        let Some(handler) = self.handlers.get(&command.action) else {
+            return Ok(Vec::new());
+        };
+        let ctx = Context {
+            id: command.id,
+            key: command.key.clone(),
+            root: command.id,
+            attempt: 1,
+            partition: record.partition,
+            offset: record.offset,
+        };
+        let decided = with_retries(&self.retry, |attempt| {
+            handler(
+                command.clone(),
+                Context {
+                    attempt,
+                    ..ctx.clone()
+                },
+            )
+        })
+        .await;
+        let now = cmdr_contract::now_ms();
+        let events = match decided {
+            Ok(Decision::Accept(drafts)) => accepted_events(&command, drafts, now),
+            Ok(Decision::Reject(rejection)) => vec![rejected_event(&command, rejection, now)],
+            Err((last_error, attempts)) => {
+                tracing::error!(processor = %self.name, command = %command.id, %last_error, attempts,
+                    "command handler failed on every attempt; rejecting with processing-failed");
+                self.dead_letters
+                    .append(&DeadLetter {
+                        processor: self.name.clone(),
+                        topic: cmdr_contract::COMMANDS_TOPIC.into(),
+                        partition: record.partition,
+                        offset: record.offset,
+                        input: serde_json::to_value(&command).unwrap_or(Value::Null),
+                        last_error: last_error.clone(),
+                        attempts,
+                        timestamp: now,
+                    })
+                    .await?;
+                vec![rejected_event(
+                    &command,
+                    processing_failed(attempts, &last_error),
+                    now,
+                )]
+            }
+        };
+        Ok(events.iter().map(event_record).collect())
+    }
+}
+
+/// Event handlers of one SDK processor.
+pub(crate) struct EventDispatch {
+    pub name: String,
+    pub handlers: HashMap<String, EventHandler>,
+    pub retry: RetryPolicy,
+    pub dead_letters: DeadLetters,
+}
+
+impl Dispatch for EventDispatch {
+    async fn handle(&self, record: StoredRecord) -> Result<Vec<Record>, ProcessorError> {
+        if skip_by_header(&record, &self.handlers) {
+            return Ok(Vec::new());
+        }
+        let event = match Event::from_json(&record.value) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(partition = record.partition, offset = record.offset, error = %e,
+                    "skipping an events record that is not an event");
+                return Ok(Vec::new());
+            }
+        };
+        let Some(handler) = self.handlers.get(&event.action) else {
+            return Ok(Vec::new());
+        };
+        let ctx = Context {
+            id: event.id,
+            key: event.key.clone(),
+            root: event.root.unwrap_or(event.parent),
+            attempt: 1,
+            partition: record.partition,
+            offset: record.offset,
+        };
+        let handled = with_retries(&self.retry, |attempt| {
+            handler(
+                event.clone(),
+                Context {
+                    attempt,
+                    ..ctx.clone()
+                },
+            )
+        })
+        .await;
+        let now = cmdr_contract::now_ms();
+        match handled {
+            Ok(drafts) => Ok(caused_events(&event, drafts, now)
+                .iter()
+                .map(event_record)
+                .collect()),
+            Err((last_error, attempts)) => {
+                tracing::error!(processor = %self.name, event = %event.id, %last_error, attempts,
+                    "event handler failed on every attempt; dead-lettered");
+                self.dead_letters
+                    .append(&DeadLetter {
+                        processor: self.name.clone(),
+                        topic: cmdr_contract::EVENTS_TOPIC.into(),
+                        partition: record.partition,
+                        offset: record.offset,
+                        input: serde_json::to_value(&event).unwrap_or(Value::Null),
+                        last_error,
+                        attempts,
+                        timestamp: now,
+                    })
+                    .await?;
+                Ok(Vec::new())
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The webhook wire protocol (public; documented in `WEBHOOKS.md`): the
+//! processor's answers and how they are read.
+//!
+//! Key decision: anything but a well-formed `200` or `422` is a failure to
+//! retry, never a guess. A malformed answer is a processor bug; retrying and
+//! then dead-lettering makes it visible instead of losing the command.
+
+use cmdr_contract::{validate_action, EventDraft, Rejection};
+use serde::Deserialize;
+
+/// Header naming the webhook processor a request is for.
+pub const PROCESSOR_HEADER: &str = "cmdr-processor";
+/// Header with the attempt number (1 for the first try).
+pub const ATTEMPT_HEADER: &str = "cmdr-attempt";
+/// Most bytes of a failed answer's body kept in the error message.
+pub const ERROR_BODY_PREVIEW: usize = 512;
+
+/// How a webhook processor decided a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookAnswer {
+    /// `200 {"events": [...]}`.
+    Accept(Vec<EventDraft>),
+    /// `422 {"rejection": {...}}`.
+    Reject(Rejection),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptBody {
+    events: Vec<EventDraft>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    rejection: Rejection,
+}
+
+/// Reads a processor's answer: `Ok` for a well-formed accept or reject, `Err`
+/// (the failure to report and retry) for anything else.
+pub fn parse_answer(status: u16, body: &[u8]) -> Result<WebhookAnswer, String> {
+    match status {
+        200 => {
+            let parsed: AcceptBody = serde_json::from_slice(body)
+                .map_err(|e| format!("invalid 200 answer (expected {{\"events\": [...]}}): {e}"))?;
+            for (i, event) in parsed.events.iter().enumerate() {
+                validate_action(&event.action, &format!("/events/{i}/action"))
+                    .map_err(|v| format!("invalid 200 answer: {}: {}", v.pointer, v.message))?;
+                if event.key.as_deref() == Some("") {
+                    return Err(format!(
+                        "invalid 200 answer: /events/{i}/key must not be empty"
+                    ));
+                }
+            }
+            Ok(WebhookAnswer::Accept(parsed.events))
+        }
+        422 => {
+            let parsed: RejectBody = serde_json::from_slice(body).map_err(|e| {
+                format!("invalid 422 answer (expected {{\"rejection\": {{\"code\", \"message\"}}}}): {e}")
+            })?;
+            if parsed.rejection.code.is_empty() {
+                return Err("invalid 422 answer: /rejection/code must not be empty".into());
+            }
+            Ok(WebhookAnswer::Reject(parsed.rejection))
+        }
+        other => {
+            let end = body.len().min(ERROR_BODY_PREVIEW);
+            Err(format!(
+                "HTTP {other}: {}",
+                String::from_utf8_lossy(&body[..end])
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_accepts_rejects_and_refuses_the_rest() {
+        let ok = parse_answer(
+            200,
+            br#"{"events":[{"action":"paid","data":{"n":1},"key":"k"}]}"#,
+        );
+        assert!(matches!(ok, Ok(WebhookAnswer::Accept(e)) if e[0].key.as_deref() == Some("k")));
+        let no = parse_answer(
+            422,
+            br#"{"rejection":{"code":"broke","message":"no money"}}"#,
+        );
+        assert!(matches!(no, Ok(WebhookAnswer::Reject(r)) if r.code == "broke"));
+        assert!(parse_answer(200, b"{}").is_err());
+        assert!(parse_answer(200, br#"{"events":[{"action":"bad name"}]}"#).is_err());
+        assert!(parse_answer(500, b"boom")
+            .unwrap_err()
+            .contains("HTTP 500: boom"));
+        assert!(parse_answer(422, br#"{"rejection":{"code":""}}"#).is_err());
+    }
+}

@@ -1,0 +1,358 @@
+//! Where webhook processors are registered: records in the `_cmdr_processors`
+//! topic, last write per name wins, a tombstone (empty value) deletes.
+//!
+//! Key decision: the log is the store, so registrations are as durable as
+//! commands and every gateway instance sees the same set by reading the topic.
+//! Reads refresh from the topic first, so a registration made through another
+//! instance is visible.
+//!
+//! Record format (key = the name, value = JSON, version 1):
+//! `{"actions": ["pay", ...], "url": "http://..."}`; an empty value is a deletion.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cmdr_contract::{header, validate_action, Violation, Violations};
+use cmdr_log::{Log, LogError, Record};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::ProcessorError;
+
+/// The topic registrations are stored in (one partition).
+pub const PROCESSORS_TOPIC: &str = "_cmdr_processors";
+/// Longest processor name, in bytes.
+pub const MAX_NAME_LEN: usize = 100;
+/// Most actions one webhook processor may handle.
+pub const MAX_ACTIONS: usize = 1000;
+/// Longest URL, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+/// Records read per call while refreshing.
+const REFRESH_BATCH: usize = 1024;
+
+/// A webhook processor's registration: which command actions it handles and
+/// where cmdr POSTs them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRegistration {
+    /// Command actions this processor handles (at least one, no duplicates).
+    pub actions: Vec<String>,
+    /// `http://` URL cmdr POSTs each command to.
+    pub url: String,
+}
+
+impl WebhookRegistration {
+    /// Reads and checks a registration body, reporting every problem with a JSON pointer.
+    ///
+    /// # Errors
+    /// [`Violations`]: not an object, missing or empty `actions`, invalid or
+    /// repeated action names, missing or non-`http://` `url`, unknown fields.
+    pub fn from_value(value: Value) -> Result<Self, Violations> {
+        let Value::Object(mut obj) = value else {
+            return Err(Violations(vec![Violation::new(
+                "",
+                "a registration must be a JSON object",
+            )]));
+        };
+        let mut violations = Vec::new();
+        let mut actions = Vec::new();
+        match obj.remove("actions") {
+            Some(Value::Array(items)) if items.is_empty() => violations.push(Violation::new(
+                "/actions",
+                "actions must name at least one action",
+            )),
+            Some(Value::Array(items)) if items.len() > MAX_ACTIONS => violations.push(
+                Violation::new("/actions", format!("at most {MAX_ACTIONS} actions")),
+            ),
+            Some(Value::Array(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let pointer = format!("/actions/{i}");
+                    match item {
+                        Value::String(a) => {
+                            if let Err(v) = validate_action(&a, &pointer) {
+                                violations.push(v);
+                            } else if actions.contains(&a) {
+                                violations.push(Violation::new(
+                                    pointer,
+                                    format!("{a:?} is listed twice"),
+                                ));
+                            } else {
+                                actions.push(a);
+                            }
+                        }
+                        _ => violations.push(Violation::new(pointer, "an action must be a string")),
+                    }
+                }
+            }
+            Some(_) => violations.push(Violation::new(
+                "/actions",
+                "actions must be an array of action names",
+            )),
+            None => violations.push(Violation::new("/actions", "actions is required")),
+        }
+        let url = match obj.remove("url") {
+            Some(Value::String(u)) => {
+                if let Err(message) = check_url(&u) {
+                    violations.push(Violation::new("/url", message));
+                }
+                u
+            }
+            Some(_) => {
+                violations.push(Violation::new("/url", "url must be a string"));
+                String::new()
+            }
+            None => {
+                violations.push(Violation::new("/url", "url is required"));
+                String::new()
+            }
+        };
+        for unknown in obj.keys() {
+            violations.push(Violation::new(
+                format!("/{}", unknown.replace('~', "~0").replace('/', "~1")),
+                "unknown field (expected actions, url)",
+            ));
+        }
+        if violations.is_empty() {
+            Ok(Self { actions, url })
+        } else {
+            Err(Violations(violations))
+        }
+    }
+
+    /// Whether this processor handles command `action`.
+    pub fn handles(&self, action: &str) -> bool {
+        self.actions.iter().any(|a| a == action)
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_URL_LEN {
+        return Err(format!("url must be at most {MAX_URL_LEN} bytes"));
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err("url must start with http:// (https is not supported by this build)".into());
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err("url must name a host, e.g. http://127.0.0.1:8080/handle".into());
+    }
+    Ok(())
+}
+
+/// Checks a processor name: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `-`
+/// or `_` (it becomes part of a consumer group name).
+///
+/// # Errors
+/// A [`Violation`] at `/name`.
+pub fn validate_name(name: &str) -> Result<(), Violation> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(Violation::new(
+            "/name",
+            format!("name must be 1 to {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Violation::new(
+            "/name",
+            "name may contain only letters, digits, '-' and '_'",
+        ));
+    }
+    Ok(())
+}
+
+/// What can go wrong with the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The name or registration is invalid (HTTP: 422 with the violations).
+    #[error("invalid registration: {0}")]
+    Invalid(#[from] Violations),
+    /// The log failed (HTTP: 500).
+    #[error(transparent)]
+    Processor(#[from] ProcessorError),
+}
+
+/// The registry's view of the topic: registrations and the next offset to read.
+#[derive(Debug, Default)]
+struct View {
+    registrations: BTreeMap<String, WebhookRegistration>,
+    next: u64,
+}
+
+/// Registered webhook processors; cheap to clone, shared by the gateway (which
+/// exposes `PUT/GET/DELETE /processors/{name}`) and the runner supervisor.
+#[derive(Clone)]
+pub struct WebhookRegistry {
+    log: Arc<dyn Log>,
+    /// The view, refreshed from the topic before each read; a mutex so that
+    /// concurrent refreshes do not apply records twice.
+    view: Arc<Mutex<View>>,
+}
+
+impl WebhookRegistry {
+    /// Opens the registry, creating its topic if needed and reading it.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Log`].
+    pub async fn open(log: Arc<dyn Log>) -> Result<Self, ProcessorError> {
+        log.create_topic(PROCESSORS_TOPIC, 1)
+            .await
+            .map_err(|e| ProcessorError::log(format!("creating {PROCESSORS_TOPIC}"), e))?;
+        let registry = Self {
+            log,
+            view: Arc::new(Mutex::new(View::default())),
+        };
+        drop(registry.refresh().await?);
+        Ok(registry)
+    }
+
+    /// Registers (or replaces) processor `name`; durable when this returns.
+    ///
+    /// # Errors
+    /// [`RegistryError::Invalid`] for a bad name or registration (nothing is
+    /// written), [`RegistryError::Processor`] when the log fails.
+    pub async fn put(
+        &self,
+        name: &str,
+        registration: WebhookRegistration,
+    ) -> Result<(), RegistryError> {
+        validate_name(name).map_err(|v| Violations(vec![v]))?;
+        // Re-check through the same path as an HTTP body, so both agree.
+        let value = serde_json::to_value(&registration).unwrap_or(Value::Null);
+        let registration = WebhookRegistration::from_value(value)?;
+        let value = serde_json::to_vec(&registration).unwrap_or_default();
+        self.write(name, value).await?;
+        Ok(())
+    }
+
+    /// Processor `name`'s registration, if any.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Log`].
+    pub async fn get(&self, name: &str) -> Result<Option<WebhookRegistration>, ProcessorError> {
+        let view = self.refresh().await?;
+        Ok(view.registrations.get(name).cloned())
+    }
+
+    /// Every registration, by name.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Log`].
+    pub async fn list(&self) -> Result<BTreeMap<String, WebhookRegistration>, ProcessorError> {
+        Ok(self.refresh().await?.registrations.clone())
+    }
+
+    /// Deletes processor `name` (a tombstone record); returns whether it existed.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Log`].
+    pub async fn delete(&self, name: &str) -> Result<bool, ProcessorError> {
+        if self.get(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.write(name, Vec::new()).await?;
+        Ok(true)
+    }
+
+    /// Resolves when the topic has a record the registry has not read yet
+    /// (something was put or deleted, possibly through another instance).
+    ///
+    /// # Errors
+    /// [`ProcessorError::Log`].
+    pub async fn changed(&self) -> Result<(), ProcessorError> {
+        let next = self.view.lock().await.next;
+        self.log
+            .wait_for(PROCESSORS_TOPIC, 0, next)
+            .await
+            .map_err(|e| ProcessorError::log(format!("waiting on {PROCESSORS_TOPIC}"), e))
+    }
+
+    async fn write(&self, name: &str, value: Vec<u8>) -> Result<(), ProcessorError> {
+        let record = Record::new(Bytes::from(name.to_string().into_bytes()), value)
+            .with_header(header::CONTENT_TYPE, &b"application/json"[..]);
+        self.log
+            .append(PROCESSORS_TOPIC, vec![record])
+            .await
+            .map_err(|e| ProcessorError::log(format!("appending to {PROCESSORS_TOPIC}"), e))?;
+        drop(self.refresh().await?);
+        Ok(())
+    }
+
+    /// Applies the records appended since the last refresh.
+    async fn refresh(&self) -> Result<tokio::sync::MutexGuard<'_, View>, ProcessorError> {
+        let mut view = self.view.lock().await;
+        loop {
+            let batch = match self
+                .log
+                .read(PROCESSORS_TOPIC, 0, view.next, REFRESH_BATCH)
+                .await
+            {
+                Ok(b) => b,
+                Err(LogError::OffsetOutOfRange { start, .. }) => {
+                    view.next = start;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ProcessorError::log(
+                        format!("reading {PROCESSORS_TOPIC}"),
+                        e,
+                    ))
+                }
+            };
+            if batch.is_empty() {
+                return Ok(view);
+            }
+            for record in batch {
+                view.next = record.offset + 1;
+                let Some(name) = record
+                    .key
+                    .as_ref()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                else {
+                    continue;
+                };
+                if record.value.is_empty() {
+                    view.registrations.remove(name);
+                    continue;
+                }
+                match serde_json::from_slice::<WebhookRegistration>(&record.value) {
+                    Ok(r) => {
+                        view.registrations.insert(name.to_string(), r);
+                    }
+                    Err(e) => {
+                        tracing::warn!(offset = record.offset, error = %e, "undecodable registration skipped")
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn validates_with_pointers() {
+        let err = WebhookRegistration::from_value(json!({
+            "actions": ["pay", "bad name", "pay", 3], "url": "ftp://x", "extra": 1
+        }))
+        .unwrap_err();
+        let pointers: Vec<_> = err.0.iter().map(|v| v.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            ["/actions/1", "/actions/2", "/actions/3", "/url", "/extra"]
+        );
+        let ok = WebhookRegistration::from_value(
+            json!({"actions": ["pay"], "url": "http://127.0.0.1:9/x"}),
+        )
+        .unwrap();
+        assert!(ok.handles("pay"));
+        assert!(validate_name("billing_v2").is_ok());
+        assert!(validate_name("a/b").is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! Keeps one runner per registered webhook processor: starts runners for new
+//! registrations, restarts them when a registration changes, stops them on
+//! deletion, and restarts a runner whose log access failed.
+//!
+//! Key decision: a changed registration restarts its runner (drain, then
+//! start with the new actions and URL); the consumer group and its offsets
+//! stay, so no command is handled twice or skipped. A change takes effect
+//! once the old runner has drained: commands already in its hands go to the
+//! old URL.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::task_guard::AbortOnDrop;
+use cmdr_log::Log;
+use tokio::sync::watch;
+
+use super::registry::{WebhookRegistration, WebhookRegistry};
+use super::runner::{run_webhook, WebhookConfig};
+use crate::ProcessorError;
+
+/// Wait before restarting a runner that stopped on a log failure.
+pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+struct Running {
+    registration: WebhookRegistration,
+    stop: watch::Sender<bool>,
+    task: AbortOnDrop<Result<(), ProcessorError>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        match (&mut task.0).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "webhook runner stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "webhook runner task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// Runs every processor registered in `registry` until `shutdown`, following
+/// registrations as they change.
+///
+/// # Errors
+/// [`ProcessorError::Log`] when the registry cannot be read.
+pub async fn supervise(
+    log: Arc<dyn Log>,
+    registry: WebhookRegistry,
+    config: WebhookConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ProcessorError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let result = loop {
+        let wanted = match registry.list().await {
+            Ok(w) => w,
+            Err(e) => break Err(e),
+        };
+        let names: Vec<String> = running.keys().cloned().collect();
+        for name in names {
+            let keep = running.get(&name).is_some_and(|r| {
+                wanted.get(&name) == Some(&r.registration) && !r.task.is_finished()
+            });
+            if !keep {
+                if let Some(r) = running.remove(&name) {
+                    r.stop().await;
+                }
+            }
+        }
+        for (name, registration) in wanted {
+            if running.contains_key(&name) {
+                continue;
+            }
+            let (stop, mut stop_rx) = watch::channel(false);
+            let (log, config, task_name, reg) = (
+                log.clone(),
+                config.clone(),
+                name.clone(),
+                registration.clone(),
+            );
+            let task = AbortOnDrop(tokio::spawn(async move {
+                run_webhook(log, &task_name, reg, &config, async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await
+            }));
+            tracing::info!(processor = %name, "webhook processor started");
+            running.insert(
+                name,
+                Running {
+                    registration,
+                    stop,
+                    task,
+                },
+            );
+        }
+        let any_failed = running.values().any(|r| r.task.is_finished());
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            changed = registry.changed() => if let Err(e) = changed { break Err(e) },
+            () = tokio::time::sleep(RESTART_DELAY), if any_failed => {}
+            () = first_finished(&running), if !running.is_empty() && !any_failed => {}
+        }
+    };
+    for (_, r) in running.drain() {
+        r.stop().await;
+    }
+    result
+}
+
+/// Resolves when any runner task has ended (checked at [`RESTART_DELAY`] intervals).
+async fn first_finished(running: &HashMap<String, Running>) {
+    loop {
+        if running.values().any(|r| r.task.is_finished()) {
+            return;
+        }
+        tokio::time::sleep(RESTART_DELAY).await;
+    }
+}

@@ -1,0 +1,93 @@
+//! Transient failures: retried with backoff, then settled as
+//! `processing-failed` with a dead letter; never an endless loop.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use cmdr_contract::EventDraft;
+use cmdr_processor::{records::PROCESSING_FAILED, DeadLetters, Decision, Processor};
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_handler_that_fails_twice_then_succeeds_is_accepted_on_attempt_three() {
+    let (log, _dir) = test_log().await;
+    let attempts = Arc::new(AtomicU32::new(0));
+    let seen = attempts.clone();
+    let processor = Processor::builder_shared(log.clone())
+        .group("flaky")
+        .command("flaky", move |_cmd, ctx| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if ctx.attempt < 3 {
+                    return Err(format!("try {} failed", ctx.attempt).into());
+                }
+                Ok(Decision::accept_one(
+                    "worked",
+                    json!({ "attempt": ctx.attempt }),
+                ))
+            }
+        })
+        .retry(fast_retry(5))
+        .build()
+        .unwrap();
+    let cmd = send(log.as_ref(), "flaky", json!({}), None).await;
+    let task = tokio::spawn(processor.run(std::future::pending()));
+    let outcome = outcome_of(log.as_ref(), cmd.id).await;
+    task.abort();
+    assert!(accepted(&outcome));
+    assert_eq!(outcome.data["attempt"], 3);
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_handler_that_always_fails_becomes_processing_failed_with_a_dead_letter() {
+    let (log, _dir) = test_log().await;
+    let processor = Processor::builder_shared(log.clone())
+        .group("broken")
+        .command("broken", |_cmd, _ctx| async {
+            Err("database unreachable".into())
+        })
+        .command("panics", |_cmd, _ctx| async { panic!("handler bug") })
+        .event("ping", |_e, _ctx| async {
+            Err::<Vec<EventDraft>, _>("event side down".into())
+        })
+        .retry(fast_retry(3))
+        .build()
+        .unwrap();
+    let cmd = send(log.as_ref(), "broken", json!({}), Some("b")).await;
+    let bug = send(log.as_ref(), "panics", json!({}), Some("p")).await;
+    let task = tokio::spawn(processor.run(std::future::pending()));
+
+    let failed = outcome_of(log.as_ref(), cmd.id).await;
+    let rejection = failed.rejection().unwrap();
+    assert_eq!(rejection.code, PROCESSING_FAILED);
+    assert_eq!(rejection.details["attempts"], 3);
+    assert_eq!(rejection.details["error"], "database unreachable");
+    let panicked = outcome_of(log.as_ref(), bug.id).await.rejection().unwrap();
+    assert_eq!(panicked.code, PROCESSING_FAILED);
+    assert!(panicked.details["error"]
+        .as_str()
+        .unwrap()
+        .contains("handler bug"));
+
+    let letters = DeadLetters::open(log.clone()).await.unwrap();
+    let page = letters.list(Some("broken"), 0, 100).await.unwrap();
+    let of_cmd = page
+        .items
+        .iter()
+        .find(|d| d.letter.input["id"] == json!(cmd.id))
+        .unwrap();
+    assert_eq!(of_cmd.letter.attempts, 3);
+    assert_eq!(of_cmd.letter.last_error, "database unreachable");
+    assert_eq!(of_cmd.letter.topic, "commands");
+    assert!(letters
+        .list(Some("somebody-else"), 0, 100)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    task.abort();
+}
