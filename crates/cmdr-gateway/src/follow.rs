@@ -206,3 +206,41 @@ pub async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_parse_and_format() {
+        assert_eq!(StartAt::parse("start").unwrap(), StartAt::Start);
+        assert_eq!(StartAt::parse("end").unwrap(), StartAt::End);
+        assert_eq!(
+            StartAt::parse("42.7").unwrap(),
+            StartAt::Position(vec![42, 7])
+        );
+        assert!(StartAt::parse("4x").is_err());
+        assert!(StartAt::parse("").is_err());
+        assert_eq!(format_position(&[42, 7]), "42.7");
+    }
+
+    #[test]
+    fn filters_match_on_fields_and_root_falls_back_to_parent() {
+        let root = Uuid::now_v7();
+        let rec = format!(
+            r#"{{"id":"{0}","parent":"{root}","action":"a","key":"k","data":{{}}}}"#,
+            Uuid::now_v7()
+        );
+        let f = |action: Option<&str>, key: Option<&str>, root: Option<Uuid>| Filter {
+            action: action.map(str::to_string),
+            key: key.map(str::to_string),
+            parent: None,
+            root,
+        };
+        assert!(f(None, None, None).matches(b"not json"));
+        assert!(f(Some("a"), Some("k"), Some(root)).matches(rec.as_bytes()));
+        assert!(!f(Some("b"), None, None).matches(rec.as_bytes()));
+        assert!(!f(None, Some("x"), None).matches(rec.as_bytes()));
+        assert!(!f(Some("a"), None, None).matches(b"not json"));
+    }
+}

@@ -45,3 +45,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Negotiated {
         Ok(Self::from_accept(parts.headers.get(header::ACCEPT)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_get_html_and_api_clients_json() {
+        let html =
+            |s: &'static str| Negotiated::from_accept(Some(&HeaderValue::from_static(s))).html;
+        assert!(html(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(!html("application/json"));
+        assert!(!html("application/json, text/html"));
+        assert!(!html("*/*"));
+        assert!(!Negotiated::from_accept(None).html);
+    }
+}

@@ -595,3 +595,81 @@ async fn next_text(
         }
     }
 }
+
+#[tokio::test]
+async fn event_updates_filter_and_resume_from_a_position() {
+    let h = harness(GatewayConfig::default()).await;
+    let parent = uuid::Uuid::now_v7();
+    let other = uuid::Uuid::now_v7();
+    for (i, p) in [(0, parent), (1, other), (2, parent), (3, parent)] {
+        let ev = EventDraft::new("seen", json!({"i": i})).into_event(p, p, "k", 1);
+        h.log
+            .append("events", vec![Record::new("k", ev.to_json())])
+            .await
+            .unwrap();
+    }
+    let read = |uri: String, last: Option<String>, want: usize| {
+        let h = &h;
+        async move {
+            let mut req = Request::get(uri);
+            if let Some(l) = last {
+                req = req.header("last-event-id", l);
+            }
+            let res = app(h.state.clone())
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(res.headers()["content-type"], "text/event-stream");
+            let mut body = res.into_body();
+            let mut text = String::new();
+            while text.matches("\n\n").count() < want {
+                let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+                    .await
+                    .expect("an SSE frame")
+                    .unwrap()
+                    .unwrap();
+                if let Ok(data) = frame.into_data() {
+                    text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            text.split("\n\n")
+                .filter(|b| b.contains("data:"))
+                .map(|b| {
+                    let id = b
+                        .lines()
+                        .find_map(|l| l.strip_prefix("id:"))
+                        .unwrap()
+                        .trim()
+                        .to_string();
+                    let data = b
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data:"))
+                        .unwrap()
+                        .trim();
+                    (
+                        id,
+                        serde_json::from_str::<Value>(data).unwrap()["data"]["i"]
+                            .as_i64()
+                            .unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let got = read(
+        format!("/events/updates?from=start&parent={parent}"),
+        None,
+        2,
+    )
+    .await;
+    assert_eq!(got.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [0, 2]);
+    assert_eq!(got[1].0, "3", "the position after the event at offset 2");
+    let rest = read(
+        format!("/events/updates?root={parent}"),
+        Some(got[1].0.clone()),
+        1,
+    )
+    .await;
+    assert_eq!(rest, [("4".to_string(), 3)]);
+}
