@@ -43,10 +43,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A form to send a command from a browser (posted as a form; the answer is
+/// rendered as HTML).
+const SEND_FORM: &str = "<h2>Send a command</h2><form method=post action=/commands>\
+<p><label>action <input name=action required placeholder=open-account></label></p>\
+<p><label>key <input name=key placeholder=optional></label></p>\
+<p><label>data (a JSON object)<br><textarea name=data rows=6 cols=60>{}</textarea></label></p>\
+<p><button>POST /commands</button></p></form>";
+
 async fn home(neg: Negotiated) -> Response {
-    neg.render(
-        "cmdr",
-        json!({
+    if neg.html {
+        let page = crate::html::page("cmdr", &home_document());
+        return axum::response::Html(page.replace("</body>", &format!("{SEND_FORM}</body>")))
+            .into_response();
+    }
+    neg.render("cmdr", home_document())
+}
+
+fn home_document() -> serde_json::Value {
+    json!({
             "name": "cmdr",
             "description": "CQRS manager: send commands, read their status, events and live updates.",
             "links": {
@@ -54,6 +69,5 @@ async fn home(neg: Negotiated) -> Response {
                 "command_updates": "/commands/updates", "event_updates": "/events/updates",
                 "openapi": "/openapi.json", "docs": "/docs", "health": "/healthz", "ready": "/readyz"
             }
-        }),
-    )
+    })
 }

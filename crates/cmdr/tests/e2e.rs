@@ -307,3 +307,55 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_config_file_sets_partitions_and_positions_span_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cmdr.toml");
+    std::fs::write(
+        &cfg,
+        "commands_partitions = 3\nevents_partitions = 2\nbody_limit = 65536\n",
+    )
+    .unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .await;
+    let c = client();
+    for i in 0..12 {
+        send(
+            c.post(s.at("/commands"))
+                .json(&json!({"action": "spread", "data": {"i": i}, "key": format!("key-{i}")})),
+        )
+        .await
+        .expect(202);
+    }
+    let mut sse = Sse::connect(&s.at("/commands/updates?from=start"), None).await;
+    let mut seen = Vec::new();
+    let mut last = String::new();
+    for _ in 0..6 {
+        let m = sse.next().await;
+        assert_eq!(
+            m.id.split('.').count(),
+            3,
+            "one offset per partition: {}",
+            m.id
+        );
+        seen.push(m.data["data"]["i"].as_i64().unwrap());
+        last = m.id;
+    }
+    drop(sse);
+    let mut sse = Sse::connect(&s.at("/commands/updates"), Some(&last)).await;
+    for _ in 0..6 {
+        seen.push(sse.next().await.data["data"]["i"].as_i64().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..12).collect::<Vec<_>>(),
+        "every command exactly once across a resume"
+    );
+    drop(sse);
+    s.stop();
+}
