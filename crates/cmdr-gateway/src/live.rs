@@ -130,7 +130,12 @@ async fn sse(
         "event"
     };
     let stream = ReceiverStream::new(rx).map(move |u| {
-        let data = String::from_utf8_lossy(&u.value).into_owned();
+        let mut data = String::from_utf8_lossy(&u.value).into_owned();
+        if data.contains('\r') {
+            // Outside JSON strings a CR is only whitespace (inside, it must be escaped);
+            // SSE would read it as a line break.
+            data = data.replace('\r', " ");
+        }
         Ok::<_, Infallible>(SseEvent::default().event(name).id(u.position).data(data))
     });
     Ok(Sse::new(stream)
