@@ -139,7 +139,14 @@ pub async fn get(args: GetArgs) -> Result<ExitCode> {
     print_response(res).await
 }
 
+/// Reconnections `cmdr tail` attempts in a row when the stream drops.
+pub const TAIL_RETRIES: u32 = 10;
+/// Pause before a reconnection (a retry backoff, doubled each time).
+const TAIL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// `cmdr tail`: prints each record's JSON on a line (positions on stderr).
+/// When the stream drops it reconnects from the last position it printed
+/// (`Last-Event-ID`), so no record is missed or repeated.
 pub async fn tail(args: TailArgs) -> Result<ExitCode> {
     let base = args.url.trim_end_matches('/');
     let mut query = vec![("from", args.from.clone())];
@@ -154,33 +161,56 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
         args.topic,
         serde_urlencoded::to_string(&query)?
     );
-    let res = client()?
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    if !res.status().is_success() {
-        return print_response(res).await;
-    }
-    let mut stream = res.bytes_stream();
-    let mut buf = Vec::new();
+    let client = client()?;
+    let mut last: Option<String> = None;
     let mut seen = 0u64;
-    while let Some(chunk) = stream.next().await {
-        buf.extend_from_slice(&chunk.context("reading the event stream")?);
-        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\r', '\n']);
-            if let Some(data) = line.strip_prefix("data:") {
-                println!("{}", data.trim_start());
-                seen += 1;
-                if args.limit.is_some_and(|l| seen >= l) {
-                    return Ok(ExitCode::SUCCESS);
+    let mut failures = 0u32;
+    loop {
+        let mut req = client.get(&url);
+        if let Some(id) = &last {
+            req = req.header("last-event-id", id.as_str());
+        }
+        let res = match req.send().await {
+            Ok(r) => r,
+            Err(e) if last.is_some() && failures < TAIL_RETRIES => {
+                eprintln!("reconnecting after: {e}");
+                failures += 1;
+                tokio::time::sleep(TAIL_BACKOFF * 2u32.pow(failures.min(5))).await;
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("GET {url}")),
+        };
+        if !res.status().is_success() {
+            return print_response(res).await;
+        }
+        let mut stream = res.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { break };
+            failures = 0;
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\r', '\n']);
+                if let Some(data) = line.strip_prefix("data:") {
+                    println!("{}", data.trim_start());
+                    seen += 1;
+                    if args.limit.is_some_and(|l| seen >= l) {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                } else if let Some(id) = line.strip_prefix("id:") {
+                    let id = id.trim_start().to_string();
+                    eprintln!("position {id}");
+                    last = Some(id);
                 }
-            } else if let Some(id) = line.strip_prefix("id:") {
-                eprintln!("position {}", id.trim_start());
             }
         }
+        if failures >= TAIL_RETRIES {
+            anyhow::bail!("the event stream dropped {TAIL_RETRIES} times in a row");
+        }
+        failures += 1;
+        eprintln!("stream ended; reconnecting");
+        tokio::time::sleep(TAIL_BACKOFF).await;
     }
-    Ok(ExitCode::SUCCESS)
 }
