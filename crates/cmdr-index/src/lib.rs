@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use tokio::sync::watch;
 
 pub use error::{IndexError, Result};
@@ -153,6 +153,45 @@ impl Index {
                 source,
             }),
         }
+    }
+
+    /// Empties the index (every table, every position) in one transaction,
+    /// keeping the file and its lock, so the next indexer run rebuilds it
+    /// from the log. Use it while no indexer runs.
+    ///
+    /// # Errors
+    /// [`IndexError::Db`].
+    pub fn clear(&self) -> Result<()> {
+        let path = &self.inner.path;
+        let txn = self.inner.db.begin_write().db(path)?;
+        for table in [
+            tables::COMMANDS.name(),
+            tables::COMMANDS_BY_ACTION.name(),
+            tables::COMMANDS_BY_KEY.name(),
+            tables::COMMANDS_BY_STATUS.name(),
+            tables::OUTCOMES.name(),
+            tables::EVENTS.name(),
+            tables::EVENTS_BY_ACTION.name(),
+            tables::EVENTS_BY_KEY.name(),
+            tables::EVENTS_BY_PARENT.name(),
+            tables::EVENTS_BY_ROOT.name(),
+            tables::STREAMS.name(),
+            tables::IDEMPOTENCY.name(),
+            tables::POSITIONS.name(),
+        ] {
+            let handle = txn.list_tables().db(path)?.find(|h| h.name() == table);
+            if let Some(handle) = handle {
+                txn.delete_table(handle).db(path)?;
+            }
+        }
+        txn.commit().db(path)?;
+        Self::init(&self.inner.db, path)?;
+        self.inner
+            .positions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
     }
 
     fn format_of(db: &Database, path: &Path) -> Result<Option<u64>> {

@@ -184,7 +184,17 @@ async fn listings_paginate_filter_and_survive_restart_and_rebuild() {
     handle.shutdown().await.unwrap();
     drop(index);
 
-    // Rebuild from the log.
+    // Empty in place and rebuild from the log.
+    let index = Index::open(&path).unwrap();
+    index.clear().unwrap();
+    assert_eq!(index.counts().unwrap(), (0, 0));
+    assert_eq!(index.position("commands", 0), 0);
+    index.catch_up(log.clone()).await.unwrap();
+    assert_eq!(index.counts().unwrap(), (26, 25));
+    assert!(index.idempotency("idem-3").unwrap().is_some());
+    drop(index);
+
+    // Rebuild from the log after deleting the file.
     Index::wipe(&path).unwrap();
     let index = Index::open(&path).unwrap();
     index.catch_up(log.clone()).await.unwrap();

@@ -1,10 +1,10 @@
-//! `cmdr reindex`: delete the index and rebuild it from the log. Run it with
-//! the server stopped.
+//! `cmdr reindex`: empty the index and rebuild it from the log. Run it with
+//! the server stopped: the index file is locked first, so a running server
+//! is detected before the log is touched.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cmdr_index::Index;
 
 use crate::config::{Settings, StorageArgs};
 use crate::storage;
@@ -12,10 +12,9 @@ use crate::storage;
 /// Rebuilds the index.
 pub async fn run(args: StorageArgs) -> Result<ExitCode> {
     let settings = Settings::for_storage(&args)?;
+    let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
-    let path = storage::index_path(&settings);
-    Index::wipe(&path).with_context(|| format!("removing {}", path.display()))?;
-    let index = Index::open(&path).with_context(|| format!("creating {}", path.display()))?;
+    index.clear().context("emptying the index")?;
     index
         .catch_up(log.clone())
         .await
@@ -24,7 +23,7 @@ pub async fn run(args: StorageArgs) -> Result<ExitCode> {
     log.sync().await?;
     println!(
         "reindexed {commands} commands and {events} events into {}",
-        path.display()
+        index.path().display()
     );
     Ok(ExitCode::SUCCESS)
 }

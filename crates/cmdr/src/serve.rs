@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use cmdr_gateway::AppState;
-use cmdr_index::Index;
 
 use crate::config::{ServeArgs, Settings};
 use crate::storage;
@@ -19,10 +18,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let settings = Settings::resolve(&args)?;
+    let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
-    let index_path = storage::index_path(&settings);
-    let index = Index::open(&index_path)
-        .with_context(|| format!("opening the index {}", index_path.display()))?;
     let indexer = index
         .spawn_indexer(log.clone())
         .await

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cmdr_contract::{COMMANDS_TOPIC, EVENTS_TOPIC};
+use cmdr_index::Index;
 use cmdr_log::embedded::{EmbeddedLog, LogConfig};
 use cmdr_log::Log;
 
@@ -19,6 +20,20 @@ pub fn log_dir(settings: &Settings) -> PathBuf {
 /// The index file inside the data directory.
 pub fn index_path(settings: &Settings) -> PathBuf {
     settings.data_dir.join("index.redb")
+}
+
+/// Opens (and locks) the index. Done before opening the log, so that a
+/// second process on the same data directory stops here, before the log's
+/// recovery could touch files a running server is writing.
+pub fn open_index(settings: &Settings) -> Result<Index> {
+    let path = index_path(settings);
+    Index::open(&path).with_context(|| {
+        format!(
+            "opening the index {} (is another cmdr using {}?)",
+            path.display(),
+            settings.data_dir.display()
+        )
+    })
 }
 
 /// Opens the embedded log and creates cmdr's topics if they are missing.

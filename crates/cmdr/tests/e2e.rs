@@ -270,6 +270,15 @@ async fn restart_and_reindex_keep_the_data() {
     )
     .await
     .expect_problem(422, "schema-violation");
+    // A second process on the same data directory is refused before it touches the log.
+    let (status, out, err) = run_cli(&["reindex", "--data-dir", data.to_str().unwrap()]);
+    assert!(
+        !status.success() && err.contains("is another cmdr using"),
+        "reindex while serving: {status}\n{out}\n{err}"
+    );
+    send(c.get(s.at(&format!("/commands/{}", ids[0]))))
+        .await
+        .expect(200);
     s.stop();
 
     let (status, out, err) = run_cli(&["reindex", "--data-dir", data.to_str().unwrap()]);
