@@ -388,3 +388,61 @@ fn acknowledged_records_survive_sigkill() {
     }
     eprintln!("{TRIALS} trials, {cut_trials} with truncations; reasons: {reasons:?}");
 }
+
+/// A crash right after a partition rolled to a new segment (the roll happens
+/// at the start of a round, before that round writes anything) leaves the
+/// partition's last complete round in a sealed segment. That round reached
+/// every partition and was acknowledged: recovery must keep it everywhere.
+#[tokio::test]
+async fn crash_right_after_a_roll_keeps_the_last_complete_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = [0, 1]
+        .iter()
+        .map(|&p| {
+            (0..)
+                .map(|i| format!("key-{i}"))
+                .find(|k| cmdr_log::partition_for_key(k.as_bytes(), 2) == p)
+                .unwrap()
+        })
+        .collect();
+    let log = EmbeddedLog::open(config(dir.path())).await.unwrap();
+    log.create_topic(TOPIC, 2).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..50u32 {
+        let batch = vec![
+            Record::new(keys[0].clone(), format!("a{i}")),
+            Record::new(keys[1].clone(), format!("b{i}")),
+        ];
+        acked.extend(log.append(TOPIC, batch).await.unwrap());
+    }
+    let ends: Vec<u64> = log
+        .topic(TOPIC)
+        .await
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.end_offset)
+        .collect();
+    drop(log);
+    // What a kill between the roll and the write leaves: an empty new segment.
+    let p0 = dir.path().join("topics").join(TOPIC).join("0");
+    let stem = format!("{:020}", ends[0]);
+    for ext in ["log", "index", "timeindex"] {
+        std::fs::write(p0.join(format!("{stem}.{ext}")), b"").unwrap();
+    }
+
+    let log = EmbeddedLog::open(config(dir.path())).await.unwrap();
+    assert!(
+        log.truncations().is_empty(),
+        "nothing incomplete to cut: {:?}",
+        log.truncations()
+    );
+    for (p, end) in ends.iter().enumerate() {
+        let info = log.topic(TOPIC).await.unwrap();
+        assert_eq!(info.partitions[p].end_offset, *end, "partition {p}");
+    }
+    for a in &acked {
+        let r = log.read(TOPIC, a.partition, a.offset, 1).await.unwrap();
+        assert_eq!(r.len(), 1, "acknowledged record {a:?} is missing");
+    }
+}
