@@ -48,6 +48,9 @@ pub struct Options {
     pub read_records: usize,
     /// Partitions of the topic appended to. Default 1.
     pub partitions: u32,
+    /// Length of the raw sync probe run right before each append case (the
+    /// disk's sync rate drifts with its other users). Default 0.5 s.
+    pub probe: Duration,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             batch_writers: vec![1, 4],
             read_records: 2_000_000,
             partitions: 1,
+            probe: Duration::from_millis(500),
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct AppendFigures {
     pub p999_us: u64,
     /// Largest call latency, µs.
     pub max_us: u64,
+    /// Raw 100 B writes with a sync each, per second, measured right before this case.
+    pub raw_sync_per_sec: f64,
 }
 
 /// Everything one run measured.
@@ -96,6 +102,8 @@ pub struct Report {
     pub raw_sync_100b: f64,
     /// Raw writes of 4 KiB, each followed by `fdatasync`, per second.
     pub raw_sync_4k: f64,
+    /// Raw writes of 100 B with a sync each, per second, at the end of the run.
+    pub raw_sync_100b_end: f64,
     /// Single-record append cases.
     pub appends: Vec<AppendFigures>,
     /// Batched append cases.
@@ -123,39 +131,40 @@ pub async fn run(opts: &Options) -> Result<Report> {
             .map_err(|e| LogError::io(format!("creating a folder in {}", base.display()), e))
     };
     let raw_dir = tmp("raw")?;
-    let d = opts.duration;
-    let (raw_sync_100b, raw_sync_4k) = {
-        let p = raw_dir.path().to_path_buf();
-        tokio::task::spawn_blocking(move || -> Result<(f64, f64)> {
-            Ok((raw_sync_rate(&p, 100, d)?, raw_sync_rate(&p, 4096, d)?))
-        })
-        .await
-        .map_err(|e| LogError::Closed(format!("raw sync task: {e}")))??
-    };
+    let raw_sync_100b = raw(raw_dir.path(), 100, opts.duration).await?;
+    let raw_sync_4k = raw(raw_dir.path(), 4096, opts.duration).await?;
 
     let mut appends = Vec::new();
     for &size in &opts.value_sizes {
         for &writers in &opts.writers {
             let dir = tmp("append")?;
             let log = open(dir.path(), opts.partitions).await?;
-            appends.push(measure_appends(&log, size, writers, 1, opts).await?);
+            let probe = raw(raw_dir.path(), 100, opts.probe).await?;
+            let mut figures = measure_appends(&log, size, writers, 1, opts).await?;
+            figures.raw_sync_per_sec = probe;
+            appends.push(figures);
         }
     }
     let mut batched = Vec::new();
     for &writers in &opts.batch_writers {
         let dir = tmp("batch")?;
         let log = open(dir.path(), opts.partitions).await?;
-        batched.push(measure_appends(&log, 100, writers, opts.batch_records, opts).await?);
+        let probe = raw(raw_dir.path(), 100, opts.probe).await?;
+        let mut figures = measure_appends(&log, 100, writers, opts.batch_records, opts).await?;
+        figures.raw_sync_per_sec = probe;
+        batched.push(figures);
     }
 
     let dir = tmp("read")?;
     let log = open(dir.path(), 1).await?;
     fill(&log, opts.read_records, 100).await?;
     let (read_records_per_sec, read_mb_per_sec) = measure_reads(&log, opts.read_records).await?;
+    let raw_sync_100b_end = raw(raw_dir.path(), 100, opts.duration).await?;
 
     Ok(Report {
         raw_sync_100b,
         raw_sync_4k,
+        raw_sync_100b_end,
         appends,
         batched,
         read_records: opts.read_records,
@@ -171,6 +180,14 @@ async fn open(dir: &Path, partitions: u32) -> Result<EmbeddedLog> {
     let log = EmbeddedLog::open(LogConfig::new(dir).sync(SyncMode::Always)).await?;
     log.create_topic(TOPIC, partitions).await?;
     Ok(log)
+}
+
+/// [`raw_sync_rate`] off the async threads.
+async fn raw(dir: &Path, size: usize, duration: Duration) -> Result<f64> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || raw_sync_rate(&dir, size, duration))
+        .await
+        .map_err(|e| LogError::Closed(format!("raw sync task: {e}")))?
 }
 
 /// Writes of `size` bytes appended to a fresh file, each followed by `fdatasync`, per second.
@@ -254,6 +271,7 @@ async fn measure_appends(
         p99_us: hist.value_at_quantile(0.99),
         p999_us: hist.value_at_quantile(0.999),
         max_us: hist.max(),
+        raw_sync_per_sec: 0.0,
     })
 }
 
@@ -302,8 +320,8 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "machine: raw append + fdatasync per write: {:.0}/s (100 B), {:.0}/s (4 KiB)",
-            self.raw_sync_100b, self.raw_sync_4k
+            "machine: raw append + fdatasync per write: {:.0}/s (100 B), {:.0}/s (4 KiB); {:.0}/s (100 B) at the end",
+            self.raw_sync_100b, self.raw_sync_4k, self.raw_sync_100b_end
         )?;
         writeln!(
             f,
@@ -312,7 +330,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:>7} {:>8} {:>6} {:>12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "{:>7} {:>8} {:>6} {:>12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
             "value",
             "writers",
             "batch",
@@ -322,12 +340,13 @@ impl fmt::Display for Report {
             "p99 µs",
             "p99.9 µs",
             "max µs",
-            "x raw sync"
+            "raw sync/s",
+            "x raw"
         )?;
         for a in self.appends.iter().chain(&self.batched) {
             writeln!(
                 f,
-                "{:>7} {:>8} {:>6} {:>12.0} {:>8.1} {:>9} {:>9} {:>9} {:>9} {:>10.1}",
+                "{:>7} {:>8} {:>6} {:>12.0} {:>8.1} {:>9} {:>9} {:>9} {:>9} {:>10.0} {:>10.1}",
                 a.value_size,
                 a.writers,
                 a.batch,
@@ -337,7 +356,8 @@ impl fmt::Display for Report {
                 a.p99_us,
                 a.p999_us,
                 a.max_us,
-                a.records_per_sec / self.raw_sync_100b.max(1.0)
+                a.raw_sync_per_sec,
+                a.records_per_sec / a.raw_sync_per_sec.max(1.0)
             )?;
         }
         writeln!(
