@@ -354,8 +354,12 @@ async fn verify(dir: &Path, acks: &[Ack], trial: usize) -> (Vec<Truncation>, u64
     (truncations, total)
 }
 
-/// The last segment of every partition: (path, bytes, [(position, offset, round)]).
-fn last_segments(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>, Vec<(usize, u64, u64)>)> {
+/// A partition's last segment: its path, its bytes and its records as
+/// (position, offset, round).
+type LastSegment = (std::path::PathBuf, Vec<u8>, Vec<(usize, u64, u64)>);
+
+/// The last segment of every partition.
+fn last_segments(dir: &Path) -> Vec<LastSegment> {
     (0..PARTITIONS)
         .map(|p| {
             let pdir = dir.join("topics").join(TOPIC).join(p.to_string());
