@@ -416,15 +416,27 @@ fn sync_all(segments: &[&Segment]) -> Result<()> {
         return first.sync();
     }
     std::thread::scope(|scope| {
-        let others: Vec<_> = rest.iter().map(|seg| scope.spawn(|| seg.sync())).collect();
+        // A segment whose helper thread could not start is synced here instead.
+        let others: Vec<_> = rest
+            .iter()
+            .map(|seg| {
+                let helper = std::thread::Builder::new()
+                    .name("cmdr-log-sync".into())
+                    .spawn_scoped(scope, || seg.sync());
+                (seg, helper.ok())
+            })
+            .collect();
         let mut result = first.sync();
-        for (seg, handle) in rest.iter().zip(others) {
-            let r = handle.join().unwrap_or_else(|_| {
-                Err(LogError::Closed(format!(
-                    "the thread syncing {} panicked",
-                    seg.path.display()
-                )))
-            });
+        for (seg, helper) in others {
+            let r = match helper {
+                Some(h) => h.join().unwrap_or_else(|_| {
+                    Err(LogError::Closed(format!(
+                        "the thread syncing {} panicked",
+                        seg.path.display()
+                    )))
+                }),
+                None => seg.sync(),
+            };
             if result.is_ok() {
                 result = r;
             }
