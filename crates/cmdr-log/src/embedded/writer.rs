@@ -382,7 +382,8 @@ impl TopicWriter {
     /// Rolls partition `p` to a new segment when the active one is full.
     fn maybe_roll(&mut self, p: usize) -> Result<()> {
         let pw = &self.parts[p];
-        if pw.size < self.config.segment_bytes || pw.size == 0 {
+        let roll_at = self.config.segment_bytes.min(super::MAX_SEGMENT_BYTES);
+        if pw.size < roll_at || pw.size == 0 {
             return Ok(());
         }
         // Commits carried in headers are recovered from the active segment
