@@ -68,6 +68,9 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process (or another `EmbeddedLog` in this one) has the data directory open.
+    #[error("the log in {0} is in use by another process")]
+    Locked(PathBuf),
     /// The log was closed, or its writer failed earlier and refuses further appends.
     #[error("log is closed: {0}")]
     Closed(String),

@@ -203,10 +203,14 @@ async fn atomic_commit_survives_reopen_without_a_group_file_write() {
         .await
         .unwrap();
     assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(7));
-    // Simulate a crash: the group file was never written.
-    std::mem::forget(log);
-    let _ = std::fs::remove_file(dir.path().join("groups/proc.json"));
-    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    // Simulate a crash: take the files as they are on disk now, without the
+    // group file (which is written lazily), and open that copy.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), crashed.path(), &|p| {
+        !p.ends_with("groups/proc.json") && !p.ends_with("LOCK")
+    });
+    drop(log);
+    let log = EmbeddedLog::open(config(&crashed)).await.unwrap();
     assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(7));
 }
 
@@ -237,4 +241,33 @@ async fn start_positions() {
         .await
         .unwrap();
     assert_eq!(latest.poll(100).await.unwrap()[0].offset, 10);
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    assert!(matches!(
+        EmbeddedLog::open(config(&dir)).await,
+        Err(LogError::Locked(_))
+    ));
+    drop(log);
+}
+
+/// Copies `from` into `to`, keeping files for which `keep` is true.
+fn copy_tree(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    keep: &dyn Fn(&std::path::Path) -> bool,
+) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let dst = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            std::fs::create_dir_all(&dst).unwrap();
+            copy_tree(&path, &dst, keep);
+        } else if keep(&path) {
+            std::fs::copy(&path, &dst).unwrap();
+        }
+    }
 }

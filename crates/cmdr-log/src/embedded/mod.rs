@@ -57,6 +57,9 @@ struct Inner {
     offsets: Arc<OffsetStore>,
     coordinator: consumer::Coordinator,
     truncations: Vec<Truncation>,
+    /// Holds an exclusive `flock` on `<dir>/LOCK` while the log is open, so
+    /// two processes never write one log.
+    _lock: std::fs::File,
 }
 
 /// An open topic: its partitions and its writer's queue.
@@ -99,6 +102,29 @@ pub(crate) fn validate_name(name: &str) -> std::result::Result<(), ()> {
     }
 }
 
+/// Takes an exclusive, non-blocking `flock` on `<dir>/LOCK` (released when
+/// the returned file is closed, also when the process dies).
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(LogError::Locked(dir.to_path_buf()));
+        }
+        return Err(LogError::io(format!("locking {}", path.display()), err));
+    }
+    Ok(file)
+}
+
 impl EmbeddedLog {
     /// Opens the log in `config.dir` (creating it), recovering every topic:
     /// torn or corrupt tails are cut and reported by [`EmbeddedLog::truncations`].
@@ -116,6 +142,7 @@ impl EmbeddedLog {
         let topics_dir = config.dir.join("topics");
         std::fs::create_dir_all(&topics_dir)
             .map_err(|e| LogError::io(format!("creating {}", topics_dir.display()), e))?;
+        let lock = lock_dir(&config.dir)?;
         let offsets = Arc::new(OffsetStore::open(config.dir.join("groups"))?);
         let mut topics = HashMap::new();
         let mut truncations = Vec::new();
@@ -151,6 +178,7 @@ impl EmbeddedLog {
                 offsets,
                 coordinator: consumer::Coordinator::default(),
                 truncations,
+                _lock: lock,
             }),
         })
     }
