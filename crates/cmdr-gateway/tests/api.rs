@@ -2,8 +2,6 @@
 //! schemas, idempotency, sync outcomes (a test processor appends them),
 //! listings and streams.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +10,10 @@ use axum::http::{Request, StatusCode};
 use cmdr_contract::{Command, EventDraft, Outcome, Rejection};
 use cmdr_gateway::{app, AppState, GatewayConfig};
 use cmdr_index::Index;
+use cmdr_log::memory::MemoryLog as MemLog;
 use cmdr_log::{Log, Record};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use support::MemLog;
 use tower::ServiceExt;
 
 struct Harness {

@@ -1,8 +1,6 @@
 //! The indexer against an in-memory log: status derivation, listings and
 //! filters, streams, idempotency records, restart and rebuild.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +8,9 @@ use cmdr_contract::{
     header, Command, CommandRequest, CommandStatus, EventDraft, Meta, Outcome, Rejection,
 };
 use cmdr_index::{Index, Order, Query};
+use cmdr_log::memory::MemoryLog as MemLog;
 use cmdr_log::{Log, Record};
 use serde_json::json;
-use support::MemLog;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -25,6 +25,7 @@
 
 pub mod embedded;
 mod error;
+pub mod memory;
 mod record;
 
 use async_trait::async_trait;

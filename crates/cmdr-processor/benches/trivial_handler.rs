@@ -7,8 +7,6 @@
 //! embedded log (durable, `fdatasync` per write round) and an in-memory log
 //! (the engine's own ceiling).
 
-mod memory_log;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,7 +90,7 @@ fn bench(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 total += rt.block_on(async {
-                    let log: Arc<dyn Log> = Arc::new(memory_log::MemoryLog::default());
+                    let log: Arc<dyn Log> = Arc::new(cmdr_log::memory::MemoryLog::new());
                     preload(log.as_ref()).await;
                     run_once(log).await
                 });

@@ -1,15 +1,27 @@
-//! A minimal in-memory [`Log`] for tests that need no durability: every
-//! operation under one mutex, so `append_with_commit` is trivially atomic.
-//! Used until (and beside) the embedded log; one group member gets all partitions.
+//! An in-memory [`Log`]: no files, no durability, every operation under one
+//! mutex (so `append_with_commit` is trivially atomic). For tests and
+//! benchmarks of code written against [`Log`] — processors, the index, the
+//! gateway — where the embedded log's disk is not the subject. A consumer
+//! group member gets all partitions.
+//!
+//! ```
+//! # async fn demo() -> cmdr_log::Result<()> {
+//! use cmdr_log::{memory::MemoryLog, Log, Record};
+//! let log = MemoryLog::new();
+//! log.create_topic("t", 1).await?;
+//! log.append("t", vec![Record::new("k", "v")]).await?;
+//! assert_eq!(log.read("t", 0, 0, 10).await?.len(), 1);
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use cmdr_log::{
+use crate::{
     partition_for_key, Appended, GroupConsumer, Log, LogError, OffsetCommit, PartitionInfo, Record,
     StartPosition, StoredRecord, TopicInfo,
 };
+use async_trait::async_trait;
 use tokio::sync::watch;
 
 #[derive(Default)]
@@ -37,8 +49,13 @@ impl Default for MemoryLog {
 }
 
 impl MemoryLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap()
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn info(name: &str, parts: &[Vec<StoredRecord>]) -> TopicInfo {
@@ -61,7 +78,7 @@ impl MemoryLog {
         topic: &str,
         records: Vec<Record>,
         commit: Option<OffsetCommit>,
-    ) -> cmdr_log::Result<Vec<Appended>> {
+    ) -> crate::Result<Vec<Appended>> {
         let mut state = self.lock();
         let state = &mut *state;
         let parts = state
@@ -80,7 +97,7 @@ impl MemoryLog {
             };
             let p = &mut parts[partition as usize];
             let offset = p.len() as u64;
-            let timestamp = r.timestamp.unwrap_or_else(cmdr_contract::now_ms);
+            let timestamp = r.timestamp.unwrap_or_else(crate::embedded::now_ms);
             p.push(StoredRecord {
                 partition,
                 offset,
@@ -110,7 +127,7 @@ impl MemoryLog {
         partition: u32,
         from: u64,
         max: usize,
-    ) -> cmdr_log::Result<Vec<StoredRecord>> {
+    ) -> crate::Result<Vec<StoredRecord>> {
         let state = self.lock();
         let parts = state
             .topics
@@ -128,7 +145,7 @@ impl MemoryLog {
 
 #[async_trait]
 impl Log for MemoryLog {
-    async fn create_topic(&self, topic: &str, partitions: u32) -> cmdr_log::Result<TopicInfo> {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> crate::Result<TopicInfo> {
         let mut state = self.lock();
         let parts = state
             .topics
@@ -137,12 +154,12 @@ impl Log for MemoryLog {
         Ok(Self::info(topic, parts))
     }
 
-    async fn topics(&self) -> cmdr_log::Result<Vec<TopicInfo>> {
+    async fn topics(&self) -> crate::Result<Vec<TopicInfo>> {
         let state = self.lock();
         Ok(state.topics.iter().map(|(n, p)| Self::info(n, p)).collect())
     }
 
-    async fn topic(&self, topic: &str) -> cmdr_log::Result<TopicInfo> {
+    async fn topic(&self, topic: &str) -> crate::Result<TopicInfo> {
         let state = self.lock();
         let parts = state
             .topics
@@ -151,7 +168,7 @@ impl Log for MemoryLog {
         Ok(Self::info(topic, parts))
     }
 
-    async fn append(&self, topic: &str, records: Vec<Record>) -> cmdr_log::Result<Vec<Appended>> {
+    async fn append(&self, topic: &str, records: Vec<Record>) -> crate::Result<Vec<Appended>> {
         self.do_append(topic, records, None)
     }
 
@@ -160,7 +177,7 @@ impl Log for MemoryLog {
         topic: &str,
         records: Vec<Record>,
         commit: OffsetCommit,
-    ) -> cmdr_log::Result<Vec<Appended>> {
+    ) -> crate::Result<Vec<Appended>> {
         self.do_append(topic, records, Some(commit))
     }
 
@@ -170,7 +187,7 @@ impl Log for MemoryLog {
         partition: u32,
         from: u64,
         max: usize,
-    ) -> cmdr_log::Result<Vec<StoredRecord>> {
+    ) -> crate::Result<Vec<StoredRecord>> {
         self.read_now(topic, partition, from, max)
     }
 
@@ -179,7 +196,7 @@ impl Log for MemoryLog {
         topic: &str,
         partition: u32,
         ts: i64,
-    ) -> cmdr_log::Result<u64> {
+    ) -> crate::Result<u64> {
         let all = self.read_now(topic, partition, 0, usize::MAX)?;
         Ok(all
             .iter()
@@ -188,7 +205,7 @@ impl Log for MemoryLog {
             .unwrap_or(all.len() as u64))
     }
 
-    async fn wait_for(&self, topic: &str, partition: u32, offset: u64) -> cmdr_log::Result<()> {
+    async fn wait_for(&self, topic: &str, partition: u32, offset: u64) -> crate::Result<()> {
         let mut rx = self.version.subscribe();
         loop {
             rx.borrow_and_update();
@@ -201,7 +218,7 @@ impl Log for MemoryLog {
         }
     }
 
-    async fn commit(&self, c: OffsetCommit) -> cmdr_log::Result<()> {
+    async fn commit(&self, c: OffsetCommit) -> crate::Result<()> {
         self.lock()
             .groups
             .insert((c.group, c.topic, c.partition), c.next_offset);
@@ -213,7 +230,7 @@ impl Log for MemoryLog {
         group: &str,
         topic: &str,
         partition: u32,
-    ) -> cmdr_log::Result<Option<u64>> {
+    ) -> crate::Result<Option<u64>> {
         Ok(self
             .lock()
             .groups
@@ -226,7 +243,7 @@ impl Log for MemoryLog {
         group: &str,
         topic: &str,
         start: StartPosition,
-    ) -> cmdr_log::Result<Box<dyn GroupConsumer>> {
+    ) -> crate::Result<Box<dyn GroupConsumer>> {
         let info = self.topic(topic).await?;
         let mut positions = HashMap::new();
         for p in &info.partitions {
@@ -249,7 +266,7 @@ impl Log for MemoryLog {
         }))
     }
 
-    async fn sync(&self) -> cmdr_log::Result<()> {
+    async fn sync(&self) -> crate::Result<()> {
         Ok(())
     }
 }
@@ -263,7 +280,7 @@ struct MemoryConsumer {
 
 #[async_trait]
 impl GroupConsumer for MemoryConsumer {
-    async fn poll(&mut self, max: usize) -> cmdr_log::Result<Vec<StoredRecord>> {
+    async fn poll(&mut self, max: usize) -> crate::Result<Vec<StoredRecord>> {
         let mut rx = self.log.version.subscribe();
         loop {
             rx.borrow_and_update();
@@ -294,7 +311,7 @@ impl GroupConsumer for MemoryConsumer {
         self.positions.keys().copied().collect()
     }
 
-    async fn commit(&mut self, partition: u32, next_offset: u64) -> cmdr_log::Result<()> {
+    async fn commit(&mut self, partition: u32, next_offset: u64) -> crate::Result<()> {
         self.log
             .commit(OffsetCommit {
                 group: self.group.clone(),
