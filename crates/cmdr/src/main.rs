@@ -7,6 +7,7 @@
 
 mod client;
 mod config;
+mod example;
 mod reindex;
 mod serve;
 mod storage;
