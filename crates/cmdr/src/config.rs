@@ -258,3 +258,80 @@ fn webhook_config(args: &ServeArgs, file: &FileConfig) -> Result<WebhookConfig> 
     config.retry = RetryPolicy::new(attempts, backoff).max_backoff(max_backoff);
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path, config: Option<PathBuf>) -> ServeArgs {
+        ServeArgs {
+            storage: StorageArgs {
+                data_dir: Some(dir.join("data")),
+                config,
+            },
+            listen: None,
+            body_limit: None,
+            sync_wait_ms: None,
+            max_wait_ms: None,
+            webhook_timeout_ms: None,
+            webhook_max_attempts: None,
+            webhook_backoff_ms: None,
+            webhook_max_backoff_ms: None,
+            example: None,
+        }
+    }
+
+    #[test]
+    fn webhook_settings_and_example_follow_defaults_then_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = Settings::resolve(&args(dir.path(), None)).unwrap();
+        assert_eq!(defaults.webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(defaults.webhooks.retry, RetryPolicy::default());
+        assert_eq!(defaults.example, None);
+
+        let file = dir.path().join("cmdr.toml");
+        std::fs::write(
+            &file,
+            "webhook_timeout_ms = 2500\nwebhook_max_attempts = 7\nwebhook_backoff_ms = 20\nexample = \"accounts\"\n",
+        )
+        .unwrap();
+        let mut a = args(dir.path(), Some(file));
+        let from_file = Settings::resolve(&a).unwrap();
+        assert_eq!(from_file.webhooks.timeout, Duration::from_millis(2500));
+        assert_eq!(from_file.webhooks.retry.max_attempts, 7);
+        assert_eq!(
+            from_file.webhooks.retry.initial_backoff,
+            Duration::from_millis(20)
+        );
+        assert_eq!(from_file.example, Some(Example::Accounts));
+
+        a.webhook_max_attempts = Some(2);
+        a.webhook_timeout_ms = Some(100);
+        let flags = Settings::resolve(&a).unwrap();
+        assert_eq!(flags.webhooks.retry.max_attempts, 2);
+        assert_eq!(flags.webhooks.timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn invalid_webhook_settings_are_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        type Tweak = fn(&mut ServeArgs);
+        let cases: [(&str, Tweak); 4] = [
+            ("webhook_max_attempts", |a| a.webhook_max_attempts = Some(0)),
+            ("webhook_timeout_ms", |a| a.webhook_timeout_ms = Some(0)),
+            ("webhook_backoff_ms", |a| {
+                a.webhook_backoff_ms = Some(500);
+                a.webhook_max_backoff_ms = Some(100);
+            }),
+            ("webhook_max_attempts", |a| {
+                a.webhook_max_attempts = Some(1000)
+            }),
+        ];
+        for (name, set) in cases {
+            let mut a = args(dir.path(), None);
+            set(&mut a);
+            let err = Settings::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+    }
+}
