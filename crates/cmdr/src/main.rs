@@ -3,8 +3,10 @@
 //!
 //! - `cmdr serve`: run the gateway and index on the embedded log;
 //! - `cmdr send`, `cmdr get`, `cmdr tail`: talk to a running server over HTTP;
-//! - `cmdr reindex`: rebuild the index from the log (server stopped).
+//! - `cmdr reindex`: rebuild the index from the log (server stopped);
+//! - `cmdr bench log|http|sync`: benchmarks that print figures.
 
+mod bench;
 mod client;
 mod config;
 mod example;
@@ -34,6 +36,9 @@ enum Command {
     Tail(client::TailArgs),
     /// Rebuild the index from the log (stop the server first).
     Reindex(config::StorageArgs),
+    /// Run a benchmark and print its figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +60,7 @@ fn main() -> std::process::ExitCode {
             Command::Get(args) => client::get(args).await,
             Command::Tail(args) => client::tail(args).await,
             Command::Reindex(args) => reindex::run(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
         }
     });
     match result {

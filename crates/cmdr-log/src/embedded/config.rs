@@ -14,12 +14,18 @@ pub enum SyncMode {
     Interval(Duration),
 }
 
+/// Largest [`LogConfig::segment_bytes`]: 2 GiB. Index entries hold byte
+/// positions as `u32`, and a segment grows past its roll size by up to one
+/// round, so half the `u32` range is left for that.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+
 /// Configuration of an [`super::EmbeddedLog`].
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     /// Directory that holds topics and consumer group offsets. Created if missing.
     pub dir: PathBuf,
-    /// A segment file is rolled once it reaches this size. Default 128 MiB; at most 4 GiB.
+    /// A segment file is rolled once it reaches this size. Default 128 MiB;
+    /// at most [`MAX_SEGMENT_BYTES`] (larger values act as that).
     pub segment_bytes: u64,
     /// Largest encoded record accepted. Default 8 MiB.
     pub max_record_bytes: usize,
@@ -49,7 +55,7 @@ impl LogConfig {
 
     /// Sets [`LogConfig::segment_bytes`].
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
-        self.segment_bytes = bytes.clamp(1024, u32::MAX as u64);
+        self.segment_bytes = bytes.clamp(1024, MAX_SEGMENT_BYTES);
         self
     }
 

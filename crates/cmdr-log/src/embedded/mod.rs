@@ -15,7 +15,7 @@
 mod config;
 pub mod format;
 
-pub use config::{LogConfig, SyncMode};
+pub use config::{LogConfig, SyncMode, MAX_SEGMENT_BYTES};
 mod consumer;
 mod offsets;
 mod partition;
@@ -40,7 +40,7 @@ use crate::{
 pub(crate) use offsets::COMMIT_HEADER;
 use offsets::{sync_dir, write_atomically, OffsetStore};
 use partition::Partition;
-use writer::{Request, TopicWriter};
+use writer::{InFlight, Request, TopicWriter};
 
 /// The embedded log. Cheap to clone; all clones share one data directory.
 /// Writer threads stop (after a final sync) when the last clone is dropped.
@@ -65,6 +65,8 @@ struct TopicHandle {
     partitions: Vec<Arc<Partition>>,
     /// Bounded by [`LogConfig::queue_depth`]: `append` waits when it is full.
     tx: mpsc::Sender<Request>,
+    /// Appends started and not yet answered, watched by the writer (group commit).
+    in_flight: Arc<InFlight>,
 }
 
 /// `topic.json`: what a topic is.
@@ -162,11 +164,13 @@ impl EmbeddedLog {
     ) -> Result<(Arc<TopicHandle>, Vec<Truncation>)> {
         let rec = recovery::recover_topic(dir, name, partitions, config, offsets)?;
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let in_flight = Arc::new(InFlight::default());
         let writer = TopicWriter::new(
             &rec.partitions,
             rec.next_round,
             config.clone(),
             offsets.clone(),
+            in_flight.clone(),
         );
         if let SyncMode::Interval(every) = config.sync {
             writer::spawn_ticker(tx.downgrade(), every);
@@ -180,6 +184,7 @@ impl EmbeddedLog {
                 name: name.into(),
                 partitions: rec.partitions,
                 tx,
+                in_flight,
             }),
             rec.truncations,
         ))
@@ -240,6 +245,7 @@ impl EmbeddedLog {
             validate_name(&c.group).map_err(|_| LogError::InvalidGroupName(c.group.clone()))?;
         }
         let (reply, rx) = oneshot::channel();
+        let _counted = handle.in_flight.begin();
         handle
             .tx
             .send(Request::Append {
@@ -249,6 +255,7 @@ impl EmbeddedLog {
             })
             .await
             .map_err(|_| LogError::Closed(format!("writer of topic {topic} stopped")))?;
+        handle.in_flight.notify();
         rx.await
             .map_err(|_| LogError::Closed(format!("writer of topic {topic} stopped")))?
     }

@@ -85,6 +85,11 @@ impl Partition {
     }
 
     /// Up to `max` records from offset `from`.
+    ///
+    /// Damaged bytes are never served: a read stops in front of them and
+    /// returns the records before them, so the next read starts at the damaged
+    /// record and fails with [`LogError::Corrupt`] naming its file, position
+    /// and offset.
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<StoredRecord>> {
         let end = self.end_offset();
         if from >= end || max == 0 {
@@ -118,10 +123,16 @@ impl Partition {
                 break;
             }
             if let Some(reason) = scan.stopped {
+                if !out.is_empty() {
+                    break;
+                }
                 return Err(seg.corrupt(scan.valid_end, Some(scan.next_offset), &reason));
             }
             match segs.get(i + 1) {
                 Some(following) if scan.next_offset != following.base => {
+                    if !out.is_empty() {
+                        break;
+                    }
                     return Err(seg.corrupt(
                         scan.valid_end,
                         Some(scan.next_offset),
@@ -133,7 +144,7 @@ impl Partition {
                 }
                 Some(_) => i += 1,
                 None => {
-                    if next < end {
+                    if next < end && out.is_empty() {
                         return Err(seg.corrupt(
                             scan.valid_end,
                             Some(next),

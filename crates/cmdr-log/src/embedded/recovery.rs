@@ -44,7 +44,8 @@ struct PartState {
     /// (round, parts, chunk start position, chunk first offset) of the last
     /// complete round in the active segment.
     last_round: Option<(u64, u32, u64, u64)>,
-    /// Round of the last record when it lies in a sealed segment.
+    /// Round of the partition's last record when it lies in a sealed
+    /// segment (the active segment holds no complete round).
     sealed_round: Option<u64>,
 }
 
@@ -112,7 +113,10 @@ pub(crate) fn recover_topic(
             last_round = scan
                 .last_round
                 .map(|(r, n)| (r, n, scan.last_round_start, scan.last_round_start_offset));
-            if scan.valid_end == 0 {
+            // No complete round in the active segment (after the cut above it
+            // is empty): the partition's last round is at the end of the
+            // previous, sealed segment, as after a crash right after a roll.
+            if last_round.is_none() {
                 if let Some(prev) = segs.last() {
                     let (pos, at) = prev.position_for(u64::MAX);
                     let tail = prev.scan_from(pos, at, max, |_, _, _| true)?;
@@ -143,7 +147,13 @@ pub(crate) fn recover_topic(
             .first()
             .and_then(|&i| states[i].last_round)
             .map_or(0, |r| r.1);
-        if !holders.is_empty() && (holders.len() as u32) < parts {
+        // A partition rolls only at the start of a round, and a round starts
+        // only once the previous one is durable everywhere; so when round
+        // `rmax` ends a sealed segment somewhere, a later round had started:
+        // `rmax` is complete, and partitions that do not show it in their
+        // active segment have it in a sealed one.
+        let complete = states.iter().any(|s| s.sealed_round == Some(rmax));
+        if !complete && !holders.is_empty() && (holders.len() as u32) < parts {
             for &i in &holders {
                 let Some((_, _, start, first)) = states[i].last_round else {
                     continue;

@@ -208,8 +208,20 @@ impl Segment {
             }
             idx.times.push((ts, rel));
         }
-        // Every entry must point at a record with the right offset.
-        if let Some(&(rel, pos)) = idx.entries.last() {
+        // Both files are written entry by entry together: the time index has
+        // one entry per offset index entry, for the same record. A mismatch
+        // means one of them is damaged or was cut by a crash.
+        if idx.times.len() != idx.entries.len()
+            || idx.times.iter().zip(&idx.entries).any(|(t, e)| t.1 != e.0)
+        {
+            return None;
+        }
+        // Spot checks (a full check would cost a scan, which is what a
+        // rebuild is): the first and last entries must point at intact
+        // records with the right offsets. An entry that is wrong in between
+        // can only make a read fail as corrupt, never serve a wrong record,
+        // since every record read is checked for its CRC and offset.
+        for &(rel, pos) in idx.entries.first().into_iter().chain(idx.entries.last()) {
             let (rec, _) = self.read_record_at(pos as u64, usize::MAX).ok()?;
             if rec.offset != self.base + rel as u64 {
                 return None;

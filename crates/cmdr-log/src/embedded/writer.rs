@@ -5,7 +5,8 @@
 //! A round starts only after the previous one is on disk, which is what makes
 //! recovery's "only the last round can be incomplete" argument hold.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -57,6 +58,56 @@ pub(crate) struct TopicWriter {
     offsets: Arc<OffsetStore>,
     /// Set when a failed write could not be undone; every later append fails.
     failed: Option<String>,
+    /// Appends started by callers and not yet answered.
+    in_flight: Arc<InFlight>,
+    /// How long the last round's syncs took: bounds the wait for followers.
+    last_sync: Duration,
+}
+
+/// Longest a round waits for appends that callers have started but not yet
+/// queued (group commit), in addition to being at most half a sync.
+pub(crate) const MAX_LINGER: Duration = Duration::from_micros(250);
+
+/// Counts the appends callers have started and not yet seen answered, so the
+/// writer can tell whether more are about to arrive; wakes the writer on
+/// every change.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+    writer: OnceLock<std::thread::Thread>,
+}
+
+impl InFlight {
+    /// Counts one append until the guard is dropped (answered or abandoned).
+    pub fn begin(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+
+    /// Wakes the writer if it waits for followers.
+    pub fn notify(&self) {
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    fn set_writer(&self, t: std::thread::Thread) {
+        let _ = self.writer.set(t);
+    }
+}
+
+/// One counted append (see [`InFlight`]).
+pub(crate) struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.notify();
+    }
 }
 
 impl TopicWriter {
@@ -66,6 +117,7 @@ impl TopicWriter {
         next_round: u64,
         config: LogConfig,
         offsets: Arc<OffsetStore>,
+        in_flight: Arc<InFlight>,
     ) -> Self {
         let parts = partitions
             .iter()
@@ -94,32 +146,60 @@ impl TopicWriter {
             config,
             offsets,
             failed: None,
+            in_flight,
+            last_sync: Duration::ZERO,
         }
     }
 
     /// Runs until every sender is gone, then syncs what is unsynced.
+    ///
+    /// Group commit: a round takes every queued request; with
+    /// [`SyncMode::Always`] it also waits, for at most [`MAX_LINGER`] and half
+    /// the previous round's sync time, for appends that callers have already
+    /// started ([`InFlight`]) but not yet queued, typically the callers the
+    /// previous round has just answered. Without that wait, callers split
+    /// into two cohorts that alternate rounds, each round half full.
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        self.in_flight.set_writer(std::thread::current());
         let mut last_sync = Instant::now();
         let mut appends = Vec::new();
         let mut syncs = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = 0usize;
             let mut next = Some(first);
-            while let Some(req) = next.take() {
-                match req {
-                    Request::Append {
-                        records,
-                        commit,
-                        reply,
-                    } => {
-                        bytes += records.iter().map(|r| r.value.len() + 64).sum::<usize>();
-                        appends.push((records, commit, reply));
+            let mut deadline = None;
+            loop {
+                while let Some(req) = next.take() {
+                    match req {
+                        Request::Append {
+                            records,
+                            commit,
+                            reply,
+                        } => {
+                            bytes += records.iter().map(|r| r.value.len() + 64).sum::<usize>();
+                            appends.push((records, commit, reply));
+                        }
+                        Request::Sync { reply } => syncs.push(reply),
                     }
-                    Request::Sync { reply } => syncs.push(reply),
+                    if bytes < self.config.max_round_bytes {
+                        next = rx.try_recv().ok();
+                    }
                 }
-                if bytes < self.config.max_round_bytes {
-                    next = rx.try_recv().ok();
+                if self.config.sync != SyncMode::Always
+                    || appends.is_empty()
+                    || bytes >= self.config.max_round_bytes
+                    || appends.len() >= self.in_flight.count()
+                {
+                    break;
                 }
+                let now = Instant::now();
+                let until = *deadline.get_or_insert(now + (self.last_sync / 2).min(MAX_LINGER));
+                if now >= until {
+                    break;
+                }
+                // Woken by every submit and every answered caller (see `InFlight`).
+                std::thread::park_timeout(until - now);
+                next = rx.try_recv().ok();
             }
             if !appends.is_empty() {
                 self.round(&mut appends);
@@ -253,9 +333,11 @@ impl TopicWriter {
                 pw.active.write_at(&pw.buf, pw.size)?;
             }
             if self.config.sync == SyncMode::Always {
-                for &p in &touched {
-                    self.parts[p].active.sync()?;
-                }
+                let t = Instant::now();
+                let segments: Vec<&Segment> =
+                    touched.iter().map(|&p| &*self.parts[p].active).collect();
+                sync_all(&segments)?;
+                self.last_sync = t.elapsed();
             }
             Ok(())
         })();
@@ -300,7 +382,8 @@ impl TopicWriter {
     /// Rolls partition `p` to a new segment when the active one is full.
     fn maybe_roll(&mut self, p: usize) -> Result<()> {
         let pw = &self.parts[p];
-        if pw.size < self.config.segment_bytes || pw.size == 0 {
+        let roll_at = self.config.segment_bytes.min(super::MAX_SEGMENT_BYTES);
+        if pw.size < roll_at || pw.size == 0 {
             return Ok(());
         }
         // Commits carried in headers are recovered from the active segment
@@ -321,6 +404,46 @@ impl TopicWriter {
         pw.dirty = false;
         Ok(())
     }
+}
+
+/// `fdatasync`s every segment, in parallel when there are several (one
+/// partition's sync does not wait for another's: on most disks several
+/// concurrent syncs cost little more than one). Every result is checked.
+fn sync_all(segments: &[&Segment]) -> Result<()> {
+    let Some((first, rest)) = segments.split_first() else {
+        return Ok(());
+    };
+    if rest.is_empty() {
+        return first.sync();
+    }
+    std::thread::scope(|scope| {
+        // A segment whose helper thread could not start is synced here instead.
+        let others: Vec<_> = rest
+            .iter()
+            .map(|seg| {
+                let helper = std::thread::Builder::new()
+                    .name("cmdr-log-sync".into())
+                    .spawn_scoped(scope, || seg.sync());
+                (seg, helper.ok())
+            })
+            .collect();
+        let mut result = first.sync();
+        for (seg, helper) in others {
+            let r = match helper {
+                Some(h) => h.join().unwrap_or_else(|_| {
+                    Err(LogError::Closed(format!(
+                        "the thread syncing {} panicked",
+                        seg.path.display()
+                    )))
+                }),
+                None => seg.sync(),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
 }
 
 fn positions_max_ts(plan: &[(usize, usize)], positions: &[Vec<Appended>]) -> i64 {

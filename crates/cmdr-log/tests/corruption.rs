@@ -1,0 +1,371 @@
+//! Corruption tests: flipped bytes and cut files in the last (active) segment
+//! and in a middle (sealed) one, and damaged or missing index files.
+//!
+//! In the active segment, recovery cuts the damage and everything after it,
+//! reports it in [`EmbeddedLog::truncations`] and keeps every record before
+//! it. In a sealed segment nothing is cut: reads stop in front of the damage
+//! and a read of the damaged record fails with [`LogError::Corrupt`] naming
+//! the file and byte position. Index files are rebuilt whenever they are
+//! missing or inconsistent. A damaged record is never served.
+
+use std::path::{Path, PathBuf};
+
+use cmdr_log::embedded::format::encoded_len;
+use cmdr_log::embedded::{EmbeddedLog, LogConfig};
+use cmdr_log::{Log, LogError, Record, StoredRecord};
+
+const TOPIC: &str = "t";
+/// Records written by every test.
+const N: u64 = 300;
+/// Bytes of every value (fixed, so every record has the same encoded size).
+const VALUE_LEN: usize = 80;
+
+fn value(i: u64) -> Vec<u8> {
+    let mut v = format!("value-{i:06}-").into_bytes();
+    v.resize(VALUE_LEN, b'a' + (i % 26) as u8);
+    v
+}
+
+/// Encoded size of every record written by [`fill`].
+fn record_size() -> u64 {
+    encoded_len(Some(b"k"), &[], &value(0)) as u64
+}
+
+/// One segment for the whole log (`sealed == false`) or many small ones.
+fn config(dir: &Path, sealed: bool) -> LogConfig {
+    let c = LogConfig::new(dir).index_interval_bytes(256);
+    if sealed {
+        c.segment_bytes(2048)
+    } else {
+        c
+    }
+}
+
+/// Writes [`N`] single-record rounds (timestamps 1000 + offset) and closes the log.
+async fn fill(dir: &Path, sealed: bool) {
+    let log = EmbeddedLog::open(config(dir, sealed)).await.unwrap();
+    log.create_topic(TOPIC, 1).await.unwrap();
+    for i in 0..N {
+        let rec = Record::new("k", value(i)).with_timestamp(1000 + i as i64);
+        assert_eq!(log.append(TOPIC, vec![rec]).await.unwrap()[0].offset, i);
+    }
+}
+
+/// The partition's segment files: (base offset, path), in order.
+fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("topics").join(TOPIC).join("0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| (p.file_stem().unwrap().to_str().unwrap().parse().unwrap(), p))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Byte position of `offset` in the segment based at `base`.
+fn position(base: u64, offset: u64) -> u64 {
+    (offset - base) * record_size()
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut raw = std::fs::read(path).unwrap();
+    raw[at as usize] ^= 0x5a;
+    std::fs::write(path, raw).unwrap();
+}
+
+fn cut(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Every record from `from` on, in reads of `max`, until the end or an error.
+async fn read_all(
+    log: &EmbeddedLog,
+    from: u64,
+    max: usize,
+) -> (Vec<StoredRecord>, Option<LogError>) {
+    let end = log.topic(TOPIC).await.unwrap().partitions[0].end_offset;
+    let mut out = Vec::new();
+    let mut next = from;
+    while next < end {
+        match log.read(TOPIC, 0, next, max).await {
+            Ok(recs) => {
+                assert!(!recs.is_empty(), "empty read at {next} below the end {end}");
+                next = recs.last().unwrap().offset + 1;
+                out.extend(recs);
+            }
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
+}
+
+/// Checks that `recs` are exactly the records `from..from + recs.len()` as written.
+fn assert_intact(recs: &[StoredRecord], from: u64) {
+    for (r, i) in recs.iter().zip(from..) {
+        assert_eq!(r.offset, i);
+        assert_eq!(r.value, value(i), "value of offset {i}");
+        assert_eq!(r.timestamp, 1000 + i as i64);
+    }
+}
+
+/// Reopens after damage at `bad` in the active segment: the cut must start
+/// at that record, be reported, and leave everything before it readable.
+async fn assert_cut_at(dir: &Path, bad: u64, what: &str) {
+    let log = EmbeddedLog::open(config(dir, false)).await.unwrap();
+    let cuts = log.truncations();
+    assert_eq!(cuts.len(), 1, "{what}: {cuts:?}");
+    let t = &cuts[0];
+    assert_eq!((t.partition, t.from_offset), (0, bad), "{what}: {t:?}");
+    assert_eq!(t.position, position(0, bad), "{what}: {t:?}");
+    assert_eq!(t.segment, segments(dir)[0].1, "{what}");
+    assert!(t.bytes > 0 && !t.reason.is_empty(), "{what}: {t:?}");
+    assert_eq!(
+        log.topic(TOPIC).await.unwrap().partitions[0].end_offset,
+        bad
+    );
+    let (recs, err) = read_all(&log, 0, 64).await;
+    assert!(err.is_none(), "{what}: {err:?}");
+    assert_eq!(
+        recs.len() as u64,
+        bad,
+        "{what}: every record before the damage is kept"
+    );
+    assert_intact(&recs, 0);
+    // The log goes on from the cut, and a second open finds nothing to cut.
+    let at = log
+        .append(TOPIC, vec![Record::new("k", value(bad))])
+        .await
+        .unwrap();
+    assert_eq!(at[0].offset, bad);
+    drop(log);
+    let log = EmbeddedLog::open(config(dir, false)).await.unwrap();
+    assert!(
+        log.truncations().is_empty(),
+        "{what}: {:?}",
+        log.truncations()
+    );
+    let back = log.read(TOPIC, 0, bad, 10).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].value, value(bad));
+}
+
+#[tokio::test]
+async fn flipped_byte_in_the_last_segment_is_cut_and_reported() {
+    let size = record_size();
+    // Each field of the record: length, CRC, version, flags, offset,
+    // timestamp, round, round_parts, key length, key, headers, value length, value.
+    let fields = [0, 3, 5, 8, 9, 12, 20, 30, 36, 40, 42, 43, 45, 47, size - 1];
+    for bad in [N - 1, N / 2, 0] {
+        for &at in &fields {
+            let dir = tempfile::tempdir().unwrap();
+            fill(dir.path(), false).await;
+            let seg = &segments(dir.path())[0].1;
+            flip(seg, position(0, bad) + at);
+            assert_cut_at(dir.path(), bad, &format!("record {bad}, byte {at} flipped")).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn truncated_tail_of_the_last_segment_is_cut_and_reported() {
+    let size = record_size();
+    for keep in [1, 3, 4, 10, 41, 42, size / 2, size - 1] {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), false).await;
+        cut(&segments(dir.path())[0].1, position(0, N - 1) + keep);
+        assert_cut_at(
+            dir.path(),
+            N - 1,
+            &format!("last record cut to {keep} bytes"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn garbage_after_the_last_record_is_cut_and_reported() {
+    for garbage in [
+        vec![0u8; 4096],
+        vec![0xff; 7],
+        b"not a record at all, but long enough".to_vec(),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), false).await;
+        let seg = segments(dir.path())[0].1.clone();
+        let mut raw = std::fs::read(&seg).unwrap();
+        raw.extend_from_slice(&garbage);
+        std::fs::write(&seg, raw).unwrap();
+        assert_cut_at(
+            dir.path(),
+            N,
+            &format!("{} bytes of garbage", garbage.len()),
+        )
+        .await;
+    }
+}
+
+/// Writes the log with many segments and returns (base, path) of a middle one.
+async fn fill_sealed(dir: &Path) -> (u64, PathBuf, u64) {
+    fill(dir, true).await;
+    let segs = segments(dir);
+    assert!(segs.len() >= 5, "{} segments", segs.len());
+    let (base, path) = segs[2].clone();
+    (base, path, segs[3].0)
+}
+
+#[tokio::test]
+async fn flipped_byte_in_a_sealed_segment_fails_reads_of_it_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, path, next_base) = fill_sealed(dir.path()).await;
+    let bad = base + (next_base - base) / 2;
+    flip(&path, position(base, bad) + 60);
+
+    let log = EmbeddedLog::open(config(dir.path(), true)).await.unwrap();
+    assert!(log.truncations().is_empty(), "sealed segments are not cut");
+    assert_eq!(log.topic(TOPIC).await.unwrap().partitions[0].end_offset, N);
+
+    // A full read stops in front of the damage; reading the damaged record fails.
+    let (recs, err) = read_all(&log, 0, 1000).await;
+    assert_eq!(recs.len() as u64, bad);
+    assert_intact(&recs, 0);
+    match err {
+        Some(LogError::Corrupt {
+            path: p,
+            position: at,
+            offset,
+            reason,
+        }) => {
+            assert_eq!(p, path);
+            assert_eq!(at, position(base, bad), "{reason}");
+            assert_eq!(offset, Some(bad));
+        }
+        other => panic!("expected a corrupt segment error, got {other:?}"),
+    }
+    // Records before it in the same segment, and every later segment, still read.
+    let before = log
+        .read(TOPIC, 0, base, (bad - base) as usize)
+        .await
+        .unwrap();
+    assert_intact(&before, base);
+    assert_eq!(before.len() as u64, bad - base);
+    let (after, err) = read_all(&log, next_base, 7).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(after.len() as u64, N - next_base);
+    assert_intact(&after, next_base);
+    assert_eq!(
+        log.offset_for_timestamp(TOPIC, 0, 1000 + next_base as i64 + 3)
+            .await
+            .unwrap(),
+        next_base + 3
+    );
+    // Appends go on.
+    let at = log
+        .append(TOPIC, vec![Record::new("k", value(N))])
+        .await
+        .unwrap();
+    assert_eq!(at[0].offset, N);
+}
+
+#[tokio::test]
+async fn truncated_sealed_segment_is_detected_as_corrupt() {
+    let size = record_size();
+    // Cut inside a record, and exactly at a record boundary (records missing).
+    for keep_extra in [size / 3, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, path, next_base) = fill_sealed(dir.path()).await;
+        let last_kept = base + (next_base - base) / 2;
+        cut(&path, position(base, last_kept) + keep_extra);
+
+        let log = EmbeddedLog::open(config(dir.path(), true)).await.unwrap();
+        assert!(log.truncations().is_empty());
+        let (recs, err) = read_all(&log, 0, 1000).await;
+        assert_eq!(recs.len() as u64, last_kept, "cut at +{keep_extra}");
+        assert_intact(&recs, 0);
+        match err {
+            Some(LogError::Corrupt {
+                path: p,
+                position: at,
+                offset,
+                ..
+            }) => {
+                assert_eq!(p, path);
+                assert_eq!(at, position(base, last_kept));
+                assert_eq!(offset, Some(last_kept));
+            }
+            other => panic!("expected a corrupt segment error, got {other:?}"),
+        }
+        let (after, err) = read_all(&log, next_base, 1000).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_intact(&after, next_base);
+    }
+}
+
+#[tokio::test]
+async fn missing_or_garbled_index_files_are_rebuilt() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 6] = [
+        ("deleted", |p| std::fs::remove_file(p).unwrap()),
+        ("emptied", |p| std::fs::write(p, b"").unwrap()),
+        ("cut mid entry", |p| {
+            let len = std::fs::metadata(p).unwrap().len();
+            cut(p, len - 3)
+        }),
+        ("random bytes", |p| {
+            let len = std::fs::metadata(p).unwrap().len() as usize;
+            let junk: Vec<u8> = (0..len).map(|i| (i * 7919 % 251) as u8).collect();
+            std::fs::write(p, junk).unwrap()
+        }),
+        ("last entry dropped", |p| {
+            let len = std::fs::metadata(p).unwrap().len();
+            let entry = if p.extension().unwrap() == "index" {
+                8
+            } else {
+                12
+            };
+            cut(p, len - entry)
+        }),
+        ("points past the end", |p| {
+            let mut raw = std::fs::read(p).unwrap();
+            raw.extend_from_slice(&[0xff; 24]);
+            std::fs::write(p, raw).unwrap()
+        }),
+    ];
+    for (what, damage) in damages {
+        for ext in ["index", "timeindex"] {
+            let dir = tempfile::tempdir().unwrap();
+            fill(dir.path(), true).await;
+            let segs = segments(dir.path());
+            for (_, seg) in &segs {
+                damage(&seg.with_extension(ext));
+            }
+            let log = EmbeddedLog::open(config(dir.path(), true)).await.unwrap();
+            assert!(log.truncations().is_empty(), "{what} {ext}");
+            let (recs, err) = read_all(&log, 0, 1000).await;
+            assert!(err.is_none(), "{what} {ext}: {err:?}");
+            assert_eq!(recs.len() as u64, N);
+            assert_intact(&recs, 0);
+            // Lookups through the rebuilt indexes.
+            for i in [1, 17, 150, 151, 222, N - 1] {
+                let r = log.read(TOPIC, 0, i, 3).await.unwrap();
+                assert_intact(&r, i);
+                assert_eq!(
+                    log.offset_for_timestamp(TOPIC, 0, 1000 + i as i64)
+                        .await
+                        .unwrap(),
+                    i,
+                    "{what} {ext}: time lookup of {i}"
+                );
+            }
+            for (_, seg) in &segs {
+                let rebuilt = std::fs::metadata(seg.with_extension(ext)).unwrap().len();
+                assert!(rebuilt > 0, "{what} {ext}: {} was rebuilt", seg.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `cmdr bench`: benchmarks that print figures.
+//!
+//! - `cmdr bench log`: the embedded log engine (fsync on), with the machine's
+//!   raw fsync rate beside it;
+//! - `cmdr bench http`: starts a real `cmdr serve` on a temporary data
+//!   directory and loads `POST /commands` and `GET /commands/{id}`, with a
+//!   bare `202` handler measured the same way as the ceiling;
+//! - `cmdr bench sync`: starts `cmdr serve --example accounts` and loads
+//!   `POST /commands?sync=true` (each answered once the processor accepted it).
+//!
+//! Load and server share this machine's cores, so the figures are for the
+//! whole system on one machine.
+
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use cmdr_bench::suite::{self, SuiteOptions};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// What to benchmark.
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// The embedded log: append and read throughput and latency, fsync on.
+    Log(LogArgs),
+    /// The HTTP intake path of a real server: async POST /commands and GET by id.
+    Http(HttpArgs),
+    /// Synchronous round trips through the example accounts processor.
+    Sync(HttpArgs),
+}
+
+/// Options of the log benchmark.
+#[derive(clap::Args)]
+pub struct LogArgs {
+    /// Seconds each case runs.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Records written then read back for the sequential read figure.
+    #[arg(long, default_value_t = 2_000_000)]
+    read_records: usize,
+    /// Directory to run in (default: a temporary directory). Use the disk you
+    /// want measured.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+/// Options of the HTTP benchmarks.
+#[derive(clap::Args)]
+pub struct HttpArgs {
+    /// Seconds each load step runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Connection counts to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    connections: Vec<usize>,
+}
+
+/// Runs a benchmark and prints its report.
+pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
+    match cmd {
+        BenchCommand::Log(args) => {
+            let opts = cmdr_bench::log::Options {
+                dir: args.dir,
+                duration: Duration::from_secs(args.seconds.max(1)),
+                partitions: args.partitions.max(1),
+                read_records: args.read_records,
+                ..Default::default()
+            };
+            let report = cmdr_bench::log::run(&opts).await.context("log benchmark")?;
+            println!("{report}");
+        }
+        BenchCommand::Http(args) => {
+            let server = Server::start(&[]).await?;
+            let opts = options(&args, &server);
+            println!(
+                "# cmdr bench http: {}s per step, server pid {}\n",
+                args.seconds,
+                server.pid()
+            );
+            let report = suite::intake(&opts).await.map_err(anyhow::Error::msg)?;
+            println!("{report}");
+        }
+        BenchCommand::Sync(args) => {
+            let server = Server::start(&["--example", "accounts"]).await?;
+            let opts = options(&args, &server);
+            let max = args.connections.iter().copied().max().unwrap_or(1);
+            open_accounts(server.addr, max).await?;
+            println!(
+                "# cmdr bench sync: {}s per step, example accounts processor\n",
+                args.seconds
+            );
+            let body: cmdr_bench::http::BodyFn = Arc::new(|conn, _| {
+                Bytes::from(format!(
+                    r#"{{"action":"deposit","data":{{"amount":1}},"key":"bench-{conn}"}}"#
+                ))
+            });
+            let report = suite::sync(&opts, body).await.map_err(anyhow::Error::msg)?;
+            println!("{report}");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn options(args: &HttpArgs, server: &Server) -> SuiteOptions {
+    SuiteOptions {
+        addr: server.addr,
+        pid: Some(server.pid()),
+        step: Duration::from_secs(args.seconds.max(1)),
+        connections: args.connections.clone(),
+    }
+}
+
+/// Opens accounts `bench-0` .. `bench-{n-1}` and waits for each to be accepted.
+async fn open_accounts(addr: SocketAddr, n: usize) -> Result<()> {
+    let client = reqwest::Client::new();
+    for i in 0..n {
+        let resp = client
+            .post(format!("http://{addr}/commands?sync=true"))
+            .json(&serde_json::json!({"action": "open-account", "data": {"owner": "bench"}, "key": format!("bench-{i}")}))
+            .send()
+            .await
+            .context("opening a bench account")?;
+        if !resp.status().is_success() {
+            bail!(
+                "opening account bench-{i}: {} {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A `cmdr serve` child process on a temporary data directory, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(extra: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+        let exe = std::env::current_exe().context("locating the cmdr executable")?;
+        let mut child = std::process::Command::new(exe)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting cmdr serve")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let stdout = tokio::process::ChildStdout::from_std(stdout).context("server stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("the server did not start within 60 s")??
+            .context("the server exited before listening")?;
+        let addr: SocketAddr = line
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .with_context(|| format!("unexpected first line from the server: {line}"))?;
+        let server = Self {
+            child,
+            addr,
+            _dir: dir,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let client = reqwest::Client::new();
+        for _ in 0..600 {
+            if let Ok(r) = client
+                .get(format!("http://{}/readyz", self.addr))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the server at {} never became ready", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
