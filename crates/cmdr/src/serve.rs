@@ -97,6 +97,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let state = AppState::new(log.clone(), index, settings.gateway.clone())
         .await
         .context("loading schemas and processors")?;
+    // Bound before any processor starts, so a taken port stops nothing midway.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let mut processing = Processing::new();
     processing.spawn(
         "the webhook supervisor",
@@ -118,9 +122,6 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         router = router.merge(crate::example::router(balances));
         tracing::info!("running the accounts example (GET /accounts)");
     }
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
