@@ -5,8 +5,9 @@
 //!   order under concurrent load;
 //! - webhook processors registered with `PUT /processors/{name}` and served by
 //!   an axum server inside the test: success, rejection, retries then a dead
-//!   letter, an answer that comes after the wait (202, then accepted), and
-//!   registrations that survive a restart.
+//!   letter, no answer in time (timeouts) then a dead letter, an answer that
+//!   comes after the wait (202, then accepted), and registrations that
+//!   survive a restart.
 
 mod support;
 
@@ -297,6 +298,7 @@ async fn webhook(
                 Json(json!({"events": [{"action": "shipped", "data": {}}]})),
             )
         }
+        "hang" => std::future::pending().await,
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": "down"})),
@@ -509,5 +511,43 @@ async fn webhook_processors_over_http() {
     send(c.get(s.at("/processors/refunds")))
         .await
         .expect_problem(404, "not-found");
+    s.stop();
+}
+
+#[tokio::test]
+async fn a_webhook_that_never_answers_times_out_into_a_dead_letter() {
+    let (base, _ep, _gate) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--webhook-timeout-ms",
+            "100",
+            "--webhook-max-attempts",
+            "2",
+            "--webhook-backoff-ms",
+            "10",
+        ],
+    )
+    .await;
+    register(&s, "silent", &["wait-forever"], &format!("{base}/hang"))
+        .await
+        .expect(201);
+    let r = sync_command(&s, "wait-forever", "k", json!({}))
+        .await
+        .expect_problem(409, "command-rejected");
+    assert_eq!(
+        r.body["rejection"]["code"], "processing-failed",
+        "{}",
+        r.text
+    );
+    let r = send(client().get(s.at("/dead-letters?processor=silent")))
+        .await
+        .expect(200);
+    assert_eq!(r.body["items"][0]["attempts"], 2, "{}", r.text);
+    let last_error = r.body["items"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(last_error.contains("timeout"), "{}", r.text);
     s.stop();
 }
