@@ -62,6 +62,9 @@ pub enum ApiError {
     /// 422 `invalid-schema`: a registered schema is not a valid JSON Schema.
     #[error("the schema is not a valid JSON Schema (2020-12)")]
     InvalidSchema(Vec<Violation>),
+    /// 422 `invalid-registration`: a webhook processor registration is invalid.
+    #[error("the processor registration is not valid")]
+    InvalidRegistration(Vec<Violation>),
     /// 422 `idempotency-key-reused`: the key was used with a different request.
     #[error("Idempotency-Key {0:?} was already used with a different request")]
     IdempotencyKeyReused(String),
@@ -87,6 +90,7 @@ impl ApiError {
             Self::Validation(_)
             | Self::SchemaViolation { .. }
             | Self::InvalidSchema(_)
+            | Self::InvalidRegistration(_)
             | Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,6 +110,7 @@ impl ApiError {
             Self::Validation(_) => "validation-failed",
             Self::SchemaViolation { .. } => "schema-violation",
             Self::InvalidSchema(_) => "invalid-schema",
+            Self::InvalidRegistration(_) => "invalid-registration",
             Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
@@ -124,6 +129,7 @@ impl ApiError {
             Self::Validation(_) => "Invalid command",
             Self::SchemaViolation { .. } => "Data does not match the action's schema",
             Self::InvalidSchema(_) => "Invalid JSON Schema",
+            Self::InvalidRegistration(_) => "Invalid processor registration",
             Self::IdempotencyKeyReused(_) => "Idempotency-Key reused",
             Self::Unavailable(_) => "Service unavailable",
             Self::Internal(_) => "Internal server error",
@@ -144,9 +150,9 @@ impl ApiError {
             "detail": detail,
         });
         let extra = match self {
-            Self::Validation(errors) | Self::InvalidSchema(errors) => {
-                Some(("errors", json!(errors)))
-            }
+            Self::Validation(errors)
+            | Self::InvalidSchema(errors)
+            | Self::InvalidRegistration(errors) => Some(("errors", json!(errors))),
             Self::SchemaViolation { errors, .. } => Some(("errors", json!(errors))),
             Self::Rejected { rejection, command } => {
                 body["command"] = command.clone();
@@ -165,6 +171,15 @@ impl From<cmdr_index::IndexError> for ApiError {
     fn from(e: cmdr_index::IndexError) -> Self {
         match e {
             cmdr_index::IndexError::Stopped => Self::Unavailable("the index is not running".into()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<cmdr_processor::ProcessorError> for ApiError {
+    fn from(e: cmdr_processor::ProcessorError) -> Self {
+        match e {
+            cmdr_processor::ProcessorError::Log { source, .. } => source.into(),
             other => Self::Internal(other.to_string()),
         }
     }

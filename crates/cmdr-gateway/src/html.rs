@@ -61,7 +61,7 @@ pub fn page(title: &str, body: &Value) -> String {
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}nav a{{margin-right:1em}}\
 pre{{background:#f6f8fa;padding:1em;overflow:auto}}.k{{color:#005cc5}}</style></head><body>\
 <nav><a href=\"/\">cmdr</a><a href=\"/commands\">commands</a><a href=\"/events\">events</a>\
-<a href=\"/schemas\">schemas</a><a href=\"/docs\">API docs</a><a href=\"/openapi.json\">OpenAPI</a></nav>\
+<a href=\"/schemas\">schemas</a><a href=\"/processors\">processors</a><a href=\"/dead-letters\">dead letters</a><a href=\"/docs\">API docs</a><a href=\"/openapi.json\">OpenAPI</a></nav>\
 <h1>{t}</h1><pre>{doc}</pre></body></html>",
         t = escape(title)
     )

@@ -4,7 +4,14 @@
 //!
 //! - [`app`] builds the router from an [`AppState`] (tests call it without a socket);
 //! - [`serve`] runs it on a listener until a shutdown future resolves, then
-//!   drains in-flight requests, ends live streams and syncs the log.
+//!   drains in-flight requests, ends live streams and syncs the log;
+//! - [`serve_router`] does the same for `app(state).merge(more)`: the
+//!   extension point through which an application adds its own routes (read
+//!   models, for instance) beside the API.
+//!
+//! Webhook processors are registered and dead letters read through
+//! `/processors` and `/dead-letters`; running the processors is the job of
+//! [`cmdr_processor::webhook::supervise`], given [`AppState::webhooks`].
 //!
 //! Architecture invariant: the gateway is the only layer that knows HTTP; it
 //! talks to storage only through the `Log` trait and the index.
@@ -32,6 +39,7 @@ mod intake;
 mod live;
 pub mod negotiate;
 pub mod openapi;
+mod processors;
 mod reads;
 mod schemas;
 mod state;
@@ -47,6 +55,7 @@ pub use config::{GatewayConfig, DEFAULT_BODY_LIMIT, DEFAULT_MAX_WAIT, DEFAULT_WA
 pub use error::{ApiError, ApiResult, PROBLEM_JSON};
 pub use idempotency::{MAX_IN_FLIGHT_KEYS, MAX_KEY_LEN};
 pub use live::{HEARTBEAT, MAX_LIVE_STREAMS, MAX_SUBSCRIPTIONS, SSE_BUFFER, WS_BUFFER};
+pub use processors::DEFAULT_DEAD_LETTER_LIMIT;
 pub use schemas::SchemaVersion;
 pub use state::AppState;
 
@@ -57,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         .merge(live::router())
         .merge(reads::router())
         .merge(schemas::router())
+        .merge(processors::router())
         .merge(health::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
@@ -90,13 +100,29 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_router(listener, state.clone(), app(state), shutdown).await
+}
+
+/// Like [`serve`], with a router of the caller's making, normally
+/// `app(state.clone()).merge(extra)` where `extra` (a `Router<()>` without a
+/// fallback) adds the application's own routes. `state` must be the state the
+/// router was built with: it is told to end live streams at shutdown.
+///
+/// # Errors
+/// [`ServeError`].
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let signal_state = state.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: draining requests");
         signal_state.begin_shutdown();
     };
-    axum::serve(listener, app(state.clone()))
+    axum::serve(listener, router)
         .with_graceful_shutdown(signal)
         .await?;
     state.log().sync().await?;

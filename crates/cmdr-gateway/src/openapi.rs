@@ -200,6 +200,29 @@ pub fn document() -> Value {
                     "responses": {"201": json_ok("Registered as a new version.", "SchemaVersion"), "200": json_ok("Identical to the latest version; nothing changed.", "SchemaVersion"),
                         "400": problem("Malformed JSON."), "413": problem("Too large."), "415": problem("Not JSON."), "422": problem("Not a valid JSON Schema.")}}
             },
+            "/processors": {"get": {"summary": "Registered webhook processors", "responses": {"200": json_ok("Every registration, by name.", "ProcessorList")}}},
+            "/processors/{name}": {
+                "get": {"summary": "One webhook processor's registration",
+                    "parameters": [param("name", "path", "Processor name (letters, digits, '-', '_').", json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}))],
+                    "responses": {"200": json_ok("The registration.", "Processor"), "404": problem("No such processor.")}},
+                "put": {"summary": "Register or replace a webhook processor",
+                    "description": "cmdr POSTs each command of `actions` to `url` and reads the answer: 200 {events: [...]} accepts, 422 {rejection: {code, message, details}} rejects, anything else is retried with backoff; after the last attempt the command is rejected with `processing-failed` and a dead letter is kept (GET /dead-letters). Its position is kept under consumer group webhook-{name}: re-registering the same name continues where it left off. Protocol: crates/cmdr-processor/WEBHOOKS.md.",
+                    "parameters": [param("name", "path", "Processor name (letters, digits, '-', '_').", json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}))],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProcessorRequest"}}}},
+                    "responses": {"201": json_ok("Registered.", "Processor"), "200": json_ok("Replaced (or identical).", "Processor"),
+                        "400": problem("Malformed JSON."), "413": problem("Too large."), "415": problem("Not JSON."),
+                        "422": problem("Invalid name or registration (errors: [{pointer, message}]).")}},
+                "delete": {"summary": "Remove a webhook processor (its runner stops)",
+                    "parameters": [param("name", "path", "Processor name.", json!({"type": "string"}))],
+                    "responses": {"204": {"description": "Removed."}, "404": problem("No such processor.")}}
+            },
+            "/dead-letters": {"get": {"summary": "Inputs no attempt could handle, oldest first",
+                "parameters": [
+                    param("processor", "query", "Only this processor's (a webhook name or an SDK group).", json!({"type": "string"})),
+                    param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
+                    param("after", "query", "Cursor: the position after which the page starts (from `next`).", json!({"type": "integer", "minimum": 0}))
+                ],
+                "responses": {"200": json_ok("A page of dead letters.", "DeadLetterPage"), "400": problem("Bad query parameter.")}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "The process answers."}}}},
             "/readyz": {"get": {"summary": "Readiness (indexer running, log answering)", "responses": {"200": {"description": "Ready."}, "503": {"description": "Not ready."}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1."}}}},
@@ -226,8 +249,20 @@ pub fn document() -> Value {
             "EventPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next": {"type": ["string", "integer", "null"]}}},
             "SchemaVersion": {"type": "object", "properties": {"action": {"type": "string"}, "version": {"type": "integer"}, "schema": {}, "timestamp": {"type": "integer"}, "versions": {"type": "array", "items": {"type": "integer"}}}},
             "SchemaList": {"type": "object", "properties": {"items": {"type": "array"}}},
+            "ProcessorRequest": {"type": "object", "required": ["actions", "url"], "additionalProperties": false, "properties": {
+                "actions": {"type": "array", "minItems": 1, "maxItems": 1000, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$"}},
+                "url": {"type": "string", "pattern": "^http://", "maxLength": 2048}}},
+            "Processor": {"type": "object", "properties": {
+                "name": {"type": "string"}, "actions": {"type": "array", "items": {"type": "string"}}, "url": {"type": "string"},
+                "group": {"type": "string", "description": "its consumer group on the commands topic"}, "links": {"type": "object"}}},
+            "ProcessorList": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Processor"}}}},
+            "DeadLetter": {"type": "object", "properties": {
+                "position": {"type": "integer"}, "processor": {"type": "string"}, "topic": {"type": "string"},
+                "partition": {"type": "integer"}, "offset": {"type": "integer"}, "input": {"type": "object", "description": "the command or event as logged"},
+                "last_error": {"type": "string"}, "attempts": {"type": "integer"}, "timestamp": {"type": "integer"}, "links": {"type": "object"}}},
+            "DeadLetterPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}}, "next": {"type": ["string", "null"]}}},
             "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
-                "type": {"type": "string"}, "code": {"enum": ["malformed-body", "bad-request", "not-found", "method-not-allowed", "command-rejected", "payload-too-large", "unsupported-media-type", "validation-failed", "schema-violation", "invalid-schema", "idempotency-key-reused", "unavailable", "internal"]},
+                "type": {"type": "string"}, "code": {"enum": ["malformed-body", "bad-request", "not-found", "method-not-allowed", "command-rejected", "payload-too-large", "unsupported-media-type", "validation-failed", "schema-violation", "invalid-schema", "invalid-registration", "idempotency-key-reused", "unavailable", "internal"]},
                 "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
                 "errors": {"type": "array", "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}},
                 "rejection": {"type": "object"}, "command": {"type": "object"}}}

@@ -1,10 +1,12 @@
 //! The state every handler shares: the log, the index, the schema registry,
-//! the in-flight idempotency keys, the configuration and the shutdown signal.
+//! the webhook processor registry and the dead letters, the in-flight
+//! idempotency keys, the configuration and the shutdown signal.
 
 use std::sync::Arc;
 
 use cmdr_index::Index;
-use cmdr_log::Log;
+use cmdr_log::{Log, LogError};
+use cmdr_processor::{DeadLetters, ProcessorError, WebhookRegistry};
 use tokio::sync::watch;
 
 use crate::config::GatewayConfig;
@@ -21,6 +23,11 @@ pub(crate) struct Shared {
     pub(crate) log: Arc<dyn Log>,
     pub(crate) index: Index,
     pub(crate) schemas: SchemaRegistry,
+    /// Webhook processor registrations (`/processors`); the same registry the
+    /// webhook supervisor follows, so a `PUT` starts a runner.
+    pub(crate) webhooks: WebhookRegistry,
+    /// Inputs no attempt could handle (`/dead-letters`).
+    pub(crate) dead_letters: DeadLetters,
     pub(crate) idempotency: InFlightKeys,
     pub(crate) config: GatewayConfig,
     /// Set to `true` when the server begins shutting down, so that
@@ -33,8 +40,9 @@ pub(crate) struct Shared {
 }
 
 impl AppState {
-    /// Builds the state: loads every registered schema from the log (creating
-    /// the schemas topic if needed). The index should already be running.
+    /// Builds the state: loads every registered schema and webhook processor
+    /// from the log (creating their topics and the dead letter topic if
+    /// needed). The index should already be running.
     ///
     /// # Errors
     /// Log failures while loading schemas.
@@ -44,11 +52,19 @@ impl AppState {
         config: GatewayConfig,
     ) -> Result<Self, cmdr_log::LogError> {
         let schemas = SchemaRegistry::load(Arc::clone(&log)).await?;
+        let webhooks = WebhookRegistry::open(Arc::clone(&log))
+            .await
+            .map_err(into_log_error)?;
+        let dead_letters = DeadLetters::open(Arc::clone(&log))
+            .await
+            .map_err(into_log_error)?;
         Ok(Self {
             inner: Arc::new(Shared {
                 log,
                 index,
                 schemas,
+                webhooks,
+                dead_letters,
                 idempotency: InFlightKeys::default(),
                 config,
                 shutdown: watch::channel(false).0,
@@ -67,6 +83,17 @@ impl AppState {
         &self.inner.log
     }
 
+    /// The webhook processor registry (pass it to
+    /// [`cmdr_processor::webhook::supervise`] to run the registered processors).
+    pub fn webhooks(&self) -> &WebhookRegistry {
+        &self.inner.webhooks
+    }
+
+    /// The dead letters.
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.inner.dead_letters
+    }
+
     /// Tells long-lived responses to end (called by [`crate::serve`]).
     pub fn begin_shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
@@ -74,5 +101,13 @@ impl AppState {
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
+    }
+}
+
+/// Opening the registries can only fail in the log; keep that error.
+fn into_log_error(e: ProcessorError) -> LogError {
+    match e {
+        ProcessorError::Log { source, .. } => source,
+        other => LogError::Closed(other.to_string()),
     }
 }

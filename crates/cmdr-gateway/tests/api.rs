@@ -671,3 +671,156 @@ async fn event_updates_filter_and_resume_from_a_position() {
     .await;
     assert_eq!(rest, [("4".to_string(), 3)]);
 }
+
+fn put(uri: &str, body: Value) -> Request<Body> {
+    Request::put(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn processors_are_registered_read_and_deleted() {
+    let h = harness(GatewayConfig::default()).await;
+    let reg = json!({"actions": ["pay"], "url": "http://127.0.0.1:9/pay"});
+    let r = call(&h, put("/processors/payments", reg.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.headers["location"], "/processors/payments");
+    assert_eq!(r.body["group"], "webhook-payments");
+    let records = h.log.topic("_cmdr_processors").await.unwrap().partitions[0].end_offset;
+    // Identical: 200 and nothing written; changed: 200 and written.
+    let r = call(&h, put("/processors/payments", reg)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let after = h.log.topic("_cmdr_processors").await.unwrap().partitions[0].end_offset;
+    assert_eq!(after, records);
+    let r = call(
+        &h,
+        put(
+            "/processors/payments",
+            json!({"actions": ["pay", "refund"], "url": "http://127.0.0.1:9/v2"}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        h.state
+            .webhooks()
+            .get("payments")
+            .await
+            .unwrap()
+            .unwrap()
+            .url,
+        "http://127.0.0.1:9/v2"
+    );
+
+    let r = call(&h, put("/processors/a%20b", json!({"actions": "pay"}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["code"], "invalid-registration");
+    let pointers: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/name", "/actions", "/url"]);
+    let r = call(
+        &h,
+        Request::put("/processors/x")
+            .header("content-type", "application/json")
+            .body(Body::from("{"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.body["code"], "malformed-body", "{}", r.text);
+
+    let r = call(&h, get("/processors")).await;
+    assert_eq!(
+        r.body["items"][0]["actions"],
+        json!(["pay", "refund"]),
+        "{}",
+        r.text
+    );
+    let r = call(&h, get("/processors/payments")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = call(
+        &h,
+        Request::get("/processors/payments")
+            .header("accept", "text/html")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(r.text.contains("<html"), "{}", r.text);
+    let delete = || {
+        Request::delete("/processors/payments")
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(call(&h, delete()).await.status, StatusCode::NO_CONTENT);
+    let r = call(&h, delete()).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not-found"))
+    );
+    assert_eq!(
+        call(&h, get("/processors/payments")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = call(&h, get("/openapi.json")).await;
+    assert!(r.body["paths"]["/processors/{name}"]["put"].is_object());
+    assert!(r.body["paths"]["/dead-letters"]["get"].is_object());
+}
+
+#[tokio::test]
+async fn dead_letters_filter_and_paginate() {
+    let h = harness(GatewayConfig::default()).await;
+    for (i, processor) in ["a", "b", "a", "a"].into_iter().enumerate() {
+        let letter = cmdr_processor::DeadLetter {
+            processor: processor.into(),
+            topic: "commands".into(),
+            partition: 0,
+            offset: i as u64,
+            input: json!({"id": format!("00000000-0000-7000-8000-00000000000{i}")}),
+            last_error: "down".into(),
+            attempts: 5,
+            timestamp: 1,
+        };
+        h.state.dead_letters().append(&letter).await.unwrap();
+    }
+    let r = call(&h, get("/dead-letters?processor=a&limit=2")).await;
+    let offsets: Vec<u64> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [0, 2], "{}", r.text);
+    assert_eq!(
+        r.body["items"][0]["links"]["input"],
+        "/commands/00000000-0000-7000-8000-000000000000"
+    );
+    let next = r.body["next"].as_str().unwrap().to_string();
+    let r = call(&h, get(&next)).await;
+    let offsets: Vec<u64> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [3], "{}", r.text);
+    assert_eq!(r.body["next"], Value::Null);
+    let r = call(&h, get("/dead-letters")).await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 4, "{}", r.text);
+    for bad in [
+        "/dead-letters?after=x",
+        "/dead-letters?limit=1001",
+        "/dead-letters?nope=1",
+    ] {
+        let r = call(&h, get(bad)).await;
+        assert_eq!(
+            (r.status, r.body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad-request")),
+            "{bad}"
+        );
+    }
+}

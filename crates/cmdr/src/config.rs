@@ -9,6 +9,11 @@
 //! max_wait_ms = 60000           # longest Prefer: wait; CMDR_MAX_WAIT_MS
 //! commands_partitions = 1       # at topic creation only
 //! events_partitions = 1
+//! webhook_timeout_ms = 10000    # one webhook request; CMDR_WEBHOOK_TIMEOUT_MS
+//! webhook_max_attempts = 5      # attempts before a dead letter; CMDR_WEBHOOK_MAX_ATTEMPTS
+//! webhook_backoff_ms = 100      # first retry wait, doubled each time; CMDR_WEBHOOK_BACKOFF_MS
+//! webhook_max_backoff_ms = 10000  # longest retry wait; CMDR_WEBHOOK_MAX_BACKOFF_MS
+//! example = "accounts"          # run the example domain too; CMDR_EXAMPLE, --example
 //! ```
 
 use std::net::SocketAddr;
@@ -16,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use cmdr_processor::{RetryPolicy, WebhookConfig};
 use serde::Deserialize;
 
 /// Default data directory.
@@ -25,6 +31,19 @@ pub const DEFAULT_DATA_DIR: &str = "./cmdr-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 /// Most partitions a topic may be created with.
 pub const MAX_PARTITIONS: u32 = 1024;
+
+/// Longest webhook request timeout accepted, in ms (one hour).
+pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 3_600_000;
+/// Most webhook attempts accepted.
+pub const MAX_WEBHOOK_ATTEMPTS: u32 = 100;
+
+/// An example domain `cmdr serve` can run in the same process.
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Example {
+    /// Bank accounts: open-account, deposit, withdraw, transfer; balances at /accounts.
+    Accounts,
+}
 
 /// Where the data lives (shared by `serve` and `reindex`).
 #[derive(Args, Debug, Clone)]
@@ -54,6 +73,21 @@ pub struct ServeArgs {
     /// Longest wait a client may ask for, in ms. Default 60000.
     #[arg(long, env = "CMDR_MAX_WAIT_MS")]
     pub max_wait_ms: Option<u64>,
+    /// Time a webhook processor has to answer one request, in ms. Default 10000.
+    #[arg(long, env = "CMDR_WEBHOOK_TIMEOUT_MS")]
+    pub webhook_timeout_ms: Option<u64>,
+    /// Attempts per command before a webhook failure becomes a dead letter. Default 5.
+    #[arg(long, env = "CMDR_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Wait before the first webhook retry, in ms (doubled each time). Default 100.
+    #[arg(long, env = "CMDR_WEBHOOK_BACKOFF_MS")]
+    pub webhook_backoff_ms: Option<u64>,
+    /// Longest wait between webhook retries, in ms. Default 10000.
+    #[arg(long, env = "CMDR_WEBHOOK_MAX_BACKOFF_MS")]
+    pub webhook_max_backoff_ms: Option<u64>,
+    /// Also run an example domain in this process (its processors and read-model routes).
+    #[arg(long, env = "CMDR_EXAMPLE")]
+    pub example: Option<Example>,
 }
 
 /// The configuration file's shape; every field optional.
@@ -67,6 +101,11 @@ struct FileConfig {
     max_wait_ms: Option<u64>,
     commands_partitions: Option<u32>,
     events_partitions: Option<u32>,
+    webhook_timeout_ms: Option<u64>,
+    webhook_max_attempts: Option<u32>,
+    webhook_backoff_ms: Option<u64>,
+    webhook_max_backoff_ms: Option<u64>,
+    example: Option<Example>,
 }
 
 /// Validated settings of `cmdr serve` / `cmdr reindex`.
@@ -82,6 +121,10 @@ pub struct Settings {
     pub commands_partitions: u32,
     /// Partitions of the events topic when it is created.
     pub events_partitions: u32,
+    /// Settings of the webhook processor runners.
+    pub webhooks: WebhookConfig,
+    /// The example domain to run, if any.
+    pub example: Option<Example>,
 }
 
 fn read_file(path: Option<&Path>) -> Result<FileConfig> {
@@ -102,6 +145,11 @@ impl Settings {
             body_limit: None,
             sync_wait_ms: None,
             max_wait_ms: None,
+            webhook_timeout_ms: None,
+            webhook_max_attempts: None,
+            webhook_backoff_ms: None,
+            webhook_max_backoff_ms: None,
+            example: None,
         };
         Self::resolve(&serve)
     }
@@ -109,6 +157,8 @@ impl Settings {
     /// Merges defaults, file, environment and flags, and validates.
     pub fn resolve(args: &ServeArgs) -> Result<Self> {
         let file = read_file(args.storage.config.as_deref())?;
+        let webhooks = webhook_config(args, &file)?;
+        let example = args.example.or(file.example);
         let data_dir = args
             .storage
             .data_dir
@@ -167,6 +217,121 @@ impl Settings {
             gateway,
             commands_partitions,
             events_partitions,
+            webhooks,
+            example,
         })
+    }
+}
+
+/// The webhook runners' settings: flags and environment over the file over defaults.
+fn webhook_config(args: &ServeArgs, file: &FileConfig) -> Result<WebhookConfig> {
+    let mut config = WebhookConfig::default();
+    if let Some(ms) = args.webhook_timeout_ms.or(file.webhook_timeout_ms) {
+        if !(1..=MAX_WEBHOOK_TIMEOUT_MS).contains(&ms) {
+            bail!("webhook_timeout_ms must be from 1 to {MAX_WEBHOOK_TIMEOUT_MS}, not {ms}");
+        }
+        config.timeout = Duration::from_millis(ms);
+    }
+    let defaults = RetryPolicy::default();
+    let attempts = args
+        .webhook_max_attempts
+        .or(file.webhook_max_attempts)
+        .unwrap_or(defaults.max_attempts);
+    if !(1..=MAX_WEBHOOK_ATTEMPTS).contains(&attempts) {
+        bail!("webhook_max_attempts must be from 1 to {MAX_WEBHOOK_ATTEMPTS}, not {attempts}");
+    }
+    let backoff = args
+        .webhook_backoff_ms
+        .or(file.webhook_backoff_ms)
+        .map_or(defaults.initial_backoff, Duration::from_millis);
+    let max_backoff = args
+        .webhook_max_backoff_ms
+        .or(file.webhook_max_backoff_ms)
+        .map_or(defaults.max_backoff, Duration::from_millis);
+    if backoff > max_backoff {
+        bail!(
+            "webhook_backoff_ms ({} ms) must not exceed webhook_max_backoff_ms ({} ms)",
+            backoff.as_millis(),
+            max_backoff.as_millis()
+        );
+    }
+    config.retry = RetryPolicy::new(attempts, backoff).max_backoff(max_backoff);
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path, config: Option<PathBuf>) -> ServeArgs {
+        ServeArgs {
+            storage: StorageArgs {
+                data_dir: Some(dir.join("data")),
+                config,
+            },
+            listen: None,
+            body_limit: None,
+            sync_wait_ms: None,
+            max_wait_ms: None,
+            webhook_timeout_ms: None,
+            webhook_max_attempts: None,
+            webhook_backoff_ms: None,
+            webhook_max_backoff_ms: None,
+            example: None,
+        }
+    }
+
+    #[test]
+    fn webhook_settings_and_example_follow_defaults_then_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = Settings::resolve(&args(dir.path(), None)).unwrap();
+        assert_eq!(defaults.webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(defaults.webhooks.retry, RetryPolicy::default());
+        assert_eq!(defaults.example, None);
+
+        let file = dir.path().join("cmdr.toml");
+        std::fs::write(
+            &file,
+            "webhook_timeout_ms = 2500\nwebhook_max_attempts = 7\nwebhook_backoff_ms = 20\nexample = \"accounts\"\n",
+        )
+        .unwrap();
+        let mut a = args(dir.path(), Some(file));
+        let from_file = Settings::resolve(&a).unwrap();
+        assert_eq!(from_file.webhooks.timeout, Duration::from_millis(2500));
+        assert_eq!(from_file.webhooks.retry.max_attempts, 7);
+        assert_eq!(
+            from_file.webhooks.retry.initial_backoff,
+            Duration::from_millis(20)
+        );
+        assert_eq!(from_file.example, Some(Example::Accounts));
+
+        a.webhook_max_attempts = Some(2);
+        a.webhook_timeout_ms = Some(100);
+        let flags = Settings::resolve(&a).unwrap();
+        assert_eq!(flags.webhooks.retry.max_attempts, 2);
+        assert_eq!(flags.webhooks.timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn invalid_webhook_settings_are_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        type Tweak = fn(&mut ServeArgs);
+        let cases: [(&str, Tweak); 4] = [
+            ("webhook_max_attempts", |a| a.webhook_max_attempts = Some(0)),
+            ("webhook_timeout_ms", |a| a.webhook_timeout_ms = Some(0)),
+            ("webhook_backoff_ms", |a| {
+                a.webhook_backoff_ms = Some(500);
+                a.webhook_max_backoff_ms = Some(100);
+            }),
+            ("webhook_max_attempts", |a| {
+                a.webhook_max_attempts = Some(1000)
+            }),
+        ];
+        for (name, set) in cases {
+            let mut a = args(dir.path(), None);
+            set(&mut a);
+            let err = Settings::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
     }
 }

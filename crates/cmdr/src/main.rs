@@ -9,6 +9,7 @@
 mod bench;
 mod client;
 mod config;
+mod example;
 mod reindex;
 mod serve;
 mod storage;

@@ -1,13 +1,83 @@
-//! `cmdr serve`: open the log and index, start the indexer, serve HTTP until
-//! SIGTERM or SIGINT, then drain requests, stop the indexer and sync.
+//! `cmdr serve`: open the log and index, start the indexer, the webhook
+//! processors (and the example domain when asked), serve HTTP until SIGTERM or
+//! SIGINT, then drain requests, stop the processors and the indexer, and sync.
+//!
+//! Key decision: processors stop only after HTTP has drained, so a request
+//! waiting for its command's outcome (`?sync=true`) still gets it. A processor
+//! that fails for good (the log failed) shuts the whole server down: serving
+//! commands that nothing processes would only pile them up.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use cmdr_gateway::AppState;
+use cmdr_processor::{webhook, ProcessorError};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-use crate::config::{ServeArgs, Settings};
+use crate::config::{Example, ServeArgs, Settings};
 use crate::storage;
+
+/// A future resolving when `rx` turns `true`.
+async fn when_set(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The in-process processors: each task's name and result; `failed` is set
+/// when one ends with an error before it was told to stop.
+struct Processing {
+    tasks: JoinSet<(&'static str, Result<(), ProcessorError>)>,
+    stop: watch::Sender<bool>,
+    failed: watch::Sender<bool>,
+}
+
+impl Processing {
+    fn new() -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            stop: watch::channel(false).0,
+            failed: watch::channel(false).0,
+        }
+    }
+
+    /// A future resolving when processing must stop.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        when_set(self.stop.subscribe())
+    }
+
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = Result<(), ProcessorError>> + Send + 'static,
+    ) {
+        let failed = self.failed.clone();
+        self.tasks.spawn(async move {
+            let result = task.await;
+            if let Err(e) = &result {
+                tracing::error!(task = name, error = %e, "processing stopped; shutting down");
+                let _ = failed.send(true);
+            }
+            (name, result)
+        });
+    }
+
+    /// Stops every task and waits for them to drain; the first error, if any.
+    async fn shutdown(mut self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let mut first = Ok(());
+        while let Some(done) = self.tasks.join_next().await {
+            let result = match done {
+                Ok((name, r)) => r.with_context(|| format!("{name} failed")),
+                Err(e) => Err(anyhow::anyhow!("a processing task panicked: {e}")),
+            };
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    }
+}
 
 /// Runs the server.
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -26,19 +96,51 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .context("starting the indexer")?;
     let state = AppState::new(log.clone(), index, settings.gateway.clone())
         .await
-        .context("loading schemas")?;
+        .context("loading schemas and processors")?;
+    // Bound before any processor starts, so a taken port stops nothing midway.
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let mut processing = Processing::new();
+    processing.spawn(
+        "the webhook supervisor",
+        webhook::supervise(
+            log.clone(),
+            state.webhooks().clone(),
+            settings.webhooks.clone(),
+            processing.stopped(),
+        ),
+    );
+    let mut router = cmdr_gateway::app(state.clone());
+    if let Some(Example::Accounts) = settings.example {
+        let balances = cmdr_processor::example::Balances::new();
+        let stopped = processing.stopped();
+        processing.spawn(
+            "the accounts example",
+            cmdr_processor::example::run(log.clone(), balances.clone(), stopped),
+        );
+        router = router.merge(crate::example::router(balances));
+        tracing::info!("running the accounts example (GET /accounts)");
+    }
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
     // The first line on stdout says where to connect (tests read it).
     println!("cmdr listening on http://{addr}");
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
-    cmdr_gateway::serve(listener, state, shutdown_signal()).await?;
+    let failed = when_set(processing.failed.subscribe());
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = failed => {}
+        }
+    };
+    let served = cmdr_gateway::serve_router(listener, state, router, shutdown).await;
+    let processed = processing.shutdown().await;
     indexer.shutdown().await.context("stopping the indexer")?;
     log.sync().await.context("syncing the log")?;
+    served?;
+    processed?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! End-to-end: the real `cmdr` binary on a free port with a temporary data
-//! directory, driven over HTTP. Outcomes (accepted/rejected) need a processor
-//! and are covered at the library level (crates/cmdr-gateway/tests/api.rs).
+//! directory, driven over HTTP, with no processor running. Outcomes with
+//! processors (the accounts example, webhooks) are in `processing.rs`.
 
 mod support;
 
