@@ -17,8 +17,10 @@ use crate::engine::{self, EngineConfig, DEFAULT_MAX_IN_FLIGHT};
 use crate::{ProcessorError, RetryPolicy};
 
 /// Partitions given to the `commands` and `events` topics when a processor
-/// finds them missing (an existing topic keeps its partition count).
-pub const DEFAULT_PARTITIONS: u32 = 8;
+/// finds them missing (an existing topic keeps its partition count). The same
+/// default as `cmdr serve`, so whichever starts first creates the same topics;
+/// keys are processed concurrently within a partition either way.
+pub const DEFAULT_PARTITIONS: u32 = 1;
 /// Suffix of the consumer group that runs a processor's event handlers
 /// (`<group>-events`); its command handlers run as `<group>`.
 pub const EVENTS_GROUP_SUFFIX: &str = "-events";
