@@ -207,8 +207,9 @@ async fn post_command(
     let Some(idem) = idempotency_key else {
         let command = new_command(request)?;
         let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
-        append(&state, &command, None).await?;
-        return respond(&state, neg, command, CommandStatus::Pending, waiter, wait).await;
+        let json = Bytes::from(command.to_json());
+        append(&state, &command, json.clone(), None).await?;
+        return respond(&state, neg, command, Some(&json), waiter, wait).await;
     };
 
     let hash = request_hash(&request);
@@ -228,11 +229,12 @@ async fn post_command(
             return settled(&state, neg, view.command.id).await;
         }
         // The first answer (202), with the status as it is now.
-        return respond(&state, neg, view.command, view.status, waiter, wait).await;
+        return respond_with(&state, neg, view.command, view.status, None, waiter, wait).await;
     }
     let command = new_command(request)?;
     let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
-    let (partition, offset) = append(&state, &command, Some((&idem, &hash))).await?;
+    let json = Bytes::from(command.to_json());
+    let (partition, offset) = append(&state, &command, json.clone(), Some((&idem, &hash))).await?;
     // Hold the key until the index knows it, so a retry finds the first command.
     if !state
         .inner
@@ -248,7 +250,7 @@ async fn post_command(
         tracing::warn!(key = %idem, "idempotent command not indexed within the index wait");
     }
     drop(held); // retries may proceed while this request waits for the outcome
-    respond(&state, neg, command, CommandStatus::Pending, waiter, wait).await
+    respond(&state, neg, command, Some(&json), waiter, wait).await
 }
 
 fn new_command(request: CommandRequest) -> ApiResult<Command> {
@@ -258,13 +260,15 @@ fn new_command(request: CommandRequest) -> ApiResult<Command> {
         .map_err(|v| ApiError::Validation(v.0))
 }
 
-/// Appends the command; returns its partition and offset.
+/// Appends the command (`json`: [`Command::to_json`]); returns its
+/// partition and offset.
 async fn append(
     state: &AppState,
     command: &Command,
+    json: Bytes,
     idem: Option<(&str, &str)>,
 ) -> ApiResult<(u32, u64)> {
-    let mut record = Record::new(command.key.clone(), command.to_json())
+    let mut record = Record::new(command.key.clone(), json)
         .with_header(log_header::ACTION, command.action.clone())
         .with_header(log_header::CONTENT_TYPE, &b"application/json"[..])
         .with_timestamp(command.timestamp);
@@ -280,13 +284,63 @@ async fn append(
     Ok((at.partition, at.offset))
 }
 
-/// Answers for a command that is in the log: after waiting for its outcome
-/// when asked, else 202 with `status` (pending unless a retry found more).
+/// [`respond_with`] for a command just appended (pending), whose log value
+/// is `json`.
 async fn respond(
     state: &AppState,
     neg: Negotiated,
     command: Command,
+    json: Option<&[u8]>,
+    waiter: Option<cmdr_index::OutcomeWaiter>,
+    wait: Option<Duration>,
+) -> ApiResult<Response> {
+    respond_with(
+        state,
+        neg,
+        command,
+        CommandStatus::Pending,
+        json,
+        waiter,
+        wait,
+    )
+    .await
+}
+
+/// The JSON of [`CommandBody::new`] (no outcome, no events) built from the
+/// command's log value `json` (the same fields in the same order), without
+/// serialising the command a second time. `None` if `json` is not an object.
+fn body_from_log_json(json: &[u8], id: uuid::Uuid, status: CommandStatus) -> Option<Vec<u8>> {
+    let head = json.strip_suffix(b"}")?;
+    if !head.starts_with(b"{") || head.len() < 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(json.len() + 140);
+    out.extend_from_slice(head);
+    let mut id_buf = uuid::Uuid::encode_buffer();
+    let id = id.hyphenated().encode_lower(&mut id_buf);
+    for part in [
+        ",\"status\":\"",
+        status.as_str(),
+        "\",\"links\":{\"self\":\"/commands/",
+        id,
+        "\",\"events\":\"/events?root=",
+        id,
+        "\"}}",
+    ] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    Some(out)
+}
+
+/// Answers for a command that is in the log: after waiting for its outcome
+/// when asked, else 202 with `status` (pending unless a retry found more).
+/// `json`, when given, is the command's log value (reused for the body).
+async fn respond_with(
+    state: &AppState,
+    neg: Negotiated,
+    command: Command,
     status: CommandStatus,
+    json: Option<&[u8]>,
     waiter: Option<cmdr_index::OutcomeWaiter>,
     wait: Option<Duration>,
 ) -> ApiResult<Response> {
@@ -309,15 +363,19 @@ async fn respond(
         }
     }
     let location = format!("/commands/{}", command.id);
-    let body = CommandBody::new(&command, status);
     let mut res = if neg.html {
+        let body = CommandBody::new(&command, status);
         axum::response::Html(crate::html::page(
             "Command accepted for processing",
             &body.to_value(),
         ))
         .into_response()
     } else {
-        let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let bytes = match json.and_then(|j| body_from_log_json(j, command.id, status)) {
+            Some(bytes) => bytes,
+            None => serde_json::to_vec(&CommandBody::new(&command, status))
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        };
         let mut r = bytes.into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -361,4 +419,34 @@ async fn settled(state: &AppState, neg: Negotiated, id: uuid::Uuid) -> ApiResult
         res.headers_mut().insert(header::LOCATION, v);
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_from_log_json_matches_the_serialised_body() {
+        let value = serde_json::json!({
+            "action": "create-customer",
+            "data": {"name": "Ann \"A\" \u{e9}", "n": [1, 2.5, null], "nested": {"b": true}},
+            "key": "customer-42",
+        });
+        let request = CommandRequest::from_value(value).unwrap();
+        let command = new_command(request).unwrap();
+        for status in [
+            CommandStatus::Pending,
+            CommandStatus::Accepted,
+            CommandStatus::Rejected,
+        ] {
+            let fast = body_from_log_json(&command.to_json(), command.id, status).unwrap();
+            let slow = serde_json::to_vec(&CommandBody::new(&command, status)).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(slow).unwrap()
+            );
+        }
+        assert!(body_from_log_json(b"[]", command.id, CommandStatus::Pending).is_none());
+        assert!(body_from_log_json(b"}", command.id, CommandStatus::Pending).is_none());
+    }
 }

@@ -37,7 +37,18 @@ pub struct LogConfig {
     pub queue_depth: usize,
     /// Durability. Default [`SyncMode::Always`].
     pub sync: SyncMode,
+    /// Longest a round waits for appends that callers have started but not
+    /// yet queued, typically callers the previous round has just answered
+    /// and that append again at once (group commit; [`SyncMode::Always`]
+    /// only). Default [`DEFAULT_MAX_LINGER`]. Zero when callers do not
+    /// re-send at once (an HTTP server: an answered caller's next append
+    /// comes from a new request), where the wait only delays the round.
+    pub max_linger: Duration,
 }
+
+/// Default [`LogConfig::max_linger`]: 250 µs (and at most half the previous
+/// round's sync time).
+pub const DEFAULT_MAX_LINGER: Duration = Duration::from_micros(250);
 
 impl LogConfig {
     /// Defaults, with data in `dir`.
@@ -50,6 +61,7 @@ impl LogConfig {
             max_round_bytes: 8 * 1024 * 1024,
             queue_depth: 65_536,
             sync: SyncMode::Always,
+            max_linger: DEFAULT_MAX_LINGER,
         }
     }
 
@@ -62,6 +74,12 @@ impl LogConfig {
     /// Sets [`LogConfig::sync`].
     pub fn sync(mut self, sync: SyncMode) -> Self {
         self.sync = sync;
+        self
+    }
+
+    /// Sets [`LogConfig::max_linger`].
+    pub fn max_linger(mut self, linger: Duration) -> Self {
+        self.max_linger = linger;
         self
     }
 

@@ -64,10 +64,6 @@ pub(crate) struct TopicWriter {
     last_sync: Duration,
 }
 
-/// Longest a round waits for appends that callers have started but not yet
-/// queued (group commit), in addition to being at most half a sync.
-pub(crate) const MAX_LINGER: Duration = Duration::from_micros(250);
-
 /// Counts the appends callers have started and not yet seen answered, so the
 /// writer can tell whether more are about to arrive; wakes the writer on
 /// every change.
@@ -154,8 +150,8 @@ impl TopicWriter {
     /// Runs until every sender is gone, then syncs what is unsynced.
     ///
     /// Group commit: a round takes every queued request; with
-    /// [`SyncMode::Always`] it also waits, for at most [`MAX_LINGER`] and half
-    /// the previous round's sync time, for appends that callers have already
+    /// [`SyncMode::Always`] it also waits, for at most [`LogConfig::max_linger`]
+    /// and half the previous round's sync time, for appends that callers have already
     /// started ([`InFlight`]) but not yet queued, typically the callers the
     /// previous round has just answered. Without that wait, callers split
     /// into two cohorts that alternate rounds, each round half full.
@@ -186,6 +182,7 @@ impl TopicWriter {
                     }
                 }
                 if self.config.sync != SyncMode::Always
+                    || self.config.max_linger.is_zero()
                     || appends.is_empty()
                     || bytes >= self.config.max_round_bytes
                     || appends.len() >= self.in_flight.count()
@@ -193,7 +190,8 @@ impl TopicWriter {
                     break;
                 }
                 let now = Instant::now();
-                let until = *deadline.get_or_insert(now + (self.last_sync / 2).min(MAX_LINGER));
+                let until =
+                    *deadline.get_or_insert(now + (self.last_sync / 2).min(self.config.max_linger));
                 if now >= until {
                     break;
                 }
