@@ -99,6 +99,39 @@ impl DeadLetters {
             .map_err(|e| ProcessorError::log(format!("appending to {DEAD_LETTERS_TOPIC}"), e))
     }
 
+    /// Gives up on a command that failed every attempt: appends its dead
+    /// letter, then returns the `processing-failed` rejection event that ends
+    /// the command (so sync waiters get an answer).
+    ///
+    /// # Errors
+    /// [`ProcessorError::Log`] when the dead letter cannot be appended.
+    pub async fn give_up(
+        &self,
+        processor: &str,
+        record: &cmdr_log::StoredRecord,
+        command: &cmdr_contract::Command,
+        last_error: &str,
+        attempts: u32,
+        now: i64,
+    ) -> Result<cmdr_contract::Event, ProcessorError> {
+        self.append(&DeadLetter {
+            processor: processor.to_string(),
+            topic: cmdr_contract::COMMANDS_TOPIC.into(),
+            partition: record.partition,
+            offset: record.offset,
+            input: serde_json::to_value(command).unwrap_or(Value::Null),
+            last_error: last_error.to_string(),
+            attempts,
+            timestamp: now,
+        })
+        .await?;
+        Ok(crate::records::rejected_event(
+            command,
+            crate::records::processing_failed(attempts, last_error),
+            now,
+        ))
+    }
+
     /// Up to `limit` (at most [`MAX_DEAD_LETTER_PAGE`]) dead letters from
     /// position `from` on, optionally only those of `processor`. Repeats of
     /// one input by one processor (after a crash) appear once per page.

@@ -18,9 +18,7 @@ use serde_json::Value;
 use super::handler::{CommandHandler, Context, Decision, EventHandler, HandlerError};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::engine::Dispatch;
-use crate::records::{
-    accepted_events, caused_events, event_record, processing_failed, rejected_event,
-};
+use crate::records::{accepted_events, caused_events, event_record, rejected_event};
 use crate::{ProcessorError, RetryPolicy};
 
 /// Runs `attempt(n)` until it succeeds or the policy gives up; returns the
@@ -132,23 +130,11 @@ impl Dispatch for CommandDispatch {
             Err((last_error, attempts)) => {
                 tracing::error!(processor = %self.name, command = %command.id, %last_error, attempts,
                     "command handler failed on every attempt; rejecting with processing-failed");
-                self.dead_letters
-                    .append(&DeadLetter {
-                        processor: self.name.clone(),
-                        topic: cmdr_contract::COMMANDS_TOPIC.into(),
-                        partition: record.partition,
-                        offset: record.offset,
-                        input: serde_json::to_value(&command).unwrap_or(Value::Null),
-                        last_error: last_error.clone(),
-                        attempts,
-                        timestamp: now,
-                    })
-                    .await?;
-                vec![rejected_event(
-                    &command,
-                    processing_failed(attempts, &last_error),
-                    now,
-                )]
+                vec![
+                    self.dead_letters
+                        .give_up(&self.name, &record, &command, &last_error, attempts, now)
+                        .await?,
+                ]
             }
         };
         Ok(events.iter().map(event_record).collect())

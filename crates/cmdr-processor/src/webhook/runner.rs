@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use cmdr_contract::{Command, COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_log::{Log, Record, StartPosition, StoredRecord};
-use serde_json::Value;
 
 use super::protocol::{parse_answer, WebhookAnswer, ATTEMPT_HEADER, PROCESSOR_HEADER};
 use super::registry::WebhookRegistration;
-use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::dead_letter::DeadLetters;
 use crate::engine::{self, Dispatch, EngineConfig, DEFAULT_MAX_IN_FLIGHT};
-use crate::records::{accepted_events, event_record, processing_failed, rejected_event};
+use crate::records::{accepted_events, event_record, rejected_event};
 use crate::sdk::{with_retries, HandlerError};
 use crate::{ProcessorError, RetryPolicy};
 
@@ -125,23 +124,18 @@ impl Dispatch for WebhookDispatch {
             Err((last_error, attempts)) => {
                 tracing::warn!(processor = %self.name, command = %command.id, %last_error, attempts,
                     "webhook failed on every attempt; dead-lettered");
-                self.dead_letters
-                    .append(&DeadLetter {
-                        processor: self.name.clone(),
-                        topic: COMMANDS_TOPIC.into(),
-                        partition: record.partition,
-                        offset: record.offset,
-                        input: serde_json::to_value(command.as_ref()).unwrap_or(Value::Null),
-                        last_error: last_error.clone(),
-                        attempts,
-                        timestamp: now,
-                    })
-                    .await?;
-                vec![rejected_event(
-                    &command,
-                    processing_failed(attempts, &last_error),
-                    now,
-                )]
+                vec![
+                    self.dead_letters
+                        .give_up(
+                            &self.name,
+                            &record,
+                            command.as_ref(),
+                            &last_error,
+                            attempts,
+                            now,
+                        )
+                        .await?,
+                ]
             }
         };
         Ok(events.iter().map(event_record).collect())
