@@ -203,21 +203,32 @@ async fn connection(conn: usize, load: Load, deadline: Instant) -> Result<ConnRe
     })
 }
 
-/// Serves the bare ceiling handler (answers `202` to any POST, `200` to any
-/// GET, without doing anything) on a fresh loopback port; returns its address.
+/// The bare ceiling handler: answers `202` to any POST and `200` to any
+/// GET, after reading the body, without doing anything else.
+pub fn bare_router() -> axum::Router {
+    use axum::routing::any;
+    axum::Router::new().fallback(any(|body: Bytes| async move {
+        let _ = body;
+        (StatusCode::ACCEPTED, "{\"status\":\"pending\"}")
+    }))
+}
+
+/// Serves [`bare_router`] on `listener` until the process ends.
+///
+/// # Errors
+/// When serving fails.
+pub async fn serve_bare(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, bare_router()).await
+}
+
+/// Serves [`bare_router`] on a fresh loopback port inside this process (on
+/// the load generator's own runtime); returns its address.
 ///
 /// # Errors
 /// When the port cannot be bound.
 pub async fn spawn_bare_server() -> std::io::Result<SocketAddr> {
-    use axum::routing::any;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().fallback(any(|body: Bytes| async move {
-        let _ = body;
-        (StatusCode::ACCEPTED, "{\"status\":\"pending\"}")
-    }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    tokio::spawn(serve_bare(listener));
     Ok(addr)
 }

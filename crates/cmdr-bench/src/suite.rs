@@ -24,6 +24,9 @@ pub struct SuiteOptions {
     pub step: Duration,
     /// Connection counts for the intake runs.
     pub connections: Vec<usize>,
+    /// The bare ceiling server, when it runs in its own process like the
+    /// server under test; `None` serves it inside the load generator.
+    pub bare: Option<SocketAddr>,
 }
 
 fn command_body(conn: usize, n: u64) -> Bytes {
@@ -70,7 +73,10 @@ pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
 /// When the server cannot be reached.
 pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
     let mut out = String::new();
-    let bare = http::spawn_bare_server().await.map_err(|e| e.to_string())?;
+    let bare = match opts.bare {
+        Some(addr) => addr,
+        None => http::spawn_bare_server().await.map_err(|e| e.to_string())?,
+    };
     let _ = writeln!(out, "{TABLE_HEADER}");
     let mut ids = Vec::new();
     let mut at64: Option<(f64, f64)> = None;

@@ -30,6 +30,18 @@ pub enum BenchCommand {
     Http(HttpArgs),
     /// Synchronous round trips through the example accounts processor.
     Sync(HttpArgs),
+    /// Serves the bare ceiling handler (`bench http` runs it as a child
+    /// process, like the server under test).
+    #[command(hide = true)]
+    BareServer(BareArgs),
+}
+
+/// Options of the bare ceiling server.
+#[derive(clap::Args)]
+pub struct BareArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
 }
 
 /// Options of the log benchmark.
@@ -77,7 +89,9 @@ pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
         }
         BenchCommand::Http(args) => {
             let server = Server::start(&[]).await?;
-            let opts = options(&args, &server);
+            let bare = Server::spawn(&["bench", "bare-server"], None).await?;
+            let mut opts = options(&args, &server);
+            opts.bare = Some(bare.addr);
             println!(
                 "# cmdr bench http: {}s per step, server pid {}\n",
                 args.seconds,
@@ -103,6 +117,15 @@ pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
             let report = suite::sync(&opts, body).await.map_err(anyhow::Error::msg)?;
             println!("{report}");
         }
+        BenchCommand::BareServer(args) => {
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("binding {}", args.listen))?;
+            println!("bare server listening on http://{}", listener.local_addr()?);
+            cmdr_bench::http::serve_bare(listener)
+                .await
+                .context("serving")?;
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -113,6 +136,7 @@ fn options(args: &HttpArgs, server: &Server) -> SuiteOptions {
         pid: Some(server.pid()),
         step: Duration::from_secs(args.seconds.max(1)),
         connections: args.connections.clone(),
+        bare: None,
     }
 }
 
@@ -137,28 +161,36 @@ async fn open_accounts(addr: SocketAddr, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// A `cmdr serve` child process on a temporary data directory, killed on drop.
+/// A child process of this executable serving HTTP (`cmdr serve` on a
+/// temporary data directory, or the bare ceiling server), killed on drop.
 struct Server {
     child: Child,
     addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
+    /// `cmdr serve` on a fresh temporary data directory, with `extra` flags.
     async fn start(extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+        let data_dir = dir.path().to_string_lossy().into_owned();
+        let mut args = vec!["serve", "--data-dir", &data_dir];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, Some(dir)).await
+    }
+
+    /// Runs this executable with `args` plus `--listen 127.0.0.1:0`, reads
+    /// the address from its first line and waits until it is ready.
+    async fn spawn(args: &[&str], dir: Option<tempfile::TempDir>) -> Result<Self> {
         let exe = std::env::current_exe().context("locating the cmdr executable")?;
         let mut child = std::process::Command::new(exe)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path())
+            .args(args)
             .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("starting cmdr serve")?;
+            .with_context(|| format!("starting cmdr {}", args.join(" ")))?;
         let stdout = child.stdout.take().context("server stdout")?;
         let stdout = tokio::process::ChildStdout::from_std(stdout).context("server stdout")?;
         let mut lines = BufReader::new(stdout).lines();
