@@ -180,9 +180,11 @@ async fn post_command(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
     neg: Negotiated,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> ApiResult<Response> {
+    // Taken apart rather than extracted as `HeaderMap`, which would clone it.
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let wait = requested_wait(&state, query.as_deref(), &headers)?;
     let kind = body_kind(&headers)?;
     let bytes = read_body(&headers, body, state.inner.config.body_limit).await?;
@@ -362,7 +364,6 @@ async fn respond_with(
             }
         }
     }
-    let location = format!("/commands/{}", command.id);
     let mut res = if neg.html {
         let body = CommandBody::new(&command, status);
         axum::response::Html(crate::html::page(
@@ -384,10 +385,18 @@ async fn respond_with(
         r
     };
     *res.status_mut() = StatusCode::ACCEPTED;
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        res.headers_mut().insert(header::LOCATION, v);
-    }
+    res.headers_mut()
+        .insert(header::LOCATION, command_location(command.id));
     Ok(res)
+}
+
+/// `Location: /commands/{id}`, built without an intermediate `String`.
+fn command_location(id: uuid::Uuid) -> HeaderValue {
+    const PREFIX: &[u8] = b"/commands/";
+    let mut buf = [0u8; PREFIX.len() + uuid::fmt::Hyphenated::LENGTH];
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    id.hyphenated().encode_lower(&mut buf[PREFIX.len()..]);
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("/commands"))
 }
 
 /// 201 with the command and its events, or 409 with the rejection.

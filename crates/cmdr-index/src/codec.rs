@@ -96,6 +96,12 @@ pub(crate) fn with_outcome(value: &[u8], status: CommandStatus, outcome: u128) -
     Ok(v)
 }
 
+/// Whether a command value records an outcome.
+pub(crate) fn has_outcome(value: &[u8]) -> Result<bool> {
+    command_status(value)?;
+    Ok(value[2] == 1)
+}
+
 /// The status stored in a command value.
 pub(crate) fn command_status(value: &[u8]) -> Result<CommandStatus> {
     if value.len() < COMMAND_HEADER || value[0] != VERSION {

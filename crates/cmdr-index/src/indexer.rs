@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use cmdr_contract::{header, CommandStatus, Event, Outcome, COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_log::{Log, StoredRecord};
-use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use redb::{
+    Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, WriteTransaction,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -159,6 +161,7 @@ impl Index {
     }
 
     fn write_loop(&self, mut rx: mpsc::Receiver<Batch>) -> Result<()> {
+        let mut early_outcomes = self.early_outcomes()?;
         let mut last_durable = Instant::now();
         let mut last_commit = Instant::now();
         while let Some(first) = rx.blocking_recv() {
@@ -175,7 +178,7 @@ impl Index {
                 }
             }
             let durable = last_durable.elapsed() >= DURABLE_INTERVAL;
-            let settled = self.write_batches(&batches, durable)?;
+            let settled = self.write_batches(&batches, durable, &mut early_outcomes)?;
             last_commit = Instant::now();
             if durable {
                 last_durable = Instant::now();
@@ -224,7 +227,20 @@ impl Index {
 
     /// Writes `batches` and their positions in one transaction; returns the
     /// ids of commands whose outcome became known.
-    fn write_batches(&self, batches: &[Batch], durable: bool) -> Result<Vec<u128>> {
+    /// Entries in the `outcomes` table (see [`tables::OUTCOMES`]).
+    fn early_outcomes(&self) -> Result<u64> {
+        let path = &self.inner.path;
+        let txn = self.inner.db.begin_read().db(path)?;
+        let table = txn.open_table(tables::OUTCOMES).db(path)?;
+        table.len().db(path)
+    }
+
+    fn write_batches(
+        &self,
+        batches: &[Batch],
+        durable: bool,
+        early_outcomes: &mut u64,
+    ) -> Result<Vec<u128>> {
         let path = &self.inner.path;
         let mut txn = self.inner.db.begin_write().db(path)?;
         let durability = if durable {
@@ -235,7 +251,7 @@ impl Index {
         txn.set_durability(durability).db(path)?;
         let mut settled = Vec::new();
         {
-            let mut t = Tables::open(&txn, path)?;
+            let mut t = Tables::open(&txn, path, early_outcomes)?;
             for b in batches {
                 for rec in &b.records {
                     if b.topic == COMMANDS_TOPIC {
@@ -272,12 +288,19 @@ struct Tables<'t> {
     streams: Table<'t, (&'static str, u64), u128>,
     idempotency: Table<'t, &'static str, &'static [u8]>,
     positions: Table<'t, (&'static str, u32), u64>,
+    /// Entries in `outcomes` (outcomes whose command is not indexed yet).
+    early_outcomes: &'t mut u64,
 }
 
 impl<'t> Tables<'t> {
-    fn open(txn: &'t WriteTransaction, path: &'t std::path::Path) -> Result<Self> {
+    fn open(
+        txn: &'t WriteTransaction,
+        path: &'t std::path::Path,
+        early_outcomes: &'t mut u64,
+    ) -> Result<Self> {
         Ok(Self {
             path,
+            early_outcomes,
             commands: txn.open_table(tables::COMMANDS).db(path)?,
             commands_by_action: txn.open_table(tables::COMMANDS_BY_ACTION).db(path)?,
             commands_by_key: txn.open_table(tables::COMMANDS_BY_KEY).db(path)?,
@@ -309,14 +332,31 @@ impl<'t> Tables<'t> {
             }
         };
         let id = probe.id.as_u128();
-        if self.commands.get(id).db(path)?.is_some() {
-            return Ok(()); // the same command appended twice: keep the first
+        // An outcome read before its command waits in `outcomes`; most
+        // commands have none, and then the lookup is skipped.
+        let outcome = if *self.early_outcomes > 0 {
+            self.outcomes.remove(id).db(path)?.map(|g| g.value())
+        } else {
+            None
+        };
+        if outcome.is_some() {
+            *self.early_outcomes -= 1;
         }
-        let outcome = self.outcomes.get(id).db(path)?.map(|g| g.value());
         let status = match outcome {
             Some(ev) => self.status_of_event(ev)?,
             None => CommandStatus::Pending,
         };
+        let value = codec::encode_command(status, outcome, position, &rec.value);
+        let first = self
+            .commands
+            .insert(id, value.as_slice())
+            .db(path)?
+            .map(|old| old.value().to_vec());
+        if let Some(first) = first {
+            // The same command appended twice: keep the first.
+            self.commands.insert(id, first.as_slice()).db(path)?;
+            return Ok(());
+        }
         if outcome.is_some() {
             settled.push(id);
         }
@@ -342,8 +382,6 @@ impl<'t> Tables<'t> {
         self.commands_by_status
             .insert((status_code(status), id), ())
             .db(path)?;
-        let value = codec::encode_command(status, outcome, position, &rec.value);
-        self.commands.insert(id, value.as_slice()).db(path)?;
         Ok(())
     }
 
@@ -374,9 +412,6 @@ impl<'t> Tables<'t> {
             Err(_) => return Ok(()),
         };
         let id = probe.id.as_u128();
-        if self.events.get(id).db(path)?.is_some() {
-            return Ok(());
-        }
         let parent = probe.parent.as_u128();
         // The root command: given, else the parent event's root, else the parent.
         let root = match probe.root {
@@ -386,6 +421,17 @@ impl<'t> Tables<'t> {
                 None => parent,
             },
         };
+        let value = codec::encode_event(root, position, &rec.value);
+        let first = self
+            .events
+            .insert(id, value.as_slice())
+            .db(path)?
+            .map(|old| old.value().to_vec());
+        if let Some(first) = first {
+            // The same event appended twice: keep the first.
+            self.events.insert(id, first.as_slice()).db(path)?;
+            return Ok(());
+        }
         self.events_by_action
             .insert((&*probe.action, id), ())
             .db(path)?;
@@ -396,34 +442,51 @@ impl<'t> Tables<'t> {
             .insert((&*probe.key, rec.offset), id)
             .db(path)?;
         if let Some(outcome) = probe.outcome {
-            let command = root;
-            if self.outcomes.get(command).db(path)?.is_none() {
-                self.outcomes.insert(command, id).db(path)?;
-                let status = match outcome {
-                    Outcome::Accepted => CommandStatus::Accepted,
-                    Outcome::Rejected => CommandStatus::Rejected,
-                };
-                let existing = self
-                    .commands
-                    .get(command)
-                    .db(path)?
-                    .map(|raw| raw.value().to_vec());
-                if let Some(value) = existing {
-                    let old = codec::command_status(&value)?;
-                    self.commands_by_status
-                        .remove((status_code(old), command))
-                        .db(path)?;
-                    self.commands_by_status
-                        .insert((status_code(status), command), ())
-                        .db(path)?;
-                    let value = codec::with_outcome(&value, status, id)?;
-                    self.commands.insert(command, value.as_slice()).db(path)?;
-                    settled.push(command);
-                }
-            }
+            let status = match outcome {
+                Outcome::Accepted => CommandStatus::Accepted,
+                Outcome::Rejected => CommandStatus::Rejected,
+            };
+            self.settle(root, id, status, settled)?;
         }
-        let value = codec::encode_event(root, position, &rec.value);
-        self.events.insert(id, value.as_slice()).db(path)?;
+        Ok(())
+    }
+
+    /// Records `event` as the outcome of `command` unless it already has
+    /// one (the first outcome wins); keeps it in `outcomes` until the
+    /// command is indexed when the command is not indexed yet.
+    fn settle(
+        &mut self,
+        command: u128,
+        event: u128,
+        status: CommandStatus,
+        settled: &mut Vec<u128>,
+    ) -> Result<()> {
+        let path = self.path;
+        let existing = self
+            .commands
+            .get(command)
+            .db(path)?
+            .map(|raw| raw.value().to_vec());
+        let Some(value) = existing else {
+            if self.outcomes.get(command).db(path)?.is_none() {
+                self.outcomes.insert(command, event).db(path)?;
+                *self.early_outcomes += 1;
+            }
+            return Ok(());
+        };
+        if codec::has_outcome(&value)? {
+            return Ok(());
+        }
+        let old = codec::command_status(&value)?;
+        self.commands_by_status
+            .remove((status_code(old), command))
+            .db(path)?;
+        self.commands_by_status
+            .insert((status_code(status), command), ())
+            .db(path)?;
+        let value = codec::with_outcome(&value, status, event)?;
+        self.commands.insert(command, value.as_slice()).db(path)?;
+        settled.push(command);
         Ok(())
     }
 }

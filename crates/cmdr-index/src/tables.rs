@@ -10,7 +10,7 @@
 use redb::TableDefinition;
 
 /// Version of this layout; a file with another version is wiped and rebuilt.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// `"format"` → [`FORMAT_VERSION`].
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -25,7 +25,10 @@ pub const COMMANDS_BY_KEY: TableDefinition<(&str, u128), ()> =
 /// (status code, command id) → (); see [`crate::status_code`].
 pub const COMMANDS_BY_STATUS: TableDefinition<(u8, u128), ()> =
     TableDefinition::new("commands_by_status");
-/// Command id → id of the event that settled it (may arrive before the command).
+/// Command id → id of the event that settled it, only while that command is
+/// not indexed yet (an outcome can be read before its command, e.g. from
+/// another partition); indexing the command takes the entry out. Indexed
+/// commands keep their outcome in their `commands` value.
 pub const OUTCOMES: TableDefinition<u128, u128> = TableDefinition::new("outcomes");
 /// Event id → root, position and the logged JSON (see `codec`).
 pub const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");

@@ -116,6 +116,62 @@ async fn status_follows_outcome_events_in_either_order() {
 }
 
 #[tokio::test]
+async fn first_outcome_wins_duplicates_are_ignored_and_early_outcomes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.redb");
+    let log = log().await;
+    let index = Index::open(&path).unwrap();
+    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+
+    let a = command("open", Some("acc-1"));
+    append_command(&log, &a, None).await;
+    let mut accepted = EventDraft::new("opened", json!({})).into_event(a.id, a.id, &a.key, 5);
+    accepted.outcome = Some(Outcome::Accepted);
+    append_event(&log, &accepted).await;
+    let late = Rejection::new("late", "too late").into_event(a.id, &a.key, 6);
+    append_event(&log, &late).await;
+    // The same command and the same event appended again (a retried append).
+    append_command(&log, &a, None).await;
+    append_event(&log, &accepted).await;
+    caught_up(&index, &log).await;
+    let view = index.command(a.id).unwrap().unwrap();
+    assert_eq!(view.status, CommandStatus::Accepted);
+    assert_eq!(view.outcome_event, Some(accepted.id));
+    let by_action = index
+        .list_commands(&Query {
+            action: Some("open".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(by_action.items.len(), 1, "a duplicate is listed once");
+    assert_eq!(index.children(a.id).unwrap().len(), 2);
+
+    // An outcome whose command comes after a restart.
+    let b = command("open", Some("acc-2"));
+    let rejected = Rejection::new("nope", "no").into_event(b.id, &b.key, 7);
+    append_event(&log, &rejected).await;
+    caught_up(&index, &log).await;
+    handle.shutdown().await.unwrap();
+    drop(index);
+
+    let index = Index::open(&path).unwrap();
+    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+    append_command(&log, &b, None).await;
+    caught_up(&index, &log).await;
+    let view = index.command(b.id).unwrap().unwrap();
+    assert_eq!(view.status, CommandStatus::Rejected);
+    assert_eq!(view.outcome_event, Some(rejected.id));
+    let pending = index
+        .list_commands(&Query {
+            status: Some(CommandStatus::Pending),
+            ..Query::default()
+        })
+        .unwrap();
+    assert!(pending.items.is_empty());
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn listings_paginate_filter_and_survive_restart_and_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.redb");
