@@ -191,9 +191,9 @@ async fn truncated_tail_of_the_last_segment_is_cut_and_reported() {
 #[tokio::test]
 async fn garbage_after_the_last_record_is_cut_and_reported() {
     for garbage in [
-        vec![0u8; 4096],
         vec![0xff; 7],
         b"not a record at all, but long enough".to_vec(),
+        [vec![0u8; 100], vec![1u8], vec![0u8; 100]].concat(),
     ] {
         let dir = tempfile::tempdir().unwrap();
         fill(dir.path(), false).await;
@@ -208,6 +208,52 @@ async fn garbage_after_the_last_record_is_cut_and_reported() {
         )
         .await;
     }
+}
+
+/// Zeros after the last record are what a crash leaves of the active
+/// segment's preallocated tail: cut without a report, nothing lost.
+#[tokio::test]
+async fn zeros_after_the_last_record_are_cut_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), false).await;
+    let seg = segments(dir.path())[0].1.clone();
+    let len = N * record_size();
+    let mut raw = std::fs::read(&seg).unwrap();
+    raw.extend_from_slice(&[0u8; 300_000]);
+    std::fs::write(&seg, raw).unwrap();
+    let log = EmbeddedLog::open(config(dir.path(), false)).await.unwrap();
+    assert!(log.truncations().is_empty(), "{:?}", log.truncations());
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+    let (recs, err) = read_all(&log, 0, 64).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(recs.len() as u64, N);
+    assert_intact(&recs, 0);
+    let at = log
+        .append(TOPIC, vec![Record::new("k", value(N))])
+        .await
+        .unwrap();
+    assert_eq!(at[0].offset, N);
+}
+
+/// The active segment is extended with zeros ahead of its records while
+/// open; the next open cuts them without a report.
+#[tokio::test]
+async fn the_preallocated_tail_is_cut_on_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(dir.path(), false)).await.unwrap();
+    log.create_topic(TOPIC, 1).await.unwrap();
+    log.append(TOPIC, vec![Record::new("k", value(0))])
+        .await
+        .unwrap();
+    let seg = segments(dir.path())[0].1.clone();
+    let open_len = std::fs::metadata(&seg).unwrap().len();
+    assert!(open_len > record_size(), "preallocated: {open_len}");
+    drop(log);
+    let log = EmbeddedLog::open(config(dir.path(), false)).await.unwrap();
+    assert!(log.truncations().is_empty(), "{:?}", log.truncations());
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), record_size());
+    let back = log.read(TOPIC, 0, 0, 10).await.unwrap();
+    assert_eq!(back.len(), 1);
 }
 
 /// Writes the log with many segments and returns (base, path) of a middle one.

@@ -44,7 +44,17 @@ pub struct LogConfig {
     /// re-send at once (an HTTP server: an answered caller's next append
     /// comes from a new request), where the wait only delays the round.
     pub max_linger: Duration,
+    /// The active segment file is extended with zeros this far ahead of its
+    /// data, so that the `fdatasync` of a round overwrites allocated blocks
+    /// and need not also write the file's new size (about a third less time
+    /// and CPU per sync on ext4). The zeros past the records are cut when
+    /// the segment is sealed and when the log is next opened (recovery tells
+    /// them from a torn write). Default [`DEFAULT_PREALLOCATE`]; 0 turns it off.
+    pub preallocate_bytes: u64,
 }
+
+/// Default [`LogConfig::preallocate_bytes`]: 1 MiB.
+pub const DEFAULT_PREALLOCATE: u64 = 1024 * 1024;
 
 /// Default [`LogConfig::max_linger`]: 250 µs (and at most half the previous
 /// round's sync time).
@@ -62,6 +72,7 @@ impl LogConfig {
             queue_depth: 65_536,
             sync: SyncMode::Always,
             max_linger: DEFAULT_MAX_LINGER,
+            preallocate_bytes: DEFAULT_PREALLOCATE,
         }
     }
 
@@ -80,6 +91,12 @@ impl LogConfig {
     /// Sets [`LogConfig::max_linger`].
     pub fn max_linger(mut self, linger: Duration) -> Self {
         self.max_linger = linger;
+        self
+    }
+
+    /// Sets [`LogConfig::preallocate_bytes`].
+    pub fn preallocate_bytes(mut self, bytes: u64) -> Self {
+        self.preallocate_bytes = bytes;
         self
     }
 

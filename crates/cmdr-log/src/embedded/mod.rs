@@ -15,7 +15,7 @@
 mod config;
 pub mod format;
 
-pub use config::{LogConfig, SyncMode, DEFAULT_MAX_LINGER, MAX_SEGMENT_BYTES};
+pub use config::{LogConfig, SyncMode, DEFAULT_MAX_LINGER, DEFAULT_PREALLOCATE, MAX_SEGMENT_BYTES};
 mod consumer;
 mod offsets;
 mod partition;

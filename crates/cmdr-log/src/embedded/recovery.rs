@@ -89,7 +89,18 @@ pub(crate) fn recover_topic(
             }
             // The active segment: validate every record.
             let size = seg.visible_size();
-            let scan = seg.rebuild_index(config.index_interval_bytes, max)?;
+            let mut scan = seg.rebuild_index(config.index_interval_bytes, max)?;
+            if scan.round_end < size
+                && scan.round_end == scan.valid_end
+                && seg.is_zero_from(scan.valid_end)?
+            {
+                // Only preallocated zeros after the last round: nothing is lost.
+                seg.truncate(scan.valid_end)?;
+                tracing::debug!(topic = name, partition = p, segment = %path.display(),
+                    bytes = size - scan.valid_end, "cut the preallocated tail");
+                scan = seg.rebuild_index(config.index_interval_bytes, max)?;
+            }
+            let size = seg.visible_size();
             if scan.round_end < size {
                 let reason = scan
                     .stopped

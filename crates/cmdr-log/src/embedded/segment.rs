@@ -452,6 +452,43 @@ impl Segment {
             .map_err(|e| LogError::io(format!("writing {} at {}", self.path.display(), pos), e))
     }
 
+    /// Writes zeros over `[from, to)`, extending the file (see
+    /// [`super::writer`]: appends then overwrite preallocated zeros, so that
+    /// an `fdatasync` need not also write the file's size).
+    pub fn zero_fill(&self, from: u64, to: u64) -> Result<()> {
+        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            self.write_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Whether every byte from `from` to the end of the file is zero: the
+    /// unused, preallocated tail of an active segment.
+    pub fn is_zero_from(&self, from: u64) -> Result<bool> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| LogError::io(format!("reading size of {}", self.path.display()), e))?
+            .len();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = from;
+        while at < len {
+            let n = (len - at).min(buf.len() as u64) as usize;
+            self.file
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(|e| LogError::io(format!("reading {}", self.path.display()), e))?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+        Ok(true)
+    }
+
     /// `fdatasync`s the segment file.
     pub fn sync(&self) -> Result<()> {
         self.file

@@ -35,8 +35,10 @@ pub(crate) enum Request {
 struct PartWriter {
     part: Arc<Partition>,
     active: Arc<Segment>,
-    /// Bytes in the active segment.
+    /// Bytes of records in the active segment.
     size: u64,
+    /// Length of the active segment file: `size` plus preallocated zeros.
+    allocated: u64,
     /// Next offset to assign.
     next_offset: u64,
     /// Bytes written since the last sparse index entry.
@@ -125,6 +127,7 @@ impl TopicWriter {
                     .expect("a recovered partition has an active segment");
                 PartWriter {
                     size: active.visible_size(),
+                    allocated: active.visible_size(),
                     max_ts: active.max_timestamp(),
                     next_offset: p.end_offset(),
                     since_index: 0,
@@ -329,6 +332,16 @@ impl TopicWriter {
                     };
                 }
                 pw.active.write_at(&pw.buf, pw.size)?;
+                let end = pw.size + pw.buf.len() as u64;
+                if end > pw.allocated {
+                    // Zeros ahead, up to the roll point: later rounds overwrite them.
+                    let ahead = (end + self.config.preallocate_bytes).min(roll_at(&self.config));
+                    pw.allocated = end;
+                    if ahead > end {
+                        pw.active.zero_fill(end, ahead)?;
+                        pw.allocated = ahead;
+                    }
+                }
             }
             if self.config.sync == SyncMode::Always {
                 let t = Instant::now();
@@ -345,6 +358,7 @@ impl TopicWriter {
             for &p in &touched {
                 let pw = &mut self.parts[p];
                 pw.since_index = 0;
+                pw.allocated = pw.size;
                 if let Err(undo) = pw.active.truncate(pw.size) {
                     self.failed =
                         Some(format!("could not undo a failed write ({e}); then: {undo}"));
@@ -379,11 +393,13 @@ impl TopicWriter {
 
     /// Rolls partition `p` to a new segment when the active one is full.
     fn maybe_roll(&mut self, p: usize) -> Result<()> {
-        let pw = &self.parts[p];
-        let roll_at = self.config.segment_bytes.min(super::MAX_SEGMENT_BYTES);
-        if pw.size < roll_at || pw.size == 0 {
+        let pw = &mut self.parts[p];
+        if pw.size < roll_at(&self.config) || pw.size == 0 {
             return Ok(());
         }
+        // A sealed segment holds records only.
+        pw.cut_preallocated()?;
+        let pw = &self.parts[p];
         // Commits carried in headers are recovered from the active segment
         // only, so write them to the group files before this one is sealed.
         self.offsets.persist_dirty()?;
@@ -397,9 +413,26 @@ impl TopicWriter {
         let pw = &mut self.parts[p];
         pw.active = seg;
         pw.size = 0;
+        pw.allocated = 0;
         pw.since_index = 0;
         pw.max_ts = i64::MIN;
         pw.dirty = false;
+        Ok(())
+    }
+}
+
+/// Size at which a partition rolls to a new segment.
+fn roll_at(config: &LogConfig) -> u64 {
+    config.segment_bytes.min(super::MAX_SEGMENT_BYTES)
+}
+
+impl PartWriter {
+    /// Cuts the active segment's preallocated zeros (durably).
+    fn cut_preallocated(&mut self) -> Result<()> {
+        if self.allocated > self.size {
+            self.active.truncate(self.size)?;
+            self.allocated = self.size;
+        }
         Ok(())
     }
 }
