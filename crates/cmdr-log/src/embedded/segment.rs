@@ -456,7 +456,7 @@ impl Segment {
     /// [`super::writer`]: appends then overwrite preallocated zeros, so that
     /// an `fdatasync` need not also write the file's size).
     pub fn zero_fill(&self, from: u64, to: u64) -> Result<()> {
-        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut at = from;
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
