@@ -80,6 +80,23 @@ struct Inner {
     /// True once the running indexer has reached the log's end as it was
     /// when the indexer started (readiness).
     caught_up: AtomicBool,
+    /// The indexer's writer thread, unparked when someone starts waiting so
+    /// that its commit pacing switches to the short interval at once.
+    writer_thread: std::sync::Mutex<Option<std::thread::Thread>>,
+}
+
+impl Inner {
+    /// Wakes the indexer's writer thread if it is pacing its next commit.
+    fn wake_writer(&self) {
+        if let Some(t) = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            t.unpark();
+        }
+    }
 }
 
 /// Maps any redb error into [`IndexError::Db`] with the file's path.
@@ -134,6 +151,7 @@ impl Index {
                 progress,
                 running: AtomicBool::new(false),
                 caught_up: AtomicBool::new(false),
+                writer_thread: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -269,6 +287,9 @@ impl Index {
         timeout: Duration,
     ) -> bool {
         let mut rx = self.inner.progress.subscribe();
+        if self.position(topic, partition) < offset {
+            self.inner.wake_writer();
+        }
         let reached = async {
             loop {
                 if self.position(topic, partition) >= offset {
@@ -300,7 +321,9 @@ impl Index {
     /// the command's status, so an outcome indexed in between is not missed.
     /// `None` when [`MAX_WAITERS`] waits are already registered.
     pub fn wait_for_outcome(&self, id: uuid::Uuid) -> Option<OutcomeWaiter> {
-        self.inner.waiters.register(id.as_u128())
+        let waiter = self.inner.waiters.register(id.as_u128());
+        self.inner.wake_writer();
+        waiter
     }
 
     /// The outcome waiter registry (for metrics and tests).
