@@ -44,10 +44,12 @@ pub struct LogConfig {
     /// re-send at once (an HTTP server: an answered caller's next append
     /// comes from a new request), where the wait only delays the round.
     pub max_linger: Duration,
-    /// The active segment file is extended with zeros this far ahead of its
-    /// data, so that the `fdatasync` of a round overwrites allocated blocks
+    /// After a small round (under an eighth of this), the active segment
+    /// file is extended with zeros this far ahead of its records, so that
+    /// the `fdatasync` of the next small rounds overwrites allocated blocks
     /// and need not also write the file's new size (about a third less time
-    /// and CPU per sync on ext4). The zeros past the records are cut when
+    /// and CPU per sync on ext4; large rounds, bound by bandwidth rather than
+    /// sync latency, simply append). The zeros past the records are cut when
     /// the segment is sealed and when the log is next opened (recovery tells
     /// them from a torn write). Default [`DEFAULT_PREALLOCATE`]; 0 turns it off.
     pub preallocate_bytes: u64,

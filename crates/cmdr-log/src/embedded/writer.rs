@@ -334,10 +334,13 @@ impl TopicWriter {
                 pw.active.write_at(&pw.buf, pw.size)?;
                 let end = pw.size + pw.buf.len() as u64;
                 if end > pw.allocated {
-                    // Zeros ahead, up to the roll point: later rounds overwrite them.
-                    let ahead = (end + self.config.preallocate_bytes).min(roll_at(&self.config));
                     pw.allocated = end;
-                    if ahead > end {
+                    // Zeros ahead, up to the roll point, for later rounds to
+                    // overwrite. Only after small rounds: a large one costs
+                    // far more than the size update the zeros would spare it.
+                    let prealloc = self.config.preallocate_bytes;
+                    let ahead = (end + prealloc).min(roll_at(&self.config));
+                    if (pw.buf.len() as u64) < prealloc / 8 && ahead > end {
                         pw.active.zero_fill(end, ahead)?;
                         pw.allocated = ahead;
                     }
