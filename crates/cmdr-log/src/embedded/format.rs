@@ -1,8 +1,10 @@
 //! The on-disk record format, version 1. This is a stable boundary: segment
 //! files written by one version of cmdr are read by every later one.
 //!
-//! A segment file is a plain concatenation of records. All integers are
-//! little-endian.
+//! A segment file is a plain concatenation of records. The active (last)
+//! segment of a partition may be followed by zero bytes (preallocated
+//! space; a record never starts with a zero length), which readers ignore
+//! and the next open cuts. All integers are little-endian.
 //!
 //! ```text
 //! byte  size  field
