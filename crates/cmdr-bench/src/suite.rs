@@ -27,6 +27,16 @@ pub struct SuiteOptions {
     /// The bare ceiling server, when it runs in its own process like the
     /// server under test; `None` serves it inside the load generator.
     pub bare: Option<SocketAddr>,
+    /// Runs of each intake step (ceiling and server interleaved); the run
+    /// with the median rate is reported. At least 1.
+    pub repeat: usize,
+}
+
+/// The report with the median rate (the upper one of an even count).
+fn median(mut runs: Vec<LoadReport>) -> Option<LoadReport> {
+    runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let mid = runs.len() / 2;
+    runs.into_iter().nth(mid)
 }
 
 fn command_body(conn: usize, n: u64) -> Bytes {
@@ -81,22 +91,30 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
     let mut ids = Vec::new();
     let mut at64: Option<(f64, f64)> = None;
     for &c in &opts.connections {
-        let ceiling =
-            http::run(post(bare, "/commands", c, opts.step, StatusCode::ACCEPTED)).await?;
+        let (mut ceilings, mut reals) = (Vec::new(), Vec::new());
+        for _ in 0..opts.repeat.max(1) {
+            ceilings.push(
+                http::run(post(bare, "/commands", c, opts.step, StatusCode::ACCEPTED)).await?,
+            );
+            let real = http::run(post(
+                opts.addr,
+                "/commands",
+                c,
+                opts.step,
+                StatusCode::ACCEPTED,
+            ))
+            .await?;
+            collect_ids(&real, &mut ids);
+            reals.push(real);
+        }
+        let (Some(ceiling), Some(real)) = (median(ceilings), median(reals)) else {
+            return Err("no load run".into());
+        };
         let _ = writeln!(out, "{}", ceiling.row("bare 202 handler (ceiling)"));
-        let real = http::run(post(
-            opts.addr,
-            "/commands",
-            c,
-            opts.step,
-            StatusCode::ACCEPTED,
-        ))
-        .await?;
         let _ = writeln!(out, "{}", real.row("POST /commands (fsync before 202)"));
         if c == 64 {
             at64 = Some((real.rate(), ceiling.rate()));
         }
-        collect_ids(&real, &mut ids);
         if let Some((rss, peak)) = opts.pid.and_then(memory_mib) {
             let _ = writeln!(out, "|   server memory after this step | | RSS {rss:.1} MiB | peak {peak:.1} MiB | | | |");
         }

@@ -71,6 +71,10 @@ pub struct HttpArgs {
     /// Connection counts to run, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     connections: Vec<usize>,
+    /// Runs of each intake step; the run with the median rate is reported
+    /// (steadier figures on a noisy machine).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 /// Runs a benchmark and prints its report.
@@ -93,8 +97,9 @@ pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
             let mut opts = options(&args, &server);
             opts.bare = Some(bare.addr);
             println!(
-                "# cmdr bench http: {}s per step, server pid {}\n",
+                "# cmdr bench http: {}s per step, median of {} run(s), server pid {}\n",
                 args.seconds,
+                args.repeat.max(1),
                 server.pid()
             );
             let report = suite::intake(&opts).await.map_err(anyhow::Error::msg)?;
@@ -137,6 +142,7 @@ fn options(args: &HttpArgs, server: &Server) -> SuiteOptions {
         step: Duration::from_secs(args.seconds.max(1)),
         connections: args.connections.clone(),
         bare: None,
+        repeat: args.repeat.max(1),
     }
 }
 
