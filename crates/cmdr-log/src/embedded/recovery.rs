@@ -89,16 +89,16 @@ pub(crate) fn recover_topic(
             }
             // The active segment: validate every record.
             let size = seg.visible_size();
-            let mut scan = seg.rebuild_index(config.index_interval_bytes, max)?;
+            let scan = seg.rebuild_index(config.index_interval_bytes, max)?;
             if scan.round_end < size
                 && scan.round_end == scan.valid_end
                 && seg.is_zero_from(scan.valid_end)?
             {
-                // Only preallocated zeros after the last round: nothing is lost.
+                // Only preallocated zeros after the last round: nothing is
+                // lost, and the scan (and index) of the records stands.
                 seg.truncate(scan.valid_end)?;
                 tracing::debug!(topic = name, partition = p, segment = %path.display(),
                     bytes = size - scan.valid_end, "cut the preallocated tail");
-                scan = seg.rebuild_index(config.index_interval_bytes, max)?;
             }
             let size = seg.visible_size();
             if scan.round_end < size {
