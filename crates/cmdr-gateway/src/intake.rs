@@ -421,12 +421,10 @@ async fn settled(state: &AppState, neg: Negotiated, id: uuid::Uuid) -> ApiResult
             command: body,
         });
     }
-    let location = format!("/commands/{id}");
     let mut res = neg.render("Command accepted", body);
     *res.status_mut() = StatusCode::CREATED;
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        res.headers_mut().insert(header::LOCATION, v);
-    }
+    res.headers_mut()
+        .insert(header::LOCATION, command_location(id));
     Ok(res)
 }
 
