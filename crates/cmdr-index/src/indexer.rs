@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::codec::{self, CommandProbe, EventProbe};
 use crate::model::{status_code, LogPosition};
+use crate::tables::name_hash;
 use crate::{tables, DbResult, Index, IndexError, Result, INDEXED_TOPICS};
 
 /// Records a reader asks the log for at once.
@@ -286,16 +287,16 @@ impl Index {
 struct Tables<'t> {
     path: &'t std::path::Path,
     commands: Table<'t, u128, &'static [u8]>,
-    commands_by_action: Table<'t, (&'static str, u128), ()>,
-    commands_by_key: Table<'t, (&'static str, u128), ()>,
+    commands_by_action: Table<'t, (u64, u128), ()>,
+    commands_by_key: Table<'t, (u64, u128), ()>,
     commands_by_status: Table<'t, (u8, u128), ()>,
     outcomes: Table<'t, u128, u128>,
     events: Table<'t, u128, &'static [u8]>,
-    events_by_action: Table<'t, (&'static str, u128), ()>,
-    events_by_key: Table<'t, (&'static str, u128), ()>,
+    events_by_action: Table<'t, (u64, u128), ()>,
+    events_by_key: Table<'t, (u64, u128), ()>,
     events_by_parent: Table<'t, (u128, u128), ()>,
     events_by_root: Table<'t, (u128, u128), ()>,
-    streams: Table<'t, (&'static str, u64), u128>,
+    streams: Table<'t, (u64, u64), u128>,
     idempotency: Table<'t, &'static str, &'static [u8]>,
     positions: Table<'t, (&'static str, u32), u64>,
     /// Entries in `outcomes` (outcomes whose command is not indexed yet).
@@ -384,10 +385,10 @@ impl<'t> Tables<'t> {
             }
         }
         self.commands_by_action
-            .insert((&*probe.action, id), ())
+            .insert((name_hash(&probe.action), id), ())
             .db(path)?;
         self.commands_by_key
-            .insert((&*probe.key, id), ())
+            .insert((name_hash(&probe.key), id), ())
             .db(path)?;
         self.commands_by_status
             .insert((status_code(status), id), ())
@@ -442,15 +443,14 @@ impl<'t> Tables<'t> {
             self.events.insert(id, first.as_slice()).db(path)?;
             return Ok(());
         }
+        let key_hash = name_hash(&probe.key);
         self.events_by_action
-            .insert((&*probe.action, id), ())
+            .insert((name_hash(&probe.action), id), ())
             .db(path)?;
-        self.events_by_key.insert((&*probe.key, id), ()).db(path)?;
+        self.events_by_key.insert((key_hash, id), ()).db(path)?;
         self.events_by_parent.insert((parent, id), ()).db(path)?;
         self.events_by_root.insert((root, id), ()).db(path)?;
-        self.streams
-            .insert((&*probe.key, rec.offset), id)
-            .db(path)?;
+        self.streams.insert((key_hash, rec.offset), id).db(path)?;
         if let Some(outcome) = probe.outcome {
             let status = match outcome {
                 Outcome::Accepted => CommandStatus::Accepted,

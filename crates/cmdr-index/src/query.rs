@@ -14,6 +14,7 @@ use crate::model::{
     id_floor_for_time, status_code, CommandView, EventView, Order, Page, Query, StreamPage,
     MAX_CHILDREN, MAX_SCAN,
 };
+use crate::tables::name_hash;
 use crate::{tables, DbResult, Index, Result};
 
 /// The id range `[lo, hi]` a query covers (from its time range and cursor).
@@ -161,7 +162,7 @@ impl Index {
                 txn,
                 path,
                 tables::COMMANDS_BY_KEY,
-                key,
+                name_hash(key),
                 lo,
                 hi,
                 q.order,
@@ -172,7 +173,7 @@ impl Index {
                 txn,
                 path,
                 tables::COMMANDS_BY_ACTION,
-                action,
+                name_hash(action),
                 lo,
                 hi,
                 q.order,
@@ -258,7 +259,7 @@ impl Index {
                 txn,
                 path,
                 tables::EVENTS_BY_KEY,
-                key,
+                name_hash(key),
                 lo,
                 hi,
                 q.order,
@@ -269,7 +270,7 @@ impl Index {
                 txn,
                 path,
                 tables::EVENTS_BY_ACTION,
-                action,
+                name_hash(action),
                 lo,
                 hi,
                 q.order,
@@ -326,9 +327,11 @@ impl Index {
         };
         let mut items = Vec::new();
         let mut next = None;
-        for row in table.range((key, lo)..=(key, u64::MAX)).db(path)? {
+        let hash = name_hash(key);
+        for row in table.range((hash, lo)..=(hash, u64::MAX)).db(path)? {
             let (k, v) = row.db(path)?;
-            if let Some(ev) = get_event(&txn, self, v.value())? {
+            // Another key with the same hash: skipped (see `tables`).
+            if let Some(ev) = get_event(&txn, self, v.value())?.filter(|e| e.event.key == key) {
                 items.push(ev);
             }
             if items.len() >= limit {

@@ -6,21 +6,27 @@
 //!
 //! Ids are UUID v7 stored as `u128`, so numeric order is time order; this is
 //! why no separate time index is needed: a time range is an id range.
+//!
+//! Secondary indexes on a string (action, key) are keyed by the string's
+//! [`name_hash`], not the string: fixed-width keys insert and compare several
+//! times faster than `(&str, u128)` tuples, and an index insert is on the
+//! path of every command. Readers compare the loaded record's field with the
+//! one asked for, so a hash collision costs a skipped row, never a wrong one.
 
 use redb::TableDefinition;
 
 /// Version of this layout; a file with another version is wiped and rebuilt.
-pub const FORMAT_VERSION: u64 = 3;
+pub const FORMAT_VERSION: u64 = 4;
 
 /// `"format"` → [`FORMAT_VERSION`].
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Command id → status, outcome, position and the logged JSON (see `codec`).
 pub const COMMANDS: TableDefinition<u128, &[u8]> = TableDefinition::new("commands");
-/// (action, command id) → ().
-pub const COMMANDS_BY_ACTION: TableDefinition<(&str, u128), ()> =
+/// ([`name_hash`] of the action, command id) → ().
+pub const COMMANDS_BY_ACTION: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("commands_by_action");
-/// (key, command id) → ().
-pub const COMMANDS_BY_KEY: TableDefinition<(&str, u128), ()> =
+/// ([`name_hash`] of the key, command id) → ().
+pub const COMMANDS_BY_KEY: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("commands_by_key");
 /// (status code, command id) → (); see [`crate::status_code`].
 pub const COMMANDS_BY_STATUS: TableDefinition<(u8, u128), ()> =
@@ -32,22 +38,45 @@ pub const COMMANDS_BY_STATUS: TableDefinition<(u8, u128), ()> =
 pub const OUTCOMES: TableDefinition<u128, u128> = TableDefinition::new("outcomes");
 /// Event id → root, position and the logged JSON (see `codec`).
 pub const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
-/// (action, event id) → ().
-pub const EVENTS_BY_ACTION: TableDefinition<(&str, u128), ()> =
+/// ([`name_hash`] of the action, event id) → ().
+pub const EVENTS_BY_ACTION: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("events_by_action");
-/// (key, event id) → ().
-pub const EVENTS_BY_KEY: TableDefinition<(&str, u128), ()> = TableDefinition::new("events_by_key");
+/// ([`name_hash`] of the key, event id) → ().
+pub const EVENTS_BY_KEY: TableDefinition<(u64, u128), ()> = TableDefinition::new("events_by_key");
 /// (parent id, event id) → ().
 pub const EVENTS_BY_PARENT: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("events_by_parent");
 /// (root command id, event id) → (): the causal tree of a command.
 pub const EVENTS_BY_ROOT: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("events_by_root");
-/// (key, offset) → event id: one key's history in log order (a key lives in
-/// one partition, so its offsets are ordered).
-pub const STREAMS: TableDefinition<(&str, u64), u128> = TableDefinition::new("streams");
+/// ([`name_hash`] of the key, offset) → event id: one key's history in log
+/// order (a key lives in one partition, so its offsets are ordered).
+pub const STREAMS: TableDefinition<(u64, u64), u128> = TableDefinition::new("streams");
 /// Idempotency-Key → 32-byte request hash followed by the 16-byte command id.
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// (topic, partition) → next offset to index. Written in the same transaction
 /// as the records it covers.
 pub const POSITIONS: TableDefinition<(&str, u32), u64> = TableDefinition::new("positions");
+
+/// The 64-bit FNV-1a hash of `name` (an action or a key), as secondary
+/// indexes store it. Part of the file format: it must never change without
+/// a new [`FORMAT_VERSION`].
+pub fn name_hash(name: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(name.as_bytes());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_hash;
+
+    #[test]
+    fn name_hash_is_fnv1a_64() {
+        // Published FNV-1a 64 test vectors: the hash is part of the format.
+        assert_eq!(name_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(name_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(name_hash("foobar"), 0x8594_4171_f739_67e8);
+    }
+}

@@ -75,11 +75,54 @@ pub fn encoded_len(key: Option<&[u8]>, headers: &[Header], value: &[u8]) -> usiz
         + value.len()
 }
 
+/// A record to encode, borrowed from wherever its parts live (the writer
+/// encodes straight from the caller's [`crate::Record`], with no copy).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    /// Flags (see [`FLAG_ROUND_END`]).
+    pub flags: u8,
+    /// Offset in the partition.
+    pub offset: u64,
+    /// ms since the epoch.
+    pub timestamp: i64,
+    /// Group-commit round that writes it.
+    pub round: u64,
+    /// Partitions written by that round.
+    pub round_parts: u32,
+    /// Key.
+    pub key: Option<&'a [u8]>,
+    /// Headers.
+    pub headers: &'a [Header],
+    /// One more header written after `headers` (the writer's offset commit).
+    pub extra: Option<&'a Header>,
+    /// Value.
+    pub value: &'a [u8],
+}
+
 /// Appends the encoding of `rec` to `out`. Callers check sizes first: lengths
 /// must fit their fields (the log refuses larger records before encoding).
 pub fn encode(rec: &DiskRecord, out: &mut Vec<u8>) {
+    encode_ref(
+        &RecordRef {
+            flags: rec.flags,
+            offset: rec.offset,
+            timestamp: rec.timestamp,
+            round: rec.round,
+            round_parts: rec.round_parts,
+            key: rec.key.as_deref(),
+            headers: &rec.headers,
+            extra: None,
+            value: &rec.value,
+        },
+        out,
+    );
+}
+
+/// [`encode`] for a borrowed record.
+pub fn encode_ref(rec: &RecordRef<'_>, out: &mut Vec<u8>) {
     let start = out.len();
-    let len = encoded_len(rec.key.as_deref(), &rec.headers, &rec.value);
+    let extra = rec.extra.map_or(0, |h| 6 + h.name.len() + h.value.len());
+    let len = encoded_len(rec.key, rec.headers, rec.value) + extra;
     out.reserve(len);
     out.extend_from_slice(&((len - 4) as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]); // crc, filled below
@@ -89,22 +132,23 @@ pub fn encode(rec: &DiskRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(&rec.timestamp.to_le_bytes());
     out.extend_from_slice(&rec.round.to_le_bytes());
     out.extend_from_slice(&rec.round_parts.to_le_bytes());
-    match &rec.key {
+    match rec.key {
         Some(k) => {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
             out.extend_from_slice(k);
         }
         None => out.extend_from_slice(&NO_KEY.to_le_bytes()),
     }
-    out.extend_from_slice(&(rec.headers.len() as u16).to_le_bytes());
-    for h in &rec.headers {
+    let count = rec.headers.len() + usize::from(rec.extra.is_some());
+    out.extend_from_slice(&(count as u16).to_le_bytes());
+    for h in rec.headers.iter().chain(rec.extra) {
         out.extend_from_slice(&(h.name.len() as u16).to_le_bytes());
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(&(h.value.len() as u32).to_le_bytes());
         out.extend_from_slice(&h.value);
     }
     out.extend_from_slice(&(rec.value.len() as u32).to_le_bytes());
-    out.extend_from_slice(&rec.value);
+    out.extend_from_slice(rec.value);
     let crc = crc32c::crc32c(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }

@@ -114,8 +114,8 @@ impl Partition {
             let (pos, at) = seg.position_for(next);
             let scan = seg.scan_from(pos, at, self.max_record, |rec, _, _| {
                 if rec.offset >= next {
-                    out.push(stored(self.id, rec));
                     next = rec.offset + 1;
+                    out.push(stored(self.id, rec));
                 }
                 out.len() < want
             })?;
@@ -187,13 +187,13 @@ impl Partition {
 }
 
 /// A stored record as the API shows it.
-fn stored(partition: u32, rec: &DiskRecord) -> StoredRecord {
+fn stored(partition: u32, rec: DiskRecord) -> StoredRecord {
     StoredRecord {
         partition,
         offset: rec.offset,
         timestamp: rec.timestamp,
-        key: rec.key.clone(),
-        headers: rec.headers.clone(),
-        value: rec.value.clone(),
+        key: rec.key,
+        headers: rec.headers,
+        value: rec.value,
     }
 }

@@ -291,7 +291,7 @@ impl Segment {
         mut pos: u64,
         mut expect: u64,
         max_record: usize,
-        mut f: impl FnMut(&DiskRecord, u64, usize) -> bool,
+        mut f: impl FnMut(DiskRecord, u64, usize) -> bool,
     ) -> Result<ScanResult> {
         let end = self.visible_size();
         let mut res = ScanResult {
@@ -358,15 +358,16 @@ impl Segment {
             if let Some(h) = rec.headers.iter().find(|h| h.name == super::COMMIT_HEADER) {
                 res.commits.push((pos, h.value.clone()));
             }
-            let go_on = f(&rec, pos, len);
+            let (flags, round, round_parts) = (rec.flags, rec.round, rec.round_parts);
+            let go_on = f(rec, pos, len);
             pos += len as u64;
             expect += 1;
             res.valid_end = pos;
             res.next_offset = expect;
-            if rec.flags & format::FLAG_ROUND_END != 0 {
+            if flags & format::FLAG_ROUND_END != 0 {
                 res.round_end = pos;
                 res.round_end_offset = expect;
-                res.last_round = Some((rec.round, rec.round_parts));
+                res.last_round = Some((round, round_parts));
                 if let Some((s, o)) = chunk_start.take() {
                     res.last_round_start = s;
                     res.last_round_start_offset = o;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::format::{self, DiskRecord, FLAG_ROUND_END};
+use super::format::{self, RecordRef, FLAG_ROUND_END};
 use super::offsets::{sync_dir, CommitHeader, OffsetStore, COMMIT_HEADER};
 use super::partition::Partition;
 use super::segment::Segment;
@@ -299,22 +299,23 @@ impl TopicWriter {
                     let (records, commit, _) = &batch[bi];
                     let rec = &records[ri];
                     let timestamp = rec.timestamp.unwrap_or(now);
-                    let mut headers = rec.headers.clone();
-                    if let (Some(c), true) = (commit, ri == records.len() - 1) {
-                        headers.push(Header {
+                    let extra = match (commit, ri == records.len() - 1) {
+                        (Some(c), true) => Some(Header {
                             name: COMMIT_HEADER.into(),
                             value: Bytes::from(CommitHeader::encode(c)),
-                        });
-                    }
-                    let disk = DiskRecord {
+                        }),
+                        _ => None,
+                    };
+                    let disk = RecordRef {
                         flags: if i == last { FLAG_ROUND_END } else { 0 },
                         offset,
                         timestamp,
                         round,
                         round_parts: touched.len() as u32,
-                        key: rec.key.clone(),
-                        headers,
-                        value: rec.value.clone(),
+                        key: rec.key.as_deref(),
+                        headers: &rec.headers,
+                        extra: extra.as_ref(),
+                        value: &rec.value,
                     };
                     let pos = pw.size + pw.buf.len() as u64;
                     max_ts = max_ts.max(timestamp);
@@ -323,7 +324,7 @@ impl TopicWriter {
                         pw.since_index = 0;
                     }
                     let before = pw.buf.len();
-                    format::encode(&disk, &mut pw.buf);
+                    format::encode_ref(&disk, &mut pw.buf);
                     pw.since_index += (pw.buf.len() - before) as u64;
                     positions[bi][ri] = Appended {
                         partition: p as u32,
