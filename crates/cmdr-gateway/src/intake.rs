@@ -52,11 +52,17 @@ fn body_kind(headers: &HeaderMap) -> ApiResult<BodyKind> {
         .split(';')
         .next()
         .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")) {
+        .trim();
+    // Media types are case-insensitive; compared without a lowercased copy.
+    let is = |expected: &str| ct.eq_ignore_ascii_case(expected);
+    let structured_json = ct.len() > "application/+json".len()
+        && ct.is_char_boundary("application/".len())
+        && ct.is_char_boundary(ct.len() - "+json".len())
+        && ct[.."application/".len()].eq_ignore_ascii_case("application/")
+        && ct[ct.len() - "+json".len()..].eq_ignore_ascii_case("+json");
+    if is("application/json") || structured_json {
         Ok(BodyKind::Json)
-    } else if ct == "application/x-www-form-urlencoded" {
+    } else if is("application/x-www-form-urlencoded") {
         Ok(BodyKind::Form)
     } else {
         Err(ApiError::UnsupportedMediaType(format!(
@@ -431,6 +437,34 @@ async fn settled(state: &AppState, neg: Negotiated, id: uuid::Uuid) -> ApiResult
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kind(ct: &str) -> Option<BodyKind> {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        body_kind(&h).ok()
+    }
+
+    #[test]
+    fn media_types_match_without_regard_to_case_and_parameters() {
+        assert_eq!(kind("application/json"), Some(BodyKind::Json));
+        assert_eq!(
+            kind("Application/JSON; charset=utf-8"),
+            Some(BodyKind::Json)
+        );
+        assert_eq!(
+            kind("application/vnd.cmdr.command+JSON"),
+            Some(BodyKind::Json)
+        );
+        assert_eq!(
+            kind("application/x-www-form-urlencoded"),
+            Some(BodyKind::Form)
+        );
+        assert_eq!(kind("text/plain"), None);
+        assert_eq!(kind("application/+json"), None);
+        assert_eq!(kind("text/json"), None);
+        assert_eq!(kind("applicatio\u{e9}/json"), None);
+        assert!(body_kind(&HeaderMap::new()).is_err());
+    }
 
     #[test]
     fn body_from_log_json_matches_the_serialised_body() {

@@ -1,12 +1,15 @@
 //! The values that cross the [`crate::Log`] API: records in, stored records out.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 /// A record header: a name and an opaque value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Header name (UTF-8, at most 65,535 bytes).
-    pub name: String,
+    /// Header name (UTF-8, at most 65,535 bytes). Usually a constant, which
+    /// is then borrowed rather than allocated for every record.
+    pub name: Cow<'static, str>,
     /// Header value.
     pub value: Bytes,
 }
@@ -36,7 +39,11 @@ impl Record {
     }
 
     /// Adds a header.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn with_header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Bytes>,
+    ) -> Self {
         self.headers.push(Header {
             name: name.into(),
             value: value.into(),

@@ -15,7 +15,10 @@ fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
 }
 
 fn header() -> impl Strategy<Value = Header> {
-    (".{0,12}", bytes(24)).prop_map(|(name, value)| Header { name, value })
+    (".{0,12}", bytes(24)).prop_map(|(name, value)| Header {
+        name: name.into(),
+        value,
+    })
 }
 
 fn record() -> impl Strategy<Value = DiskRecord> {

@@ -224,7 +224,8 @@ pub fn decode(buf: &Bytes, max_len: usize) -> Result<(DiskRecord, usize), Decode
         let n = r.u16()? as usize;
         let name = std::str::from_utf8(r.take(n)?)
             .map_err(|_| bad("header name"))?
-            .to_owned();
+            .to_owned()
+            .into();
         let v = r.u32()? as usize;
         headers.push(Header {
             name,
