@@ -53,6 +53,9 @@ pub const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(10);
 pub const MIN_COMMIT_INTERVAL_WAITED: Duration = Duration::from_micros(500);
 /// At least this often a commit is made durable (fsync).
 pub const DURABLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the writer purges lapsed idempotency records when keys expire
+/// (see [`Index::purge_idempotency`]); sooner while a pass left work.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Records read from one partition, in offset order.
 struct Batch {
@@ -177,7 +180,9 @@ impl Index {
         let mut early_outcomes = self.early_outcomes()?;
         let mut last_durable = Instant::now();
         let mut last_commit = Instant::now();
+        let mut purge = Purge::default();
         while let Some(first) = rx.blocking_recv() {
+            purge.run_if_due(self);
             self.pace(last_commit);
             let mut count = first.records.len();
             let mut batches = vec![first];
@@ -262,7 +267,7 @@ impl Index {
         txn.set_durability(durability).db(path)?;
         let mut settled = Vec::new();
         {
-            let mut t = Tables::open(&txn, path, early_outcomes)?;
+            let mut t = Tables::open(self, &txn, early_outcomes)?;
             for b in batches {
                 for rec in &b.records {
                     if b.topic == COMMANDS_TOPIC {
@@ -283,8 +288,42 @@ impl Index {
     }
 }
 
+/// When the writer last purged lapsed idempotency records, and where the
+/// next pass starts.
+#[derive(Default)]
+struct Purge {
+    last: Option<Instant>,
+    from: Option<String>,
+}
+
+impl Purge {
+    /// Runs one purge pass when one is due. A failed pass is logged and
+    /// retried at the next interval: indexing goes on.
+    fn run_if_due(&mut self, index: &Index) {
+        let interval = if self.from.is_some() {
+            MIN_COMMIT_INTERVAL
+        } else {
+            PURGE_INTERVAL
+        };
+        if index.idempotency_ttl().is_none() || self.last.is_some_and(|t| t.elapsed() < interval) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        match index.purge_idempotency(self.from.as_deref()) {
+            Ok((removed, next)) => {
+                if removed > 0 {
+                    tracing::debug!(removed, "purged lapsed idempotency keys");
+                }
+                self.from = next;
+            }
+            Err(e) => tracing::warn!(error = %e, "purging lapsed idempotency keys failed"),
+        }
+    }
+}
+
 /// Every table, opened once per write transaction.
 struct Tables<'t> {
+    index: &'t Index,
     path: &'t std::path::Path,
     commands: Table<'t, u128, &'static [u8]>,
     commands_by_action: Table<'t, (u64, u128), ()>,
@@ -305,11 +344,13 @@ struct Tables<'t> {
 
 impl<'t> Tables<'t> {
     fn open(
+        index: &'t Index,
         txn: &'t WriteTransaction,
-        path: &'t std::path::Path,
         early_outcomes: &'t mut u64,
     ) -> Result<Self> {
+        let path = &index.inner.path;
         Ok(Self {
+            index,
             path,
             early_outcomes,
             commands: txn.open_table(tables::COMMANDS).db(path)?,
@@ -376,7 +417,16 @@ impl<'t> Tables<'t> {
             rec.header(header::IDEMPOTENCY_HASH),
         ) {
             if let Ok(key) = std::str::from_utf8(key) {
-                if self.idempotency.get(key).db(path)?.is_none() {
+                // The first command with a key keeps it, until it lapses.
+                let bound = self
+                    .idempotency
+                    .get(key)
+                    .db(path)?
+                    .and_then(|v| crate::idempotency::record_id(v.value()));
+                let free = bound.is_none_or(|first| {
+                    first != id && self.index.lapsed(first, crate::model::time_of_id(id))
+                });
+                if free {
                     let mut value = Vec::with_capacity(hash.len() + 16);
                     value.extend_from_slice(&id.to_be_bytes());
                     value.extend_from_slice(hash);

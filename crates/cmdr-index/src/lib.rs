@@ -27,6 +27,7 @@
 
 mod codec;
 mod error;
+mod idempotency;
 pub mod indexer;
 mod model;
 mod query;
@@ -35,7 +36,7 @@ mod waiters;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -83,6 +84,9 @@ struct Inner {
     /// The indexer's writer thread, unparked when someone starts waiting so
     /// that its commit pacing switches to the short interval at once.
     writer_thread: std::sync::Mutex<Option<std::thread::Thread>>,
+    /// How long an `Idempotency-Key` stays bound to its first command, in
+    /// ms (0: forever); see [`Index::set_idempotency_ttl`].
+    idempotency_ttl_ms: AtomicU64,
 }
 
 impl Inner {
@@ -152,6 +156,7 @@ impl Index {
                 running: AtomicBool::new(false),
                 caught_up: AtomicBool::new(false),
                 writer_thread: std::sync::Mutex::new(None),
+                idempotency_ttl_ms: AtomicU64::new(0),
             }),
         })
     }

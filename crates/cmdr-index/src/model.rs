@@ -124,3 +124,8 @@ pub fn id_floor_for_time(ms: i64) -> u128 {
     let ms = ms.clamp(0, (1i64 << 48) - 1) as u128;
     ms << 80
 }
+
+/// The time (ms since the epoch) in a UUID v7 id: its top 48 bits.
+pub fn time_of_id(id: u128) -> i64 {
+    (id >> 80) as i64
+}

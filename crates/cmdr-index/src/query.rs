@@ -342,28 +342,6 @@ impl Index {
         Ok(StreamPage { items, next })
     }
 
-    /// The idempotency record of `key`: the id of the command first posted
-    /// with it and the hash of that request.
-    ///
-    /// # Errors
-    /// [`crate::IndexError::Db`].
-    pub fn idempotency(&self, key: &str) -> Result<Option<(Uuid, Vec<u8>)>> {
-        let path = &self.inner.path;
-        let txn = self.read_txn()?;
-        let table = txn.open_table(tables::IDEMPOTENCY).db(path)?;
-        let Some(raw) = table.get(key).db(path)? else {
-            return Ok(None);
-        };
-        let bytes = raw.value();
-        let Some((id, hash)) = bytes.split_first_chunk::<16>() else {
-            return Ok(None);
-        };
-        Ok(Some((
-            Uuid::from_u128(u128::from_be_bytes(*id)),
-            hash.to_vec(),
-        )))
-    }
-
     /// Counts of indexed commands and events (for health and tests).
     ///
     /// # Errors

@@ -254,3 +254,61 @@ async fn listings_paginate_filter_and_survive_restart_and_rebuild() {
     index.catch_up(log.clone()).await.unwrap();
     assert_eq!(index.counts().unwrap(), (26, 25));
 }
+
+/// A command as if posted `ago` before now (its UUID v7 carries the time).
+fn command_at(action: &str, ago: Duration) -> Command {
+    let mut c = command(action, Some("k"));
+    let at = std::time::SystemTime::now() - ago;
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
+    c.id = uuid::Uuid::new_v7(ts);
+    c.timestamp = since.as_millis() as i64;
+    c
+}
+
+#[tokio::test]
+async fn idempotency_keys_lapse_after_their_ttl_and_are_purged() {
+    let log = log().await;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path().join("index.redb")).unwrap();
+    let day = Duration::from_secs(86_400);
+    index.set_idempotency_ttl(Some(day));
+    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+
+    // Bound two days ago: lapsed. Bound an hour ago: live.
+    let old = command_at("old", 2 * day);
+    let recent = command_at("recent", Duration::from_secs(3600));
+    append_command(&log, &old, Some(("lapsed", "h1"))).await;
+    append_command(&log, &recent, Some(("live", "h2"))).await;
+    caught_up(&index, &log).await;
+    assert!(index.idempotency("lapsed").unwrap().is_none());
+    let (id, _) = index.idempotency("live").unwrap().unwrap();
+    assert_eq!(id, recent.id);
+
+    // A live key stays with its first command; a lapsed one is taken over.
+    let retry = command("retry", Some("k"));
+    let fresh = command("fresh", Some("k"));
+    append_command(&log, &retry, Some(("live", "h3"))).await;
+    append_command(&log, &fresh, Some(("lapsed", "h4"))).await;
+    caught_up(&index, &log).await;
+    assert_eq!(index.idempotency("live").unwrap().unwrap().0, recent.id);
+    let (id, hash) = index.idempotency("lapsed").unwrap().unwrap();
+    assert_eq!((id, hash.as_slice()), (fresh.id, &b"h4"[..]));
+
+    // Without a TTL nothing lapses.
+    index.set_idempotency_ttl(None);
+    let ancient = command_at("ancient", 3 * day);
+    append_command(&log, &ancient, Some(("forever", "h5"))).await;
+    caught_up(&index, &log).await;
+    assert_eq!(index.idempotency("forever").unwrap().unwrap().0, ancient.id);
+    assert_eq!(index.purge_idempotency(None).unwrap(), (0, None));
+
+    // The purge removes lapsed records only, and scans to the end.
+    index.set_idempotency_ttl(Some(day));
+    assert!(index.idempotency("forever").unwrap().is_none());
+    assert_eq!(index.purge_idempotency(None).unwrap(), (1, None));
+    assert_eq!(index.purge_idempotency(None).unwrap(), (0, None));
+    assert!(index.idempotency("live").unwrap().is_some());
+    assert!(index.idempotency("lapsed").unwrap().is_some());
+    handle.shutdown().await.unwrap();
+}

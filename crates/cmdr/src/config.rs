@@ -7,6 +7,7 @@
 //! body_limit = 1048576          # bytes; CMDR_BODY_LIMIT, --body-limit
 //! sync_wait_ms = 5000           # ?sync=true wait; CMDR_SYNC_WAIT_MS
 //! max_wait_ms = 60000           # longest Prefer: wait; CMDR_MAX_WAIT_MS
+//! idempotency_ttl_s = 86400     # Idempotency-Key lifetime, 0 = forever; CMDR_IDEMPOTENCY_TTL_S
 //! commands_partitions = 1       # at topic creation only
 //! events_partitions = 1
 //! webhook_timeout_ms = 10000    # one webhook request; CMDR_WEBHOOK_TIMEOUT_MS
@@ -24,6 +25,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use cmdr_processor::{RetryPolicy, WebhookConfig};
 use serde::Deserialize;
+
+/// Default lifetime of an `Idempotency-Key`: a day.
+pub const DEFAULT_IDEMPOTENCY_TTL_S: u64 = 86_400;
+/// Longest configurable lifetime of an `Idempotency-Key` (ten years; 0 means forever).
+pub const MAX_IDEMPOTENCY_TTL_S: u64 = 10 * 365 * 86_400;
 
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./cmdr-data";
@@ -73,6 +79,10 @@ pub struct ServeArgs {
     /// Longest wait a client may ask for, in ms. Default 60000.
     #[arg(long, env = "CMDR_MAX_WAIT_MS")]
     pub max_wait_ms: Option<u64>,
+    /// How long an Idempotency-Key stays bound to its first command, in
+    /// seconds after that command; 0 keeps keys forever. Default 86400 (a day).
+    #[arg(long, env = "CMDR_IDEMPOTENCY_TTL_S")]
+    pub idempotency_ttl_s: Option<u64>,
     /// Time a webhook processor has to answer one request, in ms. Default 10000.
     #[arg(long, env = "CMDR_WEBHOOK_TIMEOUT_MS")]
     pub webhook_timeout_ms: Option<u64>,
@@ -99,6 +109,7 @@ struct FileConfig {
     body_limit: Option<usize>,
     sync_wait_ms: Option<u64>,
     max_wait_ms: Option<u64>,
+    idempotency_ttl_s: Option<u64>,
     commands_partitions: Option<u32>,
     events_partitions: Option<u32>,
     webhook_timeout_ms: Option<u64>,
@@ -117,6 +128,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Gateway settings.
     pub gateway: cmdr_gateway::GatewayConfig,
+    /// How long an `Idempotency-Key` stays bound; `None`: forever.
+    pub idempotency_ttl: Option<Duration>,
     /// Partitions of the commands topic when it is created.
     pub commands_partitions: u32,
     /// Partitions of the events topic when it is created.
@@ -145,6 +158,7 @@ impl Settings {
             body_limit: None,
             sync_wait_ms: None,
             max_wait_ms: None,
+            idempotency_ttl_s: None,
             webhook_timeout_ms: None,
             webhook_max_attempts: None,
             webhook_backoff_ms: None,
@@ -193,6 +207,14 @@ impl Settings {
                 gateway.max_wait.as_millis()
             );
         }
+        let ttl_s = args
+            .idempotency_ttl_s
+            .or(file.idempotency_ttl_s)
+            .unwrap_or(DEFAULT_IDEMPOTENCY_TTL_S);
+        if ttl_s > MAX_IDEMPOTENCY_TTL_S {
+            bail!("idempotency_ttl_s must be at most {MAX_IDEMPOTENCY_TTL_S} (0 keeps keys forever), not {ttl_s}");
+        }
+        let idempotency_ttl = (ttl_s > 0).then(|| Duration::from_secs(ttl_s));
         let commands_partitions = file.commands_partitions.unwrap_or(1);
         let events_partitions = file.events_partitions.unwrap_or(1);
         for (name, n) in [
@@ -215,6 +237,7 @@ impl Settings {
             data_dir,
             listen,
             gateway,
+            idempotency_ttl,
             commands_partitions,
             events_partitions,
             webhooks,
@@ -273,6 +296,7 @@ mod tests {
             body_limit: None,
             sync_wait_ms: None,
             max_wait_ms: None,
+            idempotency_ttl_s: None,
             webhook_timeout_ms: None,
             webhook_max_attempts: None,
             webhook_backoff_ms: None,

@@ -27,13 +27,15 @@ pub fn index_path(settings: &Settings) -> PathBuf {
 /// recovery could touch files a running server is writing.
 pub fn open_index(settings: &Settings) -> Result<Index> {
     let path = index_path(settings);
-    Index::open(&path).with_context(|| {
+    let index = Index::open(&path).with_context(|| {
         format!(
             "opening the index {} (is another cmdr using {}?)",
             path.display(),
             settings.data_dir.display()
         )
-    })
+    })?;
+    index.set_idempotency_ttl(settings.idempotency_ttl);
+    Ok(index)
 }
 
 /// Opens the embedded log and creates cmdr's topics if they are missing.
