@@ -51,6 +51,11 @@ pub const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(10);
 /// connection went from 450 to ~1,250 round trips/s (p50 2.2 → 0.7 ms) when
 /// this went from 2 ms to 500 µs, and from ~11k to ~14k/s at 64.
 pub const MIN_COMMIT_INTERVAL_WAITED: Duration = Duration::from_micros(500);
+/// While nobody waits for the index, a reader that has caught up with the
+/// log pauses this long before reading again, so it reads once per commit
+/// rather than once per append round (thousands of wake-ups a second under
+/// load); a wait that starts ends the pause at once.
+pub const READ_PAUSE: Duration = MIN_COMMIT_INTERVAL;
 /// At least this often a commit is made durable (fsync).
 pub const DURABLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the writer purges lapsed idempotency records when keys expire
@@ -226,12 +231,11 @@ impl Index {
     }
 
     /// Sleeps until the next commit is due (see [`MIN_COMMIT_INTERVAL`]);
-    /// woken early (see `Inner::wake_writer`) when someone starts waiting
+    /// woken early (see `Inner::wake_indexer`) when someone starts waiting
     /// for the index, which shortens the interval.
     fn pace(&self, last_commit: Instant) {
         loop {
-            let waited = self.inner.progress.receiver_count() > 0 || !self.inner.waiters.is_empty();
-            let interval = if waited {
+            let interval = if self.inner.waited() {
                 MIN_COMMIT_INTERVAL_WAITED
             } else {
                 MIN_COMMIT_INTERVAL
@@ -593,6 +597,7 @@ async fn read_partition(
             continue;
         };
         from = last.offset + 1;
+        let caught_up = records.len() < READ_BATCH;
         if tx
             .send(Batch {
                 topic,
@@ -603,6 +608,19 @@ async fn read_partition(
             .is_err()
         {
             return;
+        }
+        if caught_up {
+            // Armed before checking, so a wait starting in between is seen.
+            let wake = index.inner.wake_readers.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            if !index.inner.waited() {
+                tokio::select! {
+                    () = tokio::time::sleep(READ_PAUSE) => {}
+                    () = wake => {}
+                    () = stopped(&mut stop) => return,
+                }
+            }
         }
     }
 }

@@ -87,11 +87,16 @@ struct Inner {
     /// How long an `Idempotency-Key` stays bound to its first command, in
     /// ms (0: forever); see [`Index::set_idempotency_ttl`].
     idempotency_ttl_ms: AtomicU64,
+    /// Wakes readers pausing between reads (see `indexer::READ_PAUSE`).
+    wake_readers: tokio::sync::Notify,
 }
 
 impl Inner {
-    /// Wakes the indexer's writer thread if it is pacing its next commit.
-    fn wake_writer(&self) {
+    /// Wakes the indexer's readers and writer thread if they are pacing
+    /// their next read or commit, so a wait that just started is served at
+    /// the short interval.
+    fn wake_indexer(&self) {
+        self.wake_readers.notify_waiters();
         if let Some(t) = self
             .writer_thread
             .lock()
@@ -100,6 +105,11 @@ impl Inner {
         {
             t.unpark();
         }
+    }
+
+    /// Whether anyone waits for the index (a position or an outcome).
+    fn waited(&self) -> bool {
+        self.progress.receiver_count() > 0 || !self.waiters.is_empty()
     }
 }
 
@@ -157,6 +167,7 @@ impl Index {
                 caught_up: AtomicBool::new(false),
                 writer_thread: std::sync::Mutex::new(None),
                 idempotency_ttl_ms: AtomicU64::new(0),
+                wake_readers: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -293,7 +304,7 @@ impl Index {
     ) -> bool {
         let mut rx = self.inner.progress.subscribe();
         if self.position(topic, partition) < offset {
-            self.inner.wake_writer();
+            self.inner.wake_indexer();
         }
         let reached = async {
             loop {
@@ -327,7 +338,7 @@ impl Index {
     /// `None` when [`MAX_WAITERS`] waits are already registered.
     pub fn wait_for_outcome(&self, id: uuid::Uuid) -> Option<OutcomeWaiter> {
         let waiter = self.inner.waiters.register(id.as_u128());
-        self.inner.wake_writer();
+        self.inner.wake_indexer();
         waiter
     }
 
