@@ -368,3 +368,41 @@ async fn a_config_file_sets_partitions_and_positions_span_them() {
     drop(sse);
     s.stop();
 }
+
+#[tokio::test]
+async fn idempotency_keys_lapse_after_the_configured_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &["--idempotency-ttl-s", "2"]).await;
+    let c = client();
+    let post = |n: i64| {
+        c.post(s.at("/commands"))
+            .header("idempotency-key", "k-ttl")
+            .json(&json!({"action": "pay", "data": {"n": n}}))
+    };
+    let first = send(post(1)).await.expect(202);
+    send(post(2))
+        .await
+        .expect_problem(422, "idempotency-key-reused");
+    // Two seconds later the key is free: another request is a new command,
+    // and retries of it return that one.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let second = send(post(2)).await.expect(202);
+    assert_ne!(first.body["id"], second.body["id"]);
+    let retry = send(post(2)).await.expect(202);
+    assert_eq!(retry.body["id"], second.body["id"]);
+    send(post(1))
+        .await
+        .expect_problem(422, "idempotency-key-reused");
+
+    // Bad settings are refused at start-up with a clear message.
+    let out = std::process::Command::new(support::BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .args(["--idempotency-ttl-s", "99999999999"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("idempotency_ttl_s must be at most"), "{err}");
+}
