@@ -139,13 +139,19 @@ fn form_to_value(body: &[u8]) -> ApiResult<Value> {
 }
 
 /// How long the client wants to wait for the outcome, if at all.
-fn requested_wait(
-    state: &AppState,
-    query: Option<&str>,
-    headers: &HeaderMap,
-) -> ApiResult<Option<Duration>> {
+#[derive(Debug, Clone, Copy, Default)]
+struct Wait {
+    /// The wait, clamped to the configured maximum.
+    duration: Option<Duration>,
+    /// Whether it was asked for with `Prefer: wait=N` (answered with
+    /// `Preference-Applied`).
+    preferred: bool,
+}
+
+fn requested_wait(state: &AppState, query: Option<&str>, headers: &HeaderMap) -> ApiResult<Wait> {
     let config = &state.inner.config;
     let mut wait = None;
+    let mut preferred = false;
     if let Some(q) = query {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
             .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
@@ -176,10 +182,14 @@ fn requested_wait(
                     ApiError::BadRequest(format!("Prefer: wait={n} is not a number of seconds"))
                 })?;
                 wait = Some(Duration::from_secs(secs));
+                preferred = true;
             }
         }
     }
-    Ok(wait.map(|w| w.min(config.max_wait)))
+    Ok(Wait {
+        duration: wait.map(|w| w.min(config.max_wait)),
+        preferred,
+    })
 }
 
 async fn post_command(
@@ -187,11 +197,38 @@ async fn post_command(
     RawQuery(query): RawQuery,
     neg: Negotiated,
     request: axum::extract::Request,
+) -> Response {
+    let wait = match requested_wait(&state, query.as_deref(), request.headers()) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let mut res = intake(state, neg, wait.duration, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    // RFC 7240: say which wait was applied (after clamping) when the answer
+    // came from waiting: the outcome (201, 409) or the wait ran out (202).
+    let waited = matches!(
+        res.status(),
+        StatusCode::CREATED | StatusCode::CONFLICT | StatusCode::ACCEPTED
+    );
+    if let (true, true, Some(d)) = (wait.preferred, waited, wait.duration) {
+        if let Ok(v) = HeaderValue::from_str(&format!("wait={}", d.as_secs())) {
+            res.headers_mut().insert("preference-applied", v);
+        }
+    }
+    res
+}
+
+/// `POST /commands` once the wait is known: checks, appends, answers.
+async fn intake(
+    state: AppState,
+    neg: Negotiated,
+    wait: Option<Duration>,
+    request: axum::extract::Request,
 ) -> ApiResult<Response> {
     // Taken apart rather than extracted as `HeaderMap`, which would clone it.
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    let wait = requested_wait(&state, query.as_deref(), &headers)?;
     let kind = body_kind(&headers)?;
     let bytes = read_body(&headers, body, state.inner.config.body_limit).await?;
     let value = match kind {

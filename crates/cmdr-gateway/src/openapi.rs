@@ -147,7 +147,7 @@ pub fn document() -> Value {
                     "description": "Validates the command (and its data against the action's JSON Schema, if registered), appends it durably and answers 202. With ?sync=true or Prefer: wait=N, waits for the outcome: 201 accepted, 409 rejected, 202 still pending. Nothing is appended on any error.",
                     "parameters": [
                         param("sync", "query", "Wait for the outcome (default wait 5 s).", json!({"type": "boolean"})),
-                        param("Prefer", "header", "wait=N: wait up to N seconds for the outcome.", json!({"type": "string"})),
+                        param("Prefer", "header", "wait=N: wait up to N seconds for the outcome (answered with Preference-Applied: wait=N, N clamped to the maximum).", json!({"type": "string"})),
                         param("Idempotency-Key", "header", "A retry with the same key and body returns the first answer; a different body is refused (422).", json!({"type": "string", "maxLength": 255}))
                     ],
                     "requestBody": {"required": true, "content": {

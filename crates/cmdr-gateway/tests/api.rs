@@ -176,6 +176,10 @@ async fn sync_waits_for_accepted_rejected_or_times_out() {
     assert_eq!(r.body["code"], "command-rejected");
     assert_eq!(r.body["rejection"]["code"], "denied");
     assert_eq!(r.body["command"]["status"], "rejected");
+    assert!(
+        !r.headers.contains_key("preference-applied"),
+        "?sync=true is not a Prefer header"
+    );
 
     let req = Request::post("/commands")
         .header("content-type", "application/json")
@@ -187,6 +191,7 @@ async fn sync_waits_for_accepted_rejected_or_times_out() {
     let r = call(&h, req).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(r.body["status"], "pending");
+    assert_eq!(r.headers["preference-applied"], "wait=0");
     assert_eq!(
         h.state.index().waiters().len(),
         0,

@@ -59,6 +59,7 @@ async fn every_endpoint_and_error_over_http() {
     .await
     .expect(202);
     assert_eq!(r.body["status"], "pending");
+    assert_eq!(r.header("preference-applied"), "wait=1");
     let slow = r.body["id"].as_str().unwrap().to_string();
     send(c.get(s.at(&format!("/commands/{slow}"))))
         .await
