@@ -218,6 +218,10 @@ pub fn bare_router() -> axum::Router {
 /// # Errors
 /// When serving fails.
 pub async fn serve_bare(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    // Like the gateway (see `cmdr_gateway::serve_router`).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, bare_router()).await
 }
 

@@ -122,6 +122,13 @@ pub async fn serve_router(
         tracing::info!("shutting down: draining requests");
         signal_state.begin_shutdown();
     };
+    // No Nagle: answers and live updates (SSE, WebSocket) are small writes
+    // that must leave at once, not wait for the previous segment's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(signal)
         .await?;
