@@ -70,18 +70,13 @@ impl CommandRequest {
         };
         let key = match obj.remove("key") {
             None | Some(Value::Null) => None,
-            Some(Value::String(k)) if k.is_empty() => {
-                violations.push(Violation::new("/key", "key must not be empty"));
-                None
-            }
-            Some(Value::String(k)) if k.len() > MAX_KEY_LEN => {
-                violations.push(Violation::new(
-                    "/key",
-                    format!("key must be at most {MAX_KEY_LEN} bytes"),
-                ));
-                None
-            }
-            Some(Value::String(k)) => Some(k),
+            Some(Value::String(k)) => match key_violation(&k) {
+                Some(v) => {
+                    violations.push(v);
+                    None
+                }
+                None => Some(k),
+            },
             Some(_) => {
                 violations.push(Violation::new("/key", "key must be a string"));
                 None
@@ -98,6 +93,69 @@ impl CommandRequest {
         } else {
             Err(Violations(violations))
         }
+    }
+}
+
+impl CommandRequest {
+    /// Decodes a command from JSON text and checks it as
+    /// [`CommandRequest::from_value`] does, with the same answers. A
+    /// well-formed command is decoded straight into its fields, without
+    /// first building a JSON value of the whole document (this is on the
+    /// path of every posted command); anything else takes the lenient path
+    /// that reports every violation.
+    ///
+    /// # Errors
+    /// [`FromJsonError::Malformed`] when `json` is not JSON,
+    /// [`FromJsonError::Invalid`] when it is not a valid command.
+    pub fn from_json(json: &[u8]) -> Result<Self, FromJsonError> {
+        /// The exact shape of a command; anything else fails to decode.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Exact {
+            action: String,
+            data: Map<String, Value>,
+            #[serde(default)]
+            key: Option<String>,
+        }
+        // Serde also decodes a struct from an array; only an object is a command.
+        let object = json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        let exact = if object {
+            serde_json::from_slice::<Exact>(json).ok()
+        } else {
+            None
+        };
+        if let Some(Exact { action, data, key }) = exact {
+            let valid = validate_action(&action, "/action").is_ok()
+                && key.as_deref().and_then(key_violation).is_none();
+            if valid {
+                return Ok(Self { action, data, key });
+            }
+        }
+        let value: Value = serde_json::from_slice(json).map_err(FromJsonError::Malformed)?;
+        Self::from_value(value).map_err(FromJsonError::Invalid)
+    }
+}
+
+/// Why [`CommandRequest::from_json`] refused its input.
+#[derive(Debug)]
+pub enum FromJsonError {
+    /// Not JSON at all.
+    Malformed(serde_json::Error),
+    /// JSON, but not a valid command: every violation, with its pointer.
+    Invalid(Violations),
+}
+
+/// What is wrong with an ordering key, if anything.
+fn key_violation(key: &str) -> Option<Violation> {
+    if key.is_empty() {
+        Some(Violation::new("/key", "key must not be empty"))
+    } else if key.len() > MAX_KEY_LEN {
+        Some(Violation::new(
+            "/key",
+            format!("key must be at most {MAX_KEY_LEN} bytes"),
+        ))
+    } else {
+        None
     }
 }
 
@@ -196,6 +254,41 @@ impl CommandStatus {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn from_json_answers_as_from_value_does() {
+        let long_key = format!("\"{}\"", "k".repeat(MAX_KEY_LEN + 1));
+        let cases = [
+            r#"{"action": "open", "data": {"n": [1, 2.5, null, {"x": "\u00e9"}]}, "key": "a-1"}"#
+                .to_string(),
+            r#"  {"data": {}, "action": "open"}"#.to_string(),
+            r#"{"action": "open", "data": {}, "key": null}"#.to_string(),
+            r#"["open", {}, "k"]"#.to_string(),
+            r#"{"action": "Not An Action!", "data": {}}"#.to_string(),
+            r#"{"action": "open", "data": {}, "key": ""}"#.to_string(),
+            format!(r#"{{"action": "open", "data": {{}}, "key": {long_key}}}"#),
+            r#"{"action": "open", "data": {}, "extra": 1}"#.to_string(),
+            r#"{"action": "a", "data": {}, "action": "b"}"#.to_string(),
+            r#"{"action": "open", "data": []}"#.to_string(),
+            r#"{"action": 5}"#.to_string(),
+            r#""open""#.to_string(),
+        ];
+        for case in &cases {
+            let lenient = serde_json::from_slice::<Value>(case.as_bytes())
+                .map(|v| CommandRequest::from_value(v).map_err(|e| e.0));
+            match (CommandRequest::from_json(case.as_bytes()), lenient) {
+                (Ok(fast), Ok(Ok(slow))) => assert_eq!(fast, slow, "{case}"),
+                (Err(FromJsonError::Invalid(fast)), Ok(Err(slow))) => {
+                    assert_eq!(fast.0, slow, "{case}");
+                }
+                (fast, slow) => panic!("{case}: {fast:?} but {slow:?}"),
+            }
+        }
+        assert!(matches!(
+            CommandRequest::from_json(b"{oops"),
+            Err(FromJsonError::Malformed(_))
+        ));
+    }
 
     #[test]
     fn reports_every_violation_with_a_pointer() {

@@ -16,7 +16,8 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use cmdr_contract::{
-    header as log_header, Command, CommandRequest, CommandStatus, Meta, COMMANDS_TOPIC,
+    header as log_header, Command, CommandRequest, CommandStatus, FromJsonError, Meta,
+    COMMANDS_TOPIC,
 };
 use cmdr_log::Record;
 use serde_json::{Map, Value};
@@ -231,12 +232,14 @@ async fn intake(
     let headers = parts.headers;
     let kind = body_kind(&headers)?;
     let bytes = read_body(&headers, body, state.inner.config.body_limit).await?;
-    let value = match kind {
-        BodyKind::Json => serde_json::from_slice::<Value>(&bytes)
-            .map_err(|e| ApiError::MalformedBody(format!("malformed JSON: {e}")))?,
-        BodyKind::Form => form_to_value(&bytes)?,
+    let request = match kind {
+        BodyKind::Json => CommandRequest::from_json(&bytes).map_err(|e| match e {
+            FromJsonError::Malformed(e) => ApiError::MalformedBody(format!("malformed JSON: {e}")),
+            FromJsonError::Invalid(v) => ApiError::Validation(v.0),
+        })?,
+        BodyKind::Form => CommandRequest::from_value(form_to_value(&bytes)?)
+            .map_err(|v| ApiError::Validation(v.0))?,
     };
-    let request = CommandRequest::from_value(value).map_err(|v| ApiError::Validation(v.0))?;
     // Validate the data object in place (no copy) against the action's schema.
     let data = Value::Object(request.data);
     state.inner.schemas.validate(&request.action, &data)?;
