@@ -60,6 +60,11 @@ pub struct StorageArgs {
     /// TOML configuration file.
     #[arg(long, env = "CMDR_CONFIG")]
     pub config: Option<PathBuf>,
+    /// How long an Idempotency-Key stays bound to its first command, in
+    /// seconds after that command; 0 keeps keys forever. Default 86400 (a
+    /// day). Also read by `reindex`, which must rebuild keys the same way.
+    #[arg(long, env = "CMDR_IDEMPOTENCY_TTL_S")]
+    pub idempotency_ttl_s: Option<u64>,
 }
 
 /// Flags of `cmdr serve`.
@@ -79,10 +84,6 @@ pub struct ServeArgs {
     /// Longest wait a client may ask for, in ms. Default 60000.
     #[arg(long, env = "CMDR_MAX_WAIT_MS")]
     pub max_wait_ms: Option<u64>,
-    /// How long an Idempotency-Key stays bound to its first command, in
-    /// seconds after that command; 0 keeps keys forever. Default 86400 (a day).
-    #[arg(long, env = "CMDR_IDEMPOTENCY_TTL_S")]
-    pub idempotency_ttl_s: Option<u64>,
     /// Time a webhook processor has to answer one request, in ms. Default 10000.
     #[arg(long, env = "CMDR_WEBHOOK_TIMEOUT_MS")]
     pub webhook_timeout_ms: Option<u64>,
@@ -158,7 +159,6 @@ impl Settings {
             body_limit: None,
             sync_wait_ms: None,
             max_wait_ms: None,
-            idempotency_ttl_s: None,
             webhook_timeout_ms: None,
             webhook_max_attempts: None,
             webhook_backoff_ms: None,
@@ -208,6 +208,7 @@ impl Settings {
             );
         }
         let ttl_s = args
+            .storage
             .idempotency_ttl_s
             .or(file.idempotency_ttl_s)
             .unwrap_or(DEFAULT_IDEMPOTENCY_TTL_S);
@@ -291,12 +292,12 @@ mod tests {
             storage: StorageArgs {
                 data_dir: Some(dir.join("data")),
                 config,
+                idempotency_ttl_s: None,
             },
             listen: None,
             body_limit: None,
             sync_wait_ms: None,
             max_wait_ms: None,
-            idempotency_ttl_s: None,
             webhook_timeout_ms: None,
             webhook_max_attempts: None,
             webhook_backoff_ms: None,
@@ -334,6 +335,32 @@ mod tests {
         let flags = Settings::resolve(&a).unwrap();
         assert_eq!(flags.webhooks.retry.max_attempts, 2);
         assert_eq!(flags.webhooks.timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn idempotency_ttl_defaults_to_a_day_and_follows_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = Settings::resolve(&args(dir.path(), None)).unwrap();
+        assert_eq!(defaults.idempotency_ttl, Some(Duration::from_secs(86_400)));
+
+        let file = dir.path().join("cmdr.toml");
+        std::fs::write(&file, "idempotency_ttl_s = 0\n").unwrap();
+        let mut a = args(dir.path(), Some(file.clone()));
+        assert_eq!(Settings::resolve(&a).unwrap().idempotency_ttl, None);
+        // `reindex` reads it the same way (its flags are the storage flags).
+        assert_eq!(
+            Settings::for_storage(&a.storage).unwrap().idempotency_ttl,
+            None
+        );
+
+        a.storage.idempotency_ttl_s = Some(60);
+        assert_eq!(
+            Settings::resolve(&a).unwrap().idempotency_ttl,
+            Some(Duration::from_secs(60))
+        );
+        a.storage.idempotency_ttl_s = Some(MAX_IDEMPOTENCY_TTL_S + 1);
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("idempotency_ttl_s must be at most"), "{err}");
     }
 
     #[test]
