@@ -1,7 +1,7 @@
 //! The HTTP benchmark suites `cmdr bench http` runs against a live server,
 //! each printing a Markdown table: async intake at several connection
 //! counts with the bare-handler ceiling beside it, reads by id, and the
-//! server's resident memory.
+//! server's resident memory and CPU per command.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -76,6 +76,50 @@ pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user and system, all threads) process `pid` (or `"self"`) has
+/// used so far, from `/proc/<pid>/stat`; `None` where that is unavailable.
+/// The file counts in USER_HZ ticks, which Linux fixes at 100 per second
+/// for user space.
+pub fn cpu_time(pid: &str) -> Option<Duration> {
+    stat_cpu_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU time in a `/proc/<pid>/stat` line.
+fn stat_cpu_time(stat: &str) -> Option<Duration> {
+    const USER_HZ: u64 = 100;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // fields after its last `)`.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime); `fields` starts at field 3.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// CPU per answered request of the server (`pid`) and of this load
+/// generator during `run`, in µs.
+#[derive(Debug, Clone, Copy)]
+struct CpuPerRequest {
+    server: Option<f64>,
+    generator: Option<f64>,
+}
+
+/// Runs `load`, measuring the CPU the server `pid` and this process spend.
+async fn run_measured(load: Load, pid: Option<u32>) -> Result<(LoadReport, CpuPerRequest), String> {
+    let server_pid = pid.map(|p| p.to_string());
+    let server_cpu = || server_pid.as_deref().and_then(cpu_time);
+    let (server0, self0) = (server_cpu(), cpu_time("self"));
+    let report = http::run(load).await?;
+    let per_request = |before: Option<Duration>, after: Option<Duration>| {
+        let spent = after?.checked_sub(before?)?;
+        (report.ok > 0).then(|| spent.as_secs_f64() * 1e6 / report.ok as f64)
+    };
+    let cpu = CpuPerRequest {
+        server: per_request(server0, server_cpu()),
+        generator: per_request(self0, cpu_time("self")),
+    };
+    Ok((report, cpu))
+}
+
 /// Runs the intake suite: the bare ceiling, `POST /commands` at each
 /// connection count, `GET /commands/{id}`, and memory. Returns the report.
 ///
@@ -96,22 +140,27 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
             ceilings.push(
                 http::run(post(bare, "/commands", c, opts.step, StatusCode::ACCEPTED)).await?,
             );
-            let real = http::run(post(
-                opts.addr,
-                "/commands",
-                c,
-                opts.step,
-                StatusCode::ACCEPTED,
-            ))
-            .await?;
+            let load = post(opts.addr, "/commands", c, opts.step, StatusCode::ACCEPTED);
+            let (real, cpu) = run_measured(load, opts.pid).await?;
             collect_ids(&real, &mut ids);
-            reals.push(real);
+            reals.push((real, cpu));
         }
-        let (Some(ceiling), Some(real)) = (median(ceilings), median(reals)) else {
+        // The median run by rate, with the CPU measured during it.
+        reals.sort_by(|a, b| a.0.rate().total_cmp(&b.0.rate()));
+        let mid = reals.len() / 2;
+        let (Some(ceiling), Some((real, cpu))) = (median(ceilings), reals.into_iter().nth(mid))
+        else {
             return Err("no load run".into());
         };
         let _ = writeln!(out, "{}", ceiling.row("bare 202 handler (ceiling)"));
         let _ = writeln!(out, "{}", real.row("POST /commands (fsync before 202)"));
+        let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1} µs"));
+        let _ = writeln!(
+            out,
+            "|   CPU per command in this step | | server {} | load generator {} | | | |",
+            us(cpu.server),
+            us(cpu.generator)
+        );
         if c == 64 {
             at64 = Some((real.rate(), ceiling.rate()));
         }
@@ -173,5 +222,19 @@ fn collect_ids(report: &LoadReport, ids: &mut Vec<String>) {
                 ids.push(id.to_string());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_reads_utime_and_stime_after_any_command_name() {
+        let line = "4242 (cmdr (x) y) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 9 0 1 2 3";
+        assert_eq!(stat_cpu_time(line), Some(Duration::from_millis(3250)));
+        assert_eq!(stat_cpu_time("4242 (short) S 1 2"), None);
+        assert!(cpu_time("self").is_some(), "this process has a /proc entry");
+        assert!(cpu_time("no-such-process").is_none());
     }
 }
