@@ -56,11 +56,14 @@ fn body_kind(headers: &HeaderMap) -> ApiResult<BodyKind> {
         .trim();
     // Media types are case-insensitive; compared without a lowercased copy.
     let is = |expected: &str| ct.eq_ignore_ascii_case(expected);
-    let structured_json = ct.len() > "application/+json".len()
-        && ct.is_char_boundary("application/".len())
-        && ct.is_char_boundary(ct.len() - "+json".len())
-        && ct[.."application/".len()].eq_ignore_ascii_case("application/")
-        && ct[ct.len() - "+json".len()..].eq_ignore_ascii_case("+json");
+    let (prefix, suffix) = ("application/", "+json");
+    let structured_json = ct.len() > prefix.len() + suffix.len()
+        && ct
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        && ct
+            .get(ct.len() - suffix.len()..)
+            .is_some_and(|s| s.eq_ignore_ascii_case(suffix));
     if is("application/json") || structured_json {
         Ok(BodyKind::Json)
     } else if is("application/x-www-form-urlencoded") {
