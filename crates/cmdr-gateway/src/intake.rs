@@ -210,11 +210,10 @@ async fn post_command(
         .await
         .unwrap_or_else(IntoResponse::into_response);
     // RFC 7240: say which wait was applied (after clamping) when the answer
-    // came from waiting: the outcome (201, 409) or the wait ran out (202).
-    let waited = matches!(
-        res.status(),
-        StatusCode::CREATED | StatusCode::CONFLICT | StatusCode::ACCEPTED
-    );
+    // came from waiting: the outcome (201, 409; only waits produce them) or
+    // a 202 after the wait ran out (marked by `respond_with`).
+    let waited = matches!(res.status(), StatusCode::CREATED | StatusCode::CONFLICT)
+        || res.extensions().get::<Waited>().is_some();
     if let (true, true, Some(d)) = (wait.preferred, waited, wait.duration) {
         if let Ok(v) = HeaderValue::from_str(&format!("wait={}", d.as_secs())) {
             res.headers_mut().insert("preference-applied", v);
@@ -395,6 +394,7 @@ async fn respond_with(
     waiter: Option<cmdr_index::OutcomeWaiter>,
     wait: Option<Duration>,
 ) -> ApiResult<Response> {
+    let waited = waiter.is_some() && wait.is_some();
     if let (Some(mut waiter), Some(wait)) = (waiter, wait) {
         // The outcome may already be indexed (a retry), so look first.
         let done = matches!(state.inner.index.command(command.id)?, Some(v) if v.status != CommandStatus::Pending);
@@ -436,8 +436,16 @@ async fn respond_with(
     *res.status_mut() = StatusCode::ACCEPTED;
     res.headers_mut()
         .insert(header::LOCATION, command_location(command.id));
+    if waited {
+        res.extensions_mut().insert(Waited);
+    }
     Ok(res)
 }
+
+/// Marks a `202` given after waiting for an outcome that did not come (see
+/// `Preference-Applied` in [`post_command`]).
+#[derive(Debug, Clone, Copy)]
+struct Waited;
 
 /// `Location: /commands/{id}`, built without an intermediate `String`.
 fn command_location(id: uuid::Uuid) -> HeaderValue {
