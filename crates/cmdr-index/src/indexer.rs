@@ -403,15 +403,8 @@ impl<'t> Tables<'t> {
             None => CommandStatus::Pending,
         };
         let value = codec::encode_command(status, outcome, position, &rec.value);
-        let first = self
-            .commands
-            .insert(id, value.as_slice())
-            .db(path)?
-            .map(|old| old.value().to_vec());
-        if let Some(first) = first {
-            // The same command appended twice: keep the first.
-            self.commands.insert(id, first.as_slice()).db(path)?;
-            return Ok(());
+        if !insert_first(&mut self.commands, id, &value, path)? {
+            return Ok(()); // the same command appended twice
         }
         if outcome.is_some() {
             settled.push(id);
@@ -487,15 +480,8 @@ impl<'t> Tables<'t> {
             },
         };
         let value = codec::encode_event(root, position, &rec.value);
-        let first = self
-            .events
-            .insert(id, value.as_slice())
-            .db(path)?
-            .map(|old| old.value().to_vec());
-        if let Some(first) = first {
-            // The same event appended twice: keep the first.
-            self.events.insert(id, first.as_slice()).db(path)?;
-            return Ok(());
+        if !insert_first(&mut self.events, id, &value, path)? {
+            return Ok(()); // the same event appended twice
         }
         let key_hash = name_hash(&probe.key);
         self.events_by_action
@@ -552,6 +538,28 @@ impl<'t> Tables<'t> {
         self.commands.insert(command, value.as_slice()).db(path)?;
         settled.push(command);
         Ok(())
+    }
+}
+
+/// Inserts `id` → `value` unless `id` is already there, in which case the
+/// first value is kept; returns whether it inserted. One insert in the
+/// common case (no lookup first): a record appended twice is rare.
+fn insert_first(
+    table: &mut Table<'_, u128, &'static [u8]>,
+    id: u128,
+    value: &[u8],
+    path: &std::path::Path,
+) -> Result<bool> {
+    let old = table
+        .insert(id, value)
+        .db(path)?
+        .map(|old| old.value().to_vec());
+    match old {
+        Some(first) => {
+            table.insert(id, first.as_slice()).db(path)?;
+            Ok(false)
+        }
+        None => Ok(true),
     }
 }
 
