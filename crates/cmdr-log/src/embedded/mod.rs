@@ -284,8 +284,12 @@ impl EmbeddedLog {
             .await
             .map_err(|_| LogError::Closed(format!("writer of topic {topic} stopped")))?;
         handle.in_flight.notify();
-        rx.await
-            .map_err(|_| LogError::Closed(format!("writer of topic {topic} stopped")))?
+        let answer = rx
+            .await
+            .map_err(|_| LogError::Closed(format!("writer of topic {topic} stopped")))?;
+        // Freed here, on the thread that most likely allocated them.
+        drop(answer.records);
+        answer.result
     }
 
     fn info(handle: &TopicHandle) -> TopicInfo {

@@ -25,11 +25,30 @@ pub(crate) enum Request {
     Append {
         records: Vec<Record>,
         commit: Option<OffsetCommit>,
-        reply: oneshot::Sender<Result<Vec<Appended>>>,
+        reply: oneshot::Sender<AppendAnswer>,
     },
     /// Make everything written so far durable.
     Sync { reply: oneshot::Sender<Result<()>> },
 }
+
+/// A writer's answer to an append: where its records went (or why they did
+/// not), and the records themselves, handed back so that the caller's thread
+/// frees them. Freed on the writer thread, which allocates none of them, each
+/// free went to the allocating thread's glibc arena under its lock: with 64
+/// callers that lock contention cost about a tenth of the server's CPU.
+pub(crate) struct AppendAnswer {
+    /// Positions of the records, in order, or the error.
+    pub result: Result<Vec<Appended>>,
+    /// The appended records, to be dropped by the caller.
+    pub records: Vec<Record>,
+}
+
+/// One queued append: its records, its offset commit, and its reply.
+type QueuedAppend = (
+    Vec<Record>,
+    Option<OffsetCommit>,
+    oneshot::Sender<AppendAnswer>,
+);
 
 /// The writer's own view of one partition.
 struct PartWriter {
@@ -238,18 +257,11 @@ impl TopicWriter {
     }
 
     /// Writes one round and answers every batch in it.
-    #[allow(clippy::type_complexity)]
-    fn round(
-        &mut self,
-        batch: &mut Vec<(
-            Vec<Record>,
-            Option<OffsetCommit>,
-            oneshot::Sender<Result<Vec<Appended>>>,
-        )>,
-    ) {
+    fn round(&mut self, batch: &mut Vec<QueuedAppend>) {
         if let Some(why) = &self.failed {
-            for (_, _, reply) in batch.drain(..) {
-                let _ = reply.send(Err(LogError::Closed(why.clone())));
+            for (records, _, reply) in batch.drain(..) {
+                let result = Err(LogError::Closed(why.clone()));
+                let _ = reply.send(AppendAnswer { result, records });
             }
             return;
         }
@@ -370,8 +382,9 @@ impl TopicWriter {
             }
             let msg = e.to_string();
             tracing::error!(error = %msg, round, "append round failed; nothing in it was acknowledged");
-            for (_, _, reply) in batch.drain(..) {
-                let _ = reply.send(Err(LogError::Closed(format!("append failed: {msg}"))));
+            for (records, _, reply) in batch.drain(..) {
+                let result = Err(LogError::Closed(format!("append failed: {msg}")));
+                let _ = reply.send(AppendAnswer { result, records });
             }
             return;
         }
@@ -387,11 +400,14 @@ impl TopicWriter {
             pw.active.publish(pw.size, max_ts, &entries[p]);
             pw.part.publish_end(pw.next_offset);
         }
-        for ((_, commit, reply), pos) in batch.drain(..).zip(positions) {
+        for ((records, commit, reply), pos) in batch.drain(..).zip(positions) {
             if let Some(c) = commit {
                 self.offsets.set_lazily(&c);
             }
-            let _ = reply.send(Ok(pos));
+            let _ = reply.send(AppendAnswer {
+                result: Ok(pos),
+                records,
+            });
         }
     }
 
