@@ -95,20 +95,42 @@ fn stat_cpu_time(stat: &str) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
+/// Jiffies the machine's CPUs spent in all and idle (idle plus iowait), from
+/// the first line of `/proc/stat`; `None` where that is unavailable.
+fn machine_jiffies() -> Option<(u64, u64)> {
+    stat_jiffies(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Total and idle jiffies in a `/proc/stat` text (its `cpu` line: user nice
+/// system idle iowait irq softirq steal ...).
+fn stat_jiffies(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((fields.iter().sum(), idle))
+}
+
 /// CPU per answered request of the server (`pid`) and of this load
-/// generator during `run`, in µs.
+/// generator during `run`, in µs, and the share of the machine's CPU time
+/// that stayed idle.
 #[derive(Debug, Clone, Copy)]
 struct CpuPerRequest {
     server: Option<f64>,
     generator: Option<f64>,
+    idle: Option<f64>,
 }
 
 /// Runs `load`, measuring the CPU the server `pid` and this process spend.
 async fn run_measured(load: Load, pid: Option<u32>) -> Result<(LoadReport, CpuPerRequest), String> {
     let server_pid = pid.map(|p| p.to_string());
     let server_cpu = || server_pid.as_deref().and_then(cpu_time);
-    let (server0, self0) = (server_cpu(), cpu_time("self"));
+    let (server0, self0, machine0) = (server_cpu(), cpu_time("self"), machine_jiffies());
     let report = http::run(load).await?;
+    let machine1 = machine_jiffies();
     let per_request = |before: Option<Duration>, after: Option<Duration>| {
         let spent = after?.checked_sub(before?)?;
         (report.ok > 0).then(|| spent.as_secs_f64() * 1e6 / report.ok as f64)
@@ -116,6 +138,10 @@ async fn run_measured(load: Load, pid: Option<u32>) -> Result<(LoadReport, CpuPe
     let cpu = CpuPerRequest {
         server: per_request(server0, server_cpu()),
         generator: per_request(self0, cpu_time("self")),
+        idle: machine0.zip(machine1).and_then(|((t0, i0), (t1, i1))| {
+            let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
+            Some(100.0 * i1.saturating_sub(i0) as f64 / total as f64)
+        }),
     };
     Ok((report, cpu))
 }
@@ -157,9 +183,10 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
         let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1} µs"));
         let _ = writeln!(
             out,
-            "|   CPU per command in this step | | server {} | load generator {} | | | |",
+            "|   CPU per command in this step | | server {} | load generator {} | machine idle {} | | |",
             us(cpu.server),
-            us(cpu.generator)
+            us(cpu.generator),
+            cpu.idle.map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}%"))
         );
         if c == 64 {
             at64 = Some((real.rate(), ceiling.rate()));
@@ -236,5 +263,14 @@ mod tests {
         assert_eq!(stat_cpu_time("4242 (short) S 1 2"), None);
         assert!(cpu_time("self").is_some(), "this process has a /proc entry");
         assert!(cpu_time("no-such-process").is_none());
+    }
+
+    #[test]
+    fn machine_jiffies_counts_idle_and_iowait_as_idle() {
+        let stat = "cpu  100 5 50 300 40 1 4 0 0 0\ncpu0 50 2 25 150 20 0 2 0 0 0\n";
+        assert_eq!(stat_jiffies(stat), Some((500, 340)));
+        assert_eq!(stat_jiffies("intr 1 2 3\n"), None);
+        assert_eq!(stat_jiffies("cpu  1 2 x\n"), None);
+        assert!(machine_jiffies().is_some(), "this machine has /proc/stat");
     }
 }
