@@ -96,6 +96,7 @@ impl Index {
     /// # Errors
     /// [`IndexError::Log`] when a topic is missing.
     pub async fn spawn_indexer(&self, log: Arc<dyn Log>) -> Result<IndexerHandle> {
+        self.rebuild_if_ahead_of(log.as_ref()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
         let mut ends = Vec::new();
@@ -148,6 +149,29 @@ impl Index {
             result
         });
         Ok(IndexerHandle { stop, writer })
+    }
+
+    /// Empties the index when it has indexed past the end of a partition of
+    /// `log`: the log lost a tail the index had seen (a log that syncs on an
+    /// interval, after a machine crash), and new records will take those
+    /// offsets again. Rebuilt from the log, it holds exactly what the log holds.
+    async fn rebuild_if_ahead_of(&self, log: &dyn Log) -> Result<()> {
+        for topic in INDEXED_TOPICS {
+            for p in log.topic(topic).await?.partitions {
+                let indexed = self.position(topic, p.partition);
+                if indexed > p.end_offset {
+                    tracing::warn!(
+                        topic,
+                        partition = p.partition,
+                        indexed,
+                        log_end = p.end_offset,
+                        "the index is ahead of the log (the log lost its unsynced tail); rebuilding the index from the log"
+                    );
+                    return self.clear();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Indexes everything in the log up to its current end, then stops:

@@ -312,3 +312,41 @@ async fn idempotency_keys_lapse_after_their_ttl_and_are_purged() {
     assert!(index.idempotency("lapsed").unwrap().is_some());
     handle.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_index_ahead_of_the_log_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.redb");
+    let before = log().await;
+    let index = Index::open(&path).unwrap();
+    let handle = index.spawn_indexer(before.clone()).await.unwrap();
+    let lost: Vec<Command> = (0..3).map(|_| command("open", Some("acc-1"))).collect();
+    for c in &lost {
+        append_command(&before, c, None).await;
+    }
+    caught_up(&index, &before).await;
+    handle.shutdown().await.unwrap();
+    drop(index);
+
+    // The log came back shorter (its unsynced tail lost in a machine crash),
+    // and a new command took one of the lost offsets.
+    let after = log().await;
+    let kept = command("open", Some("acc-1"));
+    append_command(&after, &kept, None).await;
+    let index = Index::open(&path).unwrap();
+    let handle = index.spawn_indexer(after.clone()).await.unwrap();
+    caught_up(&index, &after).await;
+    assert!(
+        index.command(kept.id).unwrap().is_some(),
+        "the new command is indexed"
+    );
+    for c in &lost {
+        assert!(
+            index.command(c.id).unwrap().is_none(),
+            "a lost command is gone"
+        );
+    }
+    let all = index.list_commands(&Query::default()).unwrap();
+    assert_eq!(all.items.len(), 1);
+    handle.shutdown().await.unwrap();
+}
