@@ -66,9 +66,10 @@ impl Default for InFlightKeys {
     }
 }
 
-/// Held while one request with a key runs; releases the key on drop.
-pub(crate) struct KeyGuard<'a> {
-    keys: &'a InFlightKeys,
+/// Held while one request with a key runs; releases the key on drop. It owns
+/// what it needs, so it can move into a task that outlives the request.
+pub(crate) struct KeyGuard {
+    keys: Arc<InFlightKeys>,
     key: String,
     slot: Slot,
     guard: Option<OwnedMutexGuard<()>>,
@@ -85,7 +86,7 @@ impl InFlightKeys {
     }
 
     /// Waits until no other request holds `key`, then holds it.
-    pub(crate) async fn lock(&self, key: &str) -> Result<KeyGuard<'_>, ApiError> {
+    pub(crate) async fn lock(self: &Arc<Self>, key: &str) -> Result<KeyGuard, ApiError> {
         let slot = {
             let mut shard = self.shard(key);
             if !shard.contains_key(key) && shard.len() >= MAX_IN_FLIGHT_KEYS / SHARDS {
@@ -97,7 +98,7 @@ impl InFlightKeys {
         };
         let guard = Arc::clone(&slot).lock_owned().await;
         Ok(KeyGuard {
-            keys: self,
+            keys: Arc::clone(self),
             key: key.to_string(),
             slot,
             guard: Some(guard),
@@ -105,7 +106,7 @@ impl InFlightKeys {
     }
 }
 
-impl Drop for KeyGuard<'_> {
+impl Drop for KeyGuard {
     fn drop(&mut self) {
         self.guard.take();
         let mut shard = self.keys.shard(&self.key);

@@ -17,13 +17,13 @@ use axum::Router;
 use bytes::Bytes;
 use cmdr_contract::{
     header as log_header, Command, CommandRequest, CommandStatus, FromJsonError, Meta,
-    COMMANDS_TOPIC,
+    COMMANDS_TOPIC, EVENTS_TOPIC,
 };
 use cmdr_log::Record;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::idempotency::{request_hash, validate_key};
+use crate::idempotency::{request_hash, validate_key, KeyGuard};
 use crate::negotiate::Negotiated;
 use crate::state::AppState;
 use crate::views::CommandBody;
@@ -264,7 +264,7 @@ async fn intake(
 
     let hash = request_hash(&request);
     let held = state.inner.idempotency.lock(&idem).await?;
-    if let Some((id, stored)) = state.inner.index.idempotency(&idem)? {
+    if let Some((id, stored)) = bound_command(&state, &idem).await? {
         if stored != hash.as_bytes() {
             return Err(ApiError::IdempotencyKeyReused(idem));
         }
@@ -284,23 +284,63 @@ async fn intake(
     let command = new_command(request)?;
     let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
     let json = Bytes::from(command.to_json());
-    let (partition, offset) = append(&state, &command, json.clone(), Some((&idem, &hash))).await?;
-    // Hold the key until the index knows it, so a retry finds the first command.
-    if !state
+    // In a task of its own, which holds the key: a request dropped midway
+    // (its client gone) still keeps retries waiting until the command is
+    // appended and indexed, or known not to be.
+    let task = tokio::spawn(append_idempotent(
+        state.clone(),
+        held,
+        command.clone(),
+        json.clone(),
+        idem,
+        hash,
+    ));
+    task.await
+        .map_err(|e| ApiError::Internal(format!("idempotent append: {e}")))??;
+    respond(&state, neg, command, Some(&json), waiter, wait).await
+}
+
+/// The command an `Idempotency-Key` is bound to, with its request hash. When
+/// the index does not know the key it first catches up with the log: after
+/// a restart or a reindex it can lag behind commands appended earlier with
+/// the key, and answering "unbound" then would append a second command.
+async fn bound_command(state: &AppState, key: &str) -> ApiResult<Option<(uuid::Uuid, Vec<u8>)>> {
+    let index = &state.inner.index;
+    if let Some(found) = index.idempotency(key)? {
+        return Ok(Some(found));
+    }
+    if !crate::reads::index_caught_up(state, COMMANDS_TOPIC).await? {
+        return Err(ApiError::Unavailable(
+            "the index is catching up with the log; retry with the same Idempotency-Key".into(),
+        ));
+    }
+    Ok(index.idempotency(key)?)
+}
+
+/// Appends an idempotent command and holds its key (`held`) until the index
+/// knows it, so that a retry finds the first command.
+async fn append_idempotent(
+    state: AppState,
+    held: KeyGuard,
+    command: Command,
+    json: Bytes,
+    key: String,
+    hash: String,
+) -> ApiResult<()> {
+    let (partition, offset) = append(&state, &command, json, Some((&key, &hash))).await?;
+    let index_wait = state.inner.config.index_wait;
+    let indexed = state
         .inner
         .index
-        .wait_indexed(
-            COMMANDS_TOPIC,
-            partition,
-            offset + 1,
-            state.inner.config.index_wait,
-        )
-        .await
-    {
-        tracing::warn!(key = %idem, "idempotent command not indexed within the index wait");
+        .wait_indexed(COMMANDS_TOPIC, partition, offset + 1, index_wait)
+        .await;
+    if !indexed {
+        // Released anyway; a retry then catches the index up itself (see
+        // `bound_command`), or is told to come back.
+        tracing::warn!(key = %key, "idempotent command not indexed within the index wait");
     }
-    drop(held); // retries may proceed while this request waits for the outcome
-    respond(&state, neg, command, Some(&json), waiter, wait).await
+    drop(held);
+    Ok(())
 }
 
 fn new_command(request: CommandRequest) -> ApiResult<Command> {
@@ -458,6 +498,11 @@ fn command_location(id: uuid::Uuid) -> HeaderValue {
 
 /// 201 with the command and its events, or 409 with the rejection.
 async fn settled(state: &AppState, neg: Negotiated, id: uuid::Uuid) -> ApiResult<Response> {
+    // The outcome's sibling events (appended with it) may sit in other
+    // partitions of `events` that the index has not read yet.
+    if state.inner.log.topic(EVENTS_TOPIC).await?.partitions.len() > 1 {
+        crate::reads::index_caught_up(state, EVENTS_TOPIC).await?;
+    }
     let view = state
         .inner
         .index

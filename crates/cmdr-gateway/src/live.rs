@@ -19,6 +19,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -115,15 +116,22 @@ async fn sse(
     };
     let at = resume.or(from).unwrap_or(StartAt::End);
     let pos = resolve(state.inner.log.as_ref(), topic, &at).await?;
+    let permit = live_permit(&state)?;
     let (tx, rx) = mpsc::channel::<Update>(SSE_BUFFER);
-    tokio::spawn(follow(
+    let follower = follow(
         state.inner.log.clone(),
         topic,
         pos,
         filter,
         tx,
         state.shutdown_signal(),
-    ));
+    );
+    // The follower ends when the client is gone (its channel closes); the
+    // stream's place among the live ones is freed with it.
+    tokio::spawn(async move {
+        let _permit = permit;
+        follower.await
+    });
     let name = if topic == COMMANDS_TOPIC {
         "command"
     } else {
@@ -159,8 +167,13 @@ async fn event_updates(
     sse(state, EVENTS_TOPIC, raw, headers).await
 }
 
-async fn websocket(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| run_socket(state, socket))
+async fn websocket(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let ws = ws
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {}", e.body_text())))?;
+    Ok(ws.on_upgrade(move |socket| run_socket(state, socket)))
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use cmdr_contract::{CommandStatus, COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_index::{Order, Query, MAX_LIMIT};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -125,19 +126,41 @@ fn next_link(path: &str, pairs: &[(String, String)], next: Option<Uuid>) -> Valu
     Value::String(format!("{path}?{qs}"))
 }
 
+/// Characters of a key left as they are in a `/streams/{key}` path: the
+/// unreserved ones and `/` (the route takes the rest of the path as the key).
+const STREAM_KEY_KEEP: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// The path of one key's stream, the key percent-encoded (`a?b` → `/streams/a%3Fb`).
+fn stream_path(key: &str) -> String {
+    format!("/streams/{}", utf8_percent_encode(key, STREAM_KEY_KEEP))
+}
+
 /// Read-your-writes: on a miss, wait (bounded) until the index has caught up
 /// with the end the log has now, so a just-posted id is found.
 async fn catch_up(state: &AppState, topic: &str) -> ApiResult<()> {
+    index_caught_up(state, topic).await.map(|_| ())
+}
+
+/// Waits (at most the configured index wait per partition) until the index
+/// has caught up with every partition of `topic` as the log ends now;
+/// whether it did.
+pub(crate) async fn index_caught_up(state: &AppState, topic: &str) -> ApiResult<bool> {
     let info = state.inner.log.topic(topic).await?;
     let wait: Duration = state.inner.config.index_wait;
+    let mut all = true;
     for p in info.partitions {
-        state
+        all &= state
             .inner
             .index
             .wait_indexed(topic, p.partition, p.end_offset, wait)
             .await;
     }
-    Ok(())
+    Ok(all)
 }
 
 async fn get_command(
@@ -268,7 +291,8 @@ async fn get_stream(
             qs.push(("limit", l.to_string()));
         }
         format!(
-            "/streams/{key}?{}",
+            "{}?{}",
+            stream_path(&key),
             serde_urlencoded::to_string(&qs).unwrap_or_default()
         )
     });
@@ -277,4 +301,17 @@ async fn get_stream(
         &format!("Stream {key}"),
         json!({"key": key, "items": items, "next": next}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_path;
+
+    #[test]
+    fn stream_paths_encode_what_would_break_the_link() {
+        assert_eq!(stream_path("acc-1"), "/streams/acc-1");
+        assert_eq!(stream_path("a/b_c.d~e"), "/streams/a/b_c.d~e");
+        assert_eq!(stream_path("a?b#c d%e"), "/streams/a%3Fb%23c%20d%25e");
+        assert_eq!(stream_path("ü"), "/streams/%C3%BC");
+    }
 }

@@ -28,7 +28,7 @@ pub(crate) struct Shared {
     pub(crate) webhooks: WebhookRegistry,
     /// Inputs no attempt could handle (`/dead-letters`).
     pub(crate) dead_letters: DeadLetters,
-    pub(crate) idempotency: InFlightKeys,
+    pub(crate) idempotency: Arc<InFlightKeys>,
     pub(crate) config: GatewayConfig,
     /// Set to `true` when the server begins shutting down, so that
     /// long-lived responses (SSE, WebSocket) end and let it drain.
@@ -65,7 +65,7 @@ impl AppState {
                 schemas,
                 webhooks,
                 dead_letters,
-                idempotency: InFlightKeys::default(),
+                idempotency: Arc::default(),
                 config,
                 shutdown: watch::channel(false).0,
                 live: Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS)),

@@ -451,6 +451,109 @@ async fn idempotent_retries_return_the_first_answer() {
 }
 
 #[tokio::test]
+async fn an_idempotent_retry_never_appends_again_while_the_index_lags() {
+    let h = harness(GatewayConfig::default()).await;
+    let req = || {
+        Request::post("/commands")
+            .header("content-type", "application/json")
+            .header("idempotency-key", "after-restart")
+            .body(Body::from(
+                json!({"action": "pay", "data": {"n": 1}}).to_string(),
+            ))
+            .unwrap()
+    };
+    let first = call(&h, req()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+
+    // A restart with an index that has not caught up with the log yet (its
+    // last commits were lost, or it is being rebuilt): a fresh index file
+    // over the same log, its indexer not started.
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path().join("index.redb")).unwrap();
+    let dyn_log: Arc<dyn Log> = h.log.clone();
+    let config = GatewayConfig {
+        index_wait: Duration::from_millis(200),
+        ..GatewayConfig::default()
+    };
+    let state = AppState::new(dyn_log.clone(), index.clone(), config)
+        .await
+        .unwrap();
+    let restarted = Harness {
+        log: h.log.clone(),
+        state,
+        _dir: dir,
+    };
+    let lagging = call(&restarted, req()).await;
+    assert_eq!(
+        lagging.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        lagging.text
+    );
+    assert_eq!(lagging.body["code"], "unavailable");
+    assert_eq!(
+        commands_in_log(&h).await,
+        1,
+        "nothing appended while unsure"
+    );
+
+    index.spawn_indexer(dyn_log).await.unwrap();
+    let retry = call(&restarted, req()).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{}", retry.text);
+    assert_eq!(retry.body["id"], first.body["id"]);
+    assert_eq!(commands_in_log(&h).await, 1);
+}
+
+#[tokio::test]
+async fn a_plain_get_of_the_websocket_endpoint_is_a_problem() {
+    let h = harness(GatewayConfig::default()).await;
+    let r = call(&h, get("/ws")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(
+        r.headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    assert_eq!(r.body["code"], "bad-request");
+}
+
+#[tokio::test]
+async fn server_sent_event_streams_count_towards_the_live_stream_limit() {
+    let h = harness(GatewayConfig::default()).await;
+    let mut open = Vec::new();
+    for _ in 0..cmdr_gateway::MAX_LIVE_STREAMS {
+        let res = app(h.state.clone())
+            .oneshot(get("/events/updates"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        open.push(res);
+    }
+    let over = call(&h, get("/commands/updates")).await;
+    assert_eq!(
+        over.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        over.text
+    );
+    assert_eq!(over.body["code"], "unavailable");
+    // A client that goes away frees its place.
+    drop(open.pop());
+    let mut freed = false;
+    for _ in 0..100 {
+        let res = app(h.state.clone())
+            .oneshot(get("/commands/updates"))
+            .await
+            .unwrap();
+        if res.status() == StatusCode::OK {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "a closed stream's place was not freed");
+}
+
+#[tokio::test]
 async fn form_posts_html_pages_and_self_description() {
     let h = harness(GatewayConfig::default()).await;
     let req = Request::post("/commands")
