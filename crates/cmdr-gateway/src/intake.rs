@@ -136,9 +136,13 @@ fn form_to_value(body: &[u8]) -> ApiResult<Value> {
             obj.insert(k, Value::String(v));
         }
     }
-    if !data.is_empty() || !obj.contains_key("data") {
-        obj.entry("data").or_insert(Value::Object(data));
+    if !data.is_empty() && obj.contains_key("data") {
+        return Err(ApiError::Validation(vec![cmdr_contract::Violation::new(
+            "/data",
+            "give data either as one JSON field `data` or as `data.NAME` fields, not both",
+        )]));
     }
+    obj.entry("data").or_insert(Value::Object(data));
     Ok(Value::Object(obj))
 }
 

@@ -247,6 +247,14 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
             "unsupported-media-type",
         ),
         (
+            Request::post("/commands")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("action=a&data=%7B%7D&data.x=1"))
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+        ),
+        (
             post("/commands?sync=maybe", json!({"action": "a", "data": {}})),
             StatusCode::BAD_REQUEST,
             "bad-request",
