@@ -26,6 +26,11 @@ pub enum ProcessorError {
     /// An internal task ended unexpectedly (a bug; the runner stops safely).
     #[error("internal task failed: {0}")]
     Internal(String),
+    /// A webhook processor's registration changed (or was deleted) while its
+    /// runner ran: the runner stopped before skipping a command the new
+    /// registration may handle, and a runner with the new one takes over.
+    #[error("the registration of webhook processor {0} changed")]
+    Superseded(String),
 }
 
 impl ProcessorError {

@@ -237,6 +237,16 @@ impl WebhookRegistry {
         Ok(view.registrations.get(name).cloned())
     }
 
+    /// Processor `name`'s registration and the offset of the registrations
+    /// topic it reflects (every record before it has been read).
+    pub(crate) async fn current(
+        &self,
+        name: &str,
+    ) -> Result<(Option<WebhookRegistration>, u64), ProcessorError> {
+        let view = self.refresh().await?;
+        Ok((view.registrations.get(name).cloned(), view.next))
+    }
+
     /// Every registration, by name.
     ///
     /// # Errors

@@ -4,6 +4,7 @@
 //! dead letter plus a `processing-failed` rejection.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use cmdr_contract::{Command, COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_log::{Log, Record, StartPosition, StoredRecord};
 
 use super::protocol::{parse_answer, WebhookAnswer, ATTEMPT_HEADER, PROCESSOR_HEADER};
-use super::registry::WebhookRegistration;
+use super::registry::{WebhookRegistration, WebhookRegistry, PROCESSORS_TOPIC};
 use crate::dead_letter::DeadLetters;
 use crate::engine::{self, Dispatch, EngineConfig, DEFAULT_MAX_IN_FLIGHT};
 use crate::records::{accepted_events, event_record, rejected_event};
@@ -55,6 +56,48 @@ struct WebhookDispatch {
     client: reqwest::Client,
     retry: RetryPolicy,
     dead_letters: DeadLetters,
+    /// Set when the runner follows a registry (see [`Freshness`]).
+    freshness: Option<Freshness>,
+}
+
+/// Makes sure a runner never skips a command with a registration that is no
+/// longer current. A skipped command's offset is committed; had the
+/// registration meanwhile changed to handle its action, the command would
+/// never get an outcome. So before skipping, a runner whose registrations
+/// topic has grown since it last looked reads its registration again, and
+/// stops (without committing) when it changed.
+struct Freshness {
+    log: Arc<dyn Log>,
+    registry: WebhookRegistry,
+    /// The registrations topic's offset up to which the registration is known current.
+    seen: AtomicU64,
+}
+
+impl Freshness {
+    async fn check(
+        &self,
+        name: &str,
+        registration: &WebhookRegistration,
+    ) -> Result<(), ProcessorError> {
+        let end = self
+            .log
+            .topic(PROCESSORS_TOPIC)
+            .await
+            .map_err(|e| ProcessorError::log(format!("reading {PROCESSORS_TOPIC}"), e))?
+            .partitions
+            .first()
+            .map_or(0, |p| p.end_offset);
+        if end <= self.seen.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match self.registry.current(name).await? {
+            (Some(current), next) if current == *registration => {
+                self.seen.fetch_max(next, Ordering::AcqRel);
+                Ok(())
+            }
+            _ => Err(ProcessorError::Superseded(name.to_string())),
+        }
+    }
 }
 
 /// One POST of `command`; the answer or the failure to retry.
@@ -88,6 +131,17 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
+impl WebhookDispatch {
+    /// No events for a command of an action this processor does not handle,
+    /// once its registration is known to be current.
+    async fn skip(&self) -> Result<Vec<Record>, ProcessorError> {
+        if let Some(f) = &self.freshness {
+            f.check(&self.name, &self.registration).await?;
+        }
+        Ok(Vec::new())
+    }
+}
+
 impl Dispatch for WebhookDispatch {
     async fn handle(&self, record: StoredRecord) -> Result<Vec<Record>, ProcessorError> {
         let by_header = record
@@ -95,7 +149,7 @@ impl Dispatch for WebhookDispatch {
             .and_then(|a| std::str::from_utf8(a).ok())
             .map(|a| self.registration.handles(a));
         if by_header == Some(false) {
-            return Ok(Vec::new());
+            return self.skip().await;
         }
         let command = match Command::from_json(&record.value) {
             Ok(c) => Arc::new(c),
@@ -105,7 +159,7 @@ impl Dispatch for WebhookDispatch {
             }
         };
         if !self.registration.handles(&command.action) {
-            return Ok(Vec::new());
+            return self.skip().await;
         }
         let answer = with_retries(&self.retry, |attempt| {
             call(
@@ -155,6 +209,40 @@ pub async fn run_webhook(
     config: &WebhookConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProcessorError> {
+    run(log, name, registration, None, config, shutdown).await
+}
+
+/// Like [`run_webhook`], for a registration read from `registry`: the
+/// runner stops with [`ProcessorError::Superseded`] rather than skip a
+/// command while its registration has changed (see [`Freshness`]).
+pub(crate) async fn run_registered(
+    log: Arc<dyn Log>,
+    registry: WebhookRegistry,
+    name: &str,
+    registration: WebhookRegistration,
+    config: &WebhookConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ProcessorError> {
+    let (current, seen) = registry.current(name).await?;
+    if current.as_ref() != Some(&registration) {
+        return Err(ProcessorError::Superseded(name.to_string()));
+    }
+    let freshness = Freshness {
+        log: log.clone(),
+        registry,
+        seen: AtomicU64::new(seen),
+    };
+    run(log, name, registration, Some(freshness), config, shutdown).await
+}
+
+async fn run(
+    log: Arc<dyn Log>,
+    name: &str,
+    registration: WebhookRegistration,
+    freshness: Option<Freshness>,
+    config: &WebhookConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ProcessorError> {
     crate::sdk::ensure_topics(log.as_ref(), crate::sdk::DEFAULT_PARTITIONS).await?;
     let client = reqwest::Client::builder()
         .timeout(config.timeout)
@@ -166,6 +254,7 @@ pub async fn run_webhook(
         client,
         retry: config.retry,
         dead_letters: DeadLetters::open(log.clone()).await?,
+        freshness,
     });
     let engine_config = EngineConfig {
         group: group_name(name),
@@ -175,4 +264,104 @@ pub async fn run_webhook(
         max_in_flight: config.max_in_flight,
     };
     engine::run(log, engine_config, dispatch, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmdr_contract::{header, CommandRequest, Meta};
+    use cmdr_log::memory::MemoryLog;
+    use serde_json::json;
+
+    fn billing(actions: &[&str]) -> WebhookRegistration {
+        WebhookRegistration {
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            // Never called: no command of a handled action is sent.
+            url: "http://127.0.0.1:9/never".into(),
+        }
+    }
+
+    async fn send(log: &dyn Log, action: &str) -> cmdr_log::Appended {
+        let req = CommandRequest::from_value(json!({"action": action, "data": {}})).unwrap();
+        let c = Command::from_request(req, cmdr_contract::now_ms(), Meta::new()).unwrap();
+        let record =
+            Record::new(c.key.clone(), c.to_json()).with_header(header::ACTION, action.to_string());
+        log.append(COMMANDS_TOPIC, vec![record]).await.unwrap()[0]
+    }
+
+    #[tokio::test]
+    async fn a_runner_stops_instead_of_skipping_with_a_changed_registration() {
+        let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+        crate::sdk::ensure_topics(log.as_ref(), 1).await.unwrap();
+        let registry = WebhookRegistry::open(log.clone()).await.unwrap();
+        registry.put("billing", billing(&["pay"])).await.unwrap();
+        let config = WebhookConfig::default();
+
+        // Running with the first registration: other actions are skipped.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = {
+            let (log, registry, config) = (log.clone(), registry.clone(), config.clone());
+            tokio::spawn(async move {
+                run_registered(
+                    log,
+                    registry,
+                    "billing",
+                    billing(&["pay"]),
+                    &config,
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+            })
+        };
+        let other = send(log.as_ref(), "ship").await;
+        let group = group_name("billing");
+        for _ in 0..500 {
+            if log.committed(&group, COMMANDS_TOPIC, 0).await.unwrap() == Some(other.offset + 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            log.committed(&group, COMMANDS_TOPIC, 0).await.unwrap(),
+            Some(other.offset + 1),
+            "a command of another action is skipped and committed"
+        );
+
+        // The registration now handles refunds too, and a refund arrives
+        // before anyone restarts the runner: it must not be skipped.
+        registry
+            .put("billing", billing(&["pay", "refund"]))
+            .await
+            .unwrap();
+        let refund = send(log.as_ref(), "refund").await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), runner)
+            .await
+            .expect("the runner stops by itself")
+            .unwrap();
+        assert!(
+            matches!(ended, Err(ProcessorError::Superseded(_))),
+            "{ended:?}"
+        );
+        assert_eq!(
+            log.committed(&group, COMMANDS_TOPIC, 0).await.unwrap(),
+            Some(refund.offset),
+            "the refund is left for the next runner"
+        );
+        drop(stop);
+
+        // A runner started with a registration that is no longer current
+        // stops at once.
+        let stale = run_registered(
+            log.clone(),
+            registry,
+            "billing",
+            billing(&["pay"]),
+            &config,
+            std::future::pending(),
+        )
+        .await;
+        assert!(matches!(stale, Err(ProcessorError::Superseded(_))));
+    }
 }

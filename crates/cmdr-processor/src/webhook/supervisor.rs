@@ -6,7 +6,9 @@
 //! start with the new actions and URL); the consumer group and its offsets
 //! stay, so no command is handled twice or skipped. A change takes effect
 //! once the old runner has drained: commands already in its hands go to the
-//! old URL.
+//! old URL. A runner never skips a command under a registration that has
+//! changed meanwhile (it stops with [`ProcessorError::Superseded`] first), so
+//! a command of a newly added action is never committed past unhandled.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +20,7 @@ use cmdr_log::Log;
 use tokio::sync::watch;
 
 use super::registry::{WebhookRegistration, WebhookRegistry};
-use super::runner::{run_webhook, WebhookConfig};
+use super::runner::{run_registered, WebhookConfig};
 use crate::ProcessorError;
 
 /// Wait before restarting a runner that stopped on a log failure.
@@ -35,6 +37,9 @@ impl Running {
         let _ = self.stop.send(true);
         let mut task = self.task;
         match (&mut task.0).await {
+            Ok(Err(e @ ProcessorError::Superseded(_))) => {
+                tracing::info!(reason = %e, "webhook runner stopped for its new registration");
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "webhook runner stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "webhook runner task failed"),
             Ok(Ok(())) => {}
@@ -76,14 +81,15 @@ pub async fn supervise(
                 continue;
             }
             let (stop, mut stop_rx) = watch::channel(false);
-            let (log, config, task_name, reg) = (
+            let (log, registry, config, task_name, reg) = (
                 log.clone(),
+                registry.clone(),
                 config.clone(),
                 name.clone(),
                 registration.clone(),
             );
             let task = AbortOnDrop(tokio::spawn(async move {
-                run_webhook(log, &task_name, reg, &config, async move {
+                run_registered(log, registry, &task_name, reg, &config, async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 })
                 .await
