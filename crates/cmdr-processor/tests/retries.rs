@@ -51,6 +51,20 @@ async fn a_handler_that_always_fails_becomes_processing_failed_with_a_dead_lette
             Err("database unreachable".into())
         })
         .command("panics", |_cmd, _ctx| async { panic!("handler bug") })
+        .command("panics-early", |cmd: cmdr_contract::Command, _ctx| {
+            // Panics before its future exists (no `async` block yet).
+            let n = cmd
+                .data
+                .get("n")
+                .and_then(|v| v.as_u64())
+                .expect("early handler bug");
+            async move {
+                Ok(cmdr_processor::Decision::accept(vec![EventDraft::new(
+                    "n",
+                    json!(n),
+                )]))
+            }
+        })
         .event("ping", |_e, _ctx| async {
             Err::<Vec<EventDraft>, _>("event side down".into())
         })
@@ -59,6 +73,7 @@ async fn a_handler_that_always_fails_becomes_processing_failed_with_a_dead_lette
         .unwrap();
     let cmd = send(log.as_ref(), "broken", json!({}), Some("b")).await;
     let bug = send(log.as_ref(), "panics", json!({}), Some("p")).await;
+    let early = send(log.as_ref(), "panics-early", json!({}), Some("q")).await;
     let task = tokio::spawn(processor.run(std::future::pending()));
 
     let failed = outcome_of(log.as_ref(), cmd.id).await;
@@ -72,6 +87,15 @@ async fn a_handler_that_always_fails_becomes_processing_failed_with_a_dead_lette
         .as_str()
         .unwrap()
         .contains("handler bug"));
+    let early = outcome_of(log.as_ref(), early.id)
+        .await
+        .rejection()
+        .unwrap();
+    assert_eq!(early.code, PROCESSING_FAILED);
+    assert!(early.details["error"]
+        .as_str()
+        .unwrap()
+        .contains("early handler bug"));
 
     let letters = DeadLetters::open(log.clone()).await.unwrap();
     let page = letters.list(Some("broken"), 0, 100).await.unwrap();

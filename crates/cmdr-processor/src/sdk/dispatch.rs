@@ -1,8 +1,9 @@
 //! Runs the registered handlers on each input: decode, pick the handler by
 //! action, retry transient failures, and turn the result into event records.
 //!
-//! Key decision: a panic while polling a handler is caught and counts as a
-//! failed attempt like any error (retried, then settled), not a crash loop.
+//! Key decision: a panic in a handler (while making its future or while
+//! polling it) is caught and counts as a failed attempt like any error
+//! (retried, then settled), not a crash loop.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -33,7 +34,14 @@ where
 {
     let mut n = 1;
     loop {
-        let error = match (CatchUnwind(Box::pin(attempt(n)))).await {
+        // A handler may panic while making its future (before any `async`
+        // block) as well as while it is polled.
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| attempt(n)));
+        let polled = match started {
+            Ok(future) => CatchUnwind(Box::pin(future)).await,
+            Err(payload) => Err(payload),
+        };
+        let error = match polled {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => e.to_string(),
             Err(payload) => format!("handler panicked: {}", panic_message(payload)),
