@@ -57,6 +57,10 @@ async fn answer(
             Json(json!({"error": "busy"})),
         ),
         "flaky" => (StatusCode::OK, Json(json!({"events": []}))),
+        "huge" => (
+            StatusCode::OK,
+            Json(json!({"events": [{"action": "huge", "data": {"pad": "x".repeat(100_000)}}]})),
+        ),
         "slow" if attempt < 2 => std::future::pending().await,
         "slow" => (
             StatusCode::OK,
@@ -92,7 +96,7 @@ async fn webhooks_accept_reject_retry_time_out_and_dead_letter() {
     let (log, _dir) = test_log().await;
     let (base, seen) = start_server().await;
     let registry = WebhookRegistry::open(log.clone()).await.unwrap();
-    for route in ["ok", "reject", "flaky", "slow", "down"] {
+    for route in ["ok", "reject", "flaky", "slow", "down", "huge"] {
         registry
             .put(
                 route,
@@ -104,6 +108,7 @@ async fn webhooks_accept_reject_retry_time_out_and_dead_letter() {
     let config = WebhookConfig {
         timeout: Duration::from_millis(300),
         retry: fast_retry(3),
+        max_answer_bytes: 64 * 1024,
         ..WebhookConfig::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -116,6 +121,7 @@ async fn webhooks_accept_reject_retry_time_out_and_dead_letter() {
     let flaky = send(log.as_ref(), "do-flaky", json!({}), None).await;
     let slow = send(log.as_ref(), "do-slow", json!({}), None).await;
     let down = send(log.as_ref(), "do-down", json!({}), Some("d")).await;
+    let huge = send(log.as_ref(), "do-huge", json!({}), Some("h")).await;
 
     // Success: the processor's events, linked to the command, the last one the outcome.
     let outcome = outcome_of(log.as_ref(), ok.id).await;
@@ -175,9 +181,21 @@ async fn webhooks_accept_reject_retry_time_out_and_dead_letter() {
         letter.last_error
     );
 
+    // An answer over the size cap is a failed attempt, never read whole.
+    let too_big = outcome_of(log.as_ref(), huge.id).await.rejection().unwrap();
+    assert_eq!(too_big.code, PROCESSING_FAILED);
+    assert!(
+        too_big.details["error"]
+            .as_str()
+            .unwrap()
+            .contains("answer larger than 65536 bytes"),
+        "{}",
+        too_big.details
+    );
+
     // Each command was settled exactly once.
     let by_command = outcomes(log.as_ref()).await;
-    for id in [ok.id, reject.id, flaky.id, slow.id, down.id] {
+    for id in [ok.id, reject.id, flaky.id, slow.id, down.id, huge.id] {
         assert_eq!(by_command[&id].len(), 1);
     }
     stop.send(()).unwrap();

@@ -14,5 +14,5 @@ pub mod runner;
 pub mod supervisor;
 
 pub use registry::{RegistryError, WebhookRegistration, WebhookRegistry, PROCESSORS_TOPIC};
-pub use runner::{run_webhook, WebhookConfig, DEFAULT_WEBHOOK_TIMEOUT};
+pub use runner::{run_webhook, WebhookConfig, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_WEBHOOK_TIMEOUT};
 pub use supervisor::supervise;

@@ -33,7 +33,14 @@ pub struct WebhookConfig {
     pub retry: RetryPolicy,
     /// Commands (of different keys) in flight at once, per processor. Default [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
+    /// Largest answer body read from a processor; a larger one is a failed
+    /// attempt. Default [`DEFAULT_MAX_ANSWER_BYTES`].
+    pub max_answer_bytes: usize,
 }
+
+/// Default [`WebhookConfig::max_answer_bytes`]: 8 MiB, the log's default
+/// largest record (an answer's events must fit in records anyway).
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
 impl Default for WebhookConfig {
     fn default() -> Self {
@@ -41,6 +48,7 @@ impl Default for WebhookConfig {
             timeout: DEFAULT_WEBHOOK_TIMEOUT,
             retry: RetryPolicy::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }
 }
@@ -55,6 +63,7 @@ struct WebhookDispatch {
     registration: WebhookRegistration,
     client: reqwest::Client,
     retry: RetryPolicy,
+    max_answer_bytes: usize,
     dead_letters: DeadLetters,
     /// Set when the runner follows a registry (see [`Freshness`]).
     freshness: Option<Freshness>,
@@ -107,8 +116,9 @@ async fn call(
     name: String,
     command: Arc<Command>,
     attempt: u32,
+    max_answer_bytes: usize,
 ) -> Result<WebhookAnswer, HandlerError> {
-    let response = client
+    let mut response = client
         .post(&url)
         .header(PROCESSOR_HEADER, name)
         .header(ATTEMPT_HEADER, attempt.to_string())
@@ -117,7 +127,21 @@ async fn call(
         .await
         .map_err(|e| describe(&e))?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|e| describe(&e))?;
+    // Read with a cap: a runaway endpoint must not fill memory within the timeout.
+    let too_large = || format!("answer larger than {max_answer_bytes} bytes");
+    if response
+        .content_length()
+        .is_some_and(|n| n > max_answer_bytes as u64)
+    {
+        return Err(too_large().into());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+        if body.len() + chunk.len() > max_answer_bytes {
+            return Err(too_large().into());
+        }
+        body.extend_from_slice(&chunk);
+    }
     parse_answer(status, &body).map_err(HandlerError::from)
 }
 
@@ -168,6 +192,7 @@ impl Dispatch for WebhookDispatch {
                 self.name.clone(),
                 command.clone(),
                 attempt,
+                self.max_answer_bytes,
             )
         })
         .await;
@@ -253,6 +278,7 @@ async fn run(
         registration,
         client,
         retry: config.retry,
+        max_answer_bytes: config.max_answer_bytes,
         dead_letters: DeadLetters::open(log.clone()).await?,
         freshness,
     });
