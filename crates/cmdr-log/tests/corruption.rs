@@ -415,3 +415,22 @@ async fn missing_or_garbled_index_files_are_rebuilt() {
         }
     }
 }
+
+#[tokio::test]
+async fn time_lookups_after_a_reopen_find_records_past_the_last_index_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), true).await;
+    assert!(segments(dir.path()).len() > 2, "several sealed segments");
+    // Reopened with intact index files: each sealed segment's newest
+    // timestamp comes from its sparse time index plus a scan of its tail.
+    let log = EmbeddedLog::open(config(dir.path(), true)).await.unwrap();
+    for i in 0..N {
+        assert_eq!(
+            log.offset_for_timestamp(TOPIC, 0, 1000 + i as i64)
+                .await
+                .unwrap(),
+            i,
+            "time lookup of {i}"
+        );
+    }
+}

@@ -158,10 +158,12 @@ impl Segment {
         if let Some(idx) = self.read_index_files() {
             let max_ts = idx.times.last().map_or(i64::MIN, |t| t.0);
             // The time index is sparse: scan the tail after the last entry for the true max.
-            let tail_from = idx.entries.last().map_or(0, |e| e.1 as u64);
+            let (tail_from, tail_offset) = idx.entries.last().map_or((0, self.base), |e| {
+                (u64::from(e.1), self.base + u64::from(e.0))
+            });
             *self.index.write().unwrap_or_else(|p| p.into_inner()) = idx;
             let mut tail_max = max_ts;
-            self.scan_from(tail_from, self.base, max_record, |rec, _, _| {
+            self.scan_from(tail_from, tail_offset, max_record, |rec, _, _| {
                 tail_max = tail_max.max(rec.timestamp);
                 true
             })
