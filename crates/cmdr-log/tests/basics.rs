@@ -96,6 +96,31 @@ async fn typed_errors() {
         log.read("t", 5, 0, 1).await,
         Err(LogError::UnknownPartition { .. })
     ));
+    // A record that fits alone but not with the commit header an append with
+    // a commit adds to it is refused too, never written unreadable.
+    let fits_alone = |len| Record::new("k", vec![b'x'; len]);
+    let mut len = 900;
+    while cmdr_log::embedded::format::encoded_len(Some(b"k"), &[], &vec![b'x'; len + 1]) <= 1000 {
+        len += 1;
+    }
+    let p = log.append("t", vec![fits_alone(len)]).await.unwrap()[0].partition;
+    let commit = OffsetCommit {
+        group: "a-processor-with-a-long-name".repeat(3),
+        topic: "t".into(),
+        partition: 0,
+        next_offset: 1,
+    };
+    assert!(matches!(
+        log.append_with_commit("t", vec![fits_alone(len)], commit.clone())
+            .await,
+        Err(LogError::RecordTooLarge { .. })
+    ));
+    let small = Record::new("k", "v");
+    log.append_with_commit("t", vec![fits_alone(len - 200), small], commit)
+        .await
+        .unwrap();
+    let all = log.read("t", p, 0, 100).await.unwrap();
+    assert_eq!(all.len(), 3, "every acknowledged record reads back");
 }
 
 #[tokio::test]

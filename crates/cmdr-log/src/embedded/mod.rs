@@ -261,10 +261,22 @@ impl EmbeddedLog {
             return Ok(Vec::new());
         }
         let max = self.inner.config.max_record_bytes;
-        for r in &records {
-            let size = format::encoded_len(r.key.as_deref(), &r.headers, &r.value);
+        // The last record of an append with a commit also carries the commit
+        // header (see the writer): count it, so every record written can be
+        // read back.
+        let commit_header = commit.as_ref().map_or(0, |c| {
+            2 + offsets::COMMIT_HEADER.len() + 4 + offsets::CommitHeader::encode(c).len()
+        });
+        let last = records.len().saturating_sub(1);
+        for (i, r) in records.iter().enumerate() {
+            let (extra_len, extra_count) = if i == last && commit.is_some() {
+                (commit_header, 1)
+            } else {
+                (0, 0)
+            };
+            let size = format::encoded_len(r.key.as_deref(), &r.headers, &r.value) + extra_len;
             let too_long_field = r.headers.iter().any(|h| h.name.len() > u16::MAX as usize)
-                || r.headers.len() > u16::MAX as usize;
+                || r.headers.len() + extra_count > u16::MAX as usize;
             if size > max || too_long_field {
                 return Err(LogError::RecordTooLarge { size, max });
             }
