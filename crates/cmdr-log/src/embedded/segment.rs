@@ -155,7 +155,7 @@ impl Segment {
     /// Loads the index files of a sealed segment, or rebuilds them by a scan
     /// when missing or inconsistent. Returns whether a rebuild happened.
     pub fn load_or_rebuild_index(&self, interval: u32, max_record: usize) -> Result<bool> {
-        if let Some(idx) = self.read_index_files() {
+        if let Some(idx) = self.read_index_files(max_record) {
             let max_ts = idx.times.last().map_or(i64::MIN, |t| t.0);
             // The time index is sparse: scan the tail after the last entry for the true max.
             let (tail_from, tail_offset) = idx.entries.last().map_or((0, self.base), |e| {
@@ -179,7 +179,7 @@ impl Segment {
         Ok(true)
     }
 
-    fn read_index_files(&self) -> Option<SegmentIndex> {
+    fn read_index_files(&self, max_record: usize) -> Option<SegmentIndex> {
         let raw = std::fs::read(self.index_path("index")).ok()?;
         let raw_t = std::fs::read(self.index_path("timeindex")).ok()?;
         if raw.len() % INDEX_ENTRY != 0 || raw_t.len() % TIME_ENTRY != 0 {
@@ -224,7 +224,7 @@ impl Segment {
         // can only make a read fail as corrupt, never serve a wrong record,
         // since every record read is checked for its CRC and offset.
         for &(rel, pos) in idx.entries.first().into_iter().chain(idx.entries.last()) {
-            let (rec, _) = self.read_record_at(pos as u64, usize::MAX).ok()?;
+            let (rec, _) = self.read_record_at(pos as u64, max_record).ok()?;
             if rec.offset != self.base + rel as u64 {
                 return None;
             }
