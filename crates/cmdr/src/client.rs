@@ -185,6 +185,10 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
         }
         let mut stream = res.bytes_stream();
         let mut buf = Vec::new();
+        // An event is printed, and its position kept for a resume, only at
+        // the blank line that ends it: an event cut short by a dropped
+        // connection is neither printed nor skipped, but sent again.
+        let (mut data, mut id): (Vec<String>, Option<String>) = (Vec::new(), None);
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else { break };
             failures = 0;
@@ -193,16 +197,21 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
                 let line: Vec<u8> = buf.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line);
                 let line = line.trim_end_matches(['\r', '\n']);
-                if let Some(data) = line.strip_prefix("data:") {
-                    println!("{}", data.trim_start());
+                if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+                } else if let Some(i) = line.strip_prefix("id:") {
+                    id = Some(i.trim_start().to_string());
+                } else if line.is_empty() && !data.is_empty() {
+                    println!("{}", data.join("\n"));
+                    data.clear();
+                    if let Some(id) = id.take() {
+                        eprintln!("position {id}");
+                        last = Some(id);
+                    }
                     seen += 1;
                     if args.limit.is_some_and(|l| seen >= l) {
                         return Ok(ExitCode::SUCCESS);
                     }
-                } else if let Some(id) = line.strip_prefix("id:") {
-                    let id = id.trim_start().to_string();
-                    eprintln!("position {id}");
-                    last = Some(id);
                 }
             }
         }
