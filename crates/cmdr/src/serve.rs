@@ -94,6 +94,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .spawn_indexer(log.clone())
         .await
         .context("starting the indexer")?;
+    let watched = index.clone();
     let state = AppState::new(log.clone(), index, settings.gateway.clone())
         .await
         .context("loading schemas and processors")?;
@@ -133,16 +134,35 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         tokio::select! {
             () = shutdown_signal() => {}
             () = failed => {}
+            () = stopped(&watched) => {
+                tracing::error!("the indexer stopped; shutting down");
+            }
         }
     };
     let served = cmdr_gateway::serve_router(listener, state, router, shutdown).await;
     let processed = processing.shutdown().await;
-    indexer.shutdown().await.context("stopping the indexer")?;
-    log.sync().await.context("syncing the log")?;
+    // Every step runs even if an earlier one failed; the first error is reported.
+    let indexed = indexer.shutdown().await.context("stopping the indexer");
+    let synced = log.sync().await.context("syncing the log");
     served?;
     processed?;
+    indexed?;
+    synced?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when the indexer has stopped, which it does only on a failure
+/// before shutdown: the server then stops too, rather than accept commands
+/// whose status nobody can see. Checked every second (a subscription to the
+/// index's progress would count as a waiter and speed up its commits).
+async fn stopped(index: &cmdr_index::Index) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if !index.is_running() {
+            return;
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
