@@ -151,7 +151,8 @@ fn read_file(path: Option<&Path>) -> Result<FileConfig> {
 }
 
 impl Settings {
-    /// Storage-only settings (for `reindex`).
+    /// Storage-only settings (for `reindex`), of a data directory that must
+    /// exist already.
     pub fn for_storage(args: &StorageArgs) -> Result<Self> {
         let serve = ServeArgs {
             storage: args.clone(),
@@ -165,11 +166,16 @@ impl Settings {
             webhook_max_backoff_ms: None,
             example: None,
         };
-        Self::resolve(&serve)
+        Self::resolve_with(&serve, false)
     }
 
-    /// Merges defaults, file, environment and flags, and validates.
+    /// Merges defaults, file, environment and flags, validates, and creates
+    /// the data directory if it is missing.
     pub fn resolve(args: &ServeArgs) -> Result<Self> {
+        Self::resolve_with(args, true)
+    }
+
+    fn resolve_with(args: &ServeArgs, create: bool) -> Result<Self> {
         let file = read_file(args.storage.config.as_deref())?;
         let webhooks = webhook_config(args, &file)?;
         let example = args.example.or(file.example);
@@ -197,8 +203,10 @@ impl Settings {
         if let Some(ms) = args.max_wait_ms.or(file.max_wait_ms) {
             gateway.max_wait = Duration::from_millis(ms);
         }
-        if let Some(ms) = args.sync_wait_ms.or(file.sync_wait_ms) {
-            gateway.default_wait = Duration::from_millis(ms);
+        match args.sync_wait_ms.or(file.sync_wait_ms) {
+            Some(ms) => gateway.default_wait = Duration::from_millis(ms),
+            // Only a maximum was set: the default wait fits under it.
+            None => gateway.default_wait = gateway.default_wait.min(gateway.max_wait),
         }
         if gateway.default_wait > gateway.max_wait {
             bail!(
@@ -232,8 +240,15 @@ impl Settings {
                 data_dir.display()
             );
         }
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        if create {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        } else if !data_dir.is_dir() {
+            bail!(
+                "no log to reindex: data directory {} does not exist (is --data-dir right?)",
+                data_dir.display()
+            );
+        }
         Ok(Self {
             data_dir,
             listen,
@@ -335,6 +350,19 @@ mod tests {
         let flags = Settings::resolve(&a).unwrap();
         assert_eq!(flags.webhooks.retry.max_attempts, 2);
         assert_eq!(flags.webhooks.timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_lower_max_wait_alone_lowers_the_default_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path(), None);
+        a.max_wait_ms = Some(2000);
+        let s = Settings::resolve(&a).unwrap();
+        assert_eq!(s.gateway.max_wait, Duration::from_millis(2000));
+        assert_eq!(s.gateway.default_wait, Duration::from_millis(2000));
+        a.sync_wait_ms = Some(3000);
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("must not exceed max_wait_ms"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,13 @@ use crate::storage;
 /// Rebuilds the index.
 pub async fn run(args: StorageArgs) -> Result<ExitCode> {
     let settings = Settings::for_storage(&args)?;
+    let log_dir = storage::log_dir(&settings);
+    if !log_dir.is_dir() {
+        anyhow::bail!(
+            "no log to reindex in {} (is --data-dir right?)",
+            settings.data_dir.display()
+        );
+    }
     let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
     index.clear().context("emptying the index")?;

@@ -285,6 +285,12 @@ async fn restart_and_reindex_keep_the_data() {
     let (status, out, err) = run_cli(&["reindex", "--data-dir", data.to_str().unwrap()]);
     assert!(status.success(), "cmdr reindex: {status}\n{out}\n{err}");
     assert!(out.contains("reindexed 5 commands"), "{out}");
+    // A mistyped data directory is an error, not an empty reindex.
+    let typo = data.with_file_name("no-such-data-dir");
+    let (status, _, err) = run_cli(&["reindex", "--data-dir", typo.to_str().unwrap()]);
+    assert!(!status.success(), "reindex of nothing succeeded");
+    assert!(err.contains("no log to reindex"), "{err}");
+    assert!(!typo.exists(), "nothing was created");
     let s = Server::start(&data, &[]).await;
     let r = send(c.get(s.at("/commands?key=k&order=asc")))
         .await
