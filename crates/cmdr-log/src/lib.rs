@@ -149,6 +149,12 @@ pub trait Log: Send + Sync + 'static {
     /// # Errors
     /// [`LogError::Io`].
     async fn sync(&self) -> Result<()>;
+
+    /// The largest record this log takes (key, headers and value, encoded),
+    /// if it has a limit; appends over it fail with [`LogError::RecordTooLarge`].
+    fn max_record_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// One member of a consumer group: reads the partitions assigned to it.

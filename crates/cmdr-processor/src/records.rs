@@ -66,3 +66,29 @@ pub fn caused_events(cause: &Event, drafts: Vec<EventDraft>, timestamp: i64) -> 
         .map(|d| d.into_event(cause.id, root, &cause.key, timestamp))
         .collect()
 }
+
+/// Room left in a log record for what a processor adds around what a handler
+/// returns: the event's ids, key, action and timestamp, and the commit header
+/// of the append that carries it.
+pub const RECORD_HEADROOM: usize = 4096;
+
+/// Checks that what a handler returned (event drafts or a rejection) fits in
+/// one record of a log that takes at most `limit` bytes. Returned from inside
+/// an attempt, the error makes the attempt fail (then the command is
+/// dead-lettered and rejected), where an over-long record would fail the
+/// processor's append over and over.
+pub(crate) fn fits_in_record(
+    returned: &impl serde::Serialize,
+    limit: Option<usize>,
+) -> Result<(), crate::HandlerError> {
+    let Some(limit) = limit else { return Ok(()) };
+    let size = serde_json::to_vec(returned).map_or(usize::MAX, |v| v.len());
+    let room = limit.saturating_sub(RECORD_HEADROOM);
+    if size > room {
+        return Err(format!(
+            "the handler's answer ({size} bytes of JSON) is over the {room} bytes an event record can hold"
+        )
+        .into());
+    }
+    Ok(())
+}

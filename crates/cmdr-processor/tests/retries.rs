@@ -115,3 +115,48 @@ async fn a_handler_that_always_fails_becomes_processing_failed_with_a_dead_lette
         .is_empty());
     task.abort();
 }
+
+#[tokio::test]
+async fn an_answer_too_large_for_a_record_fails_the_command_not_the_processor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn cmdr_log::Log> = Arc::new(
+        cmdr_log::embedded::EmbeddedLog::open(
+            cmdr_log::embedded::LogConfig::new(dir.path()).max_record_bytes(64 * 1024),
+        )
+        .await
+        .unwrap(),
+    );
+    cmdr_processor::sdk::ensure_topics(log.as_ref(), 1)
+        .await
+        .unwrap();
+    let processor = Processor::builder_shared(log.clone())
+        .group("sizes")
+        .command("too-big", |_cmd, _ctx| async {
+            Ok(Decision::accept_one(
+                "big",
+                json!({"pad": "x".repeat(100_000)}),
+            ))
+        })
+        .command("fine", |_cmd, _ctx| async {
+            Ok(Decision::accept_one("small", json!({})))
+        })
+        .retry(fast_retry(2))
+        .build()
+        .unwrap();
+    let big = send(log.as_ref(), "too-big", json!({}), Some("a")).await;
+    let fine = send(log.as_ref(), "fine", json!({}), Some("b")).await;
+    let task = tokio::spawn(processor.run(std::future::pending()));
+    let failed = outcome_of(log.as_ref(), big.id).await.rejection().unwrap();
+    assert_eq!(failed.code, PROCESSING_FAILED);
+    assert!(
+        failed.details["error"]
+            .as_str()
+            .unwrap()
+            .contains("an event record can hold"),
+        "{}",
+        failed.details
+    );
+    assert!(accepted(&outcome_of(log.as_ref(), fine.id).await));
+    assert!(!task.is_finished(), "the processor keeps running");
+    task.abort();
+}

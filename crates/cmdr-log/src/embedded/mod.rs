@@ -322,6 +322,10 @@ impl EmbeddedLog {
 
 #[async_trait]
 impl Log for EmbeddedLog {
+    fn max_record_bytes(&self) -> Option<usize> {
+        Some(self.inner.config.max_record_bytes)
+    }
+
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<TopicInfo> {
         if let Ok(h) = self.handle(topic) {
             return Ok(Self::info(&h));

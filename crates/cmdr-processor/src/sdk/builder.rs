@@ -250,6 +250,7 @@ impl Processor {
                 handlers: self.commands,
                 retry: self.retry,
                 dead_letters: dead_letters.clone(),
+                record_limit: log.max_record_bytes(),
             });
             engines.spawn(engine::run(log.clone(), config, dispatch, stopped()));
         }
@@ -266,6 +267,7 @@ impl Processor {
                 handlers: self.events,
                 retry: self.retry,
                 dead_letters,
+                record_limit: log.max_record_bytes(),
             });
             engines.spawn(engine::run(log.clone(), config, dispatch, stopped()));
         }

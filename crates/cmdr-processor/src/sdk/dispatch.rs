@@ -19,7 +19,9 @@ use serde_json::Value;
 use super::handler::{CommandHandler, Context, Decision, EventHandler, HandlerError};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::engine::Dispatch;
-use crate::records::{accepted_events, caused_events, event_record, rejected_event};
+use crate::records::{
+    accepted_events, caused_events, event_record, fits_in_record, rejected_event,
+};
 use crate::{ProcessorError, RetryPolicy};
 
 /// Runs `attempt(n)` until it succeeds or the policy gives up; returns the
@@ -95,6 +97,8 @@ pub(crate) struct CommandDispatch {
     pub handlers: HashMap<String, CommandHandler>,
     pub retry: RetryPolicy,
     pub dead_letters: DeadLetters,
+    /// The log's largest record (see [`fits_in_record`]).
+    pub record_limit: Option<usize>,
 }
 
 impl Dispatch for CommandDispatch {
@@ -121,14 +125,23 @@ impl Dispatch for CommandDispatch {
             partition: record.partition,
             offset: record.offset,
         };
+        let limit = self.record_limit;
         let decided = with_retries(&self.retry, |attempt| {
-            handler(
+            let decision = handler(
                 command.clone(),
                 Context {
                     attempt,
                     ..ctx.clone()
                 },
-            )
+            );
+            async move {
+                let decision = decision.await?;
+                match &decision {
+                    Decision::Accept(drafts) => fits_in_record(drafts, limit)?,
+                    Decision::Reject(rejection) => fits_in_record(rejection, limit)?,
+                }
+                Ok(decision)
+            }
         })
         .await;
         let now = cmdr_contract::now_ms();
@@ -155,6 +168,8 @@ pub(crate) struct EventDispatch {
     pub handlers: HashMap<String, EventHandler>,
     pub retry: RetryPolicy,
     pub dead_letters: DeadLetters,
+    /// The log's largest record (see [`fits_in_record`]).
+    pub record_limit: Option<usize>,
 }
 
 impl Dispatch for EventDispatch {
@@ -181,14 +196,20 @@ impl Dispatch for EventDispatch {
             partition: record.partition,
             offset: record.offset,
         };
+        let limit = self.record_limit;
         let handled = with_retries(&self.retry, |attempt| {
-            handler(
+            let drafts = handler(
                 event.clone(),
                 Context {
                     attempt,
                     ..ctx.clone()
                 },
-            )
+            );
+            async move {
+                let drafts = drafts.await?;
+                fits_in_record(&drafts, limit)?;
+                Ok(drafts)
+            }
         })
         .await;
         let now = cmdr_contract::now_ms();

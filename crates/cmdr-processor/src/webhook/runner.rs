@@ -15,7 +15,7 @@ use super::protocol::{parse_answer, WebhookAnswer, ATTEMPT_HEADER, PROCESSOR_HEA
 use super::registry::{WebhookRegistration, WebhookRegistry, PROCESSORS_TOPIC};
 use crate::dead_letter::DeadLetters;
 use crate::engine::{self, Dispatch, EngineConfig, DEFAULT_MAX_IN_FLIGHT};
-use crate::records::{accepted_events, event_record, rejected_event};
+use crate::records::{accepted_events, event_record, fits_in_record, rejected_event};
 use crate::sdk::{with_retries, HandlerError};
 use crate::{ProcessorError, RetryPolicy};
 
@@ -64,6 +64,8 @@ struct WebhookDispatch {
     client: reqwest::Client,
     retry: RetryPolicy,
     max_answer_bytes: usize,
+    /// The log's largest record (see [`fits_in_record`]).
+    record_limit: Option<usize>,
     dead_letters: DeadLetters,
     /// Set when the runner follows a registry (see [`Freshness`]).
     freshness: Option<Freshness>,
@@ -117,6 +119,7 @@ async fn call(
     command: Arc<Command>,
     attempt: u32,
     max_answer_bytes: usize,
+    record_limit: Option<usize>,
 ) -> Result<WebhookAnswer, HandlerError> {
     let mut response = client
         .post(&url)
@@ -142,7 +145,12 @@ async fn call(
         }
         body.extend_from_slice(&chunk);
     }
-    parse_answer(status, &body).map_err(HandlerError::from)
+    let answer = parse_answer(status, &body).map_err(HandlerError::from)?;
+    match &answer {
+        WebhookAnswer::Accept(drafts) => fits_in_record(drafts, record_limit)?,
+        WebhookAnswer::Reject(rejection) => fits_in_record(rejection, record_limit)?,
+    }
+    Ok(answer)
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -193,6 +201,7 @@ impl Dispatch for WebhookDispatch {
                 command.clone(),
                 attempt,
                 self.max_answer_bytes,
+                self.record_limit,
             )
         })
         .await;
@@ -279,6 +288,7 @@ async fn run(
         client,
         retry: config.retry,
         max_answer_bytes: config.max_answer_bytes,
+        record_limit: log.max_record_bytes(),
         dead_letters: DeadLetters::open(log.clone()).await?,
         freshness,
     });
