@@ -32,6 +32,15 @@ struct Running {
     task: AbortOnDrop<Result<(), ProcessorError>>,
 }
 
+/// Stops `runners` together: every one is told first, then all are awaited,
+/// so one slow drain (a command mid-retry) does not hold up the others.
+async fn stop_all(runners: Vec<Running>) {
+    for r in &runners {
+        let _ = r.stop.send(true);
+    }
+    futures::future::join_all(runners.into_iter().map(Running::stop)).await;
+}
+
 impl Running {
     async fn stop(self) {
         let _ = self.stop.send(true);
@@ -66,16 +75,16 @@ pub async fn supervise(
             Err(e) => break Err(e),
         };
         let names: Vec<String> = running.keys().cloned().collect();
+        let mut stopping = Vec::new();
         for name in names {
             let keep = running.get(&name).is_some_and(|r| {
                 wanted.get(&name) == Some(&r.registration) && !r.task.is_finished()
             });
             if !keep {
-                if let Some(r) = running.remove(&name) {
-                    r.stop().await;
-                }
+                stopping.extend(running.remove(&name));
             }
         }
+        stop_all(stopping).await;
         for (name, registration) in wanted {
             if running.contains_key(&name) {
                 continue;
@@ -112,9 +121,7 @@ pub async fn supervise(
             () = first_finished(&running), if !running.is_empty() && !any_failed => {}
         }
     };
-    for (_, r) in running.drain() {
-        r.stop().await;
-    }
+    stop_all(running.into_values().collect()).await;
     result
 }
 
