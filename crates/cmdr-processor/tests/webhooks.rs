@@ -257,6 +257,27 @@ async fn the_registry_validates_persists_and_deletes() {
         .put("ship", registration("ship", "http://h/ship".into()))
         .await
         .unwrap();
+    // One action, one processor: another name for `pay` is refused.
+    let taken = registry
+        .put(
+            "billing",
+            WebhookRegistration {
+                actions: vec!["refund".into(), "pay".into()],
+                url: "http://h/billing".into(),
+            },
+        )
+        .await;
+    let Err(RegistryError::Invalid(v)) = taken else {
+        panic!("expected the taken action to be refused")
+    };
+    assert_eq!(v.0.len(), 1);
+    assert_eq!(v.0[0].pointer, "/actions/1");
+    assert!(
+        v.0[0].message.contains("processor pay"),
+        "{}",
+        v.0[0].message
+    );
+    assert!(registry.get("billing").await.unwrap().is_none());
     assert_eq!(
         registry.get("pay").await.unwrap().unwrap().url,
         "http://h/two"

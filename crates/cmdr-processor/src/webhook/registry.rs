@@ -223,6 +223,30 @@ impl WebhookRegistry {
         // Re-check through the same path as an HTTP body, so both agree.
         let value = serde_json::to_value(&registration).unwrap_or(Value::Null);
         let registration = WebhookRegistration::from_value(value)?;
+        // One action, one processor: two would give a command two outcomes.
+        // (Checked against the registrations known now; two concurrent puts
+        // of the same action under different names could both pass.)
+        let taken: Vec<Violation> = {
+            let view = self.refresh().await?;
+            registration
+                .actions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, action)| {
+                    let (other, _) = view
+                        .registrations
+                        .iter()
+                        .find(|(other, r)| other.as_str() != name && r.handles(action))?;
+                    Some(Violation::new(
+                        format!("/actions/{i}"),
+                        format!("{action} is already handled by processor {other} (an action has one processor)"),
+                    ))
+                })
+                .collect()
+        };
+        if !taken.is_empty() {
+            return Err(Violations(taken).into());
+        }
         let value = serde_json::to_vec(&registration).unwrap_or_default();
         self.write(name, value).await?;
         Ok(())
