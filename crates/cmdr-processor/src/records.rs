@@ -67,28 +67,57 @@ pub fn caused_events(cause: &Event, drafts: Vec<EventDraft>, timestamp: i64) -> 
         .collect()
 }
 
-/// Room left in a log record for what a processor adds around what a handler
-/// returns: the event's ids, key, action and timestamp, and the commit header
-/// of the append that carries it.
+/// Room left in a log record for what a processor adds around an event's
+/// action, data and key: its ids, timestamp and outcome, its key a second
+/// time when inherited from the cause (keys are at most
+/// [`cmdr_contract::MAX_KEY_LEN`]), and the commit header of the append
+/// that carries it.
 pub const RECORD_HEADROOM: usize = 4096;
 
-/// Checks that what a handler returned (event drafts or a rejection) fits in
-/// one record of a log that takes at most `limit` bytes. Returned from inside
-/// an attempt, the error makes the attempt fail (then the command is
+/// Checks that each event draft (or the rejection) a handler returned fits
+/// in one record of a log that takes at most `limit` bytes. Returned from
+/// inside an attempt, the error makes the attempt fail (then the command is
 /// dead-lettered and rejected), where an over-long record would fail the
 /// processor's append over and over.
-pub(crate) fn fits_in_record(
-    returned: &impl serde::Serialize,
+pub(crate) fn fits_in_record<'a, T: serde::Serialize + 'a>(
+    returned: impl IntoIterator<Item = &'a T>,
     limit: Option<usize>,
 ) -> Result<(), crate::HandlerError> {
     let Some(limit) = limit else { return Ok(()) };
-    let size = serde_json::to_vec(returned).map_or(usize::MAX, |v| v.len());
     let room = limit.saturating_sub(RECORD_HEADROOM);
-    if size > room {
-        return Err(format!(
-            "the handler's answer ({size} bytes of JSON) is over the {room} bytes an event record can hold"
-        )
-        .into());
+    for (i, one) in returned.into_iter().enumerate() {
+        // The JSON, and the key once more as the record's own key (a draft's
+        // key is inside its JSON; a rejection has none).
+        let json = serde_json::to_value(one).unwrap_or(serde_json::Value::Null);
+        let key = json.get("key").and_then(|k| k.as_str()).map_or(0, str::len);
+        let size = serde_json::to_vec(&json).map_or(usize::MAX, |v| v.len()) + key;
+        if size > room {
+            return Err(format!(
+                "the handler's answer {i} ({size} bytes) is over the {room} bytes an event record can hold"
+            )
+            .into());
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn each_event_must_fit_in_a_record_not_all_of_them_together() {
+        let limit = Some(64 * 1024);
+        let draft = |len: usize| EventDraft::new("e", json!({"pad": "x".repeat(len)}));
+        let three = [draft(40_000), draft(40_000), draft(40_000)];
+        assert!(fits_in_record(&three, limit).is_ok());
+        assert!(fits_in_record(&[draft(70_000)], limit).is_err());
+        // A key counts twice: in the JSON and as the record's key.
+        let mut keyed = draft(15_000);
+        keyed.key = Some("k".repeat(25_000));
+        assert!(fits_in_record(&[keyed], limit).is_err());
+        assert!(fits_in_record(&[draft(70_000)], None).is_ok());
+        let rejection = Rejection::new("too-big", "x".repeat(70_000));
+        assert!(fits_in_record([&rejection], limit).is_err());
+    }
 }

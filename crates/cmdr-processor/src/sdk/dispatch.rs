@@ -138,7 +138,7 @@ impl Dispatch for CommandDispatch {
                 let decision = decision.await?;
                 match &decision {
                     Decision::Accept(drafts) => fits_in_record(drafts, limit)?,
-                    Decision::Reject(rejection) => fits_in_record(rejection, limit)?,
+                    Decision::Reject(rejection) => fits_in_record([rejection], limit)?,
                 }
                 Ok(decision)
             }

@@ -5,7 +5,7 @@
 //! retry, never a guess. A malformed answer is a processor bug; retrying and
 //! then dead-lettering makes it visible instead of losing the command.
 
-use cmdr_contract::{validate_action, EventDraft, Rejection};
+use cmdr_contract::{validate_action, EventDraft, Rejection, MAX_KEY_LEN};
 use serde::Deserialize;
 
 /// Header naming the webhook processor a request is for.
@@ -49,6 +49,11 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<WebhookAnswer, String> {
                 if event.key.as_deref() == Some("") {
                     return Err(format!(
                         "invalid 200 answer: /events/{i}/key must not be empty"
+                    ));
+                }
+                if event.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
+                    return Err(format!(
+                        "invalid 200 answer: /events/{i}/key must be at most {MAX_KEY_LEN} bytes"
                     ));
                 }
             }

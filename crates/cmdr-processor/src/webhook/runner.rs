@@ -148,7 +148,7 @@ async fn call(
     let answer = parse_answer(status, &body).map_err(HandlerError::from)?;
     match &answer {
         WebhookAnswer::Accept(drafts) => fits_in_record(drafts, record_limit)?,
-        WebhookAnswer::Reject(rejection) => fits_in_record(rejection, record_limit)?,
+        WebhookAnswer::Reject(rejection) => fits_in_record([rejection], record_limit)?,
     }
     Ok(answer)
 }
