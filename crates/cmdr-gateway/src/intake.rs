@@ -305,13 +305,16 @@ async fn intake(
 }
 
 /// The command an `Idempotency-Key` is bound to, with its request hash. When
-/// the index does not know the key it first catches up with the log: after
-/// a restart or a reindex it can lag behind commands appended earlier with
-/// the key, and answering "unbound" then would append a second command.
+/// the index does not know the key and may not know every bound key yet
+/// (see [`index_knows_every_key`]), it first catches up with the log:
+/// answering "unbound" then would append a second command.
 async fn bound_command(state: &AppState, key: &str) -> ApiResult<Option<(uuid::Uuid, Vec<u8>)>> {
     let index = &state.inner.index;
     if let Some(found) = index.idempotency(key)? {
         return Ok(Some(found));
+    }
+    if index_knows_every_key(state) {
+        return Ok(None);
     }
     if !crate::reads::index_caught_up(state, COMMANDS_TOPIC).await? {
         return Err(ApiError::Unavailable(
@@ -319,6 +322,26 @@ async fn bound_command(state: &AppState, key: &str) -> ApiResult<Option<(uuid::U
         ));
     }
     Ok(index.idempotency(key)?)
+}
+
+/// Whether the index holds every key bound so far, so that a key it does not
+/// know is unbound: it has caught up with the log as it was at start-up (keys
+/// bound before), and it is past every idempotent command whose key was
+/// released before it was indexed. Every other key bound since was indexed
+/// before its lock was released (see [`append_idempotent`]).
+fn index_knows_every_key(state: &AppState) -> bool {
+    let index = &state.inner.index;
+    if !index.is_caught_up() {
+        return false;
+    }
+    let unindexed = state
+        .inner
+        .unindexed_keys
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    unindexed
+        .iter()
+        .all(|(&partition, &offset)| index.position(COMMANDS_TOPIC, partition) > offset)
 }
 
 /// Appends an idempotent command and holds its key (`held`) until the index
@@ -339,8 +362,15 @@ async fn append_idempotent(
         .wait_indexed(COMMANDS_TOPIC, partition, offset + 1, index_wait)
         .await;
     if !indexed {
-        // Released anyway; a retry then catches the index up itself (see
-        // `bound_command`), or is told to come back.
+        // Released anyway, noted first: until the index passes this command,
+        // lookups of unknown keys catch the index up (see `bound_command`).
+        let mut unindexed = state
+            .inner
+            .unindexed_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let highest = unindexed.entry(partition).or_insert(offset);
+        *highest = (*highest).max(offset);
         tracing::warn!(key = %key, "idempotent command not indexed within the index wait");
     }
     drop(held);
@@ -504,7 +534,7 @@ fn command_location(id: uuid::Uuid) -> HeaderValue {
 async fn settled(state: &AppState, neg: Negotiated, id: uuid::Uuid) -> ApiResult<Response> {
     // The outcome's sibling events (appended with it) may sit in other
     // partitions of `events` that the index has not read yet.
-    if state.inner.log.topic(EVENTS_TOPIC).await?.partitions.len() > 1 {
+    if state.inner.events_partitions > 1 {
         crate::reads::index_caught_up(state, EVENTS_TOPIC).await?;
     }
     let view = state

@@ -29,6 +29,12 @@ pub(crate) struct Shared {
     /// Inputs no attempt could handle (`/dead-letters`).
     pub(crate) dead_letters: DeadLetters,
     pub(crate) idempotency: Arc<InFlightKeys>,
+    /// Per commands partition, the highest offset of an idempotent command
+    /// whose key was released before the index had it (the index wait ran
+    /// out); until the index passes it, a key it does not know may be bound.
+    pub(crate) unindexed_keys: std::sync::Mutex<std::collections::HashMap<u32, u64>>,
+    /// Partitions of the events topic when the state was built.
+    pub(crate) events_partitions: usize,
     pub(crate) config: GatewayConfig,
     /// Set to `true` when the server begins shutting down, so that
     /// long-lived responses (SSE, WebSocket) end and let it drain.
@@ -58,6 +64,10 @@ impl AppState {
         let dead_letters = DeadLetters::open(Arc::clone(&log))
             .await
             .map_err(into_log_error)?;
+        let events_partitions = log
+            .topic(cmdr_contract::EVENTS_TOPIC)
+            .await
+            .map_or(1, |t| t.partitions.len());
         Ok(Self {
             inner: Arc::new(Shared {
                 log,
@@ -66,6 +76,8 @@ impl AppState {
                 webhooks,
                 dead_letters,
                 idempotency: Arc::default(),
+                unindexed_keys: std::sync::Mutex::default(),
+                events_partitions,
                 config,
                 shutdown: watch::channel(false).0,
                 live: Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS)),
