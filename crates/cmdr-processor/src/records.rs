@@ -74,23 +74,56 @@ pub fn caused_events(cause: &Event, drafts: Vec<EventDraft>, timestamp: i64) -> 
 /// that carries it.
 pub const RECORD_HEADROOM: usize = 4096;
 
+/// What a handler returns that becomes one event record.
+pub(crate) trait RecordPart: serde::Serialize {
+    /// Bytes of the record's own key that come from it (a draft's key; the
+    /// key is also inside its JSON).
+    fn key_len(&self) -> usize;
+}
+
+impl RecordPart for EventDraft {
+    fn key_len(&self) -> usize {
+        self.key.as_ref().map_or(0, String::len)
+    }
+}
+
+impl RecordPart for Rejection {
+    fn key_len(&self) -> usize {
+        0
+    }
+}
+
+/// Counts the bytes written to it (measures JSON without building it).
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Checks that each event draft (or the rejection) a handler returned fits
 /// in one record of a log that takes at most `limit` bytes. Returned from
 /// inside an attempt, the error makes the attempt fail (then the command is
 /// dead-lettered and rejected), where an over-long record would fail the
 /// processor's append over and over.
-pub(crate) fn fits_in_record<'a, T: serde::Serialize + 'a>(
+pub(crate) fn fits_in_record<'a, T: RecordPart + 'a>(
     returned: impl IntoIterator<Item = &'a T>,
     limit: Option<usize>,
 ) -> Result<(), crate::HandlerError> {
     let Some(limit) = limit else { return Ok(()) };
     let room = limit.saturating_sub(RECORD_HEADROOM);
     for (i, one) in returned.into_iter().enumerate() {
-        // The JSON, and the key once more as the record's own key (a draft's
-        // key is inside its JSON; a rejection has none).
-        let json = serde_json::to_value(one).unwrap_or(serde_json::Value::Null);
-        let key = json.get("key").and_then(|k| k.as_str()).map_or(0, str::len);
-        let size = serde_json::to_vec(&json).map_or(usize::MAX, |v| v.len()) + key;
+        let mut json = ByteCount(0);
+        let size = match serde_json::to_writer(&mut json, one) {
+            Ok(()) => json.0 + one.key_len(),
+            Err(_) => usize::MAX,
+        };
         if size > room {
             return Err(format!(
                 "the handler's answer {i} ({size} bytes) is over the {room} bytes an event record can hold"
