@@ -63,7 +63,7 @@ pub const DURABLE_INTERVAL: Duration = Duration::from_secs(1);
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Records read from one partition, in offset order.
-struct Batch {
+pub(crate) struct Batch {
     topic: &'static str,
     partition: u32,
     records: Vec<StoredRecord>,
@@ -135,7 +135,8 @@ impl Index {
         });
         let index = self.clone();
         let writer = tokio::task::spawn_blocking(move || {
-            let result = index.write_loop(rx);
+            let result =
+                Writer::new(&index, rx).and_then(|w| crate::priority::run_writer(&index, w));
             *index
                 .inner
                 .writer_thread
@@ -200,58 +201,14 @@ impl Index {
         handle.shutdown().await
     }
 
-    fn write_loop(&self, mut rx: mpsc::Receiver<Batch>) -> Result<()> {
+    /// Sets the thread that [`Inner::wake_indexer`](crate) unparks to the
+    /// calling one (the writer moves between threads, see [`crate::priority`]).
+    pub(crate) fn set_writer_thread(&self) {
         *self
             .inner
             .writer_thread
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
-        let mut early_outcomes = self.early_outcomes()?;
-        let mut last_durable = Instant::now();
-        let mut last_commit = Instant::now();
-        let mut purge = Purge::default();
-        while let Some(first) = rx.blocking_recv() {
-            purge.run_if_due(self);
-            self.pace(last_commit);
-            let mut count = first.records.len();
-            let mut batches = vec![first];
-            while count < MAX_RECORDS_PER_TXN {
-                match rx.try_recv() {
-                    Ok(b) => {
-                        count += b.records.len();
-                        batches.push(b);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let durable = last_durable.elapsed() >= DURABLE_INTERVAL;
-            let settled = self.write_batches(&batches, durable, &mut early_outcomes)?;
-            last_commit = Instant::now();
-            if durable {
-                last_durable = Instant::now();
-            }
-            {
-                let mut positions = self
-                    .inner
-                    .positions
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner());
-                for b in &batches {
-                    if let Some(last) = b.records.last() {
-                        positions.insert((b.topic.to_string(), b.partition), last.offset + 1);
-                    }
-                }
-            }
-            self.inner.progress.send_modify(|g| *g += 1);
-            for id in settled {
-                self.inner.waiters.wake(id);
-            }
-        }
-        // Make the last non-durable commits durable.
-        let path = &self.inner.path;
-        let mut txn = self.inner.db.begin_write().db(path)?;
-        txn.set_durability(Durability::Immediate).db(path)?;
-        txn.commit().db(path)
     }
 
     /// Sleeps until the next commit is due (see [`MIN_COMMIT_INTERVAL`]);
@@ -313,6 +270,126 @@ impl Index {
         }
         txn.commit().db(path)?;
         Ok(settled)
+    }
+}
+
+/// Batches waiting for the writer beyond which it counts as lagging and
+/// leaves background priority (see [`crate::priority`]): about this many
+/// commit intervals behind the log.
+pub const LAG_BATCHES: usize = 4;
+
+/// What one [`Writer::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Wrote one transaction.
+    Indexed,
+    /// Gave the turn back before writing (the batch is kept for the next step).
+    Yielded,
+    /// Every reader is gone and everything read is indexed.
+    Closed,
+}
+
+/// The indexer's writer between transactions: the channel from the
+/// readers and what it carries from one transaction to the next. Only one
+/// thread uses it at a time; it moves between threads (see
+/// [`crate::priority`]).
+pub(crate) struct Writer {
+    rx: mpsc::Receiver<Batch>,
+    /// A batch received but not yet written (after [`Step::Yielded`]).
+    pending: Option<Batch>,
+    early_outcomes: u64,
+    last_durable: Instant,
+    last_commit: Instant,
+    purge: Purge,
+}
+
+impl Writer {
+    /// A writer reading batches from `rx`.
+    pub(crate) fn new(index: &Index, rx: mpsc::Receiver<Batch>) -> Result<Self> {
+        Ok(Self {
+            rx,
+            pending: None,
+            early_outcomes: index.early_outcomes()?,
+            last_durable: Instant::now(),
+            last_commit: Instant::now(),
+            purge: Purge::default(),
+        })
+    }
+
+    /// Whether batches pile up: the writer does not keep up.
+    pub(crate) fn lagging(&self) -> bool {
+        self.rx.len() >= LAG_BATCHES
+    }
+
+    /// Whether everything read so far is indexed.
+    pub(crate) fn idle(&self) -> bool {
+        self.pending.is_none() && self.rx.is_empty()
+    }
+
+    /// Waits for the next batch and, once the commit is due, writes it with
+    /// whatever else is queued in one transaction, then publishes the new
+    /// positions and wakes the outcomes' waiters. When `yield_if` says so
+    /// once the batch is in hand, it returns [`Step::Yielded`] instead.
+    pub(crate) fn step(
+        &mut self,
+        index: &Index,
+        yield_if: Option<fn(&Index) -> bool>,
+    ) -> Result<Step> {
+        let first = match self.pending.take() {
+            Some(b) => b,
+            None => match self.rx.blocking_recv() {
+                Some(b) => b,
+                None => return Ok(Step::Closed),
+            },
+        };
+        self.purge.run_if_due(index);
+        index.pace(self.last_commit);
+        if yield_if.is_some_and(|f| f(index)) {
+            self.pending = Some(first);
+            return Ok(Step::Yielded);
+        }
+        let mut count = first.records.len();
+        let mut batches = vec![first];
+        while count < MAX_RECORDS_PER_TXN {
+            match self.rx.try_recv() {
+                Ok(b) => {
+                    count += b.records.len();
+                    batches.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        let durable = self.last_durable.elapsed() >= DURABLE_INTERVAL;
+        let settled = index.write_batches(&batches, durable, &mut self.early_outcomes)?;
+        self.last_commit = Instant::now();
+        if durable {
+            self.last_durable = Instant::now();
+        }
+        {
+            let mut positions = index
+                .inner
+                .positions
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            for b in &batches {
+                if let Some(last) = b.records.last() {
+                    positions.insert((b.topic.to_string(), b.partition), last.offset + 1);
+                }
+            }
+        }
+        index.inner.progress.send_modify(|g| *g += 1);
+        for id in settled {
+            index.inner.waiters.wake(id);
+        }
+        Ok(Step::Indexed)
+    }
+
+    /// Makes the last non-durable commits durable (after [`Step::Closed`]).
+    pub(crate) fn finish(self, index: &Index) -> Result<()> {
+        let path = &index.inner.path;
+        let mut txn = index.inner.db.begin_write().db(path)?;
+        txn.set_durability(Durability::Immediate).db(path)?;
+        txn.commit().db(path)
     }
 }
 

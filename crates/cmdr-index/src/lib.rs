@@ -30,6 +30,7 @@ mod error;
 mod idempotency;
 pub mod indexer;
 mod model;
+mod priority;
 mod query;
 mod tables;
 mod waiters;

@@ -350,3 +350,63 @@ async fn an_index_ahead_of_the_log_is_rebuilt_from_the_log() {
     assert_eq!(all.items.len(), 1);
     handle.shutdown().await.unwrap();
 }
+
+/// Threads of this process named `name`, by id.
+#[cfg(target_os = "linux")]
+fn threads_named(name: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            (comm.trim() == name).then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// While it keeps up and nobody waits, the writer runs on a thread at
+/// `SCHED_IDLE` and indexes there; a wait brings it back to normal priority
+/// and is served.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_indexes_at_background_priority_while_nobody_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log().await;
+    let index = Index::open(dir.path().join("index.redb")).unwrap();
+    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+    caught_up(&index, &log).await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let bg = loop {
+        let bg = threads_named("cmdr-indexer-bg");
+        if !bg.is_empty() {
+            break bg;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no background indexer thread"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    for tid in bg {
+        // SAFETY: a plain query of a thread's policy by id.
+        let policy = unsafe { libc::sched_getscheduler(tid) };
+        assert_eq!(policy, libc::SCHED_IDLE, "thread {tid}");
+    }
+
+    // Indexed without anyone waiting: by the background thread.
+    let a = command("open", Some("acc-1"));
+    append_command(&log, &a, None).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while index.command(a.id).unwrap().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "not indexed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // A wait is served.
+    let b = command("open", Some("acc-2"));
+    append_command(&log, &b, None).await;
+    caught_up(&index, &log).await;
+    assert!(index.command(b.id).unwrap().is_some());
+    handle.shutdown().await.unwrap();
+}
