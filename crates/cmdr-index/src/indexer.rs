@@ -276,7 +276,7 @@ impl Index {
 /// Batches waiting for the writer beyond which it counts as lagging and
 /// leaves background priority (see [`crate::priority`]): about this many
 /// commit intervals behind the log.
-pub const LAG_BATCHES: usize = 4;
+pub const LAG_BATCHES: usize = CHANNEL_BATCHES * 3 / 4;
 
 /// What one [`Writer::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
