@@ -14,6 +14,9 @@
 //! its position travels with the data, so a lost commit is simply redone from
 //! the log); one in every [`DURABLE_INTERVAL`] and the last one at shutdown
 //! are [`redb::Durability::Immediate`].
+//!
+//! The writer runs at background CPU priority while it keeps up and nobody
+//! waits for the index, at normal priority otherwise (`priority.rs`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,7 +41,7 @@ pub const READ_BATCH: usize = 2048;
 /// [`READ_BATCH`] records); readers wait when it is full.
 pub const CHANNEL_BATCHES: usize = 16;
 /// Most records written in one index transaction.
-pub const MAX_RECORDS_PER_TXN: usize = 16_384;
+pub const MAX_RECORDS_PER_TXN: usize = 4_096;
 /// Commits are at least this far apart while nobody waits for the index:
 /// under load, records gather into larger transactions (far less work per
 /// record: at 2 ms the indexer took a quarter of the server's CPU under
@@ -201,8 +204,8 @@ impl Index {
         handle.shutdown().await
     }
 
-    /// Sets the thread that [`Inner::wake_indexer`](crate) unparks to the
-    /// calling one (the writer moves between threads, see [`crate::priority`]).
+    /// Makes the calling thread the one unparked when a wait starts (the
+    /// writer moves between threads, see `priority.rs`).
     pub(crate) fn set_writer_thread(&self) {
         *self
             .inner
@@ -274,9 +277,10 @@ impl Index {
 }
 
 /// Batches waiting for the writer beyond which it counts as lagging and
-/// leaves background priority (see [`crate::priority`]): about this many
-/// commit intervals behind the log.
-pub const LAG_BATCHES: usize = CHANNEL_BATCHES * 3 / 4;
+/// leaves background priority (see `priority.rs`): 80 ms or more behind
+/// the log at the readers' pace (a batch per partition per
+/// [`READ_PAUSE`] once caught up).
+pub const LAG_BATCHES: usize = CHANNEL_BATCHES / 2;
 
 /// What one [`Writer::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
