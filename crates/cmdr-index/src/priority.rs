@@ -5,8 +5,8 @@
 //! round waits for its `fdatasync` (every in-flight request is in it). At
 //! background priority (Linux `SCHED_IDLE`) the indexer does its work in
 //! those idle moments instead of taking turns with the HTTP workers:
-//! `cmdr bench http` at 64 connections went from ~20% to ~10% idle CPU,
-//! with ~10% more commands per second.
+//! in paired runs of `cmdr bench http` at 64 connections the machine's idle
+//! CPU went from 22–26% to 14–15%, with 8–25% more commands per second.
 //!
 //! A thread cannot raise its own priority again without privileges, so the
 //! writer ([`Writer`]) moves between two threads, only at transaction
