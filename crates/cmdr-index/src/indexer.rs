@@ -332,13 +332,10 @@ impl Writer {
 
     /// Waits for the next batch and, once the commit is due, writes it with
     /// whatever else is queued in one transaction, then publishes the new
-    /// positions and wakes the outcomes' waiters. When `yield_if` says so
-    /// once the batch is in hand, it returns [`Step::Yielded`] instead.
-    pub(crate) fn step(
-        &mut self,
-        index: &Index,
-        yield_if: Option<fn(&Index) -> bool>,
-    ) -> Result<Step> {
+    /// positions and wakes the outcomes' waiters. With `yield_when_waited`,
+    /// if anyone waits for the index once the batch is in hand, it returns
+    /// [`Step::Yielded`] instead.
+    pub(crate) fn step(&mut self, index: &Index, yield_when_waited: bool) -> Result<Step> {
         let first = match self.pending.take() {
             Some(b) => b,
             None => match self.rx.blocking_recv() {
@@ -348,7 +345,7 @@ impl Writer {
         };
         self.purge.run_if_due(index);
         index.pace(self.last_commit);
-        if yield_if.is_some_and(|f| f(index)) {
+        if yield_when_waited && index.inner.waited() {
             self.pending = Some(first);
             return Ok(Step::Yielded);
         }

@@ -75,7 +75,7 @@ fn urgent(
     loop {
         index.set_writer_thread();
         while background.is_none() || !writer.idle() || index.inner.waited() {
-            if writer.step(index, None)? == Step::Closed {
+            if writer.step(index, false)? == Step::Closed {
                 return writer.finish(index);
             }
         }
@@ -106,7 +106,7 @@ fn background(index: &Index, inbox: &mpsc::Receiver<Writer>, outbox: &mpsc::Send
     while let Ok(mut writer) = inbox.recv() {
         index.set_writer_thread();
         let handback = loop {
-            match writer.step(index, Some(|i: &Index| i.inner.waited())) {
+            match writer.step(index, true) {
                 Ok(Step::Indexed) if !index.inner.waited() && !writer.lagging() => {}
                 Ok(Step::Indexed | Step::Yielded) => break Ok(Some(writer)),
                 Ok(Step::Closed) => break writer.finish(index).map(|()| None),
