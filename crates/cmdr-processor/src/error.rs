@@ -31,6 +31,11 @@ pub enum ProcessorError {
     /// registration may handle, and a runner with the new one takes over.
     #[error("the registration of webhook processor {0} changed")]
     Superseded(String),
+    /// The processor began stopping while an input waited to be retried: the
+    /// input stays uncommitted and is handled again after the restart. The
+    /// engine expects it while it drains; it never ends a runner.
+    #[error("stopped before the input was settled")]
+    Interrupted,
 }
 
 impl ProcessorError {

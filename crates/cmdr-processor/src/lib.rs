@@ -32,6 +32,9 @@ pub mod webhook;
 pub use dead_letter::{DeadLetter, DeadLetters, DEAD_LETTERS_TOPIC};
 pub use engine::DEFAULT_MAX_IN_FLIGHT;
 pub use error::ProcessorError;
-pub use retry::{RetryPolicy, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF};
+pub use retry::{
+    RetryPolicy, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BACKOFF,
+};
 pub use sdk::{Context, Decision, HandlerError, Processor, ProcessorBuilder};
 pub use webhook::{WebhookConfig, WebhookRegistration, WebhookRegistry};

@@ -1,9 +1,11 @@
-//! How failing handlers are retried: a bounded number of attempts with
-//! exponential backoff.
+//! How failing handlers are retried: a bounded number of attempts, each
+//! bounded in time, with exponential backoff between them.
 //!
 //! Key decision: retries are always bounded. After the last attempt the input
 //! is settled (a command is rejected with `processing-failed`, a dead letter is
-//! written), so one poisonous input can never stall its key forever.
+//! written), so one poisonous input can never stall its key forever; and an
+//! attempt that hangs is cut at [`RetryPolicy::attempt_timeout`] and counts as
+//! failed, so one stuck handler call cannot either.
 
 use std::time::Duration;
 
@@ -13,9 +15,12 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two attempts by default.
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest one attempt may run by default before it counts as failed.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A bounded retry schedule: `max_attempts` tries, waiting `initial_backoff`,
-/// then twice that, and so on, capped at `max_backoff`.
+/// then twice that, and so on, capped at `max_backoff`; an attempt running
+/// longer than `attempt_timeout` is abandoned and counts as failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Total tries, the first included. At least 1. Default [`DEFAULT_MAX_ATTEMPTS`].
@@ -24,6 +29,10 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Cap on any one wait. Default [`DEFAULT_MAX_BACKOFF`].
     pub max_backoff: Duration,
+    /// Longest one attempt may run; a longer one is dropped (its future is
+    /// no longer polled) and counts as a failed attempt. Default
+    /// [`DEFAULT_ATTEMPT_TIMEOUT`].
+    pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -32,6 +41,7 @@ impl Default for RetryPolicy {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             initial_backoff: DEFAULT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
         }
     }
 }
@@ -49,6 +59,12 @@ impl RetryPolicy {
     /// Sets [`RetryPolicy::max_backoff`].
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
+        self
+    }
+
+    /// Sets [`RetryPolicy::attempt_timeout`].
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
         self
     }
 

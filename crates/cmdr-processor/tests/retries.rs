@@ -5,9 +5,10 @@ mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cmdr_contract::EventDraft;
-use cmdr_processor::{records::PROCESSING_FAILED, DeadLetters, Decision, Processor};
+use cmdr_processor::{records::PROCESSING_FAILED, DeadLetters, Decision, Processor, RetryPolicy};
 use common::*;
 use serde_json::json;
 
@@ -40,6 +41,103 @@ async fn a_handler_that_fails_twice_then_succeeds_is_accepted_on_attempt_three()
     assert!(accepted(&outcome));
     assert_eq!(outcome.data["attempt"], 3);
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn an_attempt_that_hangs_is_cut_at_the_attempt_timeout_and_retried() {
+    let (log, _dir) = test_log().await;
+    let processor = Processor::builder_shared(log.clone())
+        .group("hangs")
+        .command("hangs", |_cmd, ctx| async move {
+            if ctx.attempt == 1 {
+                // A call that never answers (a lost connection, a deadlock).
+                std::future::pending::<()>().await;
+            }
+            Ok(Decision::accept_one(
+                "worked",
+                json!({ "attempt": ctx.attempt }),
+            ))
+        })
+        .retry(fast_retry(3).attempt_timeout(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let cmd = send(log.as_ref(), "hangs", json!({}), Some("h")).await;
+    let task = tokio::spawn(processor.run(std::future::pending()));
+    let outcome = outcome_of(log.as_ref(), cmd.id).await;
+    task.abort();
+    assert!(accepted(&outcome), "{outcome:?}");
+    assert_eq!(outcome.data["attempt"], 2);
+}
+
+#[tokio::test]
+async fn a_handler_that_always_hangs_is_settled_as_processing_failed() {
+    let (log, _dir) = test_log().await;
+    let processor = Processor::builder_shared(log.clone())
+        .group("stuck")
+        .command("stuck", |_cmd, _ctx| async {
+            std::future::pending::<Result<Decision, cmdr_processor::HandlerError>>().await
+        })
+        .retry(fast_retry(2).attempt_timeout(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    let cmd = send(log.as_ref(), "stuck", json!({}), Some("s")).await;
+    let task = tokio::spawn(processor.run(std::future::pending()));
+    let rejection = outcome_of(log.as_ref(), cmd.id).await.rejection().unwrap();
+    task.abort();
+    assert_eq!(rejection.code, PROCESSING_FAILED);
+    assert_eq!(rejection.details["attempts"], 2);
+    assert_eq!(rejection.details["error"], "attempt timed out after 100 ms");
+}
+
+#[tokio::test]
+async fn shutdown_cuts_a_retry_wait_short_and_the_next_run_handles_the_command() {
+    let (log, _dir) = test_log().await;
+    let attempts = Arc::new(AtomicU32::new(0));
+    let seen = attempts.clone();
+    // A minute between attempts: without the cut, shutdown would wait it out.
+    let processor = Processor::builder_shared(log.clone())
+        .group("slow-retry")
+        .command("flaky", move |_cmd, _ctx| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Err("not yet".into()) }
+        })
+        .retry(RetryPolicy::new(5, Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let cmd = send(log.as_ref(), "flaky", json!({}), Some("f")).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(processor.run(async {
+        let _ = stopped.await;
+    }));
+    wait_until("the first attempt", || {
+        let n = attempts.load(Ordering::SeqCst);
+        async move { n >= 1 }
+    })
+    .await;
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("shutdown waited for the retry backoff")
+        .unwrap();
+    ended.unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    assert!(!outcomes(log.as_ref()).await.contains_key(&cmd.id));
+
+    // Left uncommitted: the next run of the group handles it.
+    let processor = Processor::builder_shared(log.clone())
+        .group("slow-retry")
+        .command("flaky", |_cmd, ctx| async move {
+            Ok(Decision::accept_one(
+                "worked",
+                json!({ "attempt": ctx.attempt }),
+            ))
+        })
+        .build()
+        .unwrap();
+    let task = tokio::spawn(processor.run(std::future::pending()));
+    let outcome = outcome_of(log.as_ref(), cmd.id).await;
+    task.abort();
+    assert!(accepted(&outcome), "{outcome:?}");
 }
 
 #[tokio::test]

@@ -15,7 +15,9 @@
 //!   dedicated task polls and hands batches over a bounded channel.
 //! - **Shutdown drains.** On shutdown no new input is started; handlers
 //!   already running finish and their outputs are flushed. Inputs received but
-//!   not started stay uncommitted and are handled after the restart.
+//!   not started, and inputs waiting to be retried (see [`Stopping`]), stay
+//!   uncommitted and are handled after the restart. A running attempt is
+//!   bounded by its retry policy's attempt timeout, so draining is too.
 
 mod flusher;
 mod sequencer;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cmdr_log::{Log, Record, StartPosition, StoredRecord};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::ProcessorError;
@@ -47,10 +49,28 @@ pub(crate) const MAX_BUFFERED_INPUTS: usize = 16 * 1024;
 pub(crate) trait Dispatch: Send + Sync + 'static {
     /// The records to append to the output topic for `record`. Must settle the
     /// input (retries happen inside); an `Err` stops the runner.
+    ///
+    /// When `stopping` fires, an input that would wait for another attempt
+    /// returns [`ProcessorError::Interrupted`] instead: it is left unsettled.
     fn handle(
         &self,
         record: StoredRecord,
+        stopping: Stopping,
     ) -> impl Future<Output = Result<Vec<Record>, ProcessorError>> + Send;
+}
+
+/// Tells a [`Dispatch`] that its engine is stopping (a cheap clone of a
+/// watch on the engine's shutdown).
+#[derive(Debug, Clone)]
+pub(crate) struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    /// Resolves once the engine is stopping (at once if it already is).
+    pub async fn stopped(&self) {
+        let mut rx = self.0.clone();
+        // An error means the engine is gone: as good as stopping.
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
 }
 
 /// What one engine consumes and where it writes.
@@ -82,6 +102,7 @@ type TaskOutput = (u32, u64, KeyId, Result<Vec<Record>, ProcessorError>);
 /// The runner's bookkeeping; see the module docs.
 struct State<D> {
     dispatch: Arc<D>,
+    stopping: Stopping,
     max_in_flight: usize,
     /// Keys with an input running or reserved, and the inputs queued behind it.
     keys: HashMap<KeyId, VecDeque<StoredRecord>>,
@@ -95,10 +116,11 @@ struct State<D> {
 impl<D: Dispatch> State<D> {
     fn start(&mut self, record: StoredRecord) {
         let dispatch = self.dispatch.clone();
+        let stopping = self.stopping.clone();
         let key = key_of(&record);
         self.tasks.spawn(async move {
             let (p, o) = (record.partition, record.offset);
-            (p, o, key, dispatch.handle(record).await)
+            (p, o, key, dispatch.handle(record, stopping).await)
         });
     }
 
@@ -184,8 +206,10 @@ pub(crate) async fn run<D: Dispatch>(
         }
     }));
 
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut state = State {
         dispatch,
+        stopping: Stopping(stop_rx),
         max_in_flight: config.max_in_flight.max(1),
         keys: HashMap::new(),
         ready: VecDeque::new(),
@@ -207,12 +231,16 @@ pub(crate) async fn run<D: Dispatch>(
             biased;
             () = &mut shutdown, if !stopping => {
                 stopping = true;
+                let _ = stop_tx.send(true);
                 state.ready.clear();
                 state.keys.clear();
             }
             Some(done) = state.tasks.join_next(), if !state.tasks.is_empty() => {
                 let (partition, offset, key, output) = match done {
                     Ok((p, o, k, Ok(out))) => (p, o, k, out),
+                    // Left unsettled on purpose: nothing after it in its
+                    // partition is committed, so it runs again after the restart.
+                    Ok((_, _, _, Err(ProcessorError::Interrupted))) if stopping => continue,
                     Ok((_, _, _, Err(e))) => break Err(e),
                     Err(e) => break Err(ProcessorError::Internal(format!("handler task: {e}"))),
                 };

@@ -18,18 +18,32 @@ use serde_json::Value;
 
 use super::handler::{CommandHandler, Context, Decision, EventHandler, HandlerError};
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::engine::Dispatch;
+use crate::engine::{Dispatch, Stopping};
 use crate::records::{
     accepted_events, caused_events, event_record, fits_in_record, rejected_event,
 };
 use crate::{ProcessorError, RetryPolicy};
 
-/// Runs `attempt(n)` until it succeeds or the policy gives up; returns the
-/// value or the last error and the number of attempts made.
+/// How [`with_retries`] ended.
+pub(crate) enum Retried<T> {
+    /// An attempt succeeded.
+    Done(T),
+    /// Every attempt failed: the last error and the number of attempts.
+    GaveUp(String, u32),
+    /// The processor began stopping while the input waited for its next
+    /// attempt: it stays unsettled (uncommitted) and is handled again after
+    /// the restart.
+    Interrupted,
+}
+
+/// Runs `attempt(n)` until it succeeds or the policy gives up. Each attempt
+/// runs at most [`RetryPolicy::attempt_timeout`]; the wait before a retry is
+/// cut short when `stopping` fires (then [`Retried::Interrupted`]).
 pub(crate) async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
+    stopping: &Stopping,
     mut attempt: F,
-) -> Result<T, (String, u32)>
+) -> Retried<T>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, HandlerError>> + Send,
@@ -40,19 +54,28 @@ where
         // block) as well as while it is polled.
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| attempt(n)));
         let polled = match started {
-            Ok(future) => CatchUnwind(Box::pin(future)).await,
-            Err(payload) => Err(payload),
+            Ok(future) => {
+                tokio::time::timeout(policy.attempt_timeout, CatchUnwind(Box::pin(future))).await
+            }
+            Err(payload) => Ok(Err(payload)),
         };
         let error = match polled {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => e.to_string(),
-            Err(payload) => format!("handler panicked: {}", panic_message(payload)),
+            Ok(Ok(Ok(value))) => return Retried::Done(value),
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(payload)) => format!("handler panicked: {}", panic_message(payload)),
+            Err(_) => format!(
+                "attempt timed out after {} ms",
+                policy.attempt_timeout.as_millis()
+            ),
         };
         if !policy.retries_after(n) {
-            return Err((error, n));
+            return Retried::GaveUp(error, n);
         }
         tracing::debug!(attempt = n, %error, "handler failed; retrying");
-        tokio::time::sleep(policy.backoff(n)).await;
+        tokio::select! {
+            () = tokio::time::sleep(policy.backoff(n)) => {}
+            () = stopping.stopped() => return Retried::Interrupted,
+        }
         n += 1;
     }
 }
@@ -102,7 +125,11 @@ pub(crate) struct CommandDispatch {
 }
 
 impl Dispatch for CommandDispatch {
-    async fn handle(&self, record: StoredRecord) -> Result<Vec<Record>, ProcessorError> {
+    async fn handle(
+        &self,
+        record: StoredRecord,
+        stopping: Stopping,
+    ) -> Result<Vec<Record>, ProcessorError> {
         if skip_by_header(&record, &self.handlers) {
             return Ok(Vec::new());
         }
@@ -126,7 +153,7 @@ impl Dispatch for CommandDispatch {
             offset: record.offset,
         };
         let limit = self.record_limit;
-        let decided = with_retries(&self.retry, |attempt| {
+        let decided = with_retries(&self.retry, &stopping, |attempt| {
             let decision = handler(
                 command.clone(),
                 Context {
@@ -146,9 +173,12 @@ impl Dispatch for CommandDispatch {
         .await;
         let now = cmdr_contract::now_ms();
         let events = match decided {
-            Ok(Decision::Accept(drafts)) => accepted_events(&command, drafts, now),
-            Ok(Decision::Reject(rejection)) => vec![rejected_event(&command, rejection, now)],
-            Err((last_error, attempts)) => {
+            Retried::Done(Decision::Accept(drafts)) => accepted_events(&command, drafts, now),
+            Retried::Done(Decision::Reject(rejection)) => {
+                vec![rejected_event(&command, rejection, now)]
+            }
+            Retried::Interrupted => return Err(ProcessorError::Interrupted),
+            Retried::GaveUp(last_error, attempts) => {
                 tracing::error!(processor = %self.name, command = %command.id, %last_error, attempts,
                     "command handler failed on every attempt; rejecting with processing-failed");
                 vec![
@@ -173,7 +203,11 @@ pub(crate) struct EventDispatch {
 }
 
 impl Dispatch for EventDispatch {
-    async fn handle(&self, record: StoredRecord) -> Result<Vec<Record>, ProcessorError> {
+    async fn handle(
+        &self,
+        record: StoredRecord,
+        stopping: Stopping,
+    ) -> Result<Vec<Record>, ProcessorError> {
         if skip_by_header(&record, &self.handlers) {
             return Ok(Vec::new());
         }
@@ -197,7 +231,7 @@ impl Dispatch for EventDispatch {
             offset: record.offset,
         };
         let limit = self.record_limit;
-        let handled = with_retries(&self.retry, |attempt| {
+        let handled = with_retries(&self.retry, &stopping, |attempt| {
             let drafts = handler(
                 event.clone(),
                 Context {
@@ -214,11 +248,12 @@ impl Dispatch for EventDispatch {
         .await;
         let now = cmdr_contract::now_ms();
         match handled {
-            Ok(drafts) => Ok(caused_events(&event, drafts, now)
+            Retried::Done(drafts) => Ok(caused_events(&event, drafts, now)
                 .iter()
                 .map(event_record)
                 .collect()),
-            Err((last_error, attempts)) => {
+            Retried::Interrupted => Err(ProcessorError::Interrupted),
+            Retried::GaveUp(last_error, attempts) => {
                 tracing::error!(processor = %self.name, event = %event.id, %last_error, attempts,
                     "event handler failed on every attempt; dead-lettered");
                 self.dead_letters

@@ -18,4 +18,4 @@ pub use builder::{
 pub use follow::{follow, replay, FOLLOW_BATCH};
 pub use handler::{BoxFuture, Context, Decision, HandlerError};
 
-pub(crate) use dispatch::with_retries;
+pub(crate) use dispatch::{with_retries, Retried};

@@ -14,9 +14,9 @@ use cmdr_log::{Log, Record, StartPosition, StoredRecord};
 use super::protocol::{parse_answer, WebhookAnswer, ATTEMPT_HEADER, PROCESSOR_HEADER};
 use super::registry::{WebhookRegistration, WebhookRegistry, PROCESSORS_TOPIC};
 use crate::dead_letter::DeadLetters;
-use crate::engine::{self, Dispatch, EngineConfig, DEFAULT_MAX_IN_FLIGHT};
+use crate::engine::{self, Dispatch, EngineConfig, Stopping, DEFAULT_MAX_IN_FLIGHT};
 use crate::records::{accepted_events, event_record, fits_in_record, rejected_event};
-use crate::sdk::{with_retries, HandlerError};
+use crate::sdk::{with_retries, HandlerError, Retried};
 use crate::{ProcessorError, RetryPolicy};
 
 /// Default time a processor has to answer one request.
@@ -175,7 +175,11 @@ impl WebhookDispatch {
 }
 
 impl Dispatch for WebhookDispatch {
-    async fn handle(&self, record: StoredRecord) -> Result<Vec<Record>, ProcessorError> {
+    async fn handle(
+        &self,
+        record: StoredRecord,
+        stopping: Stopping,
+    ) -> Result<Vec<Record>, ProcessorError> {
         let by_header = record
             .header(cmdr_contract::header::ACTION)
             .and_then(|a| std::str::from_utf8(a).ok())
@@ -193,7 +197,7 @@ impl Dispatch for WebhookDispatch {
         if !self.registration.handles(&command.action) {
             return self.skip().await;
         }
-        let answer = with_retries(&self.retry, |attempt| {
+        let answer = with_retries(&self.retry, &stopping, |attempt| {
             call(
                 self.client.clone(),
                 self.registration.url.clone(),
@@ -207,9 +211,12 @@ impl Dispatch for WebhookDispatch {
         .await;
         let now = cmdr_contract::now_ms();
         let events = match answer {
-            Ok(WebhookAnswer::Accept(drafts)) => accepted_events(&command, drafts, now),
-            Ok(WebhookAnswer::Reject(rejection)) => vec![rejected_event(&command, rejection, now)],
-            Err((last_error, attempts)) => {
+            Retried::Done(WebhookAnswer::Accept(drafts)) => accepted_events(&command, drafts, now),
+            Retried::Done(WebhookAnswer::Reject(rejection)) => {
+                vec![rejected_event(&command, rejection, now)]
+            }
+            Retried::Interrupted => return Err(ProcessorError::Interrupted),
+            Retried::GaveUp(last_error, attempts) => {
                 tracing::warn!(processor = %self.name, command = %command.id, %last_error, attempts,
                     "webhook failed on every attempt; dead-lettered");
                 vec![
@@ -286,7 +293,11 @@ async fn run(
         name: name.to_string(),
         registration,
         client,
-        retry: config.retry,
+        // The request timeout bounds an attempt; a second bound just above
+        // it only backs it up (its message names the request's phase).
+        retry: config
+            .retry
+            .attempt_timeout(config.timeout.saturating_add(Duration::from_secs(1))),
         max_answer_bytes: config.max_answer_bytes,
         record_limit: log.max_record_bytes(),
         dead_letters: DeadLetters::open(log.clone()).await?,
