@@ -68,6 +68,10 @@ pub enum ApiError {
     /// 422 `idempotency-key-reused`: the key was used with a different request.
     #[error("Idempotency-Key {0:?} was already used with a different request")]
     IdempotencyKeyReused(String),
+    /// 426 `upgrade-required`: a plain request to the WebSocket endpoint
+    /// (answered with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`).
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// 503 `unavailable`: the log or index cannot serve now (shutting down,
     /// overloaded, failed).
     #[error("{0}")]
@@ -92,6 +96,7 @@ impl ApiError {
             | Self::InvalidSchema(_)
             | Self::InvalidRegistration(_)
             | Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -112,6 +117,7 @@ impl ApiError {
             Self::InvalidSchema(_) => "invalid-schema",
             Self::InvalidRegistration(_) => "invalid-registration",
             Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
+            Self::UpgradeRequired(_) => "upgrade-required",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -131,6 +137,7 @@ impl ApiError {
             Self::InvalidSchema(_) => "Invalid JSON Schema",
             Self::InvalidRegistration(_) => "Invalid processor registration",
             Self::IdempotencyKeyReused(_) => "Idempotency-Key reused",
+            Self::UpgradeRequired(_) => "Upgrade required",
             Self::Unavailable(_) => "Service unavailable",
             Self::Internal(_) => "Internal server error",
         }
@@ -204,8 +211,17 @@ impl IntoResponse for ApiError {
         }
         let body = serde_json::to_vec(&self.to_problem()).unwrap_or_default();
         let mut res = (self.status(), body).into_response();
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let headers = res.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if matches!(self, Self::UpgradeRequired(_)) {
+            // RFC 9110 §15.5.22 and RFC 6455 §4.4: name the protocol and version.
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
         res
     }
 }

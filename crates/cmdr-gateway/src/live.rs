@@ -171,8 +171,15 @@ async fn websocket(
     State(state): State<AppState>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let ws = ws
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {}", e.body_text())))?;
+    let ws = ws.map_err(|e| match e {
+        WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_) => {
+            ApiError::BadRequest(format!("not a valid WebSocket upgrade: {}", e.body_text()))
+        }
+        other => ApiError::UpgradeRequired(format!(
+            "this endpoint speaks WebSocket (version 13) only: {}",
+            other.body_text()
+        )),
+    })?;
     Ok(ws.on_upgrade(move |socket| run_socket(state, socket)))
 }
 

@@ -188,7 +188,7 @@ pub fn document() -> Value {
                 "parameters": updates_params(true),
                 "responses": {"200": {"description": "An event stream.", "content": {"text/event-stream": {}}}, "400": problem("Bad parameter or position.")}}},
             "/ws": {"get": {"summary": "WebSocket: {op: subscribe, id, topic, from, action, key, parent, root} / {op: unsubscribe, id}; server sends subscribed, record, unsubscribed, error messages.",
-                "responses": {"101": {"description": "Switching protocols."}}}},
+                "responses": {"101": {"description": "Switching protocols."}, "426": problem("Not a WebSocket upgrade request (answered with Upgrade: websocket).")}}},
             "/schemas": {"get": {"summary": "Actions with a registered schema", "responses": {"200": json_ok("The list.", "SchemaList")}}},
             "/schemas/{action}": {
                 "get": {"summary": "The latest (or ?version=N) schema of an action",

@@ -516,12 +516,14 @@ async fn an_idempotent_retry_never_appends_again_while_the_index_lags() {
 async fn a_plain_get_of_the_websocket_endpoint_is_a_problem() {
     let h = harness(GatewayConfig::default()).await;
     let r = call(&h, get("/ws")).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.status, StatusCode::UPGRADE_REQUIRED, "{}", r.text);
     assert_eq!(
         r.headers.get("content-type").unwrap(),
         "application/problem+json"
     );
-    assert_eq!(r.body["code"], "bad-request");
+    assert_eq!(r.headers.get("upgrade").unwrap(), "websocket");
+    assert_eq!(r.headers.get("sec-websocket-version").unwrap(), "13");
+    assert_eq!(r.body["code"], "upgrade-required");
 }
 
 #[tokio::test]
