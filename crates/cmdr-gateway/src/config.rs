@@ -1,6 +1,9 @@
 //! The gateway's settings, each with its default.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::Tokens;
 
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -21,6 +24,9 @@ pub struct GatewayConfig {
     /// How long an idempotent POST, or a read of an id not yet indexed, waits
     /// for the index to catch up with the log. Default 5 s.
     pub index_wait: Duration,
+    /// The accepted bearer tokens; `None` (the default): no authentication,
+    /// every principal is [`crate::auth::ANONYMOUS`].
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 impl Default for GatewayConfig {
@@ -30,6 +36,7 @@ impl Default for GatewayConfig {
             default_wait: DEFAULT_WAIT,
             max_wait: DEFAULT_MAX_WAIT,
             index_wait: Duration::from_secs(5),
+            tokens: None,
         }
     }
 }

@@ -23,6 +23,13 @@ pub enum ApiError {
     /// 400 `bad-request`: a query parameter or header is invalid.
     #[error("{0}")]
     BadRequest(String),
+    /// 401 `unauthorized`: tokens are configured and the request has none,
+    /// or not a valid one (answered with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403 `forbidden`: the token lacks the role the request needs.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404 `not-found`: no such command, event, schema or route.
     #[error("{0}")]
     NotFound(String),
@@ -86,6 +93,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MalformedBody(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Rejected { .. } => StatusCode::CONFLICT,
@@ -107,6 +116,8 @@ impl ApiError {
         match self {
             Self::MalformedBody(_) => "malformed-body",
             Self::BadRequest(_) => "bad-request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Rejected { .. } => "command-rejected",
@@ -127,6 +138,8 @@ impl ApiError {
         match self {
             Self::MalformedBody(_) => "Malformed request body",
             Self::BadRequest(_) => "Bad request",
+            Self::Unauthorized(_) => "Unauthorized",
+            Self::Forbidden(_) => "Forbidden",
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::Rejected { .. } => "Command rejected",
@@ -213,6 +226,12 @@ impl IntoResponse for ApiError {
         let mut res = (self.status(), body).into_response();
         let headers = res.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if matches!(self, Self::Unauthorized(_)) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"cmdr\""),
+            );
+        }
         if matches!(self, Self::UpgradeRequired(_)) {
             // RFC 9110 §15.5.22 and RFC 6455 §4.4: name the protocol and version.
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -26,13 +26,7 @@ const SHARDS: usize = 32;
 /// SHA-256 of the request's canonical JSON (`action`, `data`, `key`), hex.
 pub fn request_hash(req: &CommandRequest) -> String {
     let bytes = serde_json::to_vec(req).unwrap_or_default();
-    let digest = Sha256::digest(&bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    hex
+    hex::encode(Sha256::digest(&bytes))
 }
 
 /// Checks an `Idempotency-Key` header value: 1 to [`MAX_KEY_LEN`] visible ASCII characters.

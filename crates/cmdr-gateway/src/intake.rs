@@ -235,6 +235,10 @@ async fn intake(
 ) -> ApiResult<Response> {
     // Taken apart rather than extracted as `HeaderMap`, which would clone it.
     let (parts, body) = request.into_parts();
+    let principal = parts.extensions.get::<crate::auth::Principal>().cloned();
+    let principal = principal
+        .as_ref()
+        .map_or(crate::auth::ANONYMOUS, |p| p.0.as_str());
     let headers = parts.headers;
     let kind = body_kind(&headers)?;
     let bytes = read_body(&headers, body, state.inner.config.body_limit).await?;
@@ -259,7 +263,7 @@ async fn intake(
         None => None,
     };
     let Some(idem) = idempotency_key else {
-        let command = new_command(request)?;
+        let command = new_command(request, principal)?;
         let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
         let json = Bytes::from(command.to_json());
         append(&state, &command, json.clone(), None).await?;
@@ -285,7 +289,7 @@ async fn intake(
         // The first answer (202), with the status as it is now.
         return respond_with(&state, neg, view.command, view.status, None, waiter, wait).await;
     }
-    let command = new_command(request)?;
+    let command = new_command(request, principal)?;
     let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
     let json = Bytes::from(command.to_json());
     // In a task of its own, which holds the key: a request dropped midway
@@ -377,9 +381,10 @@ async fn append_idempotent(
     Ok(())
 }
 
-fn new_command(request: CommandRequest) -> ApiResult<Command> {
+/// The command for `request`, sent by `principal` (`meta.principal`).
+fn new_command(request: CommandRequest, principal: &str) -> ApiResult<Command> {
     let mut meta = Meta::new();
-    meta.insert("principal".into(), Value::String("anonymous".into()));
+    meta.insert("principal".into(), Value::String(principal.to_string()));
     Command::from_request(request, cmdr_contract::now_ms(), meta)
         .map_err(|v| ApiError::Validation(v.0))
 }
@@ -604,7 +609,7 @@ mod tests {
             "key": "customer-42",
         });
         let request = CommandRequest::from_value(value).unwrap();
-        let command = new_command(request).unwrap();
+        let command = new_command(request, crate::auth::ANONYMOUS).unwrap();
         for status in [
             CommandStatus::Pending,
             CommandStatus::Accepted,

@@ -28,6 +28,7 @@
 //! The HTTP API, its media types and its problem codes are described in
 //! [`openapi`] (served at `/openapi.json`) and the repository's README.
 
+pub mod auth;
 mod config;
 mod error;
 mod extract;
@@ -51,6 +52,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use axum::Router;
 
+pub use auth::{Grant, Principal, Role, TokenError, Tokens};
 pub use config::{GatewayConfig, DEFAULT_BODY_LIMIT, DEFAULT_MAX_WAIT, DEFAULT_WAIT};
 pub use error::{ApiError, ApiResult, PROBLEM_JSON};
 pub use idempotency::{MAX_IN_FLIGHT_KEYS, MAX_KEY_LEN};
@@ -77,6 +79,19 @@ pub fn app(state: AppState) -> Router {
             res
         })
         .with_state(state)
+}
+
+/// `router` behind the bearer-token check of `state`'s configuration (see
+/// [`auth`]); [`serve_router`] applies it to everything it serves. Without
+/// configured tokens it only passes requests on.
+pub fn authenticated(router: Router, state: &AppState) -> Router {
+    if state.inner.config.tokens.is_none() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ))
 }
 
 /// Errors of [`serve`].
@@ -129,7 +144,7 @@ pub async fn serve_router(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router)
+    axum::serve(listener, authenticated(router, &state))
         .with_graceful_shutdown(signal)
         .await?;
     state.log().sync().await?;

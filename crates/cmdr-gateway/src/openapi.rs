@@ -138,8 +138,9 @@ pub fn document() -> Value {
         "info": {
             "title": "cmdr",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "CQRS manager: clients send commands; processors answer with events; cmdr indexes both, derives each command's status (pending, accepted, rejected) and serves queries and live updates. Every error is application/problem+json (RFC 9457) with a stable `code`."
+            "description": "CQRS manager: clients send commands; processors answer with events; cmdr indexes both, derives each command's status (pending, accepted, rejected) and serves queries and live updates. Every error is application/problem+json (RFC 9457) with a stable `code`. When the server is configured with tokens, every request but /healthz, /readyz, /openapi.json and /docs needs Authorization: Bearer <token> (401 without a valid one, 403 without the role: read for GET, write for POST /commands, admin for the rest)."
         },
+        "security": [{"bearer": []}, {}],
         "paths": {
             "/commands": {
                 "post": {
@@ -228,7 +229,9 @@ pub fn document() -> Value {
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1."}}}},
             "/docs": {"get": {"summary": "This document as a page", "responses": {"200": {"description": "HTML."}}}}
         },
-        "components": {"schemas": {
+        "components": {
+          "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from `cmdr token new`, when the server has tokens configured."}},
+          "schemas": {
             "CommandRequest": {"type": "object", "required": ["action", "data"], "additionalProperties": false, "properties": {
                 "action": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$"},
                 "data": {"type": "object"},
@@ -262,7 +265,7 @@ pub fn document() -> Value {
                 "last_error": {"type": "string"}, "attempts": {"type": "integer"}, "timestamp": {"type": "integer"}, "links": {"type": "object"}}},
             "DeadLetterPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}}, "next": {"type": ["string", "null"]}}},
             "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
-                "type": {"type": "string"}, "code": {"enum": ["malformed-body", "bad-request", "not-found", "method-not-allowed", "command-rejected", "payload-too-large", "unsupported-media-type", "validation-failed", "schema-violation", "invalid-schema", "invalid-registration", "idempotency-key-reused", "unavailable", "internal"]},
+                "type": {"type": "string"}, "code": {"enum": ["malformed-body", "bad-request", "not-found", "method-not-allowed", "command-rejected", "payload-too-large", "unsupported-media-type", "validation-failed", "schema-violation", "invalid-schema", "invalid-registration", "idempotency-key-reused", "unauthorized", "forbidden", "upgrade-required", "unavailable", "internal"]},
                 "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
                 "errors": {"type": "array", "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}},
                 "rejection": {"type": "object"}, "command": {"type": "object"}}}

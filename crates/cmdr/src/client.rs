@@ -1,5 +1,6 @@
 //! `cmdr send`, `cmdr get`, `cmdr tail`: HTTP clients of a running server
-//! (`--url`, env `CMDR_URL`, default http://127.0.0.1:3000).
+//! (`--url`, env `CMDR_URL`, default http://127.0.0.1:3000; `--token`, env
+//! `CMDR_TOKEN`, when the server requires a bearer token).
 //!
 //! Exit status: 0 on success, 1 when the server answered with an error (its
 //! problem document is printed), 2 when a sync command was rejected.
@@ -13,6 +14,17 @@ use serde_json::Value;
 
 /// Default server URL.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:3000";
+
+/// Which server to talk to, and as whom.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Server URL.
+    #[arg(long, env = "CMDR_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Bearer token, for a server configured with tokens.
+    #[arg(long, env = "CMDR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
 
 /// Flags of `cmdr send`.
 #[derive(Args, Debug)]
@@ -31,9 +43,8 @@ pub struct SendArgs {
     /// Idempotency-Key header (retries return the first answer).
     #[arg(long)]
     pub idempotency_key: Option<String>,
-    /// Server URL.
-    #[arg(long, env = "CMDR_URL", default_value = DEFAULT_URL)]
-    pub url: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// Flags of `cmdr get`.
@@ -41,9 +52,8 @@ pub struct SendArgs {
 pub struct GetArgs {
     /// A command or event id.
     pub id: String,
-    /// Server URL.
-    #[arg(long, env = "CMDR_URL", default_value = DEFAULT_URL)]
-    pub url: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// Flags of `cmdr tail`.
@@ -64,13 +74,20 @@ pub struct TailArgs {
     /// Stop after this many records.
     #[arg(long)]
     pub limit: Option<u64>,
-    /// Server URL.
-    #[arg(long, env = "CMDR_URL", default_value = DEFAULT_URL)]
-    pub url: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
-fn client() -> Result<reqwest::Client> {
+fn client(server: &ServerArgs) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &server.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("--token holds characters a header cannot carry")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .build()
         .context("building the HTTP client")
 }
@@ -103,13 +120,13 @@ pub async fn send(args: SendArgs) -> Result<ExitCode> {
     if let Some(k) = args.key {
         body["key"] = Value::String(k);
     }
-    let base = args.url.trim_end_matches('/');
+    let base = args.server.url.trim_end_matches('/');
     let url = if args.sync {
         format!("{base}/commands?sync=true")
     } else {
         format!("{base}/commands")
     };
-    let mut req = client()?.post(&url).json(&body);
+    let mut req = client(&args.server)?.post(&url).json(&body);
     if let Some(k) = args.idempotency_key {
         req = req.header("idempotency-key", k);
     }
@@ -119,8 +136,8 @@ pub async fn send(args: SendArgs) -> Result<ExitCode> {
 
 /// `cmdr get`: a command, or else an event.
 pub async fn get(args: GetArgs) -> Result<ExitCode> {
-    let base = args.url.trim_end_matches('/');
-    let client = client()?;
+    let base = args.server.url.trim_end_matches('/');
+    let client = client(&args.server)?;
     let url = format!("{base}/commands/{}", args.id);
     let res = client
         .get(&url)
@@ -148,7 +165,7 @@ const TAIL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
 /// When the stream drops it reconnects from the last position it printed
 /// (`Last-Event-ID`), so no record is missed or repeated.
 pub async fn tail(args: TailArgs) -> Result<ExitCode> {
-    let base = args.url.trim_end_matches('/');
+    let base = args.server.url.trim_end_matches('/');
     let mut query = vec![("from", args.from.clone())];
     if let Some(a) = &args.action {
         query.push(("action", a.clone()));
@@ -161,7 +178,7 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
         args.topic,
         serde_urlencoded::to_string(&query)?
     );
-    let client = client()?;
+    let client = client(&args.server)?;
     let mut last: Option<String> = None;
     let mut seen = 0u64;
     let mut failures = 0u32;

@@ -15,10 +15,18 @@
 //! webhook_backoff_ms = 100      # first retry wait, doubled each time; CMDR_WEBHOOK_BACKOFF_MS
 //! webhook_max_backoff_ms = 10000  # longest retry wait; CMDR_WEBHOOK_MAX_BACKOFF_MS
 //! example = "accounts"          # run the example domain too; CMDR_EXAMPLE, --example
+//!
+//! # Bearer tokens (`cmdr token new` makes one). Without any, the server is
+//! # open and every principal is "anonymous".
+//! [[tokens]]
+//! principal = "billing-service"  # recorded as meta.principal of its commands
+//! roles = ["read", "write"]       # read: GETs; write: POST /commands; admin: all
+//! sha256 = "<64 hex digits>"      # SHA-256 of the token; the token itself is not stored
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -118,6 +126,37 @@ struct FileConfig {
     webhook_backoff_ms: Option<u64>,
     webhook_max_backoff_ms: Option<u64>,
     example: Option<Example>,
+    tokens: Option<Vec<TokenEntry>>,
+}
+
+/// One `[[tokens]]` entry of the configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    principal: String,
+    roles: Vec<cmdr_gateway::Role>,
+    sha256: String,
+}
+
+/// The tokens of the file, or `None` when it lists none.
+fn tokens(entries: Option<Vec<TokenEntry>>) -> Result<Option<Arc<cmdr_gateway::Tokens>>> {
+    let Some(entries) = entries else {
+        return Ok(None);
+    };
+    if entries.is_empty() {
+        bail!("tokens is empty: list at least one [[tokens]] entry, or remove it to run without authentication");
+    }
+    let mut tokens = cmdr_gateway::Tokens::default();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let grant = cmdr_gateway::Grant {
+            principal: entry.principal,
+            roles: entry.roles,
+        };
+        tokens
+            .add_hash(&entry.sha256, grant)
+            .with_context(|| format!("tokens entry {}", i + 1))?;
+    }
+    Ok(Some(Arc::new(tokens)))
 }
 
 /// Validated settings of `cmdr serve` / `cmdr reindex`.
@@ -193,7 +232,10 @@ impl Settings {
         let listen: SocketAddr = listen_text.parse().with_context(|| {
             format!("listen address {listen_text:?} is not ADDR:PORT (e.g. 127.0.0.1:3000)")
         })?;
-        let mut gateway = cmdr_gateway::GatewayConfig::default();
+        let mut gateway = cmdr_gateway::GatewayConfig {
+            tokens: tokens(file.tokens)?,
+            ..cmdr_gateway::GatewayConfig::default()
+        };
         if let Some(b) = args.body_limit.or(file.body_limit) {
             if b == 0 {
                 bail!("body_limit must be at least 1 byte");

@@ -4,6 +4,7 @@
 //! - `cmdr serve`: run the gateway and index on the embedded log;
 //! - `cmdr send`, `cmdr get`, `cmdr tail`: talk to a running server over HTTP;
 //! - `cmdr reindex`: rebuild the index from the log (server stopped);
+//! - `cmdr token new`: make a bearer token and its configuration entry;
 //! - `cmdr bench log|http|sync`: benchmarks that print figures.
 
 mod bench;
@@ -13,6 +14,7 @@ mod example;
 mod reindex;
 mod serve;
 mod storage;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +48,9 @@ enum Command {
     Tail(client::TailArgs),
     /// Rebuild the index from the log (stop the server first).
     Reindex(config::StorageArgs),
+    /// Make bearer tokens for a server that requires them.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Run a benchmark and print its figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -70,6 +75,7 @@ fn main() -> std::process::ExitCode {
             Command::Get(args) => client::get(args).await,
             Command::Tail(args) => client::tail(args).await,
             Command::Reindex(args) => reindex::run(args).await,
+            Command::Token(cmd) => token::run(cmd),
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     });

@@ -129,6 +129,14 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     // The first line on stdout says where to connect (tests read it).
     println!("cmdr listening on http://{addr}");
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
+    match &settings.gateway.tokens {
+        Some(tokens) => tracing::info!(tokens = tokens.len(), "bearer tokens required"),
+        None if !addr.ip().is_loopback() => tracing::warn!(
+            %addr,
+            "no [[tokens]] configured: anyone who reaches this address can send commands"
+        ),
+        None => {}
+    }
     let failed = when_set(processing.failed.subscribe());
     let shutdown = async move {
         tokio::select! {

@@ -316,12 +316,123 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     std::fs::write(&cfg, "listen = 3\n").unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
     assert!(!status.success() && err.contains("is not valid"), "{err}");
+    std::fs::write(
+        &cfg,
+        "[[tokens]]\nprincipal = \"x\"\nroles = [\"read\"]\nsha256 = \"abc\"\n",
+    )
+    .unwrap();
+    let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
+    assert!(
+        !status.success() && err.contains("tokens entry 1") && err.contains("sha256"),
+        "{err}"
+    );
     std::fs::write(&cfg, "commands_partitions = 0\n").unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
     assert!(
         !status.success() && err.contains("commands_partitions"),
         "{err}"
     );
+}
+
+/// `cmdr token new` for `principal` with `roles`: the token and its entry.
+fn new_token(principal: &str, roles: &[&str]) -> (String, String) {
+    let mut args = vec!["token", "new", "--principal", principal];
+    for r in roles {
+        args.extend(["--role", r]);
+    }
+    let (status, out, err) = run_cli(&args);
+    assert!(status.success(), "{err}");
+    let (first, entry) = out.split_once('\n').unwrap();
+    let token = first.strip_prefix("token: ").unwrap().to_string();
+    assert!(!entry.contains(&token), "the entry must not hold the token");
+    (token, entry.to_string())
+}
+
+#[tokio::test]
+async fn bearer_tokens_guard_the_api_and_name_the_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, w_entry) = new_token("billing", &["write"]);
+    let (reader, r_entry) = new_token("dashboard", &["read"]);
+    let (admin, a_entry) = new_token("ops", &["admin"]);
+    let cfg = dir.path().join("cmdr.toml");
+    std::fs::write(&cfg, format!("{w_entry}\n{r_entry}\n{a_entry}")).unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .await;
+    let c = client();
+    let command = json!({"action": "pay", "data": {"amount": 5}, "key": "inv-1"});
+
+    let r = send(c.post(s.at("/commands")).json(&command))
+        .await
+        .expect_problem(401, "unauthorized");
+    assert_eq!(r.header("www-authenticate"), "Bearer realm=\"cmdr\"");
+    send(
+        c.post(s.at("/commands"))
+            .bearer_auth("cmdr_wrong")
+            .json(&command),
+    )
+    .await
+    .expect_problem(401, "unauthorized");
+    send(
+        c.post(s.at("/commands"))
+            .bearer_auth(&reader)
+            .json(&command),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    let sent = send(
+        c.post(s.at("/commands"))
+            .bearer_auth(&writer)
+            .json(&command),
+    )
+    .await
+    .expect(202);
+    assert_eq!(sent.body["meta"]["principal"], "billing");
+    let id = sent.body["id"].as_str().unwrap().to_string();
+
+    // Reads need the read role; health checks and the API description none.
+    send(c.get(s.at(&format!("/commands/{id}"))).bearer_auth(&writer))
+        .await
+        .expect_problem(403, "forbidden");
+    let read = send(c.get(s.at(&format!("/commands/{id}"))).bearer_auth(&reader))
+        .await
+        .expect(200);
+    assert_eq!(read.body["meta"]["principal"], "billing");
+    send(c.get(s.at("/commands"))).await.expect(401);
+    send(c.get(s.at("/healthz"))).await.expect(200);
+    send(c.get(s.at("/openapi.json"))).await.expect(200);
+
+    // Schemas are administration; admin implies every role.
+    let schema = json!({"type": "object"});
+    send(
+        c.put(s.at("/schemas/pay"))
+            .bearer_auth(&writer)
+            .json(&schema),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    let put = send(
+        c.put(s.at("/schemas/pay"))
+            .bearer_auth(&admin)
+            .json(&schema),
+    )
+    .await;
+    assert!(put.status == 200 || put.status == 201, "{}", put.text);
+    send(c.get(s.at("/schemas/pay")).bearer_auth(&admin))
+        .await
+        .expect(200);
+
+    // The command line sends the token it is given.
+    let (status, _, err) = run_cli(&["send", "pay", "--data", "{}", "--url", &s.url]);
+    assert!(!status.success() && err.contains("401"), "{err}");
+    let (status, out, err) = run_cli(&[
+        "send", "pay", "--data", "{}", "--url", &s.url, "--token", &writer,
+    ]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("\"principal\": \"billing\""), "{out}");
+    s.stop();
 }
 
 #[tokio::test]

@@ -309,6 +309,7 @@ pub fn run_cli(args: &[&str]) -> (std::process::ExitStatus, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("CMDR_URL")
+        .env_remove("CMDR_TOKEN")
         .output()
         .unwrap_or_else(|e| panic!("cmdr {args:?}: {e}"));
     (
