@@ -17,7 +17,8 @@
 //!   already running finish and their outputs are flushed. Inputs received but
 //!   not started, and inputs waiting to be retried (see [`Stopping`]), stay
 //!   uncommitted and are handled after the restart. A running attempt is
-//!   bounded by its retry policy's attempt timeout, so draining is too.
+//!   bounded by its retry policy's attempt timeout, so draining is too. A
+//!   runner superseded by a new webhook registration drains the same way.
 
 mod flusher;
 mod sequencer;
@@ -222,10 +223,13 @@ pub(crate) async fn run<D: Dispatch>(
     let commit_lock = Arc::new(tokio::sync::Mutex::new(()));
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping = false;
+    // Set when an input found its runner superseded: the runner then drains
+    // like at shutdown and ends with this error.
+    let mut superseded: Option<ProcessorError> = None;
 
     let outcome: Result<(), ProcessorError> = loop {
         if stopping && state.tasks.is_empty() {
-            break Ok(());
+            break superseded.take().map_or(Ok(()), Err);
         }
         tokio::select! {
             biased;
@@ -241,6 +245,19 @@ pub(crate) async fn run<D: Dispatch>(
                     // Left unsettled on purpose: nothing after it in its
                     // partition is committed, so it runs again after the restart.
                     Ok((_, _, _, Err(ProcessorError::Interrupted))) if stopping => continue,
+                    // Another registration takes over from this input on:
+                    // drain as for a shutdown, so calls in flight finish and
+                    // are committed rather than cut off and sent again.
+                    Ok((_, _, _, Err(e @ ProcessorError::Superseded(_)))) => {
+                        if !stopping {
+                            stopping = true;
+                            let _ = stop_tx.send(true);
+                            state.ready.clear();
+                            state.keys.clear();
+                        }
+                        superseded.get_or_insert(e);
+                        continue;
+                    }
                     Ok((_, _, _, Err(e))) => break Err(e),
                     Err(e) => break Err(ProcessorError::Internal(format!("handler task: {e}"))),
                 };

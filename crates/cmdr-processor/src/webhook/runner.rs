@@ -336,6 +336,91 @@ mod tests {
         log.append(COMMANDS_TOPIC, vec![record]).await.unwrap()[0]
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_superseded_runner_lets_its_calls_in_flight_finish() {
+        // A webhook whose answers wait for the test's go-ahead.
+        let calls = Arc::new(AtomicU64::new(0));
+        let (go, gate) = tokio::sync::watch::channel(false);
+        let app = axum::Router::new().route(
+            "/pay",
+            axum::routing::post({
+                let calls = calls.clone();
+                move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let _ = gate.clone().wait_for(|go| *go).await;
+                    axum::Json(json!({"events": [{"action": "paid", "data": {}}]}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/pay", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let registration = |actions: &[&str]| WebhookRegistration {
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            url: url.clone(),
+        };
+
+        let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+        crate::sdk::ensure_topics(log.as_ref(), 1).await.unwrap();
+        let registry = WebhookRegistry::open(log.clone()).await.unwrap();
+        registry
+            .put("billing", registration(&["pay"]))
+            .await
+            .unwrap();
+        let runner = {
+            let (log, registry, first) = (log.clone(), registry.clone(), registration(&["pay"]));
+            tokio::spawn(async move {
+                let config = WebhookConfig::default();
+                run_registered(
+                    log,
+                    registry,
+                    "billing",
+                    first,
+                    &config,
+                    std::future::pending(),
+                )
+                .await
+            })
+        };
+        let pay = send(log.as_ref(), "pay").await;
+        for _ in 0..500 {
+            if calls.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the call is in flight");
+
+        // The registration changes and a command the runner would skip
+        // arrives: it stops, but only once the call in flight has answered.
+        registry
+            .put("billing", registration(&["pay", "refund"]))
+            .await
+            .unwrap();
+        let ship = send(log.as_ref(), "ship").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!runner.is_finished(), "the runner waits for its call");
+        go.send(true).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), runner)
+            .await
+            .expect("the runner stops by itself")
+            .unwrap();
+        assert!(
+            matches!(ended, Err(ProcessorError::Superseded(_))),
+            "{ended:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "called once, not cut off");
+        let group = group_name("billing");
+        assert_eq!(
+            log.committed(&group, COMMANDS_TOPIC, 0).await.unwrap(),
+            Some(ship.offset),
+            "the payment is settled and committed; the rest is left for the next runner"
+        );
+        assert!(ship.offset > pay.offset);
+        let events = log.topic(EVENTS_TOPIC).await.unwrap();
+        assert_eq!(events.partitions[0].end_offset, 1, "the payment's outcome");
+    }
+
     #[tokio::test]
     async fn a_runner_stops_instead_of_skipping_with_a_changed_registration() {
         let log: Arc<dyn Log> = Arc::new(MemoryLog::new());

@@ -7,8 +7,9 @@
 //! stay, so no command is handled twice or skipped. A change takes effect
 //! once the old runner has drained: commands already in its hands go to the
 //! old URL. A runner never skips a command under a registration that has
-//! changed meanwhile (it stops with [`ProcessorError::Superseded`] first), so
-//! a command of a newly added action is never committed past unhandled.
+//! changed meanwhile (it stops with [`ProcessorError::Superseded`] first,
+//! after the calls it has in flight have answered), so a command of a newly
+//! added action is never committed past unhandled.
 
 use std::collections::HashMap;
 use std::future::Future;
