@@ -13,6 +13,7 @@ mod config;
 mod example;
 mod reindex;
 mod serve;
+mod settled;
 mod storage;
 mod token;
 

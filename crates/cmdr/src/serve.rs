@@ -103,12 +103,23 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let mut processing = Processing::new();
+    // Commands an earlier owner of an action settled are not sent again to
+    // the processor that takes the action over.
+    let webhooks = webhook::WebhookConfig {
+        settled: Some(webhook::SettledCheck(std::sync::Arc::new(
+            crate::settled::IndexedOutcomes {
+                log: log.clone(),
+                index: state.index().clone(),
+            },
+        ))),
+        ..settings.webhooks.clone()
+    };
     processing.spawn(
         "the webhook supervisor",
         webhook::supervise(
             log.clone(),
             state.webhooks().clone(),
-            settings.webhooks.clone(),
+            webhooks,
             processing.stopped(),
         ),
     );

@@ -278,7 +278,7 @@ async fn webhook(
 ) -> (StatusCode, Json<Value>) {
     *ep.calls.lock().unwrap().entry(route.clone()).or_default() += 1;
     match route.as_str() {
-        "ok" => (
+        "ok" | "ok-too" => (
             StatusCode::OK,
             Json(
                 json!({"events": [{"action": "paid", "data": {"amount": command["data"]["amount"]}}]}),
@@ -340,6 +340,56 @@ const FAST_RETRIES: [&str; 6] = [
     "--webhook-max-backoff-ms",
     "50",
 ];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_moved_to_another_processor_is_not_sent_again_for_settled_commands() {
+    let (base, ep, _gate) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]).await;
+    let c = client();
+    register(&s, "alpha", &["pay"], &format!("{base}/ok"))
+        .await
+        .expect(201);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = sync_command(&s, "pay", &format!("inv-{i}"), json!({"amount": i}))
+            .await
+            .expect(201);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+
+    // The action moves to a new processor (a new consumer group, which
+    // starts at the beginning of the commands topic).
+    send(c.delete(s.at("/processors/alpha"))).await.expect(204);
+    register(&s, "beta", &["pay"], &format!("{base}/ok-too"))
+        .await
+        .expect(201);
+    let r = sync_command(&s, "pay", "inv-new", json!({"amount": 9}))
+        .await
+        .expect(201);
+    assert_eq!(r.body["events"].as_array().unwrap().len(), 1, "{}", r.text);
+
+    let calls = ep.calls.lock().unwrap().clone();
+    assert_eq!(calls.get("ok"), Some(&3), "{calls:?}");
+    assert_eq!(
+        calls.get("ok-too"),
+        Some(&1),
+        "beta gets only the command sent after it took over: {calls:?}"
+    );
+    for id in ids {
+        let r = send(c.get(s.at(&format!("/commands/{id}"))))
+            .await
+            .expect(200);
+        assert_eq!(r.body["status"], "accepted");
+        assert_eq!(
+            r.body["events"].as_array().unwrap().len(),
+            1,
+            "one outcome: {}",
+            r.text
+        );
+    }
+    s.stop();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_processors_over_http() {

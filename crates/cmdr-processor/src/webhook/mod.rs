@@ -7,12 +7,15 @@
 //! - [`runner`]: one processor's consumer group and HTTP calls.
 //! - [`supervisor`]: one runner per registration, following changes.
 //! - [`protocol`]: the answers and how they are read.
+//! - [`settled`]: skipping commands another processor already settled.
 
 pub mod protocol;
 pub mod registry;
 pub mod runner;
+pub mod settled;
 pub mod supervisor;
 
 pub use registry::{RegistryError, WebhookRegistration, WebhookRegistry, PROCESSORS_TOPIC};
 pub use runner::{run_webhook, WebhookConfig, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_WEBHOOK_TIMEOUT};
+pub use settled::{SettledCheck, SettledCommands};
 pub use supervisor::supervise;

@@ -13,6 +13,7 @@ use cmdr_log::{Log, Record, StartPosition, StoredRecord};
 
 use super::protocol::{parse_answer, WebhookAnswer, ATTEMPT_HEADER, PROCESSOR_HEADER};
 use super::registry::{WebhookRegistration, WebhookRegistry, PROCESSORS_TOPIC};
+use super::settled::SettledCheck;
 use crate::dead_letter::DeadLetters;
 use crate::engine::{self, Dispatch, EngineConfig, Stopping, DEFAULT_MAX_IN_FLIGHT};
 use crate::records::{accepted_events, event_record, fits_in_record, rejected_event};
@@ -36,6 +37,10 @@ pub struct WebhookConfig {
     /// Largest answer body read from a processor; a larger one is a failed
     /// attempt. Default [`DEFAULT_MAX_ANSWER_BYTES`].
     pub max_answer_bytes: usize,
+    /// When set, a command that already has an outcome is skipped rather
+    /// than sent (see [`super::settled`]). Default `None`: every command of
+    /// the registered actions is sent.
+    pub settled: Option<SettledCheck>,
 }
 
 /// Default [`WebhookConfig::max_answer_bytes`]: 8 MiB, the log's default
@@ -49,6 +54,7 @@ impl Default for WebhookConfig {
             retry: RetryPolicy::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            settled: None,
         }
     }
 }
@@ -69,6 +75,8 @@ struct WebhookDispatch {
     dead_letters: DeadLetters,
     /// Set when the runner follows a registry (see [`Freshness`]).
     freshness: Option<Freshness>,
+    /// Commands already settled are skipped (see [`super::settled`]).
+    settled: Option<SettledCheck>,
 }
 
 /// Makes sure a runner never skips a command with a registration that is no
@@ -197,6 +205,16 @@ impl Dispatch for WebhookDispatch {
         if !self.registration.handles(&command.action) {
             return self.skip().await;
         }
+        if let Some(SettledCheck(settled)) = &self.settled {
+            let done = settled.is_settled(command.id).await.map_err(|e| {
+                ProcessorError::Internal(format!("checking command {}: {e}", command.id))
+            })?;
+            if done {
+                tracing::info!(processor = %self.name, command = %command.id,
+                    "command already settled (by an earlier owner of its action); not sent");
+                return Ok(Vec::new());
+            }
+        }
         let answer = with_retries(&self.retry, &stopping, |attempt| {
             call(
                 self.client.clone(),
@@ -302,7 +320,16 @@ async fn run(
         record_limit: log.max_record_bytes(),
         dead_letters: DeadLetters::open(log.clone()).await?,
         freshness,
+        settled: config.settled.clone(),
     });
+    if let Some(SettledCheck(settled)) = &config.settled {
+        // Every outcome an earlier owner of these actions wrote is known
+        // before the first command is looked at (it has stopped by now).
+        settled
+            .catch_up()
+            .await
+            .map_err(|e| ProcessorError::Internal(format!("catching up on outcomes: {e}")))?;
+    }
     let engine_config = EngineConfig {
         group: group_name(name),
         input_topic: COMMANDS_TOPIC.into(),
