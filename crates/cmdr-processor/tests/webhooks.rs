@@ -222,6 +222,36 @@ async fn a_registration_added_while_running_is_picked_up() {
     supervisor.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_of_one_action_leave_one_owner() {
+    let (log, _dir) = test_log().await;
+    let registry = WebhookRegistry::open(log.clone()).await.unwrap();
+    let puts: Vec<_> = (0..16)
+        .map(|i| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                registry
+                    .put(&format!("p{i}"), registration("pay", "http://h/x".into()))
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for put in puts {
+        accepted += usize::from(put.await.unwrap());
+    }
+    assert_eq!(accepted, 1, "one registration wins, the others are refused");
+    let owners: Vec<_> = registry
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, r)| r.handles("pay"))
+        .collect();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+}
+
 #[tokio::test]
 async fn the_registry_validates_persists_and_deletes() {
     let (log, _dir) = test_log().await;

@@ -190,6 +190,9 @@ pub struct WebhookRegistry {
     /// The view, refreshed from the topic before each read; a mutex so that
     /// concurrent refreshes do not apply records twice.
     view: Arc<Mutex<View>>,
+    /// Held from a write's checks to its append, so that two registrations
+    /// of one action under different names cannot both pass the check.
+    writes: Arc<Mutex<()>>,
 }
 
 impl WebhookRegistry {
@@ -204,6 +207,7 @@ impl WebhookRegistry {
         let registry = Self {
             log,
             view: Arc::new(Mutex::new(View::default())),
+            writes: Arc::default(),
         };
         drop(registry.refresh().await?);
         Ok(registry)
@@ -224,8 +228,9 @@ impl WebhookRegistry {
         let value = serde_json::to_value(&registration).unwrap_or(Value::Null);
         let registration = WebhookRegistration::from_value(value)?;
         // One action, one processor: two would give a command two outcomes.
-        // (Checked against the registrations known now; two concurrent puts
-        // of the same action under different names could both pass.)
+        // Checked and written under `writes`, so concurrent puts through this
+        // registry (every cmdr serve has one) take turns.
+        let _writing = self.writes.lock().await;
         let taken: Vec<Violation> = {
             let view = self.refresh().await?;
             registration
@@ -284,6 +289,7 @@ impl WebhookRegistry {
     /// # Errors
     /// [`ProcessorError::Log`].
     pub async fn delete(&self, name: &str) -> Result<bool, ProcessorError> {
+        let _writing = self.writes.lock().await;
         if self.get(name).await?.is_none() {
             return Ok(false);
         }
