@@ -210,12 +210,13 @@ async fn post_command(
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
-    let mut res = intake(state, neg, wait.duration, request)
+    let mut res = intake(&state, neg, wait.duration, request)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     // RFC 7240: say which wait was applied (after clamping) when the answer
     // came from waiting: the outcome (201, 409; only waits produce them) or
     // a 202 after the wait ran out (marked by `respond_with`).
+    state.inner.metrics.answered(res.status().as_u16());
     let waited = matches!(res.status(), StatusCode::CREATED | StatusCode::CONFLICT)
         || res.extensions().get::<Waited>().is_some();
     if let (true, true, Some(d)) = (wait.preferred, waited, wait.duration) {
@@ -228,7 +229,7 @@ async fn post_command(
 
 /// `POST /commands` once the wait is known: checks, appends, answers.
 async fn intake(
-    state: AppState,
+    state: &AppState,
     neg: Negotiated,
     wait: Option<Duration>,
     request: axum::extract::Request,
@@ -266,13 +267,13 @@ async fn intake(
         let command = new_command(request, principal)?;
         let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
         let json = Bytes::from(command.to_json());
-        append(&state, &command, json.clone(), None).await?;
-        return respond(&state, neg, command, Some(&json), waiter, wait).await;
+        append(state, &command, json.clone(), None).await?;
+        return respond(state, neg, command, Some(&json), waiter, wait).await;
     };
 
     let hash = request_hash(&request);
     let held = state.inner.idempotency.lock(&idem).await?;
-    if let Some((id, stored)) = bound_command(&state, &idem).await? {
+    if let Some((id, stored)) = bound_command(state, &idem).await? {
         if stored != hash.as_bytes() {
             return Err(ApiError::IdempotencyKeyReused(idem));
         }
@@ -284,10 +285,10 @@ async fn intake(
         };
         drop(held);
         if wait.is_some() && view.status != CommandStatus::Pending {
-            return settled(&state, neg, view.command.id).await;
+            return settled(state, neg, view.command.id).await;
         }
         // The first answer (202), with the status as it is now.
-        return respond_with(&state, neg, view.command, view.status, None, waiter, wait).await;
+        return respond_with(state, neg, view.command, view.status, None, waiter, wait).await;
     }
     let command = new_command(request, principal)?;
     let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
@@ -305,7 +306,7 @@ async fn intake(
     ));
     task.await
         .map_err(|e| ApiError::Internal(format!("idempotent append: {e}")))??;
-    respond(&state, neg, command, Some(&json), waiter, wait).await
+    respond(state, neg, command, Some(&json), waiter, wait).await
 }
 
 /// The command an `Idempotency-Key` is bound to, with its request hash. When
@@ -410,6 +411,7 @@ async fn append(
     let at = appended
         .first()
         .ok_or_else(|| ApiError::Internal("append returned no position".into()))?;
+    state.inner.metrics.appended.inc();
     Ok((at.partition, at.offset))
 }
 

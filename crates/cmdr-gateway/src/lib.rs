@@ -38,6 +38,7 @@ pub mod html;
 mod idempotency;
 mod intake;
 mod live;
+mod metrics;
 pub mod negotiate;
 pub mod openapi;
 mod processors;
@@ -70,6 +71,7 @@ pub fn app(state: AppState) -> Router {
         .merge(schemas::router())
         .merge(processors::router())
         .merge(health::router())
+        .merge(metrics::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .method_not_allowed_fallback(|| async {

@@ -226,6 +226,7 @@ pub fn document() -> Value {
                 "responses": {"200": json_ok("A page of dead letters.", "DeadLetterPage"), "400": problem("Bad query parameter.")}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "The process answers."}}}},
             "/readyz": {"get": {"summary": "Readiness (indexer running, log answering)", "responses": {"200": {"description": "Ready."}, "503": {"description": "Not ready."}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text): intake counters, log end offsets, index position and lag, waiters, live streams, process memory", "responses": {"200": {"description": "OpenMetrics text.", "content": {"application/openmetrics-text": {}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1."}}}},
             "/docs": {"get": {"summary": "This document as a page", "responses": {"200": {"description": "HTML."}}}}
         },

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     /// [`crate::MAX_LIVE_STREAMS`] in all; when none is left, a new stream
     /// gets 503 instead of growing the number of tasks reading the log.
     pub(crate) live: Arc<tokio::sync::Semaphore>,
+    /// Counters of `/metrics` that only intake knows.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
                 config,
                 shutdown: watch::channel(false).0,
                 live: Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS)),
+                metrics: crate::metrics::Metrics::default(),
             }),
         })
     }

@@ -942,3 +942,58 @@ async fn dead_letters_filter_and_paginate() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_count_answers_and_show_the_index_position() {
+    let h = harness(GatewayConfig::default()).await;
+    for _ in 0..2 {
+        let r = call(&h, post("/commands", json!({"action": "a", "data": {}}))).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
+    let r = call(&h, post("/commands", json!({"action": "", "data": {}}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        h.state
+            .index()
+            .wait_indexed("commands", 0, 2, Duration::from_secs(5))
+            .await
+    );
+
+    let r = call(&h, get("/metrics")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let lines: Vec<&str> = r.text.lines().collect();
+    for expected in [
+        "cmdr_commands_appended_total 2",
+        "cmdr_command_answers_total{status=\"202\"} 2",
+        "cmdr_command_answers_total{status=\"422\"} 1",
+        "cmdr_command_answers_total{status=\"201\"} 0",
+        "cmdr_log_end_offset{topic=\"commands\",partition=\"0\"} 2",
+        "cmdr_index_position{topic=\"commands\",partition=\"0\"} 2",
+        "cmdr_index_lag_records{topic=\"commands\",partition=\"0\"} 0",
+        "cmdr_outcome_waiters 0",
+        "cmdr_live_streams 0",
+        "cmdr_webhook_processors 0",
+        "# EOF",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "{expected:?} missing in:\n{}",
+            r.text
+        );
+    }
+    #[cfg(target_os = "linux")]
+    for expected in [
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_threads gauge",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "{expected:?} missing in:\n{}",
+            r.text
+        );
+    }
+}

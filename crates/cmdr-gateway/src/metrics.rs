@@ -1,0 +1,197 @@
+//! `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
+//!
+//! Key decision: almost everything is read at scrape time from the state the
+//! server already keeps (log end offsets, index positions, waiters, live
+//! streams), so the intake path pays only two atomic increments per command.
+//! Counters that only intake can know (commands appended, answers by status)
+//! live in [`Metrics`].
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The media type of the answer.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label set of per-status and per-topic metrics.
+type Labels = Vec<(&'static str, String)>;
+
+/// The counters intake keeps; cheap to clone (shared handles).
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    /// Commands appended to the log (acknowledged).
+    pub appended: Counter,
+    /// `POST /commands` answers, by status code.
+    pub answers: Family<Labels, Counter>,
+    /// The `202`, `201` and `409` members of `answers`, held so that counting
+    /// the common answers is one atomic increment (no label lookup).
+    common: [(u16, Counter); 3],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let answers: Family<Labels, Counter> = Family::default();
+        let common = [202, 201, 409].map(|s| {
+            (
+                s,
+                answers
+                    .get_or_create(&vec![("status", s.to_string())])
+                    .clone(),
+            )
+        });
+        Self {
+            appended: Counter::default(),
+            answers,
+            common,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one `POST /commands` answer.
+    pub fn answered(&self, status: u16) {
+        match self.common.iter().find(|(s, _)| *s == status) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                self.answers
+                    .get_or_create(&vec![("status", status.to_string())])
+                    .inc();
+            }
+        }
+    }
+}
+
+/// Routes: `GET /metrics`.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
+    let shared = &state.inner;
+    let mut root = Registry::default();
+    let registry = root.sub_registry_with_prefix("cmdr");
+    registry.register(
+        "commands_appended",
+        "Commands appended to the log (each on disk before its answer)",
+        shared.metrics.appended.clone(),
+    );
+    registry.register(
+        "command_answers",
+        "Answers to POST /commands, by HTTP status",
+        shared.metrics.answers.clone(),
+    );
+
+    let end: Family<Labels, Gauge> = Family::default();
+    let indexed: Family<Labels, Gauge> = Family::default();
+    let lag: Family<Labels, Gauge> = Family::default();
+    for topic in cmdr_index::INDEXED_TOPICS {
+        let info = shared.log.topic(topic).await?;
+        for p in info.partitions {
+            let labels = vec![
+                ("topic", topic.to_string()),
+                ("partition", p.partition.to_string()),
+            ];
+            let position = shared.index.position(topic, p.partition);
+            end.get_or_create(&labels).set(gauge_value(p.end_offset));
+            indexed.get_or_create(&labels).set(gauge_value(position));
+            lag.get_or_create(&labels)
+                .set(gauge_value(p.end_offset.saturating_sub(position)));
+        }
+    }
+    registry.register("log_end_offset", "Next offset of each partition", end);
+    registry.register("index_position", "Next offset the index will read", indexed);
+    registry.register(
+        "index_lag_records",
+        "Records appended but not indexed yet",
+        lag,
+    );
+
+    let gauge = |value: usize| {
+        let g: Gauge = Gauge::default();
+        g.set(gauge_value(value as u64));
+        g
+    };
+    registry.register(
+        "index_caught_up",
+        "1 once the index has read what the log held at start-up",
+        gauge(usize::from(shared.index.is_caught_up())),
+    );
+    registry.register(
+        "outcome_waiters",
+        "Requests waiting for a command's outcome (?sync=true, Prefer: wait)",
+        gauge(shared.index.waiters().len()),
+    );
+    let live_in_use = crate::MAX_LIVE_STREAMS.saturating_sub(shared.live.available_permits());
+    registry.register(
+        "live_streams",
+        "Open live streams (SSE streams and WebSocket subscriptions)",
+        gauge(live_in_use),
+    );
+    let webhooks = shared.webhooks.list().await.map_err(ApiError::from)?;
+    registry.register(
+        "webhook_processors",
+        "Registered webhook processors",
+        gauge(webhooks.len()),
+    );
+    let dead_letters = shared
+        .log
+        .topic(cmdr_processor::DEAD_LETTERS_TOPIC)
+        .await
+        .map_or(0, |t| t.partitions.iter().map(|p| p.end_offset).sum());
+    registry.register(
+        "dead_letters",
+        "Inputs given up on after every attempt (records in the dead letter topic)",
+        gauge(usize::try_from(dead_letters).unwrap_or(usize::MAX)),
+    );
+
+    if let Some((rss, threads)) = process_status() {
+        // Unprefixed: the names every Prometheus client uses for them.
+        let process = root.sub_registry_with_prefix("process");
+        process.register(
+            "resident_memory_bytes",
+            "Resident memory of the process",
+            gauge(usize::try_from(rss).unwrap_or(usize::MAX)),
+        );
+        process.register("threads", "Threads of the process", gauge(threads));
+    }
+
+    let mut body = String::new();
+    encode(&mut body, &root).map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+    let mut res = body.into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+    Ok(res)
+}
+
+/// Resident bytes and threads of this process, from `/proc/self/status`
+/// (Linux; `None` elsewhere).
+fn process_status() -> Option<(u64, usize)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let rss_kib = field("VmRSS:")?;
+    let threads = field("Threads:")?;
+    Some((rss_kib * 1024, usize::try_from(threads).ok()?))
+}
+
+/// A gauge holds an `i64`; offsets beyond it (never in practice) saturate.
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
