@@ -255,9 +255,11 @@ pub fn document() -> Value {
             "SchemaList": {"type": "object", "properties": {"items": {"type": "array"}}},
             "ProcessorRequest": {"type": "object", "required": ["actions", "url"], "additionalProperties": false, "properties": {
                 "actions": {"type": "array", "minItems": 1, "maxItems": 1000, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$"}},
-                "url": {"type": "string", "pattern": "^http://", "maxLength": 2048}}},
+                "url": {"type": "string", "pattern": "^http://", "maxLength": 2048},
+                "secret": {"type": "string", "minLength": 16, "maxLength": 256, "description": "Signs each request (cmdr-signature header, see WEBHOOKS.md); never shown back."}}},
             "Processor": {"type": "object", "properties": {
                 "name": {"type": "string"}, "actions": {"type": "array", "items": {"type": "string"}}, "url": {"type": "string"},
+                "signed": {"type": "boolean", "description": "whether requests carry a cmdr-signature"},
                 "group": {"type": "string", "description": "its consumer group on the commands topic"}, "links": {"type": "object"}}},
             "ProcessorList": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Processor"}}}},
             "DeadLetter": {"type": "object", "properties": {

@@ -49,6 +49,8 @@ fn processor_json(name: &str, r: &WebhookRegistration) -> Value {
         "name": name,
         "actions": r.actions,
         "url": r.url,
+        // The secret itself is never shown.
+        "signed": r.secret.is_some(),
         "group": group_name(name),
         "links": {
             "self": format!("/processors/{name}"),

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use cmdr_processor::records::PROCESSING_FAILED;
+use cmdr_processor::webhook::protocol::signature;
 use cmdr_processor::webhook::{
     supervise, RegistryError, WebhookConfig, WebhookRegistration, WebhookRegistry,
 };
@@ -88,7 +89,103 @@ fn registration(action: &str, url: String) -> WebhookRegistration {
     WebhookRegistration {
         actions: vec![action.into()],
         url,
+        secret: None,
     }
+}
+
+/// Requests a signing endpoint saw: (its `cmdr-signature`, its body).
+type SignedRequests = Arc<Mutex<Vec<(String, bytes::Bytes)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_with_a_secret_signs_each_request() {
+    const SECRET: &str = "correct-horse-battery-staple";
+    // The endpoint checks the signature as WEBHOOKS.md tells processors to.
+    let seen: SignedRequests = Arc::default();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(seen): State<SignedRequests>,
+                 headers: HeaderMap,
+                 body: bytes::Bytes| async move {
+                    let header = headers
+                        .get("cmdr-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    seen.lock().unwrap().push((header.clone(), body.clone()));
+                    let t: u64 = header
+                        .strip_prefix("t=")
+                        .and_then(|rest| rest.split(',').next())
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
+                    if header == signature(SECRET, t, &body) {
+                        (
+                            StatusCode::OK,
+                            Json(json!({"events": [{"action": "paid", "data": {}}]})),
+                        )
+                    } else {
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            Json(json!({"error": "bad signature"})),
+                        )
+                    }
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (log, _dir) = test_log().await;
+    let registry = WebhookRegistry::open(log.clone()).await.unwrap();
+    let signed = |action: &str, secret: &str| WebhookRegistration {
+        actions: vec![action.into()],
+        url: url.clone(),
+        secret: Some(secret.into()),
+    };
+    registry.put("signed", signed("pay", SECRET)).await.unwrap();
+    registry
+        .put("forged", signed("steal", "not-the-right-secret"))
+        .await
+        .unwrap();
+    let config = WebhookConfig {
+        retry: fast_retry(2),
+        ..WebhookConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let supervisor = tokio::spawn(supervise(log.clone(), registry.clone(), config, async {
+        let _ = stopped.await;
+    }));
+    let pay = send(log.as_ref(), "pay", json!({"amount": 3}), Some("p")).await;
+    let steal = send(log.as_ref(), "steal", json!({}), Some("s")).await;
+    assert!(accepted(&outcome_of(log.as_ref(), pay.id).await));
+    let refused = outcome_of(log.as_ref(), steal.id)
+        .await
+        .rejection()
+        .unwrap();
+    assert_eq!(
+        refused.code, PROCESSING_FAILED,
+        "a wrong secret fails the check"
+    );
+
+    let logged: Vec<bytes::Bytes> = read_all(log.as_ref(), "commands")
+        .await
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 3, "pay once, steal twice: {}", seen.len());
+    for (header, body) in &seen {
+        assert!(
+            header.starts_with("t=") && header.contains(",v1="),
+            "{header}"
+        );
+        assert!(logged.contains(body), "the body is the command as logged");
+    }
+    drop(stop);
+    supervisor.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,6 +363,7 @@ async fn the_registry_validates_persists_and_deletes() {
             WebhookRegistration {
                 actions: vec![],
                 url: "https://h".into(),
+                secret: None,
             },
         )
         .await;
@@ -294,6 +392,7 @@ async fn the_registry_validates_persists_and_deletes() {
             WebhookRegistration {
                 actions: vec!["refund".into(), "pay".into()],
                 url: "http://h/billing".into(),
+                secret: None,
             },
         )
         .await;

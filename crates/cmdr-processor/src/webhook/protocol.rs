@@ -1,5 +1,5 @@
 //! The webhook wire protocol (public; documented in `WEBHOOKS.md`): the
-//! processor's answers and how they are read.
+//! request's signature, the processor's answers and how they are read.
 //!
 //! Key decision: anything but a well-formed `200` or `422` is a failure to
 //! retry, never a guess. A malformed answer is a processor bug; retrying and
@@ -12,6 +12,24 @@ use serde::Deserialize;
 pub const PROCESSOR_HEADER: &str = "cmdr-processor";
 /// Header with the attempt number (1 for the first try).
 pub const ATTEMPT_HEADER: &str = "cmdr-attempt";
+/// Header signing a request of a registration with a secret:
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the secret>`.
+pub const SIGNATURE_HEADER: &str = "cmdr-signature";
+
+/// The [`SIGNATURE_HEADER`] value for `body` sent at `unix_seconds`.
+pub fn signature(secret: &str, unix_seconds: u64, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(unix_seconds.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "t={unix_seconds},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
 /// Most bytes of a failed answer's body kept in the error message.
 pub const ERROR_BODY_PREVIEW: usize = 512;
 

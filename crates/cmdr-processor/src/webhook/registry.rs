@@ -7,7 +7,8 @@
 //! instance is visible.
 //!
 //! Record format (key = the name, value = JSON, version 1):
-//! `{"actions": ["pay", ...], "url": "http://..."}`; an empty value is a deletion.
+//! `{"actions": ["pay", ...], "url": "http://...", "secret": "..."}` (`secret`
+//! optional); an empty value is a deletion.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +30,10 @@ pub const MAX_NAME_LEN: usize = 100;
 pub const MAX_ACTIONS: usize = 1000;
 /// Longest URL, in bytes.
 pub const MAX_URL_LEN: usize = 2048;
+/// Shortest signing secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+/// Longest signing secret, in bytes.
+pub const MAX_SECRET_LEN: usize = 256;
 /// Records read per call while refreshing.
 const REFRESH_BATCH: usize = 1024;
 
@@ -40,6 +45,12 @@ pub struct WebhookRegistration {
     pub actions: Vec<String>,
     /// `http://` URL cmdr POSTs each command to.
     pub url: String,
+    /// When set, each request carries a `cmdr-signature` header: an
+    /// HMAC-SHA256 of its timestamp and body under this secret, so the
+    /// processor can tell cmdr's requests from anyone else's (`WEBHOOKS.md`).
+    /// Never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 impl WebhookRegistration {
@@ -107,14 +118,35 @@ impl WebhookRegistration {
                 String::new()
             }
         };
+        let secret = match obj.remove("secret") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => {
+                let printable = s.bytes().all(|b| b.is_ascii_graphic());
+                if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&s.len()) || !printable {
+                    violations.push(Violation::new(
+                        "/secret",
+                        format!("secret must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} printable ASCII characters without spaces"),
+                    ));
+                }
+                Some(s)
+            }
+            Some(_) => {
+                violations.push(Violation::new("/secret", "secret must be a string"));
+                None
+            }
+        };
         for unknown in obj.keys() {
             violations.push(Violation::new(
                 format!("/{}", unknown.replace('~', "~0").replace('/', "~1")),
-                "unknown field (expected actions, url)",
+                "unknown field (expected actions, url, secret)",
             ));
         }
         if violations.is_empty() {
-            Ok(Self { actions, url })
+            Ok(Self {
+                actions,
+                url,
+                secret,
+            })
         } else {
             Err(Violations(violations))
         }
@@ -392,6 +424,17 @@ mod tests {
         )
         .unwrap();
         assert!(ok.handles("pay"));
+        assert_eq!(ok.secret, None);
+        let err = WebhookRegistration::from_value(
+            json!({"actions": ["pay"], "url": "http://127.0.0.1:9/x", "secret": "short"}),
+        )
+        .unwrap_err();
+        assert_eq!(err.0[0].pointer, "/secret");
+        let signed = WebhookRegistration::from_value(json!({
+            "actions": ["pay"], "url": "http://127.0.0.1:9/x", "secret": "0123456789abcdef"
+        }))
+        .unwrap();
+        assert_eq!(signed.secret.as_deref(), Some("0123456789abcdef"));
         assert!(validate_name("billing_v2").is_ok());
         assert!(validate_name("a/b").is_err());
     }

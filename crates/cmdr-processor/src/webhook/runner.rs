@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use cmdr_contract::{Command, COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_log::{Log, Record, StartPosition, StoredRecord};
 
-use super::protocol::{parse_answer, WebhookAnswer, ATTEMPT_HEADER, PROCESSOR_HEADER};
+use super::protocol::{
+    parse_answer, signature, WebhookAnswer, ATTEMPT_HEADER, PROCESSOR_HEADER, SIGNATURE_HEADER,
+};
 use super::registry::{WebhookRegistration, WebhookRegistry, PROCESSORS_TOPIC};
 use super::settled::SettledCheck;
 use crate::dead_letter::DeadLetters;
@@ -119,21 +122,31 @@ impl Freshness {
     }
 }
 
-/// One POST of `command`; the answer or the failure to retry.
-async fn call(
-    client: reqwest::Client,
-    url: String,
-    name: String,
-    command: Arc<Command>,
-    attempt: u32,
-    max_answer_bytes: usize,
-    record_limit: Option<usize>,
-) -> Result<WebhookAnswer, HandlerError> {
-    let mut response = client
-        .post(&url)
-        .header(PROCESSOR_HEADER, name)
-        .header(ATTEMPT_HEADER, attempt.to_string())
-        .json(command.as_ref())
+/// What every attempt to deliver one command sends.
+struct Delivery<'a> {
+    dispatch: &'a WebhookDispatch,
+    /// The command's JSON as logged, for every attempt.
+    body: Bytes,
+}
+
+/// One POST of a command; the answer or the failure to retry.
+async fn call(delivery: &Delivery<'_>, attempt: u32) -> Result<WebhookAnswer, HandlerError> {
+    let d = delivery.dispatch;
+    let (max_answer_bytes, record_limit) = (d.max_answer_bytes, d.record_limit);
+    let mut request = d
+        .client
+        .post(&d.registration.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(PROCESSOR_HEADER, d.name.as_str())
+        .header(ATTEMPT_HEADER, attempt.to_string());
+    if let Some(secret) = &d.registration.secret {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs());
+        request = request.header(SIGNATURE_HEADER, signature(secret, now, &delivery.body));
+    }
+    let mut response = request
+        .body(delivery.body.clone())
         .send()
         .await
         .map_err(|e| describe(&e))?;
@@ -215,18 +228,12 @@ impl Dispatch for WebhookDispatch {
                 return Ok(Vec::new());
             }
         }
-        let answer = with_retries(&self.retry, &stopping, |attempt| {
-            call(
-                self.client.clone(),
-                self.registration.url.clone(),
-                self.name.clone(),
-                command.clone(),
-                attempt,
-                self.max_answer_bytes,
-                self.record_limit,
-            )
-        })
-        .await;
+        let delivery = Delivery {
+            dispatch: self,
+            // The command exactly as logged (the same JSON `Command` reads).
+            body: record.value.clone(),
+        };
+        let answer = with_retries(&self.retry, &stopping, |attempt| call(&delivery, attempt)).await;
         let now = cmdr_contract::now_ms();
         let events = match answer {
             Retried::Done(WebhookAnswer::Accept(drafts)) => accepted_events(&command, drafts, now),
@@ -352,6 +359,7 @@ mod tests {
             actions: actions.iter().map(|a| a.to_string()).collect(),
             // Never called: no command of a handled action is sent.
             url: "http://127.0.0.1:9/never".into(),
+            secret: None,
         }
     }
 
@@ -385,6 +393,7 @@ mod tests {
         let registration = |actions: &[&str]| WebhookRegistration {
             actions: actions.iter().map(|a| a.to_string()).collect(),
             url: url.clone(),
+            secret: None,
         };
 
         let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
