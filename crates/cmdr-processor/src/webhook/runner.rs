@@ -354,6 +354,18 @@ mod tests {
     use cmdr_log::memory::MemoryLog;
     use serde_json::json;
 
+    /// Waits (bounded) for `runner` to stop by itself, superseded.
+    async fn ends_superseded(runner: tokio::task::JoinHandle<Result<(), ProcessorError>>) {
+        let ended = tokio::time::timeout(Duration::from_secs(10), runner)
+            .await
+            .expect("the runner stops by itself")
+            .unwrap();
+        assert!(
+            matches!(ended, Err(ProcessorError::Superseded(_))),
+            "{ended:?}"
+        );
+    }
+
     fn billing(actions: &[&str]) -> WebhookRegistration {
         WebhookRegistration {
             actions: actions.iter().map(|a| a.to_string()).collect(),
@@ -437,14 +449,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!runner.is_finished(), "the runner waits for its call");
         go.send(true).unwrap();
-        let ended = tokio::time::timeout(Duration::from_secs(10), runner)
-            .await
-            .expect("the runner stops by itself")
-            .unwrap();
-        assert!(
-            matches!(ended, Err(ProcessorError::Superseded(_))),
-            "{ended:?}"
-        );
+        ends_superseded(runner).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1, "called once, not cut off");
         let group = group_name("billing");
         assert_eq!(
@@ -504,14 +509,7 @@ mod tests {
             .await
             .unwrap();
         let refund = send(log.as_ref(), "refund").await;
-        let ended = tokio::time::timeout(Duration::from_secs(10), runner)
-            .await
-            .expect("the runner stops by itself")
-            .unwrap();
-        assert!(
-            matches!(ended, Err(ProcessorError::Superseded(_))),
-            "{ended:?}"
-        );
+        ends_superseded(runner).await;
         assert_eq!(
             log.committed(&group, COMMANDS_TOPIC, 0).await.unwrap(),
             Some(refund.offset),
