@@ -27,6 +27,21 @@ pub enum LogError {
     /// than letters, digits, `.`, `_`, `-`.
     #[error("invalid group name {0:?} (letters, digits, '.', '_', '-'; 1 to 200 bytes)")]
     InvalidGroupName(String),
+    /// A commit's [`crate::OffsetCommit::expected`] offset is not the group's:
+    /// another member committed meanwhile. Nothing of the batch was appended.
+    #[error("group {group:?} on {topic}/{partition}: commit expected offset {expected}, the group is at {committed}")]
+    Fenced {
+        /// Group name.
+        group: String,
+        /// Topic consumed.
+        topic: String,
+        /// Partition consumed.
+        partition: u32,
+        /// The offset the commit expected.
+        expected: u64,
+        /// The offset the group is at (or being committed to).
+        committed: u64,
+    },
     /// A record larger than the configured maximum.
     #[error("record of {size} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge {

@@ -81,6 +81,14 @@ impl MemoryLog {
     ) -> crate::Result<Vec<Appended>> {
         let mut state = self.lock();
         let state = &mut *state;
+        if let Some(c) = &commit {
+            let key = (c.group.clone(), c.topic.clone(), c.partition);
+            if let (Some(expected), Some(&committed)) = (c.expected, state.groups.get(&key)) {
+                if expected != committed {
+                    return Err(crate::embedded::fenced(c, committed));
+                }
+            }
+        }
         let parts = state
             .topics
             .get_mut(topic)
@@ -219,9 +227,14 @@ impl Log for MemoryLog {
     }
 
     async fn commit(&self, c: OffsetCommit) -> crate::Result<()> {
-        self.lock()
-            .groups
-            .insert((c.group, c.topic, c.partition), c.next_offset);
+        let mut state = self.lock();
+        let key = (c.group.clone(), c.topic.clone(), c.partition);
+        if let (Some(expected), Some(&committed)) = (c.expected, state.groups.get(&key)) {
+            if expected != committed {
+                return Err(crate::embedded::fenced(&c, committed));
+            }
+        }
+        state.groups.insert(key, c.next_offset);
         Ok(())
     }
 
@@ -318,6 +331,7 @@ impl GroupConsumer for MemoryConsumer {
                 topic: self.topic.clone(),
                 partition,
                 next_offset,
+                expected: None,
             })
             .await
     }

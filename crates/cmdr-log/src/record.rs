@@ -107,6 +107,12 @@ pub struct OffsetCommit {
     pub partition: u32,
     /// The next offset to read (one past the last one handled).
     pub next_offset: u64,
+    /// Fencing: the committed offset this commit continues from. When set
+    /// and the group's committed offset (or one being committed) is another,
+    /// the commit and its batch are refused with [`crate::LogError::Fenced`]:
+    /// another member took the partition over and already committed past it.
+    /// `None` commits unconditionally. Not stored.
+    pub expected: Option<u64>,
 }
 
 /// Where a consumer starts in a partition it has no committed offset for.

@@ -109,6 +109,7 @@ async fn typed_errors() {
         topic: "t".into(),
         partition: 0,
         next_offset: 1,
+        expected: None,
     };
     assert!(matches!(
         log.append_with_commit("t", vec![fits_alone(len)], commit.clone())
@@ -223,6 +224,7 @@ async fn atomic_commit_survives_reopen_without_a_group_file_write() {
         topic: "in".into(),
         partition: 0,
         next_offset: 7,
+        expected: None,
     };
     log.append_with_commit("out", vec![Record::new("k", "result")], commit)
         .await
@@ -295,4 +297,58 @@ fn copy_tree(
             std::fs::copy(&path, &dst).unwrap();
         }
     }
+}
+
+/// Two members handling one range: the second commit of it is fenced and
+/// appends nothing, whichever path (with a batch or offset only) it takes.
+async fn fencing_on(log: &dyn Log) {
+    log.create_topic("in", 1).await.unwrap();
+    log.create_topic("out", 1).await.unwrap();
+    let commit = |expected: Option<u64>, next_offset: u64| OffsetCommit {
+        group: "proc".into(),
+        topic: "in".into(),
+        partition: 0,
+        next_offset,
+        expected,
+    };
+    let out = |v: &str| vec![Record::new("k", v.to_string())];
+    log.append_with_commit("out", out("first"), commit(Some(0), 5))
+        .await
+        .unwrap();
+    // Another member started from offset 0 before that commit landed.
+    let late = log
+        .append_with_commit("out", out("again"), commit(Some(0), 5))
+        .await;
+    assert!(
+        matches!(
+            late,
+            Err(LogError::Fenced {
+                expected: 0,
+                committed: 5,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+    assert!(matches!(
+        log.commit(commit(Some(3), 9)).await,
+        Err(LogError::Fenced { .. })
+    ));
+    assert_eq!(log.topic("out").await.unwrap().partitions[0].end_offset, 1);
+    assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(5));
+    // The member that holds the range goes on; unconditional commits pass.
+    log.append_with_commit("out", out("next"), commit(Some(5), 8))
+        .await
+        .unwrap();
+    log.commit(commit(Some(8), 9)).await.unwrap();
+    log.commit(commit(None, 2)).await.unwrap();
+    assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn a_commit_from_a_fenced_member_is_refused_with_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedLog::open(config(&dir)).await.unwrap();
+    fencing_on(&embedded).await;
+    fencing_on(&cmdr_log::memory::MemoryLog::new()).await;
 }

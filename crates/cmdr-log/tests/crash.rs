@@ -174,6 +174,7 @@ async fn append_forever(log: EmbeddedLog, task: u64) {
                 topic: TOPIC.into(),
                 partition: 0,
                 next_offset: commit,
+                expected: None,
             };
             log.append_with_commit(TOPIC, records, c).await
         } else {

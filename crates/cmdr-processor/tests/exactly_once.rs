@@ -222,3 +222,94 @@ async fn an_event_processor_stopped_abruptly_reacts_to_each_event_once() {
         "each event caused exactly one pong"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_its_partitions_in_a_rebalance_is_fenced_not_duplicated() {
+    let (log, _dir) = test_log().await;
+    // Keys of both halves of the partitions: the first member keeps 0 and 2
+    // when the second joins, the second takes 1 and 3.
+    let keys: Vec<String> = {
+        let (mut kept, mut moved) = (Vec::new(), Vec::new());
+        for i in 0.. {
+            let key = format!("key-{i}");
+            let p = cmdr_log::partition_for_key(key.as_bytes(), TEST_PARTITIONS);
+            let half = if p.is_multiple_of(2) {
+                &mut kept
+            } else {
+                &mut moved
+            };
+            if half.len() < 3 {
+                half.push(key);
+            }
+            if kept.len() == 3 && moved.len() == 3 {
+                break;
+            }
+        }
+        kept.into_iter().chain(moved).collect()
+    };
+    let mut sent = Vec::new();
+    for key in &keys {
+        sent.push(send(log.as_ref(), "pay", json!({}), Some(key)).await);
+    }
+
+    // The first member takes every command, and holds them until the gate opens.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let started = Arc::new(AtomicUsize::new(0));
+    let first = {
+        let started = started.clone();
+        Processor::builder_shared(log.clone())
+            .group("payments")
+            .command("pay", move |_cmd, _ctx| {
+                started.fetch_add(1, Ordering::SeqCst);
+                let mut gate = gate.clone();
+                async move {
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok(Decision::accept_one("paid", json!({"by": "first"})))
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let first = tokio::spawn(first.run(std::future::pending()));
+    wait_until("the first member holds every command", || {
+        let n = started.load(Ordering::SeqCst);
+        async move { n == 6 }
+    })
+    .await;
+
+    // A second member joins: it takes half the partitions over, from the
+    // committed offsets, and settles their commands at once.
+    let second = Processor::builder_shared(log.clone())
+        .group("payments")
+        .command("pay", |_cmd, _ctx| async {
+            Ok(Decision::accept_one("paid", json!({"by": "second"})))
+        })
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn(second.run(async {
+        let _ = stopped.await;
+    }));
+    wait_outcomes(log.as_ref(), 3).await;
+
+    // The first member finishes: its commit of the ranges it lost is
+    // refused, so those commands keep the second member's outcome only.
+    open.send(true).unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), first)
+        .await
+        .expect("the fenced member stops")
+        .unwrap();
+    let error = ended.expect_err("the fenced member reports it");
+    assert!(error.to_string().contains("expected offset"), "{error}");
+    let outcomes = wait_for_value("an outcome for every command", || async {
+        let all = outcomes(log.as_ref()).await;
+        (all.len() == sent.len()).then_some(all)
+    })
+    .await;
+    for cmd in &sent {
+        let events = &outcomes[&cmd.id];
+        assert_eq!(events.len(), 1, "{}: {events:?}", cmd.key);
+    }
+    drop(stop);
+    second.await.unwrap().unwrap();
+}

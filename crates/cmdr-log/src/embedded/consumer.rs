@@ -205,6 +205,7 @@ impl GroupConsumer for Member {
                 topic: self.topic.clone(),
                 partition,
                 next_offset,
+                expected: None,
             })
             .await
     }

@@ -79,6 +79,30 @@ struct TopicMeta {
     format: u8,
 }
 
+/// The [`LogError::Fenced`] refusing commit `c` of a group at `committed`.
+pub(crate) fn fenced(c: &OffsetCommit, committed: u64) -> LogError {
+    LogError::Fenced {
+        group: c.group.clone(),
+        topic: c.topic.clone(),
+        partition: c.partition,
+        expected: c.expected.unwrap_or(committed),
+        committed,
+    }
+}
+
+/// A commit reserved in the offset store ([`OffsetStore::reserve`]) until
+/// its append is answered; settled when dropped.
+struct Reserved {
+    offsets: Arc<OffsetStore>,
+    commit: OffsetCommit,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.offsets.settle(&self.commit);
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -283,7 +307,14 @@ impl EmbeddedLog {
         }
         if let Some(c) = &commit {
             validate_name(&c.group).map_err(|_| LogError::InvalidGroupName(c.group.clone()))?;
+            self.inner.offsets.reserve(c)?;
         }
+        // Ends the reservation whatever happens next (the writer records a
+        // commit that lands before it answers).
+        let _reserved = commit.clone().map(|c| Reserved {
+            offsets: Arc::clone(&self.inner.offsets),
+            commit: c,
+        });
         let (reply, rx) = oneshot::channel();
         let _counted = handle.in_flight.begin();
         handle

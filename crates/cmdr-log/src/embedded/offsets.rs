@@ -49,6 +49,7 @@ impl CommitHeader {
             topic: h.topic,
             partition: h.partition,
             next_offset: h.next_offset,
+            expected: None,
         })
     }
 }
@@ -63,6 +64,9 @@ pub(crate) struct OffsetStore {
     /// Serialises file writes: two commits of one group must not share the
     /// temporary file, and the later snapshot must be the one that lands.
     write_lock: Mutex<()>,
+    /// Commits on their way to the disk, by (group, topic, partition): what
+    /// a fenced commit is checked against besides the committed offsets.
+    pending: Mutex<HashMap<(String, String, u32), u64>>,
 }
 
 impl OffsetStore {
@@ -98,6 +102,7 @@ impl OffsetStore {
             groups: Mutex::new(groups),
             dirty: Mutex::new(HashSet::new()),
             write_lock: Mutex::new(()),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -137,10 +142,46 @@ impl OffsetStore {
         }
     }
 
+    /// Checks a commit's fence ([`OffsetCommit::expected`]) against the
+    /// committed offset or the one being committed, and if it passes, notes
+    /// `c` as being committed until [`OffsetStore::settle`]. Checking and
+    /// noting under one lock makes two members' commits of one range exclusive.
+    ///
+    /// # Errors
+    /// [`crate::LogError::Fenced`].
+    pub fn reserve(&self, c: &OffsetCommit) -> Result<()> {
+        let key = (c.group.clone(), c.topic.clone(), c.partition);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let current = pending
+            .get(&key)
+            .copied()
+            .or_else(|| self.get(&c.group, &c.topic, c.partition));
+        if let (Some(expected), Some(current)) = (c.expected, current) {
+            if expected != current {
+                return Err(super::fenced(c, current));
+            }
+        }
+        pending.insert(key, c.next_offset);
+        Ok(())
+    }
+
+    /// Ends a [`OffsetStore::reserve`]: the commit landed (and was recorded)
+    /// or failed.
+    pub fn settle(&self, c: &OffsetCommit) {
+        let key = (c.group.clone(), c.topic.clone(), c.partition);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.get(&key) == Some(&c.next_offset) {
+            pending.remove(&key);
+        }
+    }
+
     /// Records a commit and writes its group file durably before returning.
     pub fn commit_durably(&self, c: &OffsetCommit) -> Result<()> {
+        self.reserve(c)?;
         self.set(c);
-        self.persist(&c.group)
+        let persisted = self.persist(&c.group);
+        self.settle(c);
+        persisted
     }
 
     /// Writes every group changed in memory to its file.

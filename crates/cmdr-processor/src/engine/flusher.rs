@@ -4,6 +4,13 @@
 //! Key decision: one flush at a time per partition (order), but batches queued
 //! meanwhile are coalesced into the next `append_with_commit`, so the log's
 //! group commit sees few, large appends under load.
+//!
+//! Each commit is fenced: it names the offset it continues from
+//! ([`OffsetCommit::expected`]). If another member of the group took the
+//! partition over in a rebalance and committed past that offset, the log
+//! refuses the batch ([`cmdr_log::LogError::Fenced`]) and this runner stops
+//! with that error, so a range is never committed, and its outputs appended,
+//! twice. Run it again: it resumes from the committed offsets.
 
 use std::sync::Arc;
 
@@ -39,6 +46,7 @@ pub(crate) async fn run(
 ) -> Result<(), ProcessorError> {
     while let Some(first) = rx.recv().await {
         let mut records: Vec<Record> = first.records;
+        let from = first.from;
         let mut next_offset = first.next_offset;
         while records.len() < MAX_FLUSH_RECORDS {
             match rx.try_recv() {
@@ -54,6 +62,7 @@ pub(crate) async fn run(
             topic: target.input_topic.clone(),
             partition: target.partition,
             next_offset,
+            expected: Some(from),
         };
         let result = if records.is_empty() {
             let _one_at_a_time = target.commit_lock.lock().await;

@@ -300,8 +300,6 @@ pub(crate) async fn run<D: Dispatch>(
         }
     };
 
-    drop(poller);
-    drop(poll_rx);
     state.tasks.abort_all();
     drop(flush_txs);
     let mut result = outcome;
@@ -314,6 +312,11 @@ pub(crate) async fn run<D: Dispatch>(
             result = Err(e);
         }
     }
+    // Only now leave the group: a member taking these partitions over starts
+    // from the offsets just committed, not from before them (which would
+    // only get its own commits fenced).
+    drop(poller);
+    drop(poll_rx);
     result
 }
 

@@ -15,6 +15,8 @@ use cmdr_log::Record;
 pub(crate) struct Released {
     /// Output records, in input offset order.
     pub records: Vec<Record>,
+    /// The first input offset covered.
+    pub from: u64,
     /// One past the last input offset covered.
     pub next_offset: u64,
     /// How many inputs are covered.
@@ -58,6 +60,9 @@ impl Sequencer {
                 break;
             }
             let offset = *entry.key();
+            if released.inputs == 0 {
+                released.from = offset;
+            }
             let output = entry.remove().unwrap_or_default();
             released.records.extend(output);
             released.next_offset = offset + 1;
@@ -82,7 +87,10 @@ mod tests {
         assert!(s.release().is_none());
         s.completed(5, vec![Record::new("a", "5")]);
         let r = s.release().unwrap();
-        assert_eq!((r.next_offset, r.inputs, r.records.len()), (7, 2, 2));
+        assert_eq!(
+            (r.from, r.next_offset, r.inputs, r.records.len()),
+            (5, 7, 2, 2)
+        );
         assert_eq!(&r.records[0].value[..], b"5");
         s.completed(8, vec![]);
         assert!(s.release().is_none());

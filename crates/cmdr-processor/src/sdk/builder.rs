@@ -143,11 +143,15 @@ impl ProcessorBuilder {
 /// commands topic, each owning some actions. Exactly one processor should own
 /// each action, or a command gets several outcomes.
 ///
-/// Exactly-once holds while each partition has one owner. When partitions
-/// move between members of one group (a member joins or leaves), inputs in
-/// flight on the old owner may be handled again by the new one: during a
-/// rebalance processing is at-least-once. Scale one instance up with
-/// [`ProcessorBuilder::max_in_flight`] before adding members.
+/// Events are appended exactly once, also when partitions move between
+/// members of one group (a member joins or leaves): inputs in flight on the
+/// old owner may be handled again by the new one, but each commit is fenced
+/// (it names the offset it continues from), so only one of them appends its
+/// events; the other member's run ends with
+/// [`cmdr_log::LogError::Fenced`] (in a [`ProcessorError::Log`]) and can be
+/// run again. A handler's side effects outside the log may happen twice
+/// then. Scale one instance up with [`ProcessorBuilder::max_in_flight`]
+/// before adding members.
 ///
 /// ```no_run
 /// # async fn demo(log: impl cmdr_log::Log) -> Result<(), cmdr_processor::ProcessorError> {
