@@ -206,17 +206,27 @@ async fn post_command(
     neg: Negotiated,
     request: axum::extract::Request,
 ) -> Response {
-    let wait = match requested_wait(&state, query.as_deref(), request.headers()) {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
+    let res = match requested_wait(&state, query.as_deref(), request.headers()) {
+        Ok(wait) => answer(&state, neg, wait, request).await,
+        Err(e) => e.into_response(),
     };
-    let mut res = intake(&state, neg, wait.duration, request)
+    state.inner.metrics.answered(res.status().as_u16());
+    res
+}
+
+/// The answer to a `POST /commands` asking for `wait`.
+async fn answer(
+    state: &AppState,
+    neg: Negotiated,
+    wait: Wait,
+    request: axum::extract::Request,
+) -> Response {
+    let mut res = intake(state, neg, wait.duration, request)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     // RFC 7240: say which wait was applied (after clamping) when the answer
     // came from waiting: the outcome (201, 409; only waits produce them) or
     // a 202 after the wait ran out (marked by `respond_with`).
-    state.inner.metrics.answered(res.status().as_u16());
     let waited = matches!(res.status(), StatusCode::CREATED | StatusCode::CONFLICT)
         || res.extensions().get::<Waited>().is_some();
     if let (true, true, Some(d)) = (wait.preferred, waited, wait.duration) {

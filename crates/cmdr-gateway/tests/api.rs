@@ -952,6 +952,12 @@ async fn metrics_count_answers_and_show_the_index_position() {
     }
     let r = call(&h, post("/commands", json!({"action": "", "data": {}}))).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = call(
+        &h,
+        post("/commands?sync=maybe", json!({"action": "a", "data": {}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(
         h.state
             .index()
@@ -970,6 +976,7 @@ async fn metrics_count_answers_and_show_the_index_position() {
         "cmdr_commands_appended_total 2",
         "cmdr_command_answers_total{status=\"202\"} 2",
         "cmdr_command_answers_total{status=\"422\"} 1",
+        "cmdr_command_answers_total{status=\"400\"} 1",
         "cmdr_command_answers_total{status=\"201\"} 0",
         "cmdr_log_end_offset{topic=\"commands\",partition=\"0\"} 2",
         "cmdr_index_position{topic=\"commands\",partition=\"0\"} 2",
