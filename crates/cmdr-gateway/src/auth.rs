@@ -127,9 +127,7 @@ impl Tokens {
         hex::decode_to_slice(sha256_hex.trim(), &mut hash)
             .map_err(|_| TokenError::BadHash(sha256_hex.to_string()))?;
         let p = &grant.principal;
-        if p.is_empty() || p.len() > 255 || !p.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
-            return Err(TokenError::BadPrincipal(p.clone()));
-        }
+        validate_principal(p)?;
         if grant.roles.is_empty() {
             return Err(TokenError::NoRole(p.clone()));
         }
@@ -163,6 +161,18 @@ impl Tokens {
     pub fn len(&self) -> usize {
         self.by_hash.len()
     }
+}
+
+/// Checks a principal's name: 1 to 255 printable ASCII characters (spaces
+/// allowed), as it goes into `meta.principal`.
+///
+/// # Errors
+/// [`TokenError::BadPrincipal`].
+pub fn validate_principal(p: &str) -> Result<(), TokenError> {
+    if p.is_empty() || p.len() > 255 || !p.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(TokenError::BadPrincipal(p.to_string()));
+    }
+    Ok(())
 }
 
 /// The bearer token of a request, if it has one.
