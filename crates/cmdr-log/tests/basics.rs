@@ -352,3 +352,36 @@ async fn a_commit_from_a_fenced_member_is_refused_with_its_batch() {
     fencing_on(&embedded).await;
     fencing_on(&cmdr_log::memory::MemoryLog::new()).await;
 }
+
+/// A member that stops waiting for its commit (its future dropped while the
+/// batch is with the writer) keeps the range reserved until the writer is
+/// done with it: a second commit of the same range is fenced, not appended
+/// beside the first.
+#[tokio::test]
+async fn a_commit_whose_caller_gave_up_still_fences_the_range() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.create_topic("in", 1).await.unwrap();
+    log.create_topic("out", 1).await.unwrap();
+    let commit = OffsetCommit {
+        group: "proc".into(),
+        topic: "in".into(),
+        partition: 0,
+        next_offset: 5,
+        expected: Some(0),
+    };
+    let first = log.append_with_commit("out", vec![Record::new("k", "first")], commit.clone());
+    // One poll hands the batch to the writer; the caller then gives up.
+    let done = first.now_or_never();
+    let second = log
+        .append_with_commit("out", vec![Record::new("k", "again")], commit)
+        .await;
+    assert!(
+        matches!(second, Err(LogError::Fenced { .. })),
+        "{second:?} (first: {done:?})"
+    );
+    log.sync().await.unwrap();
+    assert_eq!(log.topic("out").await.unwrap().partitions[0].end_offset, 1);
+    assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(5));
+}

@@ -90,11 +90,15 @@ pub(crate) fn fenced(c: &OffsetCommit, committed: u64) -> LogError {
     }
 }
 
-/// A commit reserved in the offset store ([`OffsetStore::reserve`]) until
-/// its append is answered; settled when dropped.
-struct Reserved {
+/// A commit reserved in the offset store ([`OffsetStore::reserve`]); settled
+/// when dropped. It travels with its append to the writer, which drops it
+/// only once the commit is recorded or has failed, so a caller that gives up
+/// waiting (a cancelled future) cannot end the reservation while its batch
+/// may still land.
+pub(crate) struct Reserved {
     offsets: Arc<OffsetStore>,
-    commit: OffsetCommit,
+    /// The reserved commit.
+    pub commit: OffsetCommit,
 }
 
 impl Drop for Reserved {
@@ -309,9 +313,7 @@ impl EmbeddedLog {
             validate_name(&c.group).map_err(|_| LogError::InvalidGroupName(c.group.clone()))?;
             self.inner.offsets.reserve(c)?;
         }
-        // Ends the reservation whatever happens next (the writer records a
-        // commit that lands before it answers).
-        let _reserved = commit.clone().map(|c| Reserved {
+        let commit = commit.map(|c| Reserved {
             offsets: Arc::clone(&self.inner.offsets),
             commit: c,
         });

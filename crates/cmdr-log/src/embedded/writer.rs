@@ -16,15 +16,15 @@ use super::format::{self, RecordRef, FLAG_ROUND_END};
 use super::offsets::{sync_dir, CommitHeader, OffsetStore, COMMIT_HEADER};
 use super::partition::Partition;
 use super::segment::Segment;
-use super::{LogConfig, SyncMode};
-use crate::{partition_for_key, Appended, Header, LogError, OffsetCommit, Record, Result};
+use super::{LogConfig, Reserved, SyncMode};
+use crate::{partition_for_key, Appended, Header, LogError, Record, Result};
 
 /// A request to a topic writer.
 pub(crate) enum Request {
     /// Append a batch (and maybe commit an offset with it).
     Append {
         records: Vec<Record>,
-        commit: Option<OffsetCommit>,
+        commit: Option<Reserved>,
         reply: oneshot::Sender<AppendAnswer>,
     },
     /// Make everything written so far durable.
@@ -44,11 +44,7 @@ pub(crate) struct AppendAnswer {
 }
 
 /// One queued append: its records, its offset commit, and its reply.
-type QueuedAppend = (
-    Vec<Record>,
-    Option<OffsetCommit>,
-    oneshot::Sender<AppendAnswer>,
-);
+type QueuedAppend = (Vec<Record>, Option<Reserved>, oneshot::Sender<AppendAnswer>);
 
 /// The writer's own view of one partition.
 struct PartWriter {
@@ -314,7 +310,7 @@ impl TopicWriter {
                     let extra = match (commit, ri == records.len() - 1) {
                         (Some(c), true) => Some(Header {
                             name: COMMIT_HEADER.into(),
-                            value: Bytes::from(CommitHeader::encode(c)),
+                            value: Bytes::from(CommitHeader::encode(&c.commit)),
                         }),
                         _ => None,
                     };
@@ -401,9 +397,13 @@ impl TopicWriter {
             pw.part.publish_end(pw.next_offset);
         }
         for ((records, commit, reply), pos) in batch.drain(..).zip(positions) {
-            if let Some(c) = commit {
-                self.offsets.set_lazily(&c);
+            if let Some(c) = &commit {
+                self.offsets.set_lazily(&c.commit);
             }
+            // The reservation ends here, after the commit is recorded (or,
+            // on an error, when the batch is dropped), however its caller
+            // fared meanwhile.
+            drop(commit);
             let _ = reply.send(AppendAnswer {
                 result: Ok(pos),
                 records,
