@@ -27,6 +27,9 @@ pub struct GatewayConfig {
     /// The accepted bearer tokens; `None` (the default): no authentication,
     /// every principal is [`crate::auth::ANONYMOUS`].
     pub tokens: Option<Arc<Tokens>>,
+    /// HTTPS: the server's certificate and key (see [`crate::tls::server_config`]);
+    /// `None` (the default): plain HTTP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for GatewayConfig {
@@ -37,6 +40,7 @@ impl Default for GatewayConfig {
             max_wait: DEFAULT_MAX_WAIT,
             index_wait: Duration::from_secs(5),
             tokens: None,
+            tls: None,
         }
     }
 }

@@ -45,6 +45,7 @@ mod processors;
 mod reads;
 mod schemas;
 mod state;
+pub mod tls;
 mod views;
 
 use std::future::Future;
@@ -107,8 +108,8 @@ pub enum ServeError {
     Sync(#[from] cmdr_log::LogError),
 }
 
-/// Serves [`app`] on `listener` until `shutdown` resolves; then stops
-/// accepting, ends live streams, finishes in-flight requests and syncs the log.
+/// Serves [`app`] on `listener` (HTTPS when [`GatewayConfig::tls`] is set)
+/// until `shutdown` resolves; then stops accepting, ends live streams, finishes in-flight requests and syncs the log.
 ///
 /// # Errors
 /// [`ServeError`].
@@ -139,16 +140,25 @@ pub async fn serve_router(
         tracing::info!("shutting down: draining requests");
         signal_state.begin_shutdown();
     };
-    // No Nagle: answers and live updates (SSE, WebSocket) are small writes
-    // that must leave at once, not wait for the previous segment's ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, authenticated(router, &state))
-        .with_graceful_shutdown(signal)
-        .await?;
+    let app = authenticated(router, &state);
+    if let Some(tls) = state.inner.config.tls.clone() {
+        let listener = tls::TlsListener::new(listener, tls)?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await?;
+    } else {
+        // No Nagle: answers and live updates (SSE, WebSocket) are small
+        // writes that must leave at once, not wait for the previous
+        // segment's ACK (the TLS listener sets it too).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await?;
+    }
     state.log().sync().await?;
     Ok(())
 }

@@ -27,6 +27,7 @@ pub mod records;
 mod retry;
 pub mod sdk;
 mod task_guard;
+pub mod tls;
 pub mod webhook;
 
 pub use dead_letter::{DeadLetter, DeadLetters, DEAD_LETTERS_TOPIC};

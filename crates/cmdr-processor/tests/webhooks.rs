@@ -362,7 +362,7 @@ async fn the_registry_validates_persists_and_deletes() {
             "p",
             WebhookRegistration {
                 actions: vec![],
-                url: "https://h".into(),
+                url: "ftp://h".into(),
                 secret: None,
             },
         )

@@ -148,7 +148,7 @@ fn options(args: &HttpArgs, server: &Server) -> SuiteOptions {
 
 /// Opens accounts `bench-0` .. `bench-{n-1}` and waits for each to be accepted.
 async fn open_accounts(addr: SocketAddr, n: usize) -> Result<()> {
-    let client = reqwest::Client::new();
+    let client = http_client()?;
     for i in 0..n {
         let resp = client
             .post(format!("http://{addr}/commands?sync=true"))
@@ -223,7 +223,7 @@ impl Server {
     }
 
     async fn wait_ready(&self) -> Result<()> {
-        let client = reqwest::Client::new();
+        let client = http_client()?;
         for _ in 0..600 {
             if let Ok(r) = client
                 .get(format!("http://{}/readyz", self.addr))
@@ -245,4 +245,12 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An HTTP client for the benchmark's set-up requests (plain HTTP).
+fn http_client() -> Result<reqwest::Client> {
+    cmdr_processor::tls::client_builder(None)
+        .map_err(anyhow::Error::msg)?
+        .build()
+        .context("building the HTTP client")
 }

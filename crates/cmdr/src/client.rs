@@ -1,6 +1,7 @@
 //! `cmdr send`, `cmdr get`, `cmdr tail`: HTTP clients of a running server
 //! (`--url`, env `CMDR_URL`, default http://127.0.0.1:3000; `--token`, env
-//! `CMDR_TOKEN`, when the server requires a bearer token).
+//! `CMDR_TOKEN`, when the server requires a bearer token; `--ca-cert`, env
+//! `CMDR_CA_CERT`, to trust an `https://` server's private CA).
 //!
 //! Exit status: 0 on success, 1 when the server answered with an error (its
 //! problem document is printed), 2 when a sync command was rejected.
@@ -24,6 +25,10 @@ pub struct ServerArgs {
     /// Bearer token, for a server configured with tokens.
     #[arg(long, env = "CMDR_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificate(s) to trust for an https:// server, beside the
+    /// system's (a private CA or a self-signed certificate).
+    #[arg(long, env = "CMDR_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Flags of `cmdr send`.
@@ -86,7 +91,13 @@ fn client(server: &ServerArgs) -> Result<reqwest::Client> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    reqwest::Client::builder()
+    let extra = match &server.ca_cert {
+        Some(path) => cmdr_processor::tls::read_certificates(path).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let tls = cmdr_processor::tls::client_config(&extra).map_err(anyhow::Error::msg)?;
+    cmdr_processor::tls::client_builder(Some(&tls))
+        .map_err(anyhow::Error::msg)?
         .default_headers(headers)
         .build()
         .context("building the HTTP client")

@@ -15,6 +15,9 @@
 //! webhook_backoff_ms = 100      # first retry wait, doubled each time; CMDR_WEBHOOK_BACKOFF_MS
 //! webhook_max_backoff_ms = 10000  # longest retry wait; CMDR_WEBHOOK_MAX_BACKOFF_MS
 //! example = "accounts"          # run the example domain too; CMDR_EXAMPLE, --example
+//! tls_cert = "cert.pem"         # serve HTTPS (both or neither; paths relative to
+//! tls_key = "key.pem"           #   the working directory); CMDR_TLS_CERT, CMDR_TLS_KEY
+//! webhook_ca_cert = "ca.pem"    # trust this CA for https:// webhooks too; CMDR_WEBHOOK_CA_CERT
 //!
 //! # Bearer tokens (`cmdr token new` makes one). Without any, the server is
 //! # open and every principal is "anonymous".
@@ -107,6 +110,15 @@ pub struct ServeArgs {
     /// Also run an example domain in this process (its processors and read-model routes).
     #[arg(long, env = "CMDR_EXAMPLE")]
     pub example: Option<Example>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, env = "CMDR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CMDR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for https:// webhook processors, beside the system's.
+    #[arg(long, env = "CMDR_WEBHOOK_CA_CERT")]
+    pub webhook_ca_cert: Option<PathBuf>,
 }
 
 /// The configuration file's shape; every field optional.
@@ -126,6 +138,9 @@ struct FileConfig {
     webhook_backoff_ms: Option<u64>,
     webhook_max_backoff_ms: Option<u64>,
     example: Option<Example>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    webhook_ca_cert: Option<PathBuf>,
     tokens: Option<Vec<TokenEntry>>,
 }
 
@@ -204,6 +219,9 @@ impl Settings {
             webhook_backoff_ms: None,
             webhook_max_backoff_ms: None,
             example: None,
+            tls_cert: None,
+            tls_key: None,
+            webhook_ca_cert: None,
         };
         Self::resolve_with(&serve, false)
     }
@@ -232,8 +250,19 @@ impl Settings {
         let listen: SocketAddr = listen_text.parse().with_context(|| {
             format!("listen address {listen_text:?} is not ADDR:PORT (e.g. 127.0.0.1:3000)")
         })?;
+        let tls = match (
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some(cmdr_gateway::tls::server_config(&cert, &key).map_err(anyhow::Error::msg)?)
+            }
+            _ => bail!("tls_cert and tls_key go together: give both to serve HTTPS, or neither"),
+        };
         let mut gateway = cmdr_gateway::GatewayConfig {
             tokens: tokens(file.tokens)?,
+            tls,
             ..cmdr_gateway::GatewayConfig::default()
         };
         if let Some(b) = args.body_limit.or(file.body_limit) {
@@ -307,6 +336,17 @@ impl Settings {
 /// The webhook runners' settings: flags and environment over the file over defaults.
 fn webhook_config(args: &ServeArgs, file: &FileConfig) -> Result<WebhookConfig> {
     let mut config = WebhookConfig::default();
+    let extra = match args
+        .webhook_ca_cert
+        .as_ref()
+        .or(file.webhook_ca_cert.as_ref())
+    {
+        Some(path) => cmdr_processor::tls::read_certificates(path).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    // Built once: every runner shares it (and the system's CA certificates
+    // are read once).
+    config.tls = Some(cmdr_processor::tls::client_config(&extra).map_err(anyhow::Error::msg)?);
     if let Some(ms) = args.webhook_timeout_ms.or(file.webhook_timeout_ms) {
         if !(1..=MAX_WEBHOOK_TIMEOUT_MS).contains(&ms) {
             bail!("webhook_timeout_ms must be from 1 to {MAX_WEBHOOK_TIMEOUT_MS}, not {ms}");
@@ -360,6 +400,9 @@ mod tests {
             webhook_backoff_ms: None,
             webhook_max_backoff_ms: None,
             example: None,
+            tls_cert: None,
+            tls_key: None,
+            webhook_ca_cert: None,
         }
     }
 

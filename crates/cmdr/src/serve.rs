@@ -140,7 +140,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .local_addr()
         .context("reading the listen address")?;
     // The first line on stdout says where to connect (tests read it).
-    println!("cmdr listening on http://{addr}");
+    let scheme = if settings.gateway.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("cmdr listening on {scheme}://{addr}");
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "serving");
     match &settings.gateway.tokens {
         Some(tokens) => tracing::info!(tokens = tokens.len(), "bearer tokens required"),

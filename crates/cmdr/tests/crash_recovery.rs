@@ -25,7 +25,7 @@ async fn index_neither_loses_nor_duplicates_after_sigkill() {
     let mut acked = HashSet::new();
     for chunk in (0..COMMANDS).collect::<Vec<_>>().chunks(CONCURRENCY) {
         let posts = chunk.iter().map(|i| {
-            let req = reqwest::Client::new()
+            let req = support::client()
                 .post(&url)
                 .header("idempotency-key", format!("crash-{i}"))
                 .json(&json!({"action": "crash-test", "data": {"i": i}, "key": format!("k-{}", i % 7)}));
@@ -41,7 +41,7 @@ async fn index_neither_loses_nor_duplicates_after_sigkill() {
     let mut listed = Vec::new();
     let mut next = Some(s.at("/commands?action=crash-test&limit=1000&order=asc"));
     while let Some(url) = next {
-        let r = send(reqwest::Client::new().get(&url)).await.expect(200);
+        let r = send(support::client().get(&url)).await.expect(200);
         listed.extend(
             r.body["items"]
                 .as_array()
@@ -60,7 +60,7 @@ async fn index_neither_loses_nor_duplicates_after_sigkill() {
     assert_eq!(listed.iter().cloned().collect::<HashSet<_>>(), acked);
     // A retry after the crash still returns the first command.
     let r = send(
-        reqwest::Client::new()
+        support::client()
             .post(s.at("/commands"))
             .header("idempotency-key", "crash-5")
             .json(&json!({"action": "crash-test", "data": {"i": 5}, "key": "k-5"})),
@@ -76,7 +76,7 @@ async fn list_all(s: &Server, first: &str) -> Vec<serde_json::Value> {
     let mut items = Vec::new();
     let mut next = Some(s.at(first));
     while let Some(url) = next {
-        let r = send(reqwest::Client::new().get(&url)).await.expect(200);
+        let r = send(support::client().get(&url)).await.expect(200);
         items.extend(r.body["items"].as_array().unwrap().iter().cloned());
         next = r.body["next"].as_str().map(|n| s.at(n));
     }
@@ -90,7 +90,7 @@ async fn accounts_processor_handles_each_command_once_after_sigkill() {
     let data = dir.path().join("data");
     let args = ["--example", "accounts"];
     let s = Server::start(&data, &args).await;
-    let client = reqwest::Client::new();
+    let client = support::client();
     for a in 0..ACCOUNTS {
         send(
             client

@@ -5,10 +5,10 @@
 mod support;
 
 use serde_json::json;
-use support::{run_cli, send, Server, Sse};
+use support::{run_cli, send, Server, Sse, TestPki};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    support::client()
 }
 
 #[tokio::test]
@@ -330,6 +330,99 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
     assert!(
         !status.success() && err.contains("commands_partitions"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn https_serves_the_api_and_the_command_line_trusts_a_given_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let (cert, key, ca) = (
+        pki.cert.to_str().unwrap(),
+        pki.key.to_str().unwrap(),
+        pki.ca.to_str().unwrap(),
+    );
+    let s = Server::start_with(
+        &dir.path().join("data"),
+        &["--tls-cert", cert, "--tls-key", key],
+        pki.client(),
+    )
+    .await;
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+    let c = pki.client();
+    let sent = send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "pay", "data": {"amount": 5}, "key": "inv-1"})),
+    )
+    .await
+    .expect(202);
+    let id = sent.body["id"].as_str().unwrap().to_string();
+    send(c.get(s.at(&format!("/commands/{id}"))))
+        .await
+        .expect(200);
+    let mut sse = Sse::connect_with(&c, &s.at("/commands/updates?from=start"), None).await;
+    assert_eq!(sse.next().await.data["id"], id.as_str());
+
+    // Plain HTTP to the HTTPS port gets nowhere; a client that does not
+    // trust the CA refuses the certificate.
+    let plain = s.url.replacen("https://", "http://", 1);
+    assert!(support::client()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await
+        .is_err());
+    let (status, _, err) = run_cli(&["get", &id, "--url", &s.url]);
+    assert!(
+        !status.success() && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let (status, out, err) = run_cli(&["get", &id, "--url", &s.url, "--ca-cert", ca]);
+    assert!(status.success() && out.contains(&id), "{err}");
+    let (status, out, err) = run_cli(&[
+        "send",
+        "pay",
+        "--data",
+        "{\"amount\": 1}",
+        "--url",
+        &s.url,
+        "--ca-cert",
+        ca,
+    ]);
+    assert!(status.success() && out.contains("pending"), "{err}");
+    s.stop();
+
+    // Both files or neither; unreadable or mismatched files are named.
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--tls-cert", cert]);
+    assert!(!status.success() && err.contains("--tls-key"), "{err}");
+    let missing = dir.path().join("missing.pem");
+    let m = missing.to_str().unwrap();
+    let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--tls-cert", m, "--tls-key", key]);
+    assert!(!status.success() && err.contains("missing.pem"), "{err}");
+    let other = TestPki::new(&dir.path().join("other"));
+    let (status, _, err) = run_cli(&[
+        "serve",
+        "--data-dir",
+        d,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        other.key.to_str().unwrap(),
+    ]);
+    assert!(!status.success() && err.contains("does not fit"), "{err}");
+    let (status, _, err) = run_cli(&[
+        "serve",
+        "--data-dir",
+        d,
+        "--tls-cert",
+        key,
+        "--tls-key",
+        key,
+    ]);
+    assert!(
+        !status.success() && err.contains("no PEM certificate"),
         "{err}"
     );
 }

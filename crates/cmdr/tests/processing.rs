@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use support::{run_cli, send, Reply, Server, Sse};
+use support::{run_cli, send, Reply, Server, Sse, TestPki};
 use tokio::sync::watch;
 
 /// Longest a polled condition may take to hold.
@@ -29,7 +29,7 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_EVERY: Duration = Duration::from_millis(20);
 
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    support::client()
 }
 
 /// POSTs a command with `?sync=true`.
@@ -309,6 +309,11 @@ async fn webhook(
 /// Starts the webhook endpoint on 127.0.0.1:0; returns its base URL, its
 /// state and the gate's sender.
 async fn start_endpoint() -> (String, Endpoint, watch::Sender<bool>) {
+    start_endpoint_tls(None).await
+}
+
+/// Like [`start_endpoint`], serving HTTPS with `pki`'s certificate if given.
+async fn start_endpoint_tls(pki: Option<&TestPki>) -> (String, Endpoint, watch::Sender<bool>) {
     let (open, gate) = watch::channel(false);
     let ep = Endpoint {
         calls: Arc::default(),
@@ -318,8 +323,19 @@ async fn start_endpoint() -> (String, Endpoint, watch::Sender<bool>) {
         .route("/{route}", post(webhook))
         .with_state(ep.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = listener.local_addr().unwrap();
+    let base = match pki {
+        None => {
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            format!("http://{addr}")
+        }
+        Some(pki) => {
+            let config = cmdr_gateway::tls::server_config(&pki.cert, &pki.key).unwrap();
+            let listener = cmdr_gateway::tls::TlsListener::new(listener, config).unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            format!("https://localhost:{}", addr.port())
+        }
+    };
     (base, ep, open)
 }
 
@@ -391,6 +407,43 @@ async fn an_action_moved_to_another_processor_is_not_sent_again_for_settled_comm
     s.stop();
 }
 
+/// An https:// processor whose CA the server was given is called; one
+/// whose certificate no trusted CA signed is not (its command becomes a dead
+/// letter that names the certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_processors_over_https_trust_the_given_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = TestPki::new(&dir.path().join("trusted"));
+    let stranger = TestPki::new(&dir.path().join("stranger"));
+    let (good, ep, _gate) = start_endpoint_tls(Some(&trusted)).await;
+    let (bad, _, _gate2) = start_endpoint_tls(Some(&stranger)).await;
+    let mut args = FAST_RETRIES.to_vec();
+    args.extend(["--webhook-ca-cert", trusted.ca.to_str().unwrap()]);
+    let s = Server::start(&dir.path().join("data"), &args).await;
+    register(&s, "payments", &["pay"], &format!("{good}/ok"))
+        .await
+        .expect(201);
+    register(&s, "elsewhere", &["refund"], &format!("{bad}/ok"))
+        .await
+        .expect(201);
+    let r = sync_command(&s, "pay", "inv-1", json!({"amount": 3}))
+        .await
+        .expect(201);
+    assert_eq!(r.body["events"][0]["action"], "paid", "{}", r.text);
+    assert_eq!(ep.calls.lock().unwrap().get("ok"), Some(&1));
+
+    sync_command(&s, "refund", "inv-1", json!({})).await;
+    let r = poll(&s, "/dead-letters?processor=elsewhere", |r| {
+        r.body["items"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let error = r.body["items"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.to_lowercase().contains("certificate"), "{}", r.text);
+    s.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_processors_over_http() {
     let (base, ep, gate) = start_endpoint().await;
@@ -415,7 +468,7 @@ async fn webhook_processors_over_http() {
         .expect(200);
     let r = send(
         c.put(s.at("/processors/bad"))
-            .json(&json!({"actions": ["ok", "no spaces"], "url": "https://x", "extra": 1})),
+            .json(&json!({"actions": ["ok", "no spaces"], "url": "ftp://x", "extra": 1})),
     )
     .await
     .expect_problem(422, "invalid-registration");

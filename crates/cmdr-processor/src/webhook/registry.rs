@@ -43,7 +43,7 @@ const REFRESH_BATCH: usize = 1024;
 pub struct WebhookRegistration {
     /// Command actions this processor handles (at least one, no duplicates).
     pub actions: Vec<String>,
-    /// `http://` URL cmdr POSTs each command to.
+    /// `http://` or `https://` URL cmdr POSTs each command to.
     pub url: String,
     /// When set, each request carries a `cmdr-signature` header: an
     /// HMAC-SHA256 of its timestamp and body under this secret, so the
@@ -58,7 +58,7 @@ impl WebhookRegistration {
     ///
     /// # Errors
     /// [`Violations`]: not an object, missing or empty `actions`, invalid or
-    /// repeated action names, missing or non-`http://` `url`, unknown fields.
+    /// repeated action names, missing `url` or one that is not `http://` or `https://`, unknown fields.
     pub fn from_value(value: Value) -> Result<Self, Violations> {
         let Value::Object(mut obj) = value else {
             return Err(Violations(vec![Violation::new(
@@ -162,8 +162,11 @@ fn check_url(url: &str) -> Result<(), String> {
     if url.len() > MAX_URL_LEN {
         return Err(format!("url must be at most {MAX_URL_LEN} bytes"));
     }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err("url must start with http:// (https is not supported by this build)".into());
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err("url must start with http:// or https://".into());
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.contains(char::is_whitespace) {

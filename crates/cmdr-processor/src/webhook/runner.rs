@@ -44,6 +44,9 @@ pub struct WebhookConfig {
     /// than sent (see [`super::settled`]). Default `None`: every command of
     /// the registered actions is sent.
     pub settled: Option<SettledCheck>,
+    /// TLS of `https://` processor URLs (see [`crate::tls::client_config`]).
+    /// Default `None`: the system's CA certificates.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Default [`WebhookConfig::max_answer_bytes`]: 8 MiB, the log's default
@@ -58,6 +61,7 @@ impl Default for WebhookConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             settled: None,
+            tls: None,
         }
     }
 }
@@ -174,14 +178,27 @@ async fn call(delivery: &Delivery<'_>, attempt: u32) -> Result<WebhookAnswer, Ha
     Ok(answer)
 }
 
+/// A request error with its causes (the TLS or socket error that an
+/// operator needs is usually a few sources deep).
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
-        "no answer in time (timeout)".into()
-    } else if e.is_connect() {
+        return "no answer in time (timeout)".into();
+    }
+    let mut text = if e.is_connect() {
         format!("cannot connect: {e}")
     } else {
         format!("request failed: {e}")
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
     }
+    text
 }
 
 impl WebhookDispatch {
@@ -310,7 +327,8 @@ async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProcessorError> {
     crate::sdk::ensure_topics(log.as_ref(), crate::sdk::DEFAULT_PARTITIONS).await?;
-    let client = reqwest::Client::builder()
+    let client = crate::tls::client_builder(config.tls.as_ref())
+        .map_err(ProcessorError::Config)?
         .timeout(config.timeout)
         .build()
         .map_err(|e| ProcessorError::Config(format!("building the HTTP client: {e}")))?;

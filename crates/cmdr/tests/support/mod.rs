@@ -28,11 +28,19 @@ pub struct Server {
     pub data_dir: PathBuf,
     stderr_path: PathBuf,
     command: String,
+    /// The client `start` checked readiness with.
+    pub client: reqwest::Client,
 }
 
 impl Server {
     /// Starts `cmdr serve --data-dir DIR --listen 127.0.0.1:0 ARGS...` and waits until /readyz says ready.
     pub async fn start(data_dir: &Path, args: &[&str]) -> Server {
+        Self::start_with(data_dir, args, client()).await
+    }
+
+    /// Like [`Server::start`], checking readiness with `client` (one that
+    /// trusts the server's certificate, for HTTPS).
+    pub async fn start_with(data_dir: &Path, args: &[&str], client: reqwest::Client) -> Server {
         let stderr_path = data_dir.with_extension(format!("stderr-{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -69,6 +77,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             stderr_path,
             command,
+            client,
         };
         let line = match rx.recv_timeout(START_TIMEOUT) {
             Ok(l) => l,
@@ -92,7 +101,7 @@ impl Server {
     }
 
     async fn wait_ready(&mut self) {
-        let client = reqwest::Client::new();
+        let client = self.client.clone();
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await {
@@ -206,12 +215,13 @@ impl Reply {
 
 /// Sends a request and reads the reply.
 pub async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let built = req.build().unwrap();
+    let (client, built) = req.build_split();
+    let built = built.unwrap();
     let what = format!("{} {}", built.method(), built.url());
-    let res = reqwest::Client::new()
+    let res = client
         .execute(built)
         .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        .unwrap_or_else(|e| panic!("{what}: {e:?}"));
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let text = res.text().await.unwrap_or_default();
@@ -242,9 +252,16 @@ pub struct SseMessage {
 
 impl Sse {
     pub async fn connect(url: &str, last_event_id: Option<&str>) -> Sse {
-        let mut req = reqwest::Client::new()
-            .get(url)
-            .header("accept", "text/event-stream");
+        Self::connect_with(&client(), url, last_event_id).await
+    }
+
+    /// Like [`Sse::connect`], with `client`.
+    pub async fn connect_with(
+        client: &reqwest::Client,
+        url: &str,
+        last_event_id: Option<&str>,
+    ) -> Sse {
+        let mut req = client.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
@@ -304,6 +321,14 @@ impl Sse {
     }
 }
 
+/// An HTTP client as the command line builds one (rustls; the system's CA
+/// certificates).
+pub fn client() -> reqwest::Client {
+    cmdr_processor::tls::client_builder(None)
+        .and_then(|b| b.build().map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| panic!("building the HTTP client: {e}"))
+}
+
 /// Runs the binary with `args` and returns (status, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (std::process::ExitStatus, String, String) {
     let out = Command::new(BIN)
@@ -317,4 +342,49 @@ pub fn run_cli(args: &[&str]) -> (std::process::ExitStatus, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// PEM files of a test CA and of a certificate it signed for `localhost`
+/// and `127.0.0.1`, written to `dir`.
+pub struct TestPki {
+    /// The CA certificate (what clients trust).
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+impl TestPki {
+    pub fn new(dir: &Path) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let pki = TestPki {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&pki.ca, ca.pem()).unwrap();
+        std::fs::write(&pki.cert, cert.pem()).unwrap();
+        std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+        pki
+    }
+
+    /// A client that trusts the test CA.
+    pub fn client(&self) -> reqwest::Client {
+        let ca = cmdr_processor::tls::read_certificates(&self.ca).unwrap();
+        let config = cmdr_processor::tls::client_config(&ca).unwrap();
+        cmdr_processor::tls::client_builder(Some(&config))
+            .unwrap()
+            .build()
+            .unwrap()
+    }
 }
