@@ -15,6 +15,7 @@
 //! strings (`cmdr token new`), for which a plain hash is as good as a slow one.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method};
@@ -92,6 +93,36 @@ pub struct Principal(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     by_hash: HashMap<[u8; 32], Grant>,
+}
+
+/// The tokens a running gateway accepts, replaceable while it runs (`cmdr
+/// serve` reloads them from its configuration file on SIGHUP). A request
+/// is checked against the table current when it arrives.
+#[derive(Debug, Default)]
+pub struct TokenTable {
+    current: RwLock<Arc<Tokens>>,
+}
+
+impl TokenTable {
+    /// A table of `tokens`.
+    pub fn new(tokens: Tokens) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(tokens)),
+        }
+    }
+
+    /// The tokens accepted now.
+    pub fn current(&self) -> Arc<Tokens> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Accepts `tokens` from now on, instead of the earlier ones.
+    pub fn replace(&self, tokens: Tokens) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+    }
 }
 
 /// A token configuration that cannot be used.
@@ -192,9 +223,10 @@ pub(crate) async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(tokens) = state.inner.config.tokens.as_deref() else {
+    let Some(table) = state.inner.config.tokens.as_deref() else {
         return next.run(req).await;
     };
+    let tokens = table.current();
     if PUBLIC_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::Tokens;
+use crate::auth::TokenTable;
 
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -24,9 +24,9 @@ pub struct GatewayConfig {
     /// How long an idempotent POST, or a read of an id not yet indexed, waits
     /// for the index to catch up with the log. Default 5 s.
     pub index_wait: Duration,
-    /// The accepted bearer tokens; `None` (the default): no authentication,
-    /// every principal is [`crate::auth::ANONYMOUS`].
-    pub tokens: Option<Arc<Tokens>>,
+    /// The accepted bearer tokens (replaceable while serving); `None` (the
+    /// default): no authentication, every principal is [`crate::auth::ANONYMOUS`].
+    pub tokens: Option<Arc<TokenTable>>,
     /// HTTPS: the server's certificate and key (see [`crate::tls::server_config`]);
     /// `None` (the default): plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,

@@ -20,7 +20,7 @@
 //! webhook_ca_cert = "ca.pem"    # trust this CA for https:// webhooks too; CMDR_WEBHOOK_CA_CERT
 //!
 //! # Bearer tokens (`cmdr token new` makes one). Without any, the server is
-//! # open and every principal is "anonymous".
+//! # open and every principal is "anonymous". SIGHUP rereads them.
 //! [[tokens]]
 //! principal = "billing-service"  # recorded as meta.principal of its commands
 //! roles = ["read", "write"]       # read: GETs; write: POST /commands; admin: all
@@ -154,7 +154,7 @@ struct TokenEntry {
 }
 
 /// The tokens of the file, or `None` when it lists none.
-fn tokens(entries: Option<Vec<TokenEntry>>) -> Result<Option<Arc<cmdr_gateway::Tokens>>> {
+fn tokens(entries: Option<Vec<TokenEntry>>) -> Result<Option<cmdr_gateway::Tokens>> {
     let Some(entries) = entries else {
         return Ok(None);
     };
@@ -171,12 +171,21 @@ fn tokens(entries: Option<Vec<TokenEntry>>) -> Result<Option<Arc<cmdr_gateway::T
             .add_hash(&entry.sha256, grant)
             .with_context(|| format!("tokens entry {}", i + 1))?;
     }
-    Ok(Some(Arc::new(tokens)))
+    Ok(Some(tokens))
+}
+
+/// The tokens of configuration file `path` as it is now (for a reload), or
+/// `None` when it lists none. The file is validated whole, as at start-up,
+/// so a reload never takes half of a broken file.
+pub fn reread_tokens(path: &Path) -> Result<Option<cmdr_gateway::Tokens>> {
+    tokens(read_file(Some(path))?.tokens)
 }
 
 /// Validated settings of `cmdr serve` / `cmdr reindex`.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The configuration file, if any (reread on SIGHUP for its tokens).
+    pub config_file: Option<PathBuf>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Listen address.
@@ -261,7 +270,7 @@ impl Settings {
             _ => bail!("tls_cert and tls_key go together: give both to serve HTTPS, or neither"),
         };
         let mut gateway = cmdr_gateway::GatewayConfig {
-            tokens: tokens(file.tokens)?,
+            tokens: tokens(file.tokens)?.map(|t| Arc::new(cmdr_gateway::TokenTable::new(t))),
             tls,
             ..cmdr_gateway::GatewayConfig::default()
         };
@@ -321,6 +330,7 @@ impl Settings {
             );
         }
         Ok(Self {
+            config_file: args.storage.config.clone(),
             data_dir,
             listen,
             gateway,

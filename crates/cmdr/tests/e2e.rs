@@ -528,6 +528,70 @@ async fn bearer_tokens_guard_the_api_and_name_the_principal() {
     s.stop();
 }
 
+/// Polls `GET /commands` with `token` until it answers `status` (20 s at most).
+async fn until_token_gets(s: &Server, token: &str, status: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = client()
+            .get(s.at("/commands"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "token still gets {} instead of {status}\n{}",
+            r.status(),
+            s.output()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_tokens_and_keeps_them_when_the_file_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, old_entry) = new_token("old", &["read"]);
+    let (new, new_entry) = new_token("new", &["read"]);
+    let cfg = dir.path().join("cmdr.toml");
+    std::fs::write(&cfg, &old_entry).unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .await;
+    until_token_gets(&s, &old, 200).await;
+    send(client().get(s.at("/commands")).bearer_auth(&new))
+        .await
+        .expect_problem(401, "unauthorized");
+
+    std::fs::write(&cfg, &new_entry).unwrap();
+    s.signal(libc::SIGHUP);
+    until_token_gets(&s, &new, 200).await;
+    until_token_gets(&s, &old, 401).await;
+
+    // A broken file, or one without tokens, changes nothing.
+    for (i, text) in ["[[tokens]]\nprincipal = \"x\"\n", ""]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::write(&cfg, text).unwrap();
+        s.signal(libc::SIGHUP);
+        // One signal at a time: signals sent together may arrive as one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while s.output().matches("tokens not reloaded").count() <= i {
+            assert!(std::time::Instant::now() < deadline, "{}", s.output());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    until_token_gets(&s, &new, 200).await;
+    until_token_gets(&s, &old, 401).await;
+    s.stop();
+}
+
 #[tokio::test]
 async fn a_config_file_sets_partitions_and_positions_span_them() {
     let dir = tempfile::tempdir().unwrap();

@@ -148,6 +148,14 @@ impl Server {
         }
     }
 
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the server.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().unwrap().id();
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
     /// Kills the server with SIGKILL (a crash) and reaps it.
     pub fn crash(mut self) {
         let mut child = self.child.take().unwrap();
