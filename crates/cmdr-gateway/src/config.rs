@@ -30,6 +30,9 @@ pub struct GatewayConfig {
     /// HTTPS: the server's certificate and key (see [`crate::tls::server_config`]);
     /// `None` (the default): plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Longest a client may take to send a request's headers, and longest
+    /// a keep-alive connection may idle. Default [`crate::server::HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -41,6 +44,7 @@ impl Default for GatewayConfig {
             index_wait: Duration::from_secs(5),
             tokens: None,
             tls: None,
+            header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod openapi;
 mod processors;
 mod reads;
 mod schemas;
+pub mod server;
 mod state;
 pub mod tls;
 mod views;
@@ -141,11 +142,10 @@ pub async fn serve_router(
         signal_state.begin_shutdown();
     };
     let app = authenticated(router, &state);
+    let timeout = state.inner.config.header_read_timeout;
     if let Some(tls) = state.inner.config.tls.clone() {
         let listener = tls::TlsListener::new(listener, tls)?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await?;
+        server::serve_connections(listener, app, timeout, signal).await;
     } else {
         // No Nagle: answers and live updates (SSE, WebSocket) are small
         // writes that must leave at once, not wait for the previous
@@ -155,9 +155,7 @@ pub async fn serve_router(
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await?;
+        server::serve_connections(listener, app, timeout, signal).await;
     }
     state.log().sync().await?;
     Ok(())

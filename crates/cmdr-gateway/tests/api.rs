@@ -1004,3 +1004,73 @@ async fn metrics_count_answers_and_show_the_index_position() {
         );
     }
 }
+
+/// A client that trickles a request's headers (or idles between requests)
+/// is cut off after `header_read_timeout`; others are served meanwhile.
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let h = harness(GatewayConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cmdr_gateway::serve(listener, h.state.clone(), async {
+        let _ = stop_rx.await;
+    }));
+
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1024];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
+    // A live stream outlasts the timeout: it is a response, not a wait for headers.
+    let mut live = tokio::net::TcpStream::connect(addr).await.unwrap();
+    live.write_all(
+        b"GET /commands/updates HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    call(&h, post("/commands", json!({"action": "late", "data": {}}))).await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"late\"") {
+        let n = tokio::time::timeout(Duration::from_secs(10), live.read(&mut answer))
+            .await
+            .expect("the live stream delivers")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the live stream was closed: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&answer[..n]);
+    }
+
+    for (name, conn) in [("slow", &mut slow), ("idle", &mut idle)] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the {name} connection is still open");
+    }
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stops")
+        .unwrap()
+        .unwrap();
+}

@@ -18,6 +18,8 @@
 //! tls_cert = "cert.pem"         # serve HTTPS (both or neither; paths relative to
 //! tls_key = "key.pem"           #   the working directory); CMDR_TLS_CERT, CMDR_TLS_KEY
 //! webhook_ca_cert = "ca.pem"    # trust this CA for https:// webhooks too; CMDR_WEBHOOK_CA_CERT
+//! header_read_timeout_s = 30    # request headers and keep-alive idle; CMDR_HEADER_READ_TIMEOUT_S
+//!                               #   (above a load balancer's idle timeout)
 //!
 //! # Bearer tokens (`cmdr token new` makes one). Without any, the server is
 //! # open and every principal is "anonymous". SIGHUP rereads them.
@@ -48,6 +50,8 @@ pub const DEFAULT_DATA_DIR: &str = "./cmdr-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 /// Most partitions a topic may be created with.
 pub const MAX_PARTITIONS: u32 = 1024;
+/// Largest `header_read_timeout_s`: a day.
+pub const MAX_HEADER_READ_TIMEOUT_S: u64 = 86_400;
 
 /// Longest webhook request timeout accepted, in ms (one hour).
 pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 3_600_000;
@@ -119,6 +123,10 @@ pub struct ServeArgs {
     /// PEM CA certificate(s) to trust for https:// webhook processors, beside the system's.
     #[arg(long, env = "CMDR_WEBHOOK_CA_CERT")]
     pub webhook_ca_cert: Option<PathBuf>,
+    /// Longest a client may take to send a request's headers, and longest a
+    /// keep-alive connection may idle, in seconds. Default 30.
+    #[arg(long, env = "CMDR_HEADER_READ_TIMEOUT_S")]
+    pub header_read_timeout_s: Option<u64>,
 }
 
 /// The configuration file's shape; every field optional.
@@ -141,6 +149,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     webhook_ca_cert: Option<PathBuf>,
+    header_read_timeout_s: Option<u64>,
     tokens: Option<Vec<TokenEntry>>,
 }
 
@@ -231,6 +240,7 @@ impl Settings {
             tls_cert: None,
             tls_key: None,
             webhook_ca_cert: None,
+            header_read_timeout_s: None,
         };
         Self::resolve_with(&serve, false)
     }
@@ -274,6 +284,14 @@ impl Settings {
             tls,
             ..cmdr_gateway::GatewayConfig::default()
         };
+        if let Some(s) = args.header_read_timeout_s.or(file.header_read_timeout_s) {
+            if !(1..=MAX_HEADER_READ_TIMEOUT_S).contains(&s) {
+                bail!(
+                    "header_read_timeout_s must be from 1 to {MAX_HEADER_READ_TIMEOUT_S}, not {s}"
+                );
+            }
+            gateway.header_read_timeout = Duration::from_secs(s);
+        }
         if let Some(b) = args.body_limit.or(file.body_limit) {
             if b == 0 {
                 bail!("body_limit must be at least 1 byte");
@@ -413,6 +431,7 @@ mod tests {
             tls_cert: None,
             tls_key: None,
             webhook_ca_cert: None,
+            header_read_timeout_s: None,
         }
     }
 

@@ -312,6 +312,11 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     let d = data.to_str().unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--listen", "localhost"]);
     assert!(!status.success() && err.contains("listen address"), "{err}");
+    let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--header-read-timeout-s", "0"]);
+    assert!(
+        !status.success() && err.contains("header_read_timeout_s"),
+        "{err}"
+    );
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "listen = 3\n").unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);

@@ -1,0 +1,79 @@
+//! The connection loop: accepts connections from a listener (plain TCP or
+//! [`crate::tls::TlsListener`]) and serves each with hyper's HTTP/1.1
+//! server, upgrades (WebSocket) included, until a shutdown signal.
+//!
+//! Unlike `axum::serve`, it bounds how long a client may take to send a
+//! request's headers ([`HEADER_READ_TIMEOUT`]): a client that opens
+//! connections and trickles bytes (slowloris) cannot hold them for ever,
+//! and a keep-alive connection with no next request is closed after the
+//! same time. At shutdown it stops accepting, lets every connection finish
+//! the request it is serving, and returns once all are closed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::serve::Listener;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::watch;
+
+/// Longest a client may take to send a request's headers, and longest a
+/// keep-alive connection may stay idle between requests.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` on the connections of `listener` until `shutdown`
+/// resolves, then drains them (see the module documentation).
+pub(crate) async fn serve_connections<L>(
+    mut listener: L,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    // Dropped to tell connections to finish; each holds a receiver of
+    // `closed` until it ends.
+    let (stop, stopping) = watch::channel(());
+    let (closed_tx, closed) = watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            conn = listener.accept() => conn,
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let conn = http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let mut stopping = stopping.clone();
+        let closed = closed.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(?peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stopping.changed(), if !draining => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(closed);
+        });
+    }
+    drop(listener);
+    drop(stop);
+    drop(closed);
+    closed_tx.closed().await;
+}
