@@ -10,6 +10,12 @@
 //! - `write`: `POST /commands`;
 //! - `admin`: everything, including schemas and processor registrations.
 //!
+//! Browsers cannot set that header on an `EventSource` or a WebSocket
+//! handshake, so the live endpoints (`GET /commands/updates`,
+//! `/events/updates`, `/ws`) also take the token as an `access_token` query
+//! parameter (RFC 6750, section 2.3); nothing else does, since URLs end up
+//! in proxies' and browsers' histories.
+//!
 //! Key decision: the server keeps only the SHA-256 of each token, so a
 //! configuration file never holds a usable secret; tokens are long random
 //! strings (`cmdr token new`), for which a plain hash is as good as a slow one.
@@ -32,6 +38,12 @@ pub const ANONYMOUS: &str = "anonymous";
 
 /// Paths anyone may read, tokens or not: health checks and the API description.
 const PUBLIC_PATHS: [&str; 4] = ["/healthz", "/readyz", "/openapi.json", "/docs"];
+
+/// Paths that also take the token as an `access_token` query parameter.
+pub const QUERY_TOKEN_PATHS: [&str; 3] = ["/commands/updates", "/events/updates", "/ws"];
+
+/// The query parameter that carries a token on [`QUERY_TOKEN_PATHS`].
+pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 
 /// What a token allows (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -206,14 +218,25 @@ pub fn validate_principal(p: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
-/// The bearer token of a request, if it has one.
-fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// The bearer token of a request, if it has one: its `Authorization`
+/// header, or on a `GET` of [`QUERY_TOKEN_PATHS`] its `access_token`.
+fn bearer(req: &Request) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string())
+            .filter(|t| !t.is_empty());
+    }
+    if req.method() != Method::GET || !QUERY_TOKEN_PATHS.contains(&req.uri().path()) {
+        return None;
+    }
+    let query = req.uri().query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, v)| k == ACCESS_TOKEN_PARAM && !v.is_empty())
+        .map(|(_, v)| v)
 }
 
 /// The authentication layer (see the module docs); lets everything through
@@ -231,10 +254,13 @@ pub(crate) async fn authenticate(
         return next.run(req).await;
     }
     let Some(token) = bearer(&req) else {
-        return ApiError::Unauthorized("this server requires Authorization: Bearer <token>".into())
-            .into_response();
+        return ApiError::Unauthorized(
+            "this server requires Authorization: Bearer <token> (live updates also take ?access_token=)"
+                .into(),
+        )
+        .into_response();
     };
-    let Some(grant) = tokens.grant(token) else {
+    let Some(grant) = tokens.grant(&token) else {
         return ApiError::Unauthorized("the bearer token is not valid".into()).into_response();
     };
     let needed = Role::required_for(req.method(), req.uri().path());

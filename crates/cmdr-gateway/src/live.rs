@@ -88,6 +88,8 @@ fn parse_params(raw: Option<&str>, events: bool) -> ApiResult<(Filter, Option<St
             "parent" if events => filter.parent = Some(uuid("parent", &v)?),
             "root" if events => filter.root = Some(uuid("root", &v)?),
             "from" => from = Some(StartAt::parse(&v)?),
+            // Read by the authentication layer, if any (see `auth`).
+            crate::auth::ACCESS_TOKEN_PARAM => {}
             other => {
                 return Err(ApiError::BadRequest(format!(
                     "unknown query parameter {other:?}"

@@ -92,6 +92,16 @@ fn list_params(events: bool) -> Vec<Value> {
     p
 }
 
+/// The `access_token` query parameter of the live endpoints (see `auth`).
+fn access_token_param() -> Value {
+    param(
+        "access_token",
+        "query",
+        "The bearer token, for clients that cannot set Authorization (a browser's EventSource or WebSocket); only the live endpoints take it.",
+        json!({"type": "string"}),
+    )
+}
+
 fn updates_params(events: bool) -> Vec<Value> {
     let mut p = vec![
         param(
@@ -107,6 +117,7 @@ fn updates_params(events: bool) -> Vec<Value> {
             json!({"type": "string"}),
         ),
         param("key", "query", "Only this key.", json!({"type": "string"})),
+        access_token_param(),
         param(
             "Last-Event-ID",
             "header",
@@ -189,6 +200,7 @@ pub fn document() -> Value {
                 "parameters": updates_params(true),
                 "responses": {"200": {"description": "An event stream.", "content": {"text/event-stream": {}}}, "400": problem("Bad parameter or position.")}}},
             "/ws": {"get": {"summary": "WebSocket: {op: subscribe, id, topic, from, action, key, parent, root} / {op: unsubscribe, id}; server sends subscribed, record, unsubscribed, error messages.",
+                "parameters": [access_token_param()],
                 "responses": {"101": {"description": "Switching protocols."}, "426": problem("Not a WebSocket upgrade request (answered with Upgrade: websocket).")}}},
             "/schemas": {"get": {"summary": "Actions with a registered schema", "responses": {"200": json_ok("The list.", "SchemaList")}}},
             "/schemas/{action}": {

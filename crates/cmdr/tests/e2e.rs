@@ -499,6 +499,22 @@ async fn bearer_tokens_guard_the_api_and_name_the_principal() {
         .expect(200);
     assert_eq!(read.body["meta"]["principal"], "billing");
     send(c.get(s.at("/commands"))).await.expect(401);
+    // Live updates (EventSource, WebSocket) also take ?access_token=, as
+    // browsers cannot set the header there; other resources do not.
+    let mut sse = Sse::connect(
+        &s.at(&format!(
+            "/commands/updates?from=start&access_token={reader}"
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(sse.next().await.data["id"], id.as_str());
+    send(c.get(s.at("/commands/updates?access_token=cmdr_wrong")))
+        .await
+        .expect_problem(401, "unauthorized");
+    send(c.get(s.at(&format!("/commands?access_token={reader}"))))
+        .await
+        .expect_problem(401, "unauthorized");
     send(c.get(s.at("/healthz"))).await.expect(200);
     send(c.get(s.at("/openapi.json"))).await.expect(200);
 
