@@ -33,6 +33,9 @@ pub struct GatewayConfig {
     /// Longest a client may take to send a request's headers, and longest
     /// a keep-alive connection may idle. Default [`crate::server::HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// Origins allowed to call the API from a browser (see [`crate::cors`]);
+    /// `None` (the default): no CORS headers, same-origin pages only.
+    pub cors: Option<crate::cors::CorsOrigins>,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +48,7 @@ impl Default for GatewayConfig {
             tokens: None,
             tls: None,
             header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
+            cors: None,
         }
     }
 }

@@ -30,6 +30,7 @@
 
 pub mod auth;
 mod config;
+pub mod cors;
 mod error;
 mod extract;
 pub mod follow;
@@ -141,7 +142,11 @@ pub async fn serve_router(
         tracing::info!("shutting down: draining requests");
         signal_state.begin_shutdown();
     };
-    let app = authenticated(router, &state);
+    let mut app = authenticated(router, &state);
+    if let Some(origins) = &state.inner.config.cors {
+        // Outside authentication: preflights carry no token.
+        app = app.layer(cors::layer(origins));
+    }
     let timeout = state.inner.config.header_read_timeout;
     if let Some(tls) = state.inner.config.tls.clone() {
         let listener = tls::TlsListener::new(listener, tls)?;

@@ -20,6 +20,7 @@
 //! webhook_ca_cert = "ca.pem"    # trust this CA for https:// webhooks too; CMDR_WEBHOOK_CA_CERT
 //! header_read_timeout_s = 30    # request headers and keep-alive idle; CMDR_HEADER_READ_TIMEOUT_S
 //!                               #   (above a load balancer's idle timeout)
+//! cors_origins = ["https://app.example.com"]  # browsers elsewhere ("*": any); CMDR_CORS_ORIGINS
 //!
 //! # Bearer tokens (`cmdr token new` makes one). Without any, the server is
 //! # open and every principal is "anonymous". SIGHUP rereads them.
@@ -127,6 +128,10 @@ pub struct ServeArgs {
     /// keep-alive connection may idle, in seconds. Default 30.
     #[arg(long, env = "CMDR_HEADER_READ_TIMEOUT_S")]
     pub header_read_timeout_s: Option<u64>,
+    /// Origins allowed to call the API from a browser (CORS), comma
+    /// separated, e.g. https://app.example.com; "*" for any. Default none.
+    #[arg(long = "cors-origin", env = "CMDR_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 /// The configuration file's shape; every field optional.
@@ -150,6 +155,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     webhook_ca_cert: Option<PathBuf>,
     header_read_timeout_s: Option<u64>,
+    cors_origins: Option<Vec<String>>,
     tokens: Option<Vec<TokenEntry>>,
 }
 
@@ -241,6 +247,7 @@ impl Settings {
             tls_key: None,
             webhook_ca_cert: None,
             header_read_timeout_s: None,
+            cors_origins: Vec::new(),
         };
         Self::resolve_with(&serve, false)
     }
@@ -291,6 +298,15 @@ impl Settings {
                 );
             }
             gateway.header_read_timeout = Duration::from_secs(s);
+        }
+        let origins = if args.cors_origins.is_empty() {
+            file.cors_origins.unwrap_or_default()
+        } else {
+            args.cors_origins.clone()
+        };
+        if !origins.is_empty() {
+            gateway.cors =
+                Some(cmdr_gateway::cors::CorsOrigins::parse(&origins).map_err(anyhow::Error::msg)?);
         }
         if let Some(b) = args.body_limit.or(file.body_limit) {
             if b == 0 {
@@ -432,6 +448,7 @@ mod tests {
             tls_key: None,
             webhook_ca_cert: None,
             header_read_timeout_s: None,
+            cors_origins: Vec::new(),
         }
     }
 

@@ -432,6 +432,88 @@ async fn https_serves_the_api_and_the_command_line_trusts_a_given_ca() {
     );
 }
 
+#[tokio::test]
+async fn cors_answers_preflights_for_configured_origins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, entry) = new_token("spa", &["read", "write"]);
+    let cfg = dir.path().join("cmdr.toml");
+    std::fs::write(&cfg, &entry).unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--cors-origin",
+            "https://app.example,http://localhost:5173",
+        ],
+    )
+    .await;
+    let c = client();
+    let preflight = |origin: &str| {
+        c.request(reqwest::Method::OPTIONS, s.at("/commands"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
+    };
+    // A preflight carries no token: answered before authentication.
+    let r = send(preflight("https://app.example")).await.expect(200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        "https://app.example"
+    );
+    let allowed = r.header("access-control-allow-headers").to_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("idempotency-key"),
+        "{allowed}"
+    );
+    assert!(r.header("access-control-allow-methods").contains("POST"));
+    let r = send(preflight("https://evil.example")).await;
+    assert!(
+        r.headers.get("access-control-allow-origin").is_none(),
+        "{:?}",
+        r.headers
+    );
+
+    let r = send(
+        c.post(s.at("/commands"))
+            .header("origin", "http://localhost:5173")
+            .bearer_auth(&writer)
+            .json(&json!({"action": "pay", "data": {}})),
+    )
+    .await
+    .expect(202);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        "http://localhost:5173"
+    );
+    assert!(r
+        .header("access-control-expose-headers")
+        .to_lowercase()
+        .contains("location"));
+    // Without the token the request itself is still refused.
+    send(
+        c.post(s.at("/commands"))
+            .header("origin", "https://app.example")
+            .json(&json!({"action": "pay", "data": {}})),
+    )
+    .await
+    .expect_problem(401, "unauthorized");
+    s.stop();
+
+    let data = dir.path().join("data");
+    let (status, _, err) = run_cli(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--cors-origin",
+        "app.example",
+    ]);
+    assert!(!status.success() && err.contains("cors origin"), "{err}");
+}
+
 /// `cmdr token new` for `principal` with `roles`: the token and its entry.
 fn new_token(principal: &str, roles: &[&str]) -> (String, String) {
     let mut args = vec!["token", "new", "--principal", principal];
