@@ -27,9 +27,9 @@ pub struct GatewayConfig {
     /// The accepted bearer tokens (replaceable while serving); `None` (the
     /// default): no authentication, every principal is [`crate::auth::ANONYMOUS`].
     pub tokens: Option<Arc<TokenTable>>,
-    /// HTTPS: the server's certificate and key (see [`crate::tls::server_config`]);
+    /// HTTPS: the server's certificate and key (see [`crate::tls`]);
     /// `None` (the default): plain HTTP.
-    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// Longest a client may take to send a request's headers, and longest
     /// a keep-alive connection may idle. Default [`crate::server::HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,

@@ -3,6 +3,8 @@
 //!
 //! [`server_config`] reads and checks them at start-up (clear errors for a
 //! missing file, a file without certificates, a key that does not match);
+//! [`ServerTls`] holds the configuration in use and lets a renewed
+//! certificate replace it while serving (new connections use it);
 //! [`TlsListener`] accepts TCP connections and completes each handshake in
 //! a task of its own, so a slow or silent client never holds up the next
 //! one, and hands finished connections to `axum::serve`. Handshakes that
@@ -11,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
@@ -19,7 +21,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_rustls::rustls::ServerConfig;
+pub use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -64,6 +66,36 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
     Ok(Arc::new(config))
 }
 
+/// The TLS configuration a gateway serves with, replaceable while it runs
+/// (`cmdr serve` rereads its certificate and key on SIGHUP). Each new
+/// connection uses the configuration current when it is accepted.
+#[derive(Debug)]
+pub struct ServerTls {
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Serves with `config`.
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        Self {
+            current: RwLock::new(config),
+        }
+    }
+
+    /// The configuration new connections use.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Serves new connections with `config` from now on.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+}
+
 /// A listener for `axum::serve` that yields TLS connections (see the
 /// module documentation). Dropping it stops accepting.
 pub struct TlsListener {
@@ -73,15 +105,15 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Serves TLS with `config` on `tcp`; every accepted socket gets
+    /// Serves TLS with `tls` on `tcp`; every accepted socket gets
     /// `TCP_NODELAY`.
     ///
     /// # Errors
     /// When `tcp` has no local address.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+    pub fn new(tcp: TcpListener, tls: Arc<ServerTls>) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPTED_BACKLOG);
-        let acceptor = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
+        let acceptor = tokio::spawn(accept_loop(tcp, tls, tx));
         Ok(Self {
             accepted,
             local,
@@ -115,7 +147,7 @@ impl axum::serve::Listener for TlsListener {
 
 async fn accept_loop(
     tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<ServerTls>,
     tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     loop {
@@ -134,7 +166,7 @@ async fn accept_loop(
         if tx.is_closed() {
             return;
         }
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(tls.current());
         let handed = tx.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

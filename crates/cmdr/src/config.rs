@@ -196,11 +196,29 @@ pub fn reread_tokens(path: &Path) -> Result<Option<cmdr_gateway::Tokens>> {
     tokens(read_file(Some(path))?.tokens)
 }
 
+/// The PEM files HTTPS is served with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Reads and checks both files (see [`cmdr_gateway::tls::server_config`]).
+    pub fn load(&self) -> Result<Arc<cmdr_gateway::tls::ServerConfig>> {
+        cmdr_gateway::tls::server_config(&self.cert, &self.key).map_err(anyhow::Error::msg)
+    }
+}
+
 /// Validated settings of `cmdr serve` / `cmdr reindex`.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The configuration file, if any (reread on SIGHUP for its tokens).
     pub config_file: Option<PathBuf>,
+    /// The certificate and key files of HTTPS, if served (reread on SIGHUP).
+    pub tls_files: Option<TlsFiles>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Listen address.
@@ -276,15 +294,17 @@ impl Settings {
         let listen: SocketAddr = listen_text.parse().with_context(|| {
             format!("listen address {listen_text:?} is not ADDR:PORT (e.g. 127.0.0.1:3000)")
         })?;
-        let tls = match (
+        let tls_files = match (
             args.tls_cert.clone().or(file.tls_cert),
             args.tls_key.clone().or(file.tls_key),
         ) {
             (None, None) => None,
-            (Some(cert), Some(key)) => {
-                Some(cmdr_gateway::tls::server_config(&cert, &key).map_err(anyhow::Error::msg)?)
-            }
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             _ => bail!("tls_cert and tls_key go together: give both to serve HTTPS, or neither"),
+        };
+        let tls = match &tls_files {
+            Some(files) => Some(Arc::new(cmdr_gateway::tls::ServerTls::new(files.load()?))),
+            None => None,
         };
         let mut gateway = cmdr_gateway::GatewayConfig {
             tokens: tokens(file.tokens)?.map(|t| Arc::new(cmdr_gateway::TokenTable::new(t))),
@@ -365,6 +385,7 @@ impl Settings {
         }
         Ok(Self {
             config_file: args.storage.config.clone(),
+            tls_files,
             data_dir,
             listen,
             gateway,

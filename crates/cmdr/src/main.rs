@@ -12,6 +12,7 @@ mod client;
 mod config;
 mod example;
 mod reindex;
+mod reload;
 mod serve;
 mod settled;
 mod storage;

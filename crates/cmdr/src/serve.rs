@@ -8,9 +8,7 @@
 //! commands that nothing processes would only pile them up.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cmdr_gateway::AppState;
@@ -142,19 +140,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .local_addr()
         .context("reading the listen address")?;
     // Listening for SIGHUP before anyone can know where to send it.
-    #[cfg(unix)]
-    if let Some(path) = settings.config_file.clone() {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::hangup()) {
-            Ok(hangups) => {
-                let tokens = settings.gateway.tokens.clone();
-                tokio::spawn(reload_tokens_on_sighup(hangups, path, tokens));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP: tokens will not be reloaded")
-            }
-        }
-    }
+    crate::reload::on_sighup(&settings);
     // The first line on stdout says where to connect (tests read it).
     let scheme = if settings.gateway.tls.is_some() {
         "https"
@@ -167,7 +153,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         Some(table) => {
             tracing::info!(
                 tokens = table.current().len(),
-                "bearer tokens required (SIGHUP rereads them from the config file)"
+                "bearer tokens required (SIGHUP rereads them)"
             );
         }
         None if !addr.ip().is_loopback() => tracing::warn!(
@@ -213,41 +199,6 @@ async fn stopped(index: &cmdr_index::Index) {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-/// Rereads the tokens of the configuration file at `path` on every SIGHUP
-/// and makes them the accepted ones. A file that does not validate, or that
-/// lists no tokens (authentication cannot be turned off while serving),
-/// leaves the current tokens in place, with an error in the log; a server
-/// started without tokens says that turning them on needs a restart.
-#[cfg(unix)]
-async fn reload_tokens_on_sighup(
-    mut hangups: tokio::signal::unix::Signal,
-    path: PathBuf,
-    table: Option<Arc<cmdr_gateway::TokenTable>>,
-) {
-    while hangups.recv().await.is_some() {
-        let file = path.display();
-        match (crate::config::reread_tokens(&path), &table) {
-            (Ok(Some(tokens)), Some(table)) => {
-                let count = tokens.len();
-                table.replace(tokens);
-                tracing::info!(tokens = count, %file, "tokens reloaded");
-            }
-            (Ok(None), Some(_)) => tracing::error!(
-                %file,
-                "tokens not reloaded: the file lists none (restart to serve without authentication)"
-            ),
-            (Ok(Some(_)), None) => tracing::error!(
-                %file,
-                "tokens not loaded: this server runs without authentication (restart to turn it on)"
-            ),
-            (Ok(None), None) => tracing::info!("SIGHUP: no tokens configured, nothing to reload"),
-            (Err(e), _) => {
-                tracing::error!(%file, "tokens not reloaded, the current ones stay: {e:#}");
-            }
-        }
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -395,7 +395,30 @@ async fn https_serves_the_api_and_the_command_line_trusts_a_given_ca() {
         ca,
     ]);
     assert!(status.success() && out.contains("pending"), "{err}");
+
+    // A renewed certificate (here from another CA) is taken on SIGHUP by
+    // new connections; a broken one is refused and the current one stays.
+    let renewed = TestPki::new(&dir.path().join("renewed"));
+    std::fs::copy(&renewed.cert, &pki.cert).unwrap();
+    std::fs::copy(&renewed.key, &pki.key).unwrap();
+    s.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while renewed.client().get(s.at("/healthz")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "{}", s.output());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(pki.client().get(s.at("/healthz")).send().await.is_err());
+    std::fs::write(&pki.cert, "not a certificate").unwrap();
+    s.signal(libc::SIGHUP);
+    while !s.output().contains("certificate not reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.output());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    send(renewed.client().get(s.at("/healthz")))
+        .await
+        .expect(200);
     s.stop();
+    std::fs::copy(&renewed.cert, &pki.cert).unwrap();
 
     // Both files or neither; unreadable or mismatched files are named.
     let data = dir.path().join("data");

@@ -331,7 +331,8 @@ async fn start_endpoint_tls(pki: Option<&TestPki>) -> (String, Endpoint, watch::
         }
         Some(pki) => {
             let config = cmdr_gateway::tls::server_config(&pki.cert, &pki.key).unwrap();
-            let listener = cmdr_gateway::tls::TlsListener::new(listener, config).unwrap();
+            let tls = Arc::new(cmdr_gateway::tls::ServerTls::new(config));
+            let listener = cmdr_gateway::tls::TlsListener::new(listener, tls).unwrap();
             tokio::spawn(async move { axum::serve(listener, app).await });
             format!("https://localhost:{}", addr.port())
         }

@@ -1,0 +1,83 @@
+//! SIGHUP: `cmdr serve` rereads what can change without a restart, the
+//! bearer tokens of its configuration file and its HTTPS certificate and
+//! key (a renewed certificate), and swaps them in at once. What fails to
+//! validate is not taken: the current tokens or certificate stay, and the
+//! log says why. Turning authentication or HTTPS on or off takes a restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Settings, TlsFiles};
+
+/// What a SIGHUP reloads.
+struct Reloadable {
+    config_file: Option<PathBuf>,
+    tokens: Option<Arc<cmdr_gateway::TokenTable>>,
+    tls: Option<(TlsFiles, Arc<cmdr_gateway::tls::ServerTls>)>,
+}
+
+/// Starts reloading on SIGHUP, when there is anything to reload. The
+/// handler is in place when this returns (a SIGHUP that came earlier would
+/// have ended the process).
+pub fn on_sighup(settings: &Settings) {
+    let what = Reloadable {
+        config_file: settings.config_file.clone(),
+        tokens: settings.gateway.tokens.clone(),
+        tls: settings.tls_files.clone().zip(settings.gateway.tls.clone()),
+    };
+    if what.config_file.is_none() && what.tls.is_none() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => {
+                tokio::spawn(reload_on(hangups, what));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: nothing will be reloaded")
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on(mut hangups: tokio::signal::unix::Signal, what: Reloadable) {
+    while hangups.recv().await.is_some() {
+        if let Some(path) = &what.config_file {
+            reload_tokens(path, what.tokens.as_ref());
+        }
+        if let Some((files, tls)) = &what.tls {
+            match files.load() {
+                Ok(config) => {
+                    tls.replace(config);
+                    tracing::info!(cert = %files.cert.display(), "certificate reloaded");
+                }
+                Err(e) => tracing::error!("certificate not reloaded, the current one stays: {e:#}"),
+            }
+        }
+    }
+}
+
+/// Rereads the tokens of the configuration file at `path` into `table`.
+fn reload_tokens(path: &std::path::Path, table: Option<&Arc<cmdr_gateway::TokenTable>>) {
+    let file = path.display();
+    match (crate::config::reread_tokens(path), table) {
+        (Ok(Some(tokens)), Some(table)) => {
+            let count = tokens.len();
+            table.replace(tokens);
+            tracing::info!(tokens = count, %file, "tokens reloaded");
+        }
+        (Ok(None), Some(_)) => tracing::error!(
+            %file,
+            "tokens not reloaded: the file lists none (restart to serve without authentication)"
+        ),
+        (Ok(Some(_)), None) => tracing::error!(
+            %file,
+            "tokens not loaded: this server runs without authentication (restart to turn it on)"
+        ),
+        (Ok(None), None) => {}
+        (Err(e), _) => tracing::error!(%file, "tokens not reloaded, the current ones stay: {e:#}"),
+    }
+}
