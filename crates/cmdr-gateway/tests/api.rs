@@ -38,6 +38,35 @@ async fn harness(config: GatewayConfig) -> Harness {
     }
 }
 
+/// `cmdr_gateway::serve` of a harness on a loopback port.
+struct Served {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), cmdr_gateway::ServeError>>,
+}
+
+impl Served {
+    async fn start(h: &Harness) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(cmdr_gateway::serve(listener, h.state.clone(), async {
+            let _ = stopped.await;
+        }));
+        Served { addr, stop, task }
+    }
+
+    /// Shuts the server down and waits (10 s at most) for it to drain.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("server stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 /// A stand-in command processor: accepts `approve`, rejects `deny`, ignores the rest.
 fn spawn_processor(log: Arc<MemLog>) {
     tokio::spawn(async move {
@@ -636,12 +665,8 @@ async fn websocket_subscribes_filters_and_unsubscribes() {
     use tokio_tungstenite::tungstenite::Message;
 
     let h = harness(GatewayConfig::default()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cmdr_gateway::serve(listener, h.state.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let server = Served::start(&h).await;
+    let addr = server.addr;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();
@@ -686,12 +711,7 @@ async fn websocket_subscribes_filters_and_unsubscribes() {
     assert_eq!(next_text(&mut ws).await["type"], "error");
 
     // Shutdown ends the socket and the server drains.
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("server stops")
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 }
 
 async fn next_text(
@@ -1016,12 +1036,8 @@ async fn slow_headers_and_idle_connections_are_closed() {
         ..GatewayConfig::default()
     })
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cmdr_gateway::serve(listener, h.state.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let server = Served::start(&h).await;
+    let addr = server.addr;
 
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
@@ -1067,10 +1083,5 @@ async fn slow_headers_and_idle_connections_are_closed() {
         let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest)).await;
         assert!(read.is_ok(), "the {name} connection is still open");
     }
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("server stops")
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 }

@@ -12,6 +12,14 @@ fn config(dir: &tempfile::TempDir) -> LogConfig {
         .index_interval_bytes(256)
 }
 
+/// An embedded log in `dir` with topics `in` and `out`, one partition each.
+async fn in_and_out(dir: &tempfile::TempDir) -> EmbeddedLog {
+    let log = EmbeddedLog::open(config(dir)).await.unwrap();
+    log.create_topic("in", 1).await.unwrap();
+    log.create_topic("out", 1).await.unwrap();
+    log
+}
+
 #[tokio::test]
 async fn appends_read_back_across_segments_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,9 +224,7 @@ async fn consumer_group_shares_partitions_and_resumes_from_commit() {
 #[tokio::test]
 async fn atomic_commit_survives_reopen_without_a_group_file_write() {
     let dir = tempfile::tempdir().unwrap();
-    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
-    log.create_topic("in", 1).await.unwrap();
-    log.create_topic("out", 1).await.unwrap();
+    let log = in_and_out(&dir).await;
     let commit = OffsetCommit {
         group: "proc".into(),
         topic: "in".into(),
@@ -361,9 +367,7 @@ async fn a_commit_from_a_fenced_member_is_refused_with_its_batch() {
 async fn a_commit_whose_caller_gave_up_still_fences_the_range() {
     use futures::FutureExt;
     let dir = tempfile::tempdir().unwrap();
-    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
-    log.create_topic("in", 1).await.unwrap();
-    log.create_topic("out", 1).await.unwrap();
+    let log = in_and_out(&dir).await;
     let commit = OffsetCommit {
         group: "proc".into(),
         topic: "in".into(),
