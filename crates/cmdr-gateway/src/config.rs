@@ -30,9 +30,13 @@ pub struct GatewayConfig {
     /// HTTPS: the server's certificate and key (see [`crate::tls`]);
     /// `None` (the default): plain HTTP.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
-    /// Longest a client may take to send a request's headers, and longest
-    /// a keep-alive connection may idle. Default [`crate::server::HEADER_READ_TIMEOUT`].
+    /// Longest a client may take to send a request's headers, and again its
+    /// body (408 `request-timeout` then), and longest a keep-alive
+    /// connection may idle. Default [`crate::server::HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// Longest a shutdown waits for open connections to finish. Default
+    /// [`crate::server::DRAIN_TIMEOUT`].
+    pub drain_timeout: Duration,
     /// Origins allowed to call the API from a browser (see [`crate::cors`]);
     /// `None` (the default): no CORS headers, same-origin pages only.
     pub cors: Option<crate::cors::CorsOrigins>,
@@ -48,6 +52,7 @@ impl Default for GatewayConfig {
             tokens: None,
             tls: None,
             header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
+            drain_timeout: crate::server::DRAIN_TIMEOUT,
             cors: None,
         }
     }

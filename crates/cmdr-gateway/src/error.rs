@@ -44,6 +44,9 @@ pub enum ApiError {
         /// The command resource, with its events.
         command: Value,
     },
+    /// 408 `request-timeout`: the client took too long to send the body.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413 `payload-too-large`: the body exceeds the configured limit.
     #[error("the body exceeds the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -98,6 +101,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Rejected { .. } => StatusCode::CONFLICT,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_)
@@ -121,6 +125,7 @@ impl ApiError {
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Rejected { .. } => "command-rejected",
+            Self::RequestTimeout(_) => "request-timeout",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Validation(_) => "validation-failed",
@@ -143,6 +148,7 @@ impl ApiError {
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::Rejected { .. } => "Command rejected",
+            Self::RequestTimeout(_) => "Request timeout",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::Validation(_) => "Invalid command",

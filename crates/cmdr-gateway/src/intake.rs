@@ -88,13 +88,21 @@ pub(crate) fn require_json(headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-/// Reads a body of at most `limit` bytes.
+/// Reads a body of at most `config.body_limit` bytes, sent within
+/// `config.header_read_timeout` (a client trickling its body cannot hold a
+/// connection and a request for ever).
 ///
 /// # Errors
 /// [`ApiError::PayloadTooLarge`] beyond the limit (checked against
-/// `Content-Length` first, then while reading); [`ApiError::MalformedBody`]
-/// when the body cannot be read.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
+/// `Content-Length` first, then while reading); [`ApiError::RequestTimeout`]
+/// when the body takes too long; [`ApiError::MalformedBody`] when the body
+/// cannot be read.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    config: &crate::GatewayConfig,
+) -> ApiResult<Bytes> {
+    let limit = config.body_limit;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -102,7 +110,16 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let within = config.header_read_timeout;
+    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the body did not arrive within {} s",
+                within.as_secs_f64()
+            ))
+        })?;
+    read.map_err(|e| {
         let inner = e.into_inner();
         if inner
             .downcast_ref::<http_body_util::LengthLimitError>()
@@ -252,7 +269,7 @@ async fn intake(
         .map_or(crate::auth::ANONYMOUS, |p| p.0.as_str());
     let headers = parts.headers;
     let kind = body_kind(&headers)?;
-    let bytes = read_body(&headers, body, state.inner.config.body_limit).await?;
+    let bytes = read_body(&headers, body, &state.inner.config).await?;
     let request = match kind {
         BodyKind::Json => CommandRequest::from_json(&bytes).map_err(|e| match e {
             FromJsonError::Malformed(e) => ApiError::MalformedBody(format!("malformed JSON: {e}")),

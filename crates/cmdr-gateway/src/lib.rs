@@ -147,10 +147,13 @@ pub async fn serve_router(
         // Outside authentication: preflights carry no token.
         app = app.layer(cors::layer(origins));
     }
-    let timeout = state.inner.config.header_read_timeout;
+    let limits = server::Limits {
+        header_read: state.inner.config.header_read_timeout,
+        drain: state.inner.config.drain_timeout,
+    };
     if let Some(tls) = state.inner.config.tls.clone() {
         let listener = tls::TlsListener::new(listener, tls)?;
-        server::serve_connections(listener, app, timeout, signal).await;
+        server::serve_connections(listener, app, limits, signal).await;
     } else {
         // No Nagle: answers and live updates (SSE, WebSocket) are small
         // writes that must leave at once, not wait for the previous
@@ -160,7 +163,7 @@ pub async fn serve_router(
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        server::serve_connections(listener, app, timeout, signal).await;
+        server::serve_connections(listener, app, limits, signal).await;
     }
     state.log().sync().await?;
     Ok(())

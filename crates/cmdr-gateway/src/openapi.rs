@@ -171,6 +171,7 @@ pub fn document() -> Value {
                         "201": json_ok("Accepted by its processor (sync), with its events.", "Command"),
                         "400": problem("Malformed JSON or form, bad query or header."),
                         "409": problem("Rejected by its processor (sync); `rejection` says why."),
+                        "408": problem("The body did not arrive within the header read timeout (default 30 s)."),
                         "413": problem("Body over the limit (default 1 MiB)."),
                         "415": problem("Unsupported Content-Type."),
                         "422": problem("Invalid command, schema violation (errors: [{pointer, message}]) or Idempotency-Key reused."),

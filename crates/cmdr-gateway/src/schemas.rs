@@ -255,7 +255,7 @@ async fn put(
 ) -> ApiResult<Response> {
     validate_action(&action, "/action").map_err(|v| ApiError::NotFound(v.message))?;
     crate::intake::require_json(&headers)?;
-    let body = crate::intake::read_body(&headers, body, state.inner.config.body_limit).await?;
+    let body = crate::intake::read_body(&headers, body, &state.inner.config).await?;
     let schema: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
     if !(schema.is_object() || schema.is_boolean()) {

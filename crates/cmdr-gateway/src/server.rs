@@ -7,7 +7,10 @@
 //! connections and trickles bytes (slowloris) cannot hold them for ever,
 //! and a keep-alive connection with no next request is closed after the
 //! same time. At shutdown it stops accepting, lets every connection finish
-//! the request it is serving, and returns once all are closed.
+//! the request it is serving, and returns once all are closed, or after
+//! the drain timeout ([`DRAIN_TIMEOUT`] by default) with the stragglers
+//! left behind (a client reading an answer at a trickle cannot keep the
+//! process from stopping before an orchestrator kills it).
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,12 +25,26 @@ use tokio::sync::watch;
 /// keep-alive connection may stay idle between requests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest a shutdown waits for open connections to finish (a Kubernetes
+/// pod gets 30 s between SIGTERM and SIGKILL; this leaves time for the
+/// rest of the shutdown).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Time limits of [`serve_connections`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read: Duration,
+    /// See [`DRAIN_TIMEOUT`].
+    pub drain: Duration,
+}
+
 /// Serves `router` on the connections of `listener` until `shutdown`
 /// resolves, then drains them (see the module documentation).
 pub(crate) async fn serve_connections<L>(
     mut listener: L,
     router: Router,
-    header_read_timeout: Duration,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) where
     L: Listener,
@@ -35,7 +52,7 @@ pub(crate) async fn serve_connections<L>(
 {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(limits.header_read);
     // Dropped to tell connections to finish; each holds a receiver of
     // `closed` until it ends.
     let (stop, stopping) = watch::channel(());
@@ -75,5 +92,13 @@ pub(crate) async fn serve_connections<L>(
     drop(listener);
     drop(stop);
     drop(closed);
-    closed_tx.closed().await;
+    if tokio::time::timeout(limits.drain, closed_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = closed_tx.receiver_count(),
+            "connections still open after the drain timeout; stopping without them"
+        );
+    }
 }

@@ -1085,3 +1085,44 @@ async fn slow_headers_and_idle_connections_are_closed() {
     }
     server.stop().await;
 }
+
+/// A body sent at a trickle gets 408 and appends nothing; a request still
+/// waiting for its body at shutdown does not hold the server past the
+/// drain timeout.
+#[tokio::test]
+async fn slow_bodies_time_out_and_do_not_hold_a_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let partial_post = b"POST /commands HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"action\"";
+    let h = harness(GatewayConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let server = Served::start(&h).await;
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(partial_post).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+    assert_eq!(commands_in_log(&h).await, 0, "nothing appended");
+    server.stop().await;
+
+    let h = harness(GatewayConfig {
+        header_read_timeout: Duration::from_secs(120),
+        drain_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let server = Served::start(&h).await;
+    let mut stuck = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stuck.write_all(partial_post).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stops within `Served::stop`'s 10 s, not after the 120 s body timeout.
+    server.stop().await;
+}
