@@ -45,6 +45,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use tokio::sync::watch;
 
 pub use error::{IndexError, Result};
+pub use idempotency::{PURGE_BATCH, PURGE_SCAN};
 pub use indexer::IndexerHandle;
 pub use model::{
     id_floor_for_time, status_code, CommandView, EventView, LogPosition, Order, Page, Query,

@@ -129,7 +129,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CMDR_HEADER_READ_TIMEOUT_S")]
     pub header_read_timeout_s: Option<u64>,
     /// Origins allowed to call the API from a browser (CORS), comma
-    /// separated, e.g. https://app.example.com; "*" for any. Default none.
+    /// separated, each an origin such as http://localhost:5173; "*" for any. Default none.
     #[arg(long = "cors-origin", env = "CMDR_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 }
