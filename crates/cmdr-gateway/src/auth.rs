@@ -23,6 +23,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::watch;
+
 use axum::extract::{Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
@@ -101,6 +103,12 @@ impl Grant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal(pub String);
 
+/// The SHA-256 of the token a request was admitted with, put in its
+/// extensions by the authentication layer: live streams end when a reload
+/// takes that token away (see [`TokenTable::changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credential(pub [u8; 32]);
+
 /// The accepted tokens, each known by its SHA-256.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
@@ -109,10 +117,18 @@ pub struct Tokens {
 
 /// The tokens a running gateway accepts, replaceable while it runs (`cmdr
 /// serve` reloads them from its configuration file on SIGHUP). A request
-/// is checked against the table current when it arrives.
-#[derive(Debug, Default)]
+/// is checked against the table current when it arrives; live streams
+/// (SSE, WebSocket) also end when a replacement drops their token.
+#[derive(Debug)]
 pub struct TokenTable {
     current: RwLock<Arc<Tokens>>,
+    generation: watch::Sender<u64>,
+}
+
+impl Default for TokenTable {
+    fn default() -> Self {
+        Self::new(Tokens::default())
+    }
 }
 
 impl TokenTable {
@@ -120,6 +136,7 @@ impl TokenTable {
     pub fn new(tokens: Tokens) -> Self {
         Self {
             current: RwLock::new(Arc::new(tokens)),
+            generation: watch::channel(0).0,
         }
     }
 
@@ -134,6 +151,12 @@ impl TokenTable {
     /// Accepts `tokens` from now on, instead of the earlier ones.
     pub fn replace(&self, tokens: Tokens) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes with every [`TokenTable::replace`].
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 }
 
@@ -191,8 +214,16 @@ impl Tokens {
 
     /// The grant of `token`, if it is one of the accepted tokens.
     pub fn grant(&self, token: &str) -> Option<&Grant> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.by_hash.get(&hash)
+        self.by_hash.get(&Self::hash(token))
+    }
+
+    /// Whether the token whose SHA-256 is `credential` is accepted.
+    pub fn accepts(&self, credential: &Credential) -> bool {
+        self.by_hash.contains_key(&credential.0)
+    }
+
+    fn hash(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
     }
 
     /// Whether no token is configured.
@@ -260,7 +291,8 @@ pub(crate) async fn authenticate(
         )
         .into_response();
     };
-    let Some(grant) = tokens.grant(&token) else {
+    let credential = Credential(Tokens::hash(&token));
+    let Some(grant) = tokens.by_hash.get(&credential.0) else {
         return ApiError::Unauthorized("the bearer token is not valid".into()).into_response();
     };
     let needed = Role::required_for(req.method(), req.uri().path());
@@ -276,6 +308,7 @@ pub(crate) async fn authenticate(
     }
     let principal = Principal(grant.principal.clone());
     req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(credential);
     next.run(req).await
 }
 

@@ -42,11 +42,22 @@ impl CorsOrigins {
         }
         let mut list = Vec::with_capacity(origins.len());
         for o in origins {
-            let host = o
+            // As browsers send it: lower case, no default port.
+            let lower = o.to_ascii_lowercase();
+            let normal = lower
+                .strip_suffix(":443")
+                .filter(|_| lower.starts_with("https://"))
+                .or_else(|| {
+                    lower
+                        .strip_suffix(":80")
+                        .filter(|_| lower.starts_with("http://"))
+                })
+                .unwrap_or(&lower);
+            let host = normal
                 .strip_prefix("https://")
-                .or_else(|| o.strip_prefix("http://"))
+                .or_else(|| normal.strip_prefix("http://"))
                 .filter(|h| !h.is_empty() && !h.contains(['/', '?', '#', ' ']));
-            let value = host.and_then(|_| HeaderValue::from_str(o).ok()).ok_or_else(|| {
+            let value = host.and_then(|_| HeaderValue::from_str(normal).ok()).ok_or_else(|| {
                 format!("cors origin {o:?} is not scheme://host[:port] (e.g. https://app.example.com)")
             })?;
             list.push(value);
@@ -107,5 +118,23 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn origins_are_kept_as_browsers_send_them() {
+        let parse =
+            |v: &[&str]| CorsOrigins::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            parse(&[
+                "HTTPS://App.Example:443",
+                "http://b.example:80",
+                "https://c.example:8443"
+            ]),
+            Ok(CorsOrigins::List(vec![
+                HeaderValue::from_static("https://app.example"),
+                HeaderValue::from_static("http://b.example"),
+                HeaderValue::from_static("https://c.example:8443"),
+            ]))
+        );
     }
 }

@@ -87,8 +87,10 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// `router` behind the bearer-token check of `state`'s configuration (see
-/// [`auth`]); [`serve_router`] applies it to everything it serves. Without
-/// configured tokens it only passes requests on.
+/// [`auth`]); [`serve_router`] applies it to everything it serves (and,
+/// outside it, the CORS layer of [`cors`] when origins are configured: a
+/// router served another way needs `cors::layer` too). Without configured
+/// tokens it only passes requests on.
 pub fn authenticated(router: Router, state: &AppState) -> Router {
     if state.inner.config.tokens.is_none() {
         return router;

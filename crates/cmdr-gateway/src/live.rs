@@ -13,6 +13,10 @@
 //! - server: `{"type":"subscribed","id":"s1"}`, `{"type":"unsubscribed","id":"s1"}`,
 //!   `{"type":"record","subscription":"s1","position":"42","record":{...}}`,
 //!   `{"type":"error","message":"..."}`.
+//!
+//! A stream ends when the server shuts down (a WebSocket gets a Close frame
+//! with 1001, going away) and when a token reload no longer accepts the
+//! token it was opened with (1008, policy violation).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,20 +24,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{close_code, CloseFrame};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use cmdr_contract::{COMMANDS_TOPIC, EVENTS_TOPIC};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::auth::Credential;
 use crate::error::{ApiError, ApiResult};
 use crate::follow::{follow, resolve, Filter, StartAt, Update};
 use crate::state::AppState;
@@ -57,6 +64,35 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/commands/updates", get(command_updates))
         .route("/events/updates", get(event_updates))
         .route("/ws", get(websocket))
+}
+
+/// What ends a live stream opened with `credential`: the server shutting
+/// down, or a token reload that no longer accepts the credential (a
+/// revoked token must not keep reading). Becomes `true` then.
+fn stop_signal(state: &AppState, credential: Option<Credential>) -> watch::Receiver<bool> {
+    let shutdown = state.shutdown_signal();
+    let (Some(table), Some(credential)) = (state.inner.config.tokens.clone(), credential) else {
+        return shutdown;
+    };
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut shutdown = shutdown;
+        let mut changes = table.changes();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                changed = changes.changed() => {
+                    if changed.is_err() || !table.current().accepts(&credential) {
+                        break;
+                    }
+                }
+                // The stream ended first.
+                () = stop.closed() => return,
+            }
+        }
+        let _ = stop.send(true);
+    });
+    stopped
 }
 
 fn live_permit(state: &AppState) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
@@ -105,6 +141,7 @@ async fn sse(
     topic: &'static str,
     raw: Option<String>,
     headers: HeaderMap,
+    credential: Option<Credential>,
 ) -> ApiResult<Response> {
     let (filter, from) = parse_params(raw.as_deref(), topic == EVENTS_TOPIC)?;
     let resume = match headers.get("last-event-id").map(|v| v.to_str()) {
@@ -126,7 +163,7 @@ async fn sse(
         pos,
         filter,
         tx,
-        state.shutdown_signal(),
+        stop_signal(&state, credential),
     );
     // The follower ends when the client is gone (its channel closes); the
     // stream's place among the live ones is freed with it.
@@ -157,22 +194,28 @@ async fn command_updates(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    credential: Option<Extension<Credential>>,
 ) -> ApiResult<Response> {
-    sse(state, COMMANDS_TOPIC, raw, headers).await
+    let credential = credential.map(|Extension(c)| c);
+    sse(state, COMMANDS_TOPIC, raw, headers, credential).await
 }
 
 async fn event_updates(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    credential: Option<Extension<Credential>>,
 ) -> ApiResult<Response> {
-    sse(state, EVENTS_TOPIC, raw, headers).await
+    let credential = credential.map(|Extension(c)| c);
+    sse(state, EVENTS_TOPIC, raw, headers, credential).await
 }
 
 async fn websocket(
     State(state): State<AppState>,
+    credential: Option<Extension<Credential>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    let credential = credential.map(|Extension(c)| c);
     let ws = ws.map_err(|e| match e {
         WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_) => {
             ApiError::BadRequest(format!("not a valid WebSocket upgrade: {}", e.body_text()))
@@ -182,7 +225,7 @@ async fn websocket(
             other.body_text()
         )),
     })?;
-    Ok(ws.on_upgrade(move |socket| run_socket(state, socket)))
+    Ok(ws.on_upgrade(move |socket| run_socket(state, socket, credential)))
 }
 
 #[derive(Deserialize)]
@@ -201,22 +244,31 @@ enum ClientMessage {
     },
 }
 
-async fn run_socket(state: AppState, socket: WebSocket) {
+async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Credential>) {
     let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(WS_BUFFER);
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(WS_BUFFER);
     let writer = tokio::spawn(async move {
-        while let Some(text) = out_rx.recv().await {
-            if sink.send(Message::Text(text.into())).await.is_err() {
+        while let Some(msg) = out_rx.recv().await {
+            if sink.send(msg).await.is_err() {
                 break;
             }
         }
     });
     let mut subs: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
-    let mut shutdown = state.shutdown_signal();
+    let stop = stop_signal(&state, credential);
+    let mut stopped = stop.clone();
+    let mut close = None;
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = stopped.wait_for(|s| *s) => {
+                close = Some(if *state.shutdown_signal().borrow() {
+                    (close_code::AWAY, "the server is shutting down")
+                } else {
+                    (close_code::POLICY, "the token was revoked")
+                });
+                break;
+            }
         };
         let Some(Ok(msg)) = msg else { break };
         let text = match msg {
@@ -246,7 +298,7 @@ async fn run_socket(state: AppState, socket: WebSocket) {
                     &topic,
                     from.as_deref(),
                     filter,
-                    out_tx.clone(),
+                    (out_tx.clone(), stop.clone()),
                 )
                 .await
                 {
@@ -258,15 +310,26 @@ async fn run_socket(state: AppState, socket: WebSocket) {
                 }
             }
         };
-        if out_tx.send(reply.to_string()).await.is_err() {
+        if out_tx.send(text_message(reply)).await.is_err() {
             break;
         }
     }
     for (_, h) in subs {
         h.abort();
     }
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = out_tx.send(Message::Close(Some(frame))).await;
+    }
     drop(out_tx);
     let _ = writer.await;
+}
+
+fn text_message(value: serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
 }
 
 async fn subscribe(
@@ -276,7 +339,7 @@ async fn subscribe(
     topic: &str,
     from: Option<&str>,
     filter: Filter,
-    out: mpsc::Sender<String>,
+    (out, stop): (mpsc::Sender<Message>, watch::Receiver<bool>),
 ) -> ApiResult<tokio::task::AbortHandle> {
     if subs.contains_key(id) {
         return Err(ApiError::BadRequest(format!("subscription {id:?} exists")));
@@ -302,16 +365,15 @@ async fn subscribe(
     let pos = resolve(state.inner.log.as_ref(), topic, &at).await?;
     let permit = live_permit(state)?;
     let log = state.inner.log.clone();
-    let shutdown = state.shutdown_signal();
     let sub = id.to_string();
     let task = tokio::spawn(async move {
         let (tx, mut rx) = mpsc::channel::<Update>(SSE_BUFFER);
-        let follower = tokio::spawn(follow(log, topic, pos, filter, tx, shutdown));
+        let follower = tokio::spawn(follow(log, topic, pos, filter, tx, stop));
         while let Some(u) = rx.recv().await {
             let record: serde_json::Value =
                 serde_json::from_slice(&u.value).unwrap_or(serde_json::Value::Null);
             let msg = json!({"type": "record", "subscription": sub, "position": u.position, "record": record});
-            if out.send(msg.to_string()).await.is_err() {
+            if out.send(text_message(msg)).await.is_err() {
                 break;
             }
         }

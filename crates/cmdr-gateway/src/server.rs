@@ -7,7 +7,9 @@
 //! connections and trickles bytes (slowloris) cannot hold them for ever,
 //! and a keep-alive connection with no next request is closed after the
 //! same time. At shutdown it stops accepting, lets every connection finish
-//! the request it is serving, and returns once all are closed, or after
+//! the request it is serving, and returns once all are closed (an upgraded
+//! connection, a WebSocket, leaves this count when it is upgraded; the
+//! gateway closes its sockets itself at shutdown, with 1001), or after
 //! the drain timeout ([`DRAIN_TIMEOUT`] by default) with the stragglers
 //! left behind (a client reading an answer at a trickle cannot keep the
 //! process from stopping before an orchestrator kills it).

@@ -7,7 +7,8 @@
 //! certificate replace it while serving (new connections use it);
 //! [`TlsListener`] accepts TCP connections and completes each handshake in
 //! a task of its own, so a slow or silent client never holds up the next
-//! one, and hands finished connections to `axum::serve`. Handshakes that
+//! one, and hands finished connections to the connection loop
+//! ([`crate::server`]; any `axum::serve::Listener` user works). Handshakes that
 //! take longer than [`HANDSHAKE_TIMEOUT`] are dropped. ALPN offers
 //! `http/1.1` only (the gateway speaks HTTP/1.1).
 
@@ -28,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 /// Longest a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Finished handshakes waiting for `axum::serve` to take them.
+/// Finished handshakes waiting for the connection loop to take them.
 const ACCEPTED_BACKLOG: usize = 128;
 
 /// Reads a PEM certificate chain (leaf first) and its PEM private key
@@ -96,7 +97,7 @@ impl ServerTls {
     }
 }
 
-/// A listener for `axum::serve` that yields TLS connections (see the
+/// An `axum::serve::Listener` that yields TLS connections (see the
 /// module documentation). Dropping it stops accepting.
 pub struct TlsListener {
     accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -153,6 +154,8 @@ async fn accept_loop(
     loop {
         let (stream, peer) = match tcp.accept().await {
             Ok(conn) => conn,
+            // A connection that went away while queued: take the next.
+            Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 // Out of file descriptors and the like: pause, as axum does.
                 tracing::warn!(error = %e, "accepting a connection failed");
@@ -178,4 +181,13 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// Errors of one queued connection rather than of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
 }

@@ -1126,3 +1126,85 @@ async fn slow_bodies_time_out_and_do_not_hold_a_shutdown() {
     // Stops within `Served::stop`'s 10 s, not after the 120 s body timeout.
     server.stop().await;
 }
+
+/// Browsers' live clients authenticate with `?access_token=`; revoking the
+/// token (a table replacement, as SIGHUP does) ends the streams it opened:
+/// the WebSocket with a Close frame 1008, the SSE stream by its end.
+#[tokio::test]
+async fn live_streams_take_a_query_token_and_end_when_it_is_revoked() {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let grant = |name: &str| cmdr_gateway::Grant {
+        principal: name.into(),
+        roles: vec![cmdr_gateway::Role::Read],
+    };
+    let mut tokens = cmdr_gateway::Tokens::default();
+    tokens.add_token("cmdr_viewer", grant("viewer")).unwrap();
+    tokens.add_token("cmdr_other", grant("other")).unwrap();
+    let table = Arc::new(cmdr_gateway::TokenTable::new(tokens));
+    let h = harness(GatewayConfig {
+        tokens: Some(table.clone()),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let server = Served::start(&h).await;
+    let addr = server.addr;
+
+    assert!(tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .is_err());
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?access_token=cmdr_viewer"))
+            .await
+            .unwrap();
+    let sub = json!({"op": "subscribe", "id": "s1", "topic": "commands"});
+    ws.send(Message::Text(sub.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await["type"], "subscribed");
+    let mut sse = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sse.write_all(b"GET /events/updates?access_token=cmdr_viewer HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = sse.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+
+    // A reload that keeps the token changes nothing; one without it ends both.
+    let mut kept = cmdr_gateway::Tokens::default();
+    kept.add_token("cmdr_viewer", grant("viewer")).unwrap();
+    table.replace(kept);
+    let mut only_other = cmdr_gateway::Tokens::default();
+    only_other.add_token("cmdr_other", grant("other")).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    table.replace(only_other);
+    let closed = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("the socket is closed within 10 s");
+        match msg {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a Close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(closed.map(|f| f.code), Some(CloseCode::Policy));
+    // The response ends (its last chunk); the connection may stay open.
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), sse.read(&mut head))
+            .await
+            .expect("the SSE stream ends within 10 s")
+            .unwrap();
+        assert!(n > 0, "connection closed before the stream's end");
+        rest.extend_from_slice(&head[..n]);
+    }
+    server.stop().await;
+}

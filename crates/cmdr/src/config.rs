@@ -116,10 +116,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CMDR_EXAMPLE")]
     pub example: Option<Example>,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
-    #[arg(long, env = "CMDR_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "CMDR_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, env = "CMDR_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "CMDR_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificate(s) to trust for https:// webhook processors, beside the system's.
     #[arg(long, env = "CMDR_WEBHOOK_CA_CERT")]

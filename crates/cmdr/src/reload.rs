@@ -2,7 +2,8 @@
 //! bearer tokens of its configuration file and its HTTPS certificate and
 //! key (a renewed certificate), and swaps them in at once. What fails to
 //! validate is not taken: the current tokens or certificate stay, and the
-//! log says why. Turning authentication or HTTPS on or off takes a restart.
+//! log says why. Other settings of the file, and turning authentication or
+//! HTTPS on or off, take a restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;

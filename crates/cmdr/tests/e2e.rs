@@ -424,7 +424,7 @@ async fn https_serves_the_api_and_the_command_line_trusts_a_given_ca() {
     let data = dir.path().join("data");
     let d = data.to_str().unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--tls-cert", cert]);
-    assert!(!status.success() && err.contains("--tls-key"), "{err}");
+    assert!(!status.success() && err.contains("tls_key"), "{err}");
     let missing = dir.path().join("missing.pem");
     let m = missing.to_str().unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--tls-cert", m, "--tls-key", key]);
