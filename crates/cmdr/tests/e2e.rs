@@ -355,12 +355,19 @@ async fn https_serves_the_api_and_the_command_line_trusts_a_given_ca() {
     )
     .await;
     assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+    // A client that connects and never starts its handshake holds up nobody.
+    let addr = s.url.trim_start_matches("https://").to_string();
+    let _silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let c = pki.client();
-    let sent = send(
-        c.post(s.at("/commands"))
-            .json(&json!({"action": "pay", "data": {"amount": 5}, "key": "inv-1"})),
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        send(
+            c.post(s.at("/commands"))
+                .json(&json!({"action": "pay", "data": {"amount": 5}, "key": "inv-1"})),
+        ),
     )
     .await
+    .expect("served while another client stalls its handshake")
     .expect(202);
     let id = sent.body["id"].as_str().unwrap().to_string();
     send(c.get(s.at(&format!("/commands/{id}"))))
