@@ -376,22 +376,24 @@ async fn the_writer_indexes_at_background_priority_while_nobody_waits() {
     let handle = index.spawn_indexer(log.clone()).await.unwrap();
     caught_up(&index, &log).await;
 
+    // The thread has its name from the start and lowers its own priority
+    // first thing: wait for both.
     let deadline = tokio::time::Instant::now() + WAIT;
-    let bg = loop {
+    loop {
         let bg = threads_named("cmdr-indexer-bg");
-        if !bg.is_empty() {
-            break bg;
+        // SAFETY: a plain query of a thread's policy by id.
+        let policies: Vec<i32> = bg
+            .iter()
+            .map(|&tid| unsafe { libc::sched_getscheduler(tid) })
+            .collect();
+        if !bg.is_empty() && policies.iter().all(|&p| p == libc::SCHED_IDLE) {
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no background indexer thread"
+            "no background indexer thread at SCHED_IDLE: threads {bg:?}, policies {policies:?}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    for tid in bg {
-        // SAFETY: a plain query of a thread's policy by id.
-        let policy = unsafe { libc::sched_getscheduler(tid) };
-        assert_eq!(policy, libc::SCHED_IDLE, "thread {tid}");
     }
 
     // Indexed without anyone waiting: by the background thread.
