@@ -27,16 +27,12 @@ pub struct SuiteOptions {
     /// The bare ceiling server, when it runs in its own process like the
     /// server under test; `None` serves it inside the load generator.
     pub bare: Option<SocketAddr>,
+    /// The bare server's process id, when it runs in its own process: its
+    /// CPU per request is reported beside the server's.
+    pub bare_pid: Option<u32>,
     /// Runs of each intake step (ceiling and server interleaved); the run
     /// with the median rate is reported. At least 1.
     pub repeat: usize,
-}
-
-/// The report with the median rate (the upper one of an even count).
-fn median(mut runs: Vec<LoadReport>) -> Option<LoadReport> {
-    runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-    let mid = runs.len() / 2;
-    runs.into_iter().nth(mid)
 }
 
 fn command_body(conn: usize, n: u64) -> Bytes {
@@ -124,6 +120,20 @@ struct CpuPerRequest {
     idle: Option<f64>,
 }
 
+impl CpuPerRequest {
+    /// The table row that reports these figures under `label`.
+    fn row(&self, label: &str) -> String {
+        let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1} µs"));
+        format!(
+            "|   {label} | | server {} | load generator {} | machine idle {} | | |",
+            us(self.server),
+            us(self.generator),
+            self.idle
+                .map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}%"))
+        )
+    }
+}
+
 /// Runs `load`, measuring the CPU the server `pid` and this process spend.
 async fn run_measured(load: Load, pid: Option<u32>) -> Result<(LoadReport, CpuPerRequest), String> {
     let server_pid = pid.map(|p| p.to_string());
@@ -163,9 +173,8 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
     for &c in &opts.connections {
         let (mut ceilings, mut reals) = (Vec::new(), Vec::new());
         for _ in 0..opts.repeat.max(1) {
-            ceilings.push(
-                http::run(post(bare, "/commands", c, opts.step, StatusCode::ACCEPTED)).await?,
-            );
+            let load = post(bare, "/commands", c, opts.step, StatusCode::ACCEPTED);
+            ceilings.push(run_measured(load, opts.bare_pid).await?);
             let load = post(opts.addr, "/commands", c, opts.step, StatusCode::ACCEPTED);
             let (real, cpu) = run_measured(load, opts.pid).await?;
             collect_ids(&real, &mut ids);
@@ -174,20 +183,20 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
         // The median run by rate, with the CPU measured during it.
         reals.sort_by(|a, b| a.0.rate().total_cmp(&b.0.rate()));
         let mid = reals.len() / 2;
-        let (Some(ceiling), Some((real, cpu))) = (median(ceilings), reals.into_iter().nth(mid))
-        else {
+        ceilings.sort_by(|a, b| a.0.rate().total_cmp(&b.0.rate()));
+        let mid_ceiling = ceilings.len() / 2;
+        let (Some((ceiling, bare_cpu)), Some((real, cpu))) = (
+            ceilings.into_iter().nth(mid_ceiling),
+            reals.into_iter().nth(mid),
+        ) else {
             return Err("no load run".into());
         };
         let _ = writeln!(out, "{}", ceiling.row("bare 202 handler (ceiling)"));
+        if opts.bare_pid.is_some() {
+            let _ = writeln!(out, "{}", bare_cpu.row("CPU per request in this step"));
+        }
         let _ = writeln!(out, "{}", real.row("POST /commands (fsync before 202)"));
-        let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1} µs"));
-        let _ = writeln!(
-            out,
-            "|   CPU per command in this step | | server {} | load generator {} | machine idle {} | | |",
-            us(cpu.server),
-            us(cpu.generator),
-            cpu.idle.map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}%"))
-        );
+        let _ = writeln!(out, "{}", cpu.row("CPU per command in this step"));
         if c == 64 {
             at64 = Some((real.rate(), ceiling.rate()));
         }

@@ -96,6 +96,7 @@ pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
             let bare = Server::spawn(&["bench", "bare-server"], None).await?;
             let mut opts = options(&args, &server);
             opts.bare = Some(bare.addr);
+            opts.bare_pid = Some(bare.pid());
             println!(
                 "# cmdr bench http: {}s per step, median of {} run(s), server pid {}\n",
                 args.seconds,
@@ -142,6 +143,7 @@ fn options(args: &HttpArgs, server: &Server) -> SuiteOptions {
         step: Duration::from_secs(args.seconds.max(1)),
         connections: args.connections.clone(),
         bare: None,
+        bare_pid: None,
         repeat: args.repeat.max(1),
     }
 }
