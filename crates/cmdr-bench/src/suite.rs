@@ -169,7 +169,7 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
     };
     let _ = writeln!(out, "{TABLE_HEADER}");
     let mut ids = Vec::new();
-    let mut at64: Option<(f64, f64)> = None;
+    let mut at64: Option<(f64, f64, Vec<f64>)> = None;
     for &c in &opts.connections {
         let (mut ceilings, mut reals) = (Vec::new(), Vec::new());
         for _ in 0..opts.repeat.max(1) {
@@ -180,6 +180,14 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
             collect_ids(&real, &mut ids);
             reals.push((real, cpu));
         }
+        // Each server run against the ceiling run just before it: the VM's
+        // speed drifts between runs, less within a pair.
+        let mut pairs: Vec<f64> = ceilings
+            .iter()
+            .zip(&reals)
+            .map(|(c, r)| 100.0 * r.0.rate() / c.0.rate().max(1.0))
+            .collect();
+        pairs.sort_by(f64::total_cmp);
         // The median run by rate, with the CPU measured during it.
         reals.sort_by(|a, b| a.0.rate().total_cmp(&b.0.rate()));
         let mid = reals.len() / 2;
@@ -198,7 +206,7 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
         let _ = writeln!(out, "{}", real.row("POST /commands (fsync before 202)"));
         let _ = writeln!(out, "{}", cpu.row("CPU per command in this step"));
         if c == 64 {
-            at64 = Some((real.rate(), ceiling.rate()));
+            at64 = Some((real.rate(), ceiling.rate(), pairs));
         }
         if let Some((rss, peak)) = opts.pid.and_then(memory_mib) {
             let _ = writeln!(out, "|   server memory after this step | | RSS {rss:.1} MiB | peak {peak:.1} MiB | | | |");
@@ -221,8 +229,17 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
         let got = http::run(load).await?;
         let _ = writeln!(out, "{}", got.row("GET /commands/{id}"));
     }
-    if let Some((real, ceiling)) = at64 {
+    if let Some((real, ceiling, pairs)) = at64 {
         let _ = writeln!(out, "\nAt 64 connections: {real:.0} commands/s = {:.0}% of the bare handler's {ceiling:.0} req/s.", 100.0 * real / ceiling.max(1.0));
+        if pairs.len() > 1 {
+            let each: Vec<String> = pairs.iter().map(|p| format!("{p:.0}%")).collect();
+            let _ = writeln!(
+                out,
+                "Each run against the ceiling run before it: {} (median {:.0}%).",
+                each.join(", "),
+                pairs[pairs.len() / 2]
+            );
+        }
     }
     Ok(out)
 }
