@@ -217,9 +217,12 @@ impl Tokens {
         self.by_hash.get(&Self::hash(token))
     }
 
-    /// Whether the token whose SHA-256 is `credential` is accepted.
-    pub fn accepts(&self, credential: &Credential) -> bool {
-        self.by_hash.contains_key(&credential.0)
+    /// Whether the token whose SHA-256 is `credential` is accepted and
+    /// grants `role`.
+    pub fn accepts(&self, credential: &Credential, role: Role) -> bool {
+        self.by_hash
+            .get(&credential.0)
+            .is_some_and(|grant| grant.allows(role))
     }
 
     fn hash(token: &str) -> [u8; 32] {

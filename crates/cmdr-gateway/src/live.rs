@@ -40,7 +40,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::auth::Credential;
+use crate::auth::{Credential, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::follow::{follow, resolve, Filter, StartAt, Update};
 use crate::state::AppState;
@@ -67,22 +67,27 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// What ends a live stream opened with `credential`: the server shutting
-/// down, or a token reload that no longer accepts the credential (a
-/// revoked token must not keep reading). Becomes `true` then.
+/// down, or a token reload after which the credential no longer grants
+/// reading (a revoked token, or one whose `read` role was taken away, must
+/// not keep reading). Becomes `true` then.
 fn stop_signal(state: &AppState, credential: Option<Credential>) -> watch::Receiver<bool> {
     let shutdown = state.shutdown_signal();
     let (Some(table), Some(credential)) = (state.inner.config.tokens.clone(), credential) else {
         return shutdown;
     };
+    // Subscribed before anything else, and marked changed so that the first
+    // pass checks the table as it is now: a reload between the request's
+    // authentication and this subscription is not missed.
+    let mut changes = table.changes();
+    changes.mark_changed();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         let mut shutdown = shutdown;
-        let mut changes = table.changes();
         loop {
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
                 changed = changes.changed() => {
-                    if changed.is_err() || !table.current().accepts(&credential) {
+                    if changed.is_err() || !table.current().accepts(&credential, Role::Read) {
                         break;
                     }
                 }

@@ -1127,8 +1127,9 @@ async fn slow_bodies_time_out_and_do_not_hold_a_shutdown() {
     server.stop().await;
 }
 
-/// Browsers' live clients authenticate with `?access_token=`; revoking the
-/// token (a table replacement, as SIGHUP does) ends the streams it opened:
+/// Browsers' live clients authenticate with `?access_token=`; taking the
+/// token's read role away (a table replacement, as SIGHUP does) ends the
+/// streams it opened:
 /// the WebSocket with a Close frame 1008, the SSE stream by its end.
 #[tokio::test]
 async fn live_streams_take_a_query_token_and_end_when_it_is_revoked() {
@@ -1177,14 +1178,23 @@ async fn live_streams_take_a_query_token_and_end_when_it_is_revoked() {
         String::from_utf8_lossy(&head[..n])
     );
 
-    // A reload that keeps the token changes nothing; one without it ends both.
+    // A reload that keeps the token changes nothing; one that keeps it
+    // without its read role ends both (as one without the token does).
     let mut kept = cmdr_gateway::Tokens::default();
     kept.add_token("cmdr_viewer", grant("viewer")).unwrap();
     table.replace(kept);
-    let mut only_other = cmdr_gateway::Tokens::default();
-    only_other.add_token("cmdr_other", grant("other")).unwrap();
+    let mut write_only = cmdr_gateway::Tokens::default();
+    write_only
+        .add_token(
+            "cmdr_viewer",
+            cmdr_gateway::Grant {
+                principal: "viewer".into(),
+                roles: vec![cmdr_gateway::Role::Write],
+            },
+        )
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    table.replace(only_other);
+    table.replace(write_only);
     let closed = loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
