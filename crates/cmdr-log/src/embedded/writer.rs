@@ -255,7 +255,10 @@ impl TopicWriter {
     /// Writes one round and answers every batch in it.
     fn round(&mut self, batch: &mut Vec<QueuedAppend>) {
         if let Some(why) = &self.failed {
-            for (records, _, reply) in batch.drain(..) {
+            for (records, commit, reply) in batch.drain(..) {
+                // The reservation ends before the caller hears: it may retry
+                // the same commit at once.
+                drop(commit);
                 let result = Err(LogError::Closed(why.clone()));
                 let _ = reply.send(AppendAnswer { result, records });
             }
@@ -378,7 +381,9 @@ impl TopicWriter {
             }
             let msg = e.to_string();
             tracing::error!(error = %msg, round, "append round failed; nothing in it was acknowledged");
-            for (records, _, reply) in batch.drain(..) {
+            for (records, commit, reply) in batch.drain(..) {
+                // As above: released before the caller hears.
+                drop(commit);
                 let result = Err(LogError::Closed(format!("append failed: {msg}")));
                 let _ = reply.send(AppendAnswer { result, records });
             }
