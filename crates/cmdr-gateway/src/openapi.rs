@@ -149,7 +149,7 @@ pub fn document() -> Value {
         "info": {
             "title": "cmdr",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "CQRS manager: clients send commands; processors answer with events; cmdr indexes both, derives each command's status (pending, accepted, rejected) and serves queries and live updates. Every error is application/problem+json (RFC 9457) with a stable `code`. When the server is configured with tokens, every request but /healthz, /readyz, /openapi.json and /docs needs Authorization: Bearer <token> (401 without a valid one, 403 without the role: read for GET, write for POST /commands, admin for the rest)."
+            "description": "CQRS manager: clients send commands; processors answer with events; cmdr indexes both, derives each command's status (pending, accepted, rejected) and serves queries and live updates. Every error is application/problem+json (RFC 9457) with a stable `code`. When the server is configured with tokens, every request but /healthz, /readyz, /openapi.json and /docs needs Authorization: Bearer <token>, or, on the live endpoints (/commands/updates, /events/updates, /ws), which browsers open without headers, ?access_token=<token> (401 without a valid one, 403 without the role: read for GET, write for POST /commands, admin for the rest)."
         },
         "security": [{"bearer": []}, {}],
         "paths": {
@@ -212,7 +212,7 @@ pub fn document() -> Value {
                     "parameters": [param("action", "path", "Action name.", json!({"type": "string"}))],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": ["object", "boolean"]}}}},
                     "responses": {"201": json_ok("Registered as a new version.", "SchemaVersion"), "200": json_ok("Identical to the latest version; nothing changed.", "SchemaVersion"),
-                        "400": problem("Malformed JSON."), "413": problem("Too large."), "415": problem("Not JSON."), "422": problem("Not a valid JSON Schema.")}}
+                        "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."), "422": problem("Not a valid JSON Schema.")}}
             },
             "/processors": {"get": {"summary": "Registered webhook processors", "responses": {"200": json_ok("Every registration, by name.", "ProcessorList")}}},
             "/processors/{name}": {
@@ -224,7 +224,7 @@ pub fn document() -> Value {
                     "parameters": [param("name", "path", "Processor name (letters, digits, '-', '_').", json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}))],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProcessorRequest"}}}},
                     "responses": {"201": json_ok("Registered.", "Processor"), "200": json_ok("Replaced (or identical).", "Processor"),
-                        "400": problem("Malformed JSON."), "413": problem("Too large."), "415": problem("Not JSON."),
+                        "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
                         "422": problem("Invalid name or registration (errors: [{pointer, message}]).")}},
                 "delete": {"summary": "Remove a webhook processor (its runner stops)",
                     "parameters": [param("name", "path", "Processor name.", json!({"type": "string"}))],

@@ -276,9 +276,13 @@ impl Settings {
         Self::resolve_with(args, true)
     }
 
+    /// `create` is false for storage-only settings: the data directory must
+    /// exist, and what only serving needs (HTTPS key and certificate, the
+    /// webhooks' CA certificates) is not loaded, so `reindex` with the
+    /// service's config file works without access to its private key.
     fn resolve_with(args: &ServeArgs, create: bool) -> Result<Self> {
         let file = read_file(args.storage.config.as_deref())?;
-        let webhooks = webhook_config(args, &file)?;
+        let webhooks = webhook_config(args, &file, create)?;
         let example = args.example.or(file.example);
         let data_dir = args
             .storage
@@ -303,8 +307,10 @@ impl Settings {
             _ => bail!("tls_cert and tls_key go together: give both to serve HTTPS, or neither"),
         };
         let tls = match &tls_files {
-            Some(files) => Some(Arc::new(cmdr_gateway::tls::ServerTls::new(files.load()?))),
-            None => None,
+            Some(files) if create => {
+                Some(Arc::new(cmdr_gateway::tls::ServerTls::new(files.load()?)))
+            }
+            _ => None,
         };
         let mut gateway = cmdr_gateway::GatewayConfig {
             tokens: tokens(file.tokens)?.map(|t| Arc::new(cmdr_gateway::TokenTable::new(t))),
@@ -398,20 +404,25 @@ impl Settings {
     }
 }
 
-/// The webhook runners' settings: flags and environment over the file over defaults.
-fn webhook_config(args: &ServeArgs, file: &FileConfig) -> Result<WebhookConfig> {
+/// The webhook runners' settings: flags and environment over the file over
+/// defaults; their TLS configuration only when `serving`.
+fn webhook_config(args: &ServeArgs, file: &FileConfig, serving: bool) -> Result<WebhookConfig> {
     let mut config = WebhookConfig::default();
-    let extra = match args
-        .webhook_ca_cert
-        .as_ref()
-        .or(file.webhook_ca_cert.as_ref())
-    {
-        Some(path) => cmdr_processor::tls::read_certificates(path).map_err(anyhow::Error::msg)?,
-        None => Vec::new(),
-    };
-    // Built once: every runner shares it (and the system's CA certificates
-    // are read once).
-    config.tls = Some(cmdr_processor::tls::client_config(&extra).map_err(anyhow::Error::msg)?);
+    if serving {
+        let extra = match args
+            .webhook_ca_cert
+            .as_ref()
+            .or(file.webhook_ca_cert.as_ref())
+        {
+            Some(path) => {
+                cmdr_processor::tls::read_certificates(path).map_err(anyhow::Error::msg)?
+            }
+            None => Vec::new(),
+        };
+        // Built once: every runner shares it (and the system's CA
+        // certificates are read once).
+        config.tls = Some(cmdr_processor::tls::client_config(&extra).map_err(anyhow::Error::msg)?);
+    }
     if let Some(ms) = args.webhook_timeout_ms.or(file.webhook_timeout_ms) {
         if !(1..=MAX_WEBHOOK_TIMEOUT_MS).contains(&ms) {
             bail!("webhook_timeout_ms must be from 1 to {MAX_WEBHOOK_TIMEOUT_MS}, not {ms}");
@@ -541,6 +552,25 @@ mod tests {
         a.storage.idempotency_ttl_s = Some(MAX_IDEMPOTENCY_TTL_S + 1);
         let err = Settings::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("idempotency_ttl_s must be at most"), "{err}");
+    }
+
+    #[test]
+    fn storage_settings_leave_the_certificates_and_keys_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cmdr.toml");
+        // Files the service may read and an operator may not, or not yet.
+        std::fs::write(
+            &file,
+            "tls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\nwebhook_ca_cert = \"/nonexistent/ca.pem\"\n",
+        )
+        .unwrap();
+        let a = args(dir.path(), Some(file));
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let err = format!("{:#}", Settings::resolve(&a).unwrap_err());
+        assert!(err.contains("/nonexistent/"), "{err}");
+        let storage = Settings::for_storage(&a.storage).unwrap();
+        assert!(storage.gateway.tls.is_none());
+        assert!(storage.webhooks.tls.is_none());
     }
 
     #[test]
