@@ -37,6 +37,10 @@ pub struct GatewayConfig {
     /// Longest a shutdown waits for open connections to finish. Default
     /// [`crate::server::DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
+    /// Most connections served at once; beyond it the server stops
+    /// accepting (new ones wait in the kernel's backlog) until one closes.
+    /// Default [`crate::server::DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
     /// Origins allowed to call the API from a browser (see [`crate::cors`]);
     /// `None` (the default): no CORS headers, same-origin pages only.
     pub cors: Option<crate::cors::CorsOrigins>,
@@ -53,6 +57,7 @@ impl Default for GatewayConfig {
             tls: None,
             header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
             drain_timeout: crate::server::DRAIN_TIMEOUT,
+            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
             cors: None,
         }
     }

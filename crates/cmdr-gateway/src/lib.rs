@@ -152,6 +152,7 @@ pub async fn serve_router(
     let limits = server::Limits {
         header_read: state.inner.config.header_read_timeout,
         drain: state.inner.config.drain_timeout,
+        max_connections: state.inner.config.max_connections,
     };
     if let Some(tls) = state.inner.config.tls.clone() {
         let listener = tls::TlsListener::new(listener, tls)?;

@@ -13,15 +13,21 @@
 //! the drain timeout ([`DRAIN_TIMEOUT`] by default) with the stragglers
 //! left behind (a client reading an answer at a trickle cannot keep the
 //! process from stopping before an orchestrator kills it).
+//!
+//! It serves at most a set number of connections at once
+//! ([`DEFAULT_MAX_CONNECTIONS`] by default): at the limit it stops
+//! accepting, so further clients wait in the kernel's listen backlog
+//! instead of costing file descriptors and memory, until one closes.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::Listener;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// Longest a client may take to send a request's headers, and longest a
 /// keep-alive connection may stay idle between requests.
@@ -32,13 +38,20 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// rest of the shutdown).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Time limits of [`serve_connections`].
+/// Default most connections served at once (an upgraded connection, a
+/// WebSocket, no longer counts: live streams have their own limit,
+/// [`crate::MAX_LIVE_STREAMS`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Limits of [`serve_connections`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// See [`HEADER_READ_TIMEOUT`].
     pub header_read: Duration,
     /// See [`DRAIN_TIMEOUT`].
     pub drain: Duration,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
 
 /// Serves `router` on the connections of `listener` until `shutdown`
@@ -60,11 +73,29 @@ pub(crate) async fn serve_connections<L>(
     let (stop, stopping) = watch::channel(());
     let (closed_tx, closed) = watch::channel(());
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut full = false;
     loop {
+        // A slot first: at the limit, accept nothing until a connection ends.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slot else { break };
+        if full && slots.available_permits() > 0 {
+            full = false;
+        }
         let (io, peer) = tokio::select! {
             conn = listener.accept() => conn,
             () = &mut shutdown => break,
         };
+        if slots.available_permits() == 0 && !full {
+            full = true;
+            tracing::warn!(
+                max = limits.max_connections,
+                "serving the most connections allowed; further clients wait until one closes"
+            );
+        }
         let service = TowerToHyperService::new(router.clone());
         let conn = http
             .serve_connection(TokioIo::new(io), service)
@@ -89,6 +120,7 @@ pub(crate) async fn serve_connections<L>(
                 }
             }
             drop(closed);
+            drop(slot);
         });
     }
     drop(listener);

@@ -9,7 +9,9 @@
 //! a task of its own, so a slow or silent client never holds up the next
 //! one, and hands finished connections to the connection loop
 //! ([`crate::server`]; any `axum::serve::Listener` user works). Handshakes that
-//! take longer than [`HANDSHAKE_TIMEOUT`] are dropped. ALPN offers
+//! take longer than [`HANDSHAKE_TIMEOUT`] are dropped, and at most
+//! [`MAX_HANDSHAKES`] run at once (beyond, clients wait in the kernel's
+//! backlog). ALPN offers
 //! `http/1.1` only (the gateway speaks HTTP/1.1).
 
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use std::time::Duration;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 pub use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
@@ -28,6 +30,10 @@ use tokio_rustls::TlsAcceptor;
 
 /// Longest a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most TLS handshakes in progress at once: clients that open connections
+/// and stall their handshakes hold at most this many sockets.
+pub const MAX_HANDSHAKES: usize = 1024;
 
 /// Finished handshakes waiting for the connection loop to take them.
 const ACCEPTED_BACKLOG: usize = 128;
@@ -151,7 +157,11 @@ async fn accept_loop(
     tls: Arc<ServerTls>,
     tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
+        let Ok(handshake) = Arc::clone(&handshakes).acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match tcp.accept().await {
             Ok(conn) => conn,
             // A connection that went away while queued: take the next.
@@ -179,6 +189,7 @@ async fn accept_loop(
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
+            drop(handshake);
         });
     }
 }

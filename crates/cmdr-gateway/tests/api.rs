@@ -1025,6 +1025,47 @@ async fn metrics_count_answers_and_show_the_index_position() {
     }
 }
 
+/// At `max_connections` the server accepts no more connections until one
+/// closes: the next client waits in the listen backlog, then is served.
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let h = harness(GatewayConfig {
+        max_connections: 1,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let server = Served::start(&h).await;
+    let get = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut answer = [0u8; 1024];
+
+    let mut first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    first.write_all(get).await.unwrap();
+    let n = first.read(&mut answer).await.unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+
+    // Connected by the kernel, not yet accepted: no answer while the first
+    // (keep-alive) connection stays open.
+    let mut second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    second.write_all(get).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut answer)).await;
+    assert!(early.is_err(), "answered beyond the connection limit");
+
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut answer))
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    drop(second);
+    server.stop().await;
+}
+
 /// A client that trickles a request's headers (or idles between requests)
 /// is cut off after `header_read_timeout`; others are served meanwhile.
 #[tokio::test]

@@ -20,6 +20,7 @@
 //! webhook_ca_cert = "ca.pem"    # trust this CA for https:// webhooks too; CMDR_WEBHOOK_CA_CERT
 //! header_read_timeout_s = 30    # request headers and keep-alive idle; CMDR_HEADER_READ_TIMEOUT_S
 //!                               #   (above a load balancer's idle timeout)
+//! max_connections = 10000       # served at once, more wait to be accepted; CMDR_MAX_CONNECTIONS
 //! cors_origins = ["https://app.example.com"]  # browsers elsewhere ("*": any); CMDR_CORS_ORIGINS
 //!
 //! # Bearer tokens (`cmdr token new` makes one). Without any, the server is
@@ -53,6 +54,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const MAX_PARTITIONS: u32 = 1024;
 /// Largest `header_read_timeout_s`: a day.
 pub const MAX_HEADER_READ_TIMEOUT_S: u64 = 86_400;
+/// Largest `max_connections`.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 
 /// Longest webhook request timeout accepted, in ms (one hour).
 pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 3_600_000;
@@ -128,6 +131,10 @@ pub struct ServeArgs {
     /// keep-alive connection may idle, in seconds. Default 30.
     #[arg(long, env = "CMDR_HEADER_READ_TIMEOUT_S")]
     pub header_read_timeout_s: Option<u64>,
+    /// Most connections served at once; further clients wait in the listen
+    /// backlog until one closes. Default 10000.
+    #[arg(long, env = "CMDR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Origins allowed to call the API from a browser (CORS), comma
     /// separated, each an origin such as http://localhost:5173; "*" for any. Default none.
     #[arg(long = "cors-origin", env = "CMDR_CORS_ORIGINS", value_delimiter = ',')]
@@ -155,6 +162,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     webhook_ca_cert: Option<PathBuf>,
     header_read_timeout_s: Option<u64>,
+    max_connections: Option<usize>,
     cors_origins: Option<Vec<String>>,
     tokens: Option<Vec<TokenEntry>>,
 }
@@ -265,6 +273,7 @@ impl Settings {
             tls_key: None,
             webhook_ca_cert: None,
             header_read_timeout_s: None,
+            max_connections: None,
             cors_origins: Vec::new(),
         };
         Self::resolve_with(&serve, false)
@@ -324,6 +333,12 @@ impl Settings {
                 );
             }
             gateway.header_read_timeout = Duration::from_secs(s);
+        }
+        if let Some(n) = args.max_connections.or(file.max_connections) {
+            if !(1..=MAX_MAX_CONNECTIONS).contains(&n) {
+                bail!("max_connections must be from 1 to {MAX_MAX_CONNECTIONS}, not {n}");
+            }
+            gateway.max_connections = n;
         }
         let origins = if args.cors_origins.is_empty() {
             file.cors_origins.unwrap_or_default()
@@ -480,6 +495,7 @@ mod tests {
             tls_key: None,
             webhook_ca_cert: None,
             header_read_timeout_s: None,
+            max_connections: None,
             cors_origins: Vec::new(),
         }
     }
@@ -552,6 +568,21 @@ mod tests {
         a.storage.idempotency_ttl_s = Some(MAX_IDEMPOTENCY_TTL_S + 1);
         let err = Settings::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("idempotency_ttl_s must be at most"), "{err}");
+    }
+
+    #[test]
+    fn max_connections_is_checked_and_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path(), None);
+        assert_eq!(
+            Settings::resolve(&a).unwrap().gateway.max_connections,
+            cmdr_gateway::server::DEFAULT_MAX_CONNECTIONS
+        );
+        a.max_connections = Some(64);
+        assert_eq!(Settings::resolve(&a).unwrap().gateway.max_connections, 64);
+        a.max_connections = Some(0);
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("max_connections must be from 1"), "{err}");
     }
 
     #[test]
