@@ -11,6 +11,7 @@ mod bench;
 mod client;
 mod config;
 mod example;
+mod fd_limit;
 mod reindex;
 mod reload;
 mod serve;

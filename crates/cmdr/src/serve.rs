@@ -90,6 +90,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let settings = Settings::resolve(&args)?;
+    crate::fd_limit::raise(settings.gateway.max_connections);
     let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
     let indexer = index
