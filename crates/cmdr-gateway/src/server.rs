@@ -73,7 +73,9 @@ pub(crate) async fn serve_connections<L>(
     let (stop, stopping) = watch::channel(());
     let (closed_tx, closed) = watch::channel(());
     tokio::pin!(shutdown);
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let mut full = false;
     loop {
         // A slot first: at the limit, accept nothing until a connection ends.
