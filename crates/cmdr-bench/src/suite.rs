@@ -134,6 +134,14 @@ impl CpuPerRequest {
     }
 }
 
+/// The run with the median rate (the upper one of an even count), with the
+/// CPU measured during it.
+fn median(mut runs: Vec<(LoadReport, CpuPerRequest)>) -> Option<(LoadReport, CpuPerRequest)> {
+    runs.sort_by(|a, b| a.0.rate().total_cmp(&b.0.rate()));
+    let mid = runs.len() / 2;
+    runs.into_iter().nth(mid)
+}
+
 /// Runs `load`, measuring the CPU the server `pid` and this process spend.
 async fn run_measured(load: Load, pid: Option<u32>) -> Result<(LoadReport, CpuPerRequest), String> {
     let server_pid = pid.map(|p| p.to_string());
@@ -188,15 +196,8 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
             .map(|(c, r)| 100.0 * r.0.rate() / c.0.rate().max(1.0))
             .collect();
         pairs.sort_by(f64::total_cmp);
-        // The median run by rate, with the CPU measured during it.
-        reals.sort_by(|a, b| a.0.rate().total_cmp(&b.0.rate()));
-        let mid = reals.len() / 2;
-        ceilings.sort_by(|a, b| a.0.rate().total_cmp(&b.0.rate()));
-        let mid_ceiling = ceilings.len() / 2;
-        let (Some((ceiling, bare_cpu)), Some((real, cpu))) = (
-            ceilings.into_iter().nth(mid_ceiling),
-            reals.into_iter().nth(mid),
-        ) else {
+        let (Some((ceiling, bare_cpu)), Some((real, cpu))) = (median(ceilings), median(reals))
+        else {
             return Err("no load run".into());
         };
         let _ = writeln!(out, "{}", ceiling.row("bare 202 handler (ceiling)"));

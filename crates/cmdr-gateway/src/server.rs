@@ -84,20 +84,19 @@ pub(crate) async fn serve_connections<L>(
             () = &mut shutdown => break,
         };
         let Ok(slot) = slot else { break };
-        if full && slots.available_permits() > 0 {
-            full = false;
-        }
         let (io, peer) = tokio::select! {
             conn = listener.accept() => conn,
             () = &mut shutdown => break,
         };
-        if slots.available_permits() == 0 && !full {
-            full = true;
+        // Said once each time the limit is reached.
+        let at_limit = slots.available_permits() == 0;
+        if at_limit && !full {
             tracing::warn!(
                 max = limits.max_connections,
                 "serving the most connections allowed; further clients wait until one closes"
             );
         }
+        full = at_limit;
         let service = TowerToHyperService::new(router.clone());
         let conn = http
             .serve_connection(TokioIo::new(io), service)
