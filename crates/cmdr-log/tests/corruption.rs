@@ -256,6 +256,45 @@ async fn the_preallocated_tail_is_cut_on_the_next_open() {
     assert_eq!(back.len(), 1);
 }
 
+/// The zeros ahead grow an eighth of `preallocate_bytes` per small round
+/// and never reach past `preallocate_bytes` beyond the records: no round
+/// writes (and syncs) the whole runway at once.
+#[tokio::test]
+async fn the_preallocated_tail_grows_an_eighth_at_a_time() {
+    const AHEAD: u64 = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(dir.path(), false).preallocate_bytes(AHEAD))
+        .await
+        .unwrap();
+    log.create_topic(TOPIC, 1).await.unwrap();
+    let seg_len = |dir: &Path| std::fs::metadata(&segments(dir)[0].1).unwrap().len();
+    let mut lens = Vec::new();
+    for i in 0..200u64 {
+        log.append(TOPIC, vec![Record::new("k", value(i))])
+            .await
+            .unwrap();
+        let records = (i + 1) * record_size();
+        let len = seg_len(dir.path());
+        assert!(len >= records, "round {i}: {len} < {records}");
+        assert!(
+            len <= records + AHEAD,
+            "round {i}: {len} > {records} + {AHEAD}"
+        );
+        lens.push(len);
+    }
+    assert_eq!(
+        lens[0],
+        record_size() + AHEAD / 8,
+        "the first round adds an eighth"
+    );
+    let steps: Vec<u64> = lens.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(steps.iter().all(|&s| s == 0 || s == AHEAD / 8), "{steps:?}");
+    assert!(
+        *lens.last().unwrap() - 200 * record_size() >= AHEAD / 2,
+        "the runway is topped up: {lens:?}"
+    );
+}
+
 /// Writes the log with many segments and returns (base, path) of a middle one.
 async fn fill_sealed(dir: &Path) -> (u64, PathBuf, u64) {
     fill(dir, true).await;

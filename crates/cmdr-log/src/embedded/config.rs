@@ -45,7 +45,8 @@ pub struct LogConfig {
     /// comes from a new request), where the wait only delays the round.
     pub max_linger: Duration,
     /// After a small round (under an eighth of this), the active segment
-    /// file is extended with zeros this far ahead of its records, so that
+    /// file is kept extended with zeros up to this far ahead of its records
+    /// (topped up an eighth at a time once less than half is left), so that
     /// the `fdatasync` of the next small rounds overwrites allocated blocks
     /// and need not also write the file's new size (about a third less time
     /// and CPU per sync on ext4; large rounds, bound by bandwidth rather than

@@ -345,17 +345,23 @@ impl TopicWriter {
                 }
                 pw.active.write_at(&pw.buf, pw.size)?;
                 let end = pw.size + pw.buf.len() as u64;
-                if end > pw.allocated {
-                    pw.allocated = end;
-                    // Zeros ahead, up to the roll point, for later rounds to
-                    // overwrite. Only after small rounds: a large one costs
-                    // far more than the size update the zeros would spare it.
-                    let prealloc = self.config.preallocate_bytes;
-                    let ahead = (end + prealloc).min(roll_at(&self.config));
-                    if (pw.buf.len() as u64) < prealloc / 8 && ahead > end {
-                        pw.active.zero_fill(end, ahead)?;
-                        pw.allocated = ahead;
-                    }
+                pw.allocated = pw.allocated.max(end);
+                // Zeros ahead, up to the roll point, for later rounds to
+                // overwrite. Only after small rounds: a large one costs far
+                // more than the size update the zeros would spare it.
+                // Topped up an eighth at a time once less than half is left,
+                // so that no round carries much: filling it all at once cost
+                // that round 1.3 ms of writes and a 2.5 ms sync, which every
+                // waiting caller sat through (`cmdr bench http`).
+                let prealloc = self.config.preallocate_bytes;
+                let limit = (end + prealloc).min(roll_at(&self.config));
+                if (pw.buf.len() as u64) < prealloc / 8
+                    && pw.allocated - end < prealloc / 2
+                    && limit > pw.allocated
+                {
+                    let to = (pw.allocated + prealloc / 8).min(limit);
+                    pw.active.zero_fill(pw.allocated, to)?;
+                    pw.allocated = to;
                 }
             }
             if self.config.sync == SyncMode::Always {
