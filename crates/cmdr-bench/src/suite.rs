@@ -178,6 +178,7 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
     let _ = writeln!(out, "{TABLE_HEADER}");
     let mut ids = Vec::new();
     let mut at64: Option<(f64, f64, Vec<f64>)> = None;
+    let mut at64_figures: Option<Figures> = None;
     for &c in &opts.connections {
         let (mut ceilings, mut reals) = (Vec::new(), Vec::new());
         for _ in 0..opts.repeat.max(1) {
@@ -206,11 +207,24 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
         }
         let _ = writeln!(out, "{}", real.row("POST /commands (fsync before 202)"));
         let _ = writeln!(out, "{}", cpu.row("CPU per command in this step"));
-        if c == 64 {
-            at64 = Some((real.rate(), ceiling.rate(), pairs));
-        }
-        if let Some((rss, peak)) = opts.pid.and_then(memory_mib) {
+        let memory = opts.pid.and_then(memory_mib);
+        if let Some((rss, peak)) = memory {
             let _ = writeln!(out, "|   server memory after this step | | RSS {rss:.1} MiB | peak {peak:.1} MiB | | | |");
+        }
+        if c == 64 {
+            at64_figures = Some(Figures {
+                rate: real.rate(),
+                p99_ms: real.ms(0.99),
+                // The lower of the two ways to compare (median rates, median
+                // pair), so that noise never turns the verdict into a pass.
+                ceiling_pct: pairs
+                    .get(pairs.len() / 2)
+                    .copied()
+                    .unwrap_or(f64::INFINITY)
+                    .min(100.0 * real.rate() / ceiling.rate().max(1.0)),
+                peak_rss_mib: memory.map(|(_, peak)| peak),
+            });
+            at64 = Some((real.rate(), ceiling.rate(), pairs));
         }
     }
     if !ids.is_empty() {
@@ -242,7 +256,63 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
             );
         }
     }
+    if let Some(figures) = at64_figures {
+        let _ = write!(out, "{}", figures.verdict());
+    }
     Ok(out)
+}
+
+/// The 64-connection intake figures the gateway's load targets are stated in.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    /// Commands acknowledged per second.
+    rate: f64,
+    /// 99th percentile latency, ms.
+    p99_ms: f64,
+    /// Rate as a share of the bare ceiling, in percent: the lower of the
+    /// median rate over the median ceiling and the median pair's ratio.
+    ceiling_pct: f64,
+    /// Peak resident memory of the server, when known.
+    peak_rss_mib: Option<f64>,
+}
+
+impl Figures {
+    /// One line per target: its figure and whether it is met.
+    fn verdict(&self) -> String {
+        let mark = |met: bool| if met { "met" } else { "NOT met" };
+        let mut out = String::from("\nTargets at 64 connections:\n");
+        let _ = writeln!(
+            out,
+            "- at least 50,000 commands/s: {} ({:.0})",
+            mark(self.rate >= 50_000.0),
+            self.rate
+        );
+        let _ = writeln!(
+            out,
+            "- p99 at most 10 ms: {} ({:.2} ms)",
+            mark(self.p99_ms <= 10.0),
+            self.p99_ms
+        );
+        let _ = writeln!(
+            out,
+            "- at least half the bare ceiling: {} ({:.1}%, the lower of the two ratios above)",
+            mark(self.ceiling_pct >= 50.0),
+            self.ceiling_pct
+        );
+        match self.peak_rss_mib {
+            // The target says 100 MB: 10^8 bytes, 95.4 MiB.
+            Some(peak) => {
+                let _ = writeln!(
+                    out,
+                    "- resident memory at most 100 MB: {} (peak {peak:.1} MiB = {:.1} MB)",
+                    mark(peak * 1_048_576.0 <= 100e6),
+                    peak * 1.048_576
+                );
+            }
+            None => out.push_str("- resident memory at most 100 MB: unknown (no /proc)\n"),
+        }
+        out
+    }
 }
 
 /// Runs the sync suite: `POST /commands?sync=true` answered `201` once a
@@ -290,6 +360,31 @@ mod tests {
         assert_eq!(stat_cpu_time("4242 (short) S 1 2"), None);
         assert!(cpu_time("self").is_some(), "this process has a /proc entry");
         assert!(cpu_time("no-such-process").is_none());
+    }
+
+    #[test]
+    fn the_verdict_marks_each_target_met_or_not() {
+        let f = Figures {
+            rate: 52_000.0,
+            p99_ms: 12.5,
+            ceiling_pct: 49.6,
+            peak_rss_mib: Some(95.0),
+        };
+        let v = f.verdict();
+        assert!(v.contains("50,000 commands/s: met (52000)"), "{v}");
+        assert!(v.contains("p99 at most 10 ms: NOT met (12.50 ms)"), "{v}");
+        assert!(v.contains("half the bare ceiling: NOT met (49.6%"), "{v}");
+        assert!(v.contains("100 MB: met (peak 95.0 MiB = 99.6 MB)"), "{v}");
+        let over = Figures {
+            peak_rss_mib: Some(96.0),
+            ..f
+        };
+        assert!(over.verdict().contains("100 MB: NOT met"));
+        let unknown = Figures {
+            peak_rss_mib: None,
+            ..f
+        };
+        assert!(unknown.verdict().contains("100 MB: unknown"));
     }
 
     #[test]
