@@ -1,11 +1,15 @@
-//! A round whose write fails is undone and acknowledges nothing: no record
-//! of it is visible or survives a reopen, its offset commit is not
-//! recorded, and its commit reservation ends before its caller hears, so
-//! the same commit can be retried at once.
+//! Writes that fail, for real: the process's file size limit
+//! (`RLIMIT_FSIZE`) is lowered below what a round needs, and `pwrite` fails
+//! with `EFBIG`. The limit is per process, so these tests have a binary of
+//! their own and take turns ([`LIMIT`]).
 //!
-//! The failure is real: the process's file size limit (`RLIMIT_FSIZE`) is
-//! lowered below what the round needs, and `pwrite` fails with `EFBIG`.
-//! The limit is per process, so this test has a binary of its own.
+//! - A round whose records cannot be written is undone and acknowledges
+//!   nothing: no record of it is visible or survives a reopen, its offset
+//!   commit is not recorded, and its commit reservation ends before its
+//!   caller hears, so the same commit can be retried at once.
+//! - A round whose records are written but whose zeros ahead (the
+//!   segment's preallocation) cannot be is acknowledged: the zeros are only
+//!   an optimisation.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +24,16 @@ fn segment(dir: &Path, topic: &str) -> PathBuf {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "log"))
         .unwrap()
+}
+
+/// Held by the test that lowers the file size limit.
+static LIMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Ignores SIGXFSZ, which the kernel sends past the limit and which would
+/// end the process: the write then fails with EFBIG instead.
+fn ignore_sigxfsz() {
+    // SAFETY: sets this process's disposition of one signal.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
 /// Sets the soft limit on the size of files this process writes.
@@ -38,10 +52,8 @@ fn limit_file_size(soft: libc::rlim_t) {
 
 #[tokio::test]
 async fn a_failed_round_is_undone_and_its_commit_can_be_retried_at_once() {
-    // Past the limit the kernel sends SIGXFSZ, which would end the process;
-    // ignored, the write fails with EFBIG instead.
-    // SAFETY: sets this process's disposition of one signal.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let _turn = LIMIT.lock().await;
+    ignore_sigxfsz();
     let dir = tempfile::tempdir().unwrap();
     // No zeros ahead: the segment file is exactly its records.
     let config = || LogConfig::new(dir.path()).preallocate_bytes(0);
@@ -87,4 +99,39 @@ async fn a_failed_round_is_undone_and_its_commit_can_be_retried_at_once() {
     let values: Vec<&[u8]> = back.iter().map(|r| &r.value[..]).collect();
     assert_eq!(values, [&b"before"[..], &b"retried"[..]]);
     assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(3));
+}
+
+#[tokio::test]
+async fn a_round_whose_zeros_ahead_cannot_be_written_is_acknowledged() {
+    const AHEAD: u64 = 64 * 1024;
+    let _turn = LIMIT.lock().await;
+    ignore_sigxfsz();
+    let dir = tempfile::tempdir().unwrap();
+    let config = || LogConfig::new(dir.path()).preallocate_bytes(AHEAD);
+    let log = EmbeddedLog::open(config()).await.unwrap();
+    log.create_topic("out", 1).await.unwrap();
+    log.append("out", vec![Record::new("k", "first")])
+        .await
+        .unwrap();
+    let seg = segment(dir.path(), "out");
+    let allocated = std::fs::metadata(&seg).unwrap().len();
+
+    // Room for records up to the zeros already there and a little more,
+    // not for the next eighth of zeros.
+    limit_file_size(allocated + 1024);
+    let mut written = 1;
+    for i in 0..20 {
+        log.append("out", vec![Record::new("k", format!("record {i}"))])
+            .await
+            .unwrap();
+        written += 1;
+    }
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert!(len <= allocated + 1024, "{len} > {allocated} + 1024");
+    limit_file_size(libc::RLIM_INFINITY);
+
+    drop(log);
+    let log = EmbeddedLog::open(config()).await.unwrap();
+    assert!(log.truncations().is_empty(), "{:?}", log.truncations());
+    assert_eq!(log.read("out", 0, 0, 100).await.unwrap().len(), written);
 }

@@ -62,6 +62,9 @@ struct PartWriter {
     max_ts: i64,
     /// Written but not yet synced (interval mode).
     dirty: bool,
+    /// Preallocating the active segment failed (a disk nearly full): not
+    /// tried again until the next segment.
+    no_prealloc: bool,
     /// Encoding buffer, reused across rounds.
     buf: Vec<u8>,
 }
@@ -147,6 +150,7 @@ impl TopicWriter {
                     next_offset: p.end_offset(),
                     since_index: 0,
                     dirty: false,
+                    no_prealloc: false,
                     buf: Vec::new(),
                     active,
                     part: p.clone(),
@@ -358,10 +362,21 @@ impl TopicWriter {
                 if (pw.buf.len() as u64) < prealloc / 8
                     && pw.allocated - end < prealloc / 2
                     && limit > pw.allocated
+                    && !pw.no_prealloc
                 {
                     let to = (pw.allocated + prealloc / 8).min(limit);
-                    pw.active.zero_fill(pw.allocated, to)?;
-                    pw.allocated = to;
+                    match pw.active.zero_fill(pw.allocated, to) {
+                        Ok(()) => pw.allocated = to,
+                        // Only an optimisation: the round's records are
+                        // written, so it goes on without (cutting what part
+                        // of the zeros was written) rather than fail.
+                        Err(e) => {
+                            tracing::warn!(error = %e, segment = %pw.active.path.display(),
+                                "could not preallocate the active segment; going on without");
+                            pw.no_prealloc = true;
+                            pw.active.truncate(pw.allocated)?;
+                        }
+                    }
                 }
             }
             if self.config.sync == SyncMode::Always {
@@ -448,6 +463,7 @@ impl TopicWriter {
         pw.since_index = 0;
         pw.max_ts = i64::MIN;
         pw.dirty = false;
+        pw.no_prealloc = false;
         Ok(())
     }
 }
