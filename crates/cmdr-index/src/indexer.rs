@@ -540,9 +540,11 @@ impl<'t> Tables<'t> {
         self.commands_by_action
             .insert((name_hash(&probe.action), id), ())
             .db(path)?;
-        self.commands_by_key
-            .insert((name_hash(&probe.key), id), ())
-            .db(path)?;
+        if !tables::is_own_id(&probe.key, id) {
+            self.commands_by_key
+                .insert((name_hash(&probe.key), id), ())
+                .db(path)?;
+        }
         self.commands_by_status
             .insert((status_code(status), id), ())
             .db(path)?;

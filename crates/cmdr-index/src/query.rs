@@ -158,6 +158,28 @@ impl Index {
             Ok(c.offer(id, item))
         };
         if let Some(key) = q.key.as_deref() {
+            // A command sent without a key is not in the key index (see
+            // `tables::COMMANDS_BY_KEY`): offered in its place in the order.
+            let mut own = tables::own_id_of(key).filter(|id| (lo..=hi).contains(id));
+            let mut done = false;
+            let mut visit = |id: u128| -> Result<ControlFlow<()>> {
+                if let Some(o) = own {
+                    let first = match q.order {
+                        Order::Asc => o < id,
+                        Order::Desc => o > id,
+                    };
+                    if first || o == id {
+                        own = None;
+                    }
+                    if first && check(o)?.is_break() {
+                        done = true;
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                let flow = check(id)?;
+                done = flow.is_break();
+                Ok(flow)
+            };
             scan_secondary!(
                 txn,
                 path,
@@ -166,8 +188,12 @@ impl Index {
                 lo,
                 hi,
                 q.order,
-                &mut check
+                &mut visit
             );
+            if let (false, Some(o)) = (done, own) {
+                // The last candidate: the page ends here either way.
+                let _ = check(o)?;
+            }
         } else if let Some(action) = q.action.as_deref() {
             scan_secondary!(
                 txn,

@@ -412,3 +412,78 @@ async fn the_writer_indexes_at_background_priority_while_nobody_waits() {
     assert!(index.command(b.id).unwrap().is_some());
     handle.shutdown().await.unwrap();
 }
+
+/// A command sent without a key has its own id as key, and is listed under
+/// that key in order among the commands sent with it as their key, though
+/// the key index holds no entry for it.
+#[tokio::test]
+async fn a_command_without_a_key_is_listed_under_its_own_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log().await;
+    let index = Index::open(dir.path().join("index.redb")).unwrap();
+    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+    // `before` is older than `own` but sent with `own`'s id as its key.
+    let mut before = command("deposit", Some("placeholder"));
+    let own = command("open", None);
+    let after = [
+        command("deposit", Some(&own.key)),
+        command("withdraw", Some(&own.key)),
+    ];
+    before.key = own.key.clone();
+    assert_eq!(own.key, own.id.to_string());
+    let other = command("open", None);
+    for c in [&before, &own, &after[0], &other, &after[1]] {
+        append_command(&log, c, None).await;
+    }
+    caught_up(&index, &log).await;
+
+    let expected = vec![before.id, own.id, after[0].id, after[1].id];
+    for (order, limit) in [
+        (Order::Asc, 100),
+        (Order::Asc, 1),
+        (Order::Desc, 2),
+        (Order::Desc, 3),
+    ] {
+        let mut q = Query {
+            key: Some(own.key.clone()),
+            order,
+            limit: Some(limit),
+            ..Query::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = index.list_commands(&q).unwrap();
+            seen.extend(page.items.iter().map(|v| v.command.id));
+            match page.next {
+                Some(n) => q.after = Some(n),
+                None => break,
+            }
+        }
+        let mut want = expected.clone();
+        if order == Order::Desc {
+            want.reverse();
+        }
+        assert_eq!(seen, want, "{order:?}, {limit} a page");
+    }
+    // Together with another filter, and for the other keyless command.
+    let opened = index
+        .list_commands(&Query {
+            key: Some(own.key.clone()),
+            action: Some("open".into()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(opened.items.len(), 1);
+    assert_eq!(opened.items[0].command.id, own.id);
+    let alone = index
+        .list_commands(&Query {
+            key: Some(other.key.clone()),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(
+        alone.items.iter().map(|v| v.command.id).collect::<Vec<_>>(),
+        vec![other.id]
+    );
+    handle.shutdown().await.unwrap();
+}
