@@ -33,11 +33,48 @@ pub struct SuiteOptions {
     /// Runs of each intake step (ceiling and server interleaved); the run
     /// with the median rate is reported. At least 1.
     pub repeat: usize,
+    /// The keys the intake suite's commands carry.
+    pub keys: Keys,
 }
 
-fn command_body(conn: usize, n: u64) -> Bytes {
+/// The keys the intake suite's commands carry: what the index does per
+/// command depends on them (a command without a key has no key-index
+/// entry; with keys, each commit touches a leaf of that index per key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keys {
+    /// One key per connection, `conn-{connection}`.
+    #[default]
+    PerConnection,
+    /// No key: each command's key is its own id.
+    None,
+    /// `n` keys, `key-0` .. `key-{n-1}`, taken in turn by each connection.
+    Cycle(usize),
+}
+
+impl std::str::FromStr for Keys {
+    type Err = String;
+
+    /// `per-connection`, `none`, or a number of keys (0 is `none`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "per-connection" => Ok(Self::PerConnection),
+            "none" | "0" => Ok(Self::None),
+            n => n.parse().map(Self::Cycle).map_err(|_| {
+                format!("expected per-connection, none or a number of keys, got {n:?}")
+            }),
+        }
+    }
+}
+
+/// The body of command `n` of connection `conn`.
+fn command_body(keys: Keys, conn: usize, n: u64) -> Bytes {
+    let key = match keys {
+        Keys::PerConnection => format!(r#","key":"conn-{conn}""#),
+        Keys::None => String::new(),
+        Keys::Cycle(k) => format!(r#","key":"key-{}""#, (conn as u64 + n) % k.max(1) as u64),
+    };
     Bytes::from(format!(
-        r#"{{"action":"bench-command","data":{{"n":{n},"payload":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}},"key":"conn-{conn}"}}"#
+        r#"{{"action":"bench-command","data":{{"n":{n},"payload":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}{key}}}"#
     ))
 }
 
@@ -47,13 +84,14 @@ fn post(
     connections: usize,
     step: Duration,
     expect: StatusCode,
+    keys: Keys,
 ) -> Load {
     let path = path.to_string();
     Load {
         addr,
         method: Method::POST,
         path: Arc::new(move |_, _| path.clone()),
-        body: Arc::new(command_body),
+        body: Arc::new(move |conn, n| command_body(keys, conn, n)),
         headers: Vec::new(),
         connections,
         duration: step,
@@ -181,9 +219,23 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
     for &c in &opts.connections {
         let (mut ceilings, mut reals) = (Vec::new(), Vec::new());
         for _ in 0..opts.repeat.max(1) {
-            let load = post(bare, "/commands", c, opts.step, StatusCode::ACCEPTED);
+            let load = post(
+                bare,
+                "/commands",
+                c,
+                opts.step,
+                StatusCode::ACCEPTED,
+                opts.keys,
+            );
             ceilings.push(run_measured(load, opts.bare_pid).await?);
-            let load = post(opts.addr, "/commands", c, opts.step, StatusCode::ACCEPTED);
+            let load = post(
+                opts.addr,
+                "/commands",
+                c,
+                opts.step,
+                StatusCode::ACCEPTED,
+                opts.keys,
+            );
             let (real, cpu) = run_measured(load, opts.pid).await?;
             collect_ids(&real, &mut ids);
             reals.push((real, cpu));
@@ -349,6 +401,7 @@ pub async fn sync(opts: &SuiteOptions, body: http::BodyFn) -> Result<String, Str
             c,
             opts.step,
             StatusCode::CREATED,
+            opts.keys,
         );
         load.body = body.clone();
         let r = http::run(load).await?;
@@ -378,6 +431,22 @@ mod tests {
         assert_eq!(stat_cpu_time("4242 (short) S 1 2"), None);
         assert!(cpu_time("self").is_some(), "this process has a /proc entry");
         assert!(cpu_time("no-such-process").is_none());
+    }
+
+    #[test]
+    fn commands_carry_the_keys_asked_for() {
+        let key = |keys: &str, conn, n| {
+            let body = command_body(keys.parse().unwrap(), conn, n);
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["data"]["n"], n);
+            v.get("key").and_then(|k| k.as_str()).map(str::to_string)
+        };
+        assert_eq!(key("per-connection", 7, 3).as_deref(), Some("conn-7"));
+        assert_eq!(key("none", 7, 3), None);
+        assert_eq!(key("0", 7, 3), None);
+        let cycled: Vec<_> = (0..4).filter_map(|n| key("3", 1, n)).collect();
+        assert_eq!(cycled, ["key-1", "key-2", "key-0", "key-1"]);
+        assert!("many".parse::<Keys>().is_err());
     }
 
     #[test]

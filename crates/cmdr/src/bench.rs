@@ -75,6 +75,10 @@ pub struct HttpArgs {
     /// (steadier figures on a noisy machine).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Keys of the posted commands: `per-connection` (`conn-N`), `none`
+    /// (each command's key is its own id) or a number of keys taken in turn.
+    #[arg(long, default_value = "per-connection")]
+    keys: cmdr_bench::suite::Keys,
 }
 
 /// Runs a benchmark and prints its report.
@@ -98,9 +102,10 @@ pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
             opts.bare = Some(bare.addr);
             opts.bare_pid = Some(bare.pid());
             println!(
-                "# cmdr bench http: {}s per step, median of {} run(s), server pid {}\n",
+                "# cmdr bench http: {}s per step, median of {} run(s), keys {:?}, server pid {}\n",
                 args.seconds,
                 args.repeat.max(1),
+                args.keys,
                 server.pid()
             );
             let report = suite::intake(&opts).await.map_err(anyhow::Error::msg)?;
@@ -145,6 +150,7 @@ fn options(args: &HttpArgs, server: &Server) -> SuiteOptions {
         bare: None,
         bare_pid: None,
         repeat: args.repeat.max(1),
+        keys: args.keys,
     }
 }
 
