@@ -10,7 +10,7 @@
 //! partition over in a rebalance and committed past that offset, the log
 //! refuses the batch ([`cmdr_log::LogError::Fenced`]) and this runner stops
 //! with that error, so a range is never committed, and its outputs appended,
-//! twice. Run it again: it resumes from the committed offsets.
+//! twice. The SDK's runner then rejoins the group, from the committed offsets.
 
 use std::sync::Arc;
 

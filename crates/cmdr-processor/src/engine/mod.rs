@@ -300,7 +300,10 @@ pub(crate) async fn run<D: Dispatch>(
         }
     };
 
+    // Handlers still running are cut off at their next await, and waited
+    // for: none of them outlives the run (a rejoin starts a new one).
     state.tasks.abort_all();
+    while state.tasks.join_next().await.is_some() {}
     drop(flush_txs);
     let mut result = outcome;
     while let Some(done) = flushers.join_next().await {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use cmdr_contract::{Command, Event, EventDraft, COMMANDS_TOPIC, EVENTS_TOPIC};
-use cmdr_log::{Log, StartPosition};
+use cmdr_log::{Log, LogError, StartPosition};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -147,10 +147,10 @@ impl ProcessorBuilder {
 /// members of one group (a member joins or leaves): inputs in flight on the
 /// old owner may be handled again by the new one, but each commit is fenced
 /// (it names the offset it continues from), so only one of them appends its
-/// events; the other member's run ends with
-/// [`cmdr_log::LogError::Fenced`] (in a [`ProcessorError::Log`]) and can be
-/// run again. A handler's side effects outside the log may happen twice
-/// then. Scale one instance up with [`ProcessorBuilder::max_in_flight`]
+/// events; the other member's commit is refused
+/// ([`cmdr_log::LogError::Fenced`]), and it rejoins the group from the
+/// committed offsets and goes on. A handler's side effects outside the log
+/// may happen twice then. Scale one instance up with [`ProcessorBuilder::max_in_flight`]
 /// before adding members.
 ///
 /// ```no_run
@@ -234,12 +234,6 @@ impl Processor {
         ensure_topics(log.as_ref(), self.partitions).await?;
         let dead_letters = DeadLetters::open(log.clone()).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
         let mut engines: JoinSet<Result<(), ProcessorError>> = JoinSet::new();
         if !self.commands.is_empty() {
             let config = EngineConfig {
@@ -256,7 +250,12 @@ impl Processor {
                 dead_letters: dead_letters.clone(),
                 record_limit: log.max_record_bytes(),
             });
-            engines.spawn(engine::run(log.clone(), config, dispatch, stopped()));
+            engines.spawn(run_rejoining(
+                log.clone(),
+                config,
+                dispatch,
+                stop_rx.clone(),
+            ));
         }
         if !self.events.is_empty() {
             let config = EngineConfig {
@@ -273,9 +272,44 @@ impl Processor {
                 dead_letters,
                 record_limit: log.max_record_bytes(),
             });
-            engines.spawn(engine::run(log.clone(), config, dispatch, stopped()));
+            engines.spawn(run_rejoining(log.clone(), config, dispatch, stop_rx));
         }
         run_until_stopped(engines, stop_tx, shutdown).await
+    }
+}
+
+/// Runs one engine until `stop` turns true, rejoining its group whenever a
+/// rebalance fenced it: another member took a partition over and committed
+/// past this one ([`LogError::Fenced`]; nothing of the refused batch was
+/// appended). The engine has then stopped its handlers and left the group;
+/// the log is synced, so that whatever was handed to it has landed, and the
+/// member joins again from the group's committed offsets, like a restarted
+/// process. Any other error ends the run.
+async fn run_rejoining<D: engine::Dispatch>(
+    log: Arc<dyn Log>,
+    config: EngineConfig,
+    dispatch: Arc<D>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ProcessorError> {
+    loop {
+        let mut rx = stop.clone();
+        let stopped = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let result = engine::run(log.clone(), config.clone(), dispatch.clone(), stopped).await;
+        match result {
+            Err(ProcessorError::Log {
+                source: source @ LogError::Fenced { .. },
+                ..
+            }) if !*stop.borrow() => {
+                tracing::warn!(group = %config.group, error = %source,
+                    "a rebalance moved a partition away from this member; rejoining from the committed offsets");
+                log.sync()
+                    .await
+                    .map_err(|e| ProcessorError::log("syncing before rejoining the group", e))?;
+            }
+            other => return other,
+        }
     }
 }
 
