@@ -75,7 +75,8 @@ pub struct HttpArgs {
     /// (steadier figures on a noisy machine).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
-    /// Keys of the posted commands: `per-connection` (`conn-N`), `none`
+    /// Keys of the posted commands (`bench http`; `bench sync` posts to
+    /// one account per connection): `per-connection` (`conn-N`), `none`
     /// (each command's key is its own id) or a number of keys taken in turn.
     #[arg(long, default_value = "per-connection")]
     keys: cmdr_bench::suite::Keys,
