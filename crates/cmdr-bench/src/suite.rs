@@ -3,6 +3,7 @@
 //! counts with the bare-handler ceiling beside it, reads by id, and the
 //! server's resident memory and CPU per command.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -151,11 +152,13 @@ fn stat_jiffies(stat: &str) -> Option<(u64, u64)> {
 /// CPU per answered request of the server (`pid`) and of this load
 /// generator during `run`, in µs, and the share of the machine's CPU time
 /// that stayed idle.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct CpuPerRequest {
     server: Option<f64>,
     generator: Option<f64>,
     idle: Option<f64>,
+    /// The server's CPU per request by thread name, most first (Linux).
+    threads: Vec<(String, f64)>,
 }
 
 impl CpuPerRequest {
@@ -172,6 +175,53 @@ impl CpuPerRequest {
     }
 }
 
+/// The CPU time of each thread of process `pid`, summed by thread name;
+/// `None` where `/proc/<pid>/task` is unavailable. A thread that ends
+/// between two readings takes its time with it.
+fn thread_cpu(pid: &str) -> Option<BTreeMap<String, Duration>> {
+    let mut by_name: BTreeMap<String, Duration> = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let (Some(name), Some(t)) = (stat_comm(&stat), stat_cpu_time(&stat)) {
+            *by_name.entry(name.to_string()).or_default() += t;
+        }
+    }
+    Some(by_name)
+}
+
+/// The command (thread) name in a `/proc/<pid>/stat` line.
+fn stat_comm(stat: &str) -> Option<&str> {
+    let (head, _) = stat.rsplit_once(')')?;
+    Some(head.split_once('(')?.1)
+}
+
+/// Per request of `requests`, the CPU each thread name spent between the
+/// two readings, most first, leaving out what rounds to nothing.
+fn threads_per_request(
+    before: &BTreeMap<String, Duration>,
+    after: &BTreeMap<String, Duration>,
+    requests: u64,
+) -> Vec<(String, f64)> {
+    if requests == 0 {
+        return Vec::new();
+    }
+    let mut per: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, t)| {
+            let spent = t.saturating_sub(before.get(name).copied().unwrap_or_default());
+            (name.clone(), spent.as_secs_f64() * 1e6 / requests as f64)
+        })
+        .filter(|(_, us)| *us >= 0.05)
+        .collect();
+    per.sort_by(|a, b| b.1.total_cmp(&a.1));
+    per
+}
+
 /// The run with the median rate (the upper one of an even count), with the
 /// CPU measured during it.
 fn median(mut runs: Vec<(LoadReport, CpuPerRequest)>) -> Option<(LoadReport, CpuPerRequest)> {
@@ -184,9 +234,15 @@ fn median(mut runs: Vec<(LoadReport, CpuPerRequest)>) -> Option<(LoadReport, Cpu
 async fn run_measured(load: Load, pid: Option<u32>) -> Result<(LoadReport, CpuPerRequest), String> {
     let server_pid = pid.map(|p| p.to_string());
     let server_cpu = || server_pid.as_deref().and_then(cpu_time);
+    let server_threads = || server_pid.as_deref().and_then(thread_cpu);
     let (server0, self0, machine0) = (server_cpu(), cpu_time("self"), machine_jiffies());
+    let threads0 = server_threads();
     let report = http::run(load).await?;
     let machine1 = machine_jiffies();
+    let threads = threads0
+        .zip(server_threads())
+        .map(|(t0, t1)| threads_per_request(&t0, &t1, report.ok))
+        .unwrap_or_default();
     let per_request = |before: Option<Duration>, after: Option<Duration>| {
         let spent = after?.checked_sub(before?)?;
         (report.ok > 0).then(|| spent.as_secs_f64() * 1e6 / report.ok as f64)
@@ -198,6 +254,7 @@ async fn run_measured(load: Load, pid: Option<u32>) -> Result<(LoadReport, CpuPe
             let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
             Some(100.0 * i1.saturating_sub(i0) as f64 / total as f64)
         }),
+        threads,
     };
     Ok((report, cpu))
 }
@@ -258,6 +315,18 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
         }
         let _ = writeln!(out, "{}", real.row("POST /commands (fsync before 202)"));
         let _ = writeln!(out, "{}", cpu.row("CPU per command in this step"));
+        if !cpu.threads.is_empty() {
+            let by_thread: Vec<String> = cpu
+                .threads
+                .iter()
+                .map(|(name, us)| format!("{name} {us:.1} µs"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "|   server CPU per command by thread | | {} | | | | |",
+                by_thread.join(", ")
+            );
+        }
         let memory = opts.pid.and_then(memory_mib);
         if let Some((rss, peak)) = memory {
             let _ = writeln!(out, "|   server memory after this step | | RSS {rss:.1} MiB | peak {peak:.1} MiB | | | |");
@@ -431,6 +500,30 @@ mod tests {
         assert_eq!(stat_cpu_time("4242 (short) S 1 2"), None);
         assert!(cpu_time("self").is_some(), "this process has a /proc entry");
         assert!(cpu_time("no-such-process").is_none());
+    }
+
+    #[test]
+    fn thread_cpu_is_summed_by_name_per_request() {
+        assert_eq!(
+            stat_comm("42 (tokio-rt-worker) S 1"),
+            Some("tokio-rt-worker")
+        );
+        assert_eq!(stat_comm("42 (a (b) c) S 1"), Some("a (b) c"));
+        let ms = Duration::from_millis;
+        let before = BTreeMap::from([("w".to_string(), ms(100)), ("log".to_string(), ms(10))]);
+        let after = BTreeMap::from([
+            ("w".to_string(), ms(300)),
+            ("log".to_string(), ms(10)),
+            ("new".to_string(), ms(50)),
+        ]);
+        // 1,000 requests: 200 ms is 200 µs each; the idle thread is left out.
+        assert_eq!(
+            threads_per_request(&before, &after, 1000),
+            vec![("w".to_string(), 200.0), ("new".to_string(), 50.0)]
+        );
+        assert!(threads_per_request(&before, &after, 0).is_empty());
+        let mine = thread_cpu("self").expect("this process has a /proc entry");
+        assert!(!mine.is_empty());
     }
 
     #[test]
