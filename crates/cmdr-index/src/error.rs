@@ -38,6 +38,9 @@ pub enum IndexError {
         #[source]
         source: std::io::Error,
     },
+    /// The indexer's thread could not be started.
+    #[error("starting the indexer thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The indexer task stopped (it failed earlier, or was shut down).
     #[error("the indexer is not running")]
     Stopped,
