@@ -7,7 +7,7 @@ use std::time::Duration;
 use cmdr_contract::{
     header, Command, CommandRequest, CommandStatus, EventDraft, Meta, Outcome, Rejection,
 };
-use cmdr_index::{Index, Order, Query};
+use cmdr_index::{Index, IndexerHandle, Order, Query};
 use cmdr_log::memory::MemoryLog as MemLog;
 use cmdr_log::{Log, Record};
 use serde_json::json;
@@ -19,6 +19,15 @@ async fn log() -> Arc<MemLog> {
     log.create_topic("commands", 2).await.unwrap();
     log.create_topic("events", 2).await.unwrap();
     log
+}
+
+/// A new index in a temporary directory, indexing a new log.
+async fn indexing() -> (tempfile::TempDir, Arc<MemLog>, Index, IndexerHandle) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log().await;
+    let index = Index::open(dir.path().join("index.redb")).unwrap();
+    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+    (dir, log, index, handle)
 }
 
 fn command(action: &str, key: Option<&str>) -> Command {
@@ -59,10 +68,7 @@ async fn caught_up(index: &Index, log: &MemLog) {
 
 #[tokio::test]
 async fn status_follows_outcome_events_in_either_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log().await;
-    let index = Index::open(dir.path().join("index.redb")).unwrap();
-    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+    let (_dir, log, index, handle) = indexing().await;
 
     let a = command("open", Some("acc-1"));
     let b = command("open", Some("acc-2"));
@@ -370,10 +376,7 @@ fn threads_named(name: &str) -> Vec<i32> {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_indexes_at_background_priority_while_nobody_waits() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log().await;
-    let index = Index::open(dir.path().join("index.redb")).unwrap();
-    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+    let (_dir, log, index, handle) = indexing().await;
     caught_up(&index, &log).await;
 
     // The thread has its name from the start and lowers its own priority
@@ -418,10 +421,7 @@ async fn the_writer_indexes_at_background_priority_while_nobody_waits() {
 /// the key index holds no entry for it.
 #[tokio::test]
 async fn a_command_without_a_key_is_listed_under_its_own_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log().await;
-    let index = Index::open(dir.path().join("index.redb")).unwrap();
-    let handle = index.spawn_indexer(log.clone()).await.unwrap();
+    let (_dir, log, index, handle) = indexing().await;
     // `before` is older than `own` but sent with `own`'s id as its key.
     let mut before = command("deposit", Some("placeholder"));
     let own = command("open", None);
