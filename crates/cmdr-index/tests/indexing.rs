@@ -30,6 +30,19 @@ async fn indexing() -> (tempfile::TempDir, Arc<MemLog>, Index, IndexerHandle) {
     (dir, log, index, handle)
 }
 
+/// The ids of every command `q` lists, following its `next` cursors.
+fn every_page(index: &Index, mut q: Query) -> Vec<uuid::Uuid> {
+    let mut seen = Vec::new();
+    loop {
+        let page = index.list_commands(&q).unwrap();
+        seen.extend(page.items.iter().map(|v| v.command.id));
+        match page.next {
+            Some(n) => q.after = Some(n),
+            None => return seen,
+        }
+    }
+}
+
 fn command(action: &str, key: Option<&str>) -> Command {
     let req = CommandRequest::from_value(json!({"action": action, "data": {"n": 1}, "key": key}))
         .unwrap();
@@ -194,20 +207,14 @@ async fn listings_paginate_filter_and_survive_restart_and_rebuild() {
     }
     caught_up(&index, &log).await;
 
-    let mut seen = Vec::new();
-    let mut q = Query {
-        limit: Some(10),
-        order: Order::Asc,
-        ..Query::default()
-    };
-    loop {
-        let page = index.list_commands(&q).unwrap();
-        seen.extend(page.items.iter().map(|v| v.command.id));
-        match page.next {
-            Some(n) => q.after = Some(n),
-            None => break,
-        }
-    }
+    let seen = every_page(
+        &index,
+        Query {
+            limit: Some(10),
+            order: Order::Asc,
+            ..Query::default()
+        },
+    );
     assert_eq!(seen, ids);
     let newest = index
         .list_commands(&Query {
@@ -444,21 +451,15 @@ async fn a_command_without_a_key_is_listed_under_its_own_id() {
         (Order::Desc, 2),
         (Order::Desc, 3),
     ] {
-        let mut q = Query {
-            key: Some(own.key.clone()),
-            order,
-            limit: Some(limit),
-            ..Query::default()
-        };
-        let mut seen = Vec::new();
-        loop {
-            let page = index.list_commands(&q).unwrap();
-            seen.extend(page.items.iter().map(|v| v.command.id));
-            match page.next {
-                Some(n) => q.after = Some(n),
-                None => break,
-            }
-        }
+        let seen = every_page(
+            &index,
+            Query {
+                key: Some(own.key.clone()),
+                order,
+                limit: Some(limit),
+                ..Query::default()
+            },
+        );
         let mut want = expected.clone();
         if order == Order::Desc {
             want.reverse();
