@@ -205,7 +205,9 @@ async fn list(State(state): State<AppState>, neg: Negotiated) -> Response {
     neg.render("Schemas", json!({"items": state.inner.schemas.summary()}))
 }
 
+/// `GET /schemas/{action}`'s query: an unknown parameter is refused.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VersionParam {
     version: Option<u32>,
 }

@@ -431,6 +431,10 @@ async fn schemas_validate_data_and_keep_versions() {
         call(&h, get("/schemas/deposit?version=9")).await.status,
         StatusCode::NOT_FOUND
     );
+    // A misspelt parameter is refused, not ignored (the latest would be shown).
+    let r = call(&h, get("/schemas/deposit?versoin=1")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["code"], "bad-request");
     assert_eq!(
         call(&h, get("/schemas/nothing")).await.status,
         StatusCode::NOT_FOUND
