@@ -60,7 +60,9 @@ pub use auth::{Grant, Principal, Role, TokenError, TokenTable, Tokens};
 pub use config::{GatewayConfig, DEFAULT_BODY_LIMIT, DEFAULT_MAX_WAIT, DEFAULT_WAIT};
 pub use error::{ApiError, ApiResult, PROBLEM_JSON};
 pub use idempotency::{MAX_IN_FLIGHT_KEYS, MAX_KEY_LEN};
-pub use live::{HEARTBEAT, MAX_LIVE_STREAMS, MAX_SUBSCRIPTIONS, SSE_BUFFER, WS_BUFFER};
+pub use live::{
+    HEARTBEAT, MAX_LIVE_STREAMS, MAX_SUBSCRIPTIONS, MAX_WS_MESSAGE, SSE_BUFFER, WS_BUFFER,
+};
 pub use processors::DEFAULT_DEAD_LETTER_LIMIT;
 pub use schemas::SchemaVersion;
 pub use state::AppState;

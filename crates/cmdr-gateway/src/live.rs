@@ -43,6 +43,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::auth::{Credential, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::follow::{follow, resolve, Filter, StartAt, Update};
+use crate::server::ConnectionSlot;
 use crate::state::AppState;
 
 /// Updates buffered per SSE client; when full the follower waits (the client
@@ -57,6 +58,10 @@ pub const WS_BUFFER: usize = 256;
 pub const MAX_LIVE_STREAMS: usize = 4096;
 /// Most subscriptions one WebSocket may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 32;
+/// Largest message (and frame) a WebSocket client may send: subscribe and
+/// unsubscribe messages are a few hundred bytes. A larger one closes the
+/// socket.
+pub const MAX_WS_MESSAGE: usize = 64 * 1024;
 
 /// Routes of this module.
 pub(crate) fn router() -> Router<AppState> {
@@ -218,6 +223,7 @@ async fn event_updates(
 async fn websocket(
     State(state): State<AppState>,
     credential: Option<Extension<Credential>>,
+    slot: Option<Extension<ConnectionSlot>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let credential = credential.map(|Extension(c)| c);
@@ -230,7 +236,14 @@ async fn websocket(
             other.body_text()
         )),
     })?;
-    Ok(ws.on_upgrade(move |socket| run_socket(state, socket, credential)))
+    Ok(ws
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            // The socket holds its connection's place until it closes.
+            let _slot = slot;
+            run_socket(state, socket, credential).await;
+        }))
 }
 
 #[derive(Deserialize)]

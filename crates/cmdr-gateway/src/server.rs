@@ -17,7 +17,11 @@
 //! It serves at most a set number of connections at once
 //! ([`DEFAULT_MAX_CONNECTIONS`] by default): at the limit it stops
 //! accepting, so further clients wait in the kernel's listen backlog
-//! instead of costing file descriptors and memory, until one closes.
+//! instead of costing file descriptors and memory, until one closes. An
+//! upgraded connection (a WebSocket) keeps its place until the socket
+//! closes: every request asking for an upgrade carries its connection's
+//! [`ConnectionSlot`], which the WebSocket handler moves into the socket's
+//! task.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +31,8 @@ use axum::serve::Listener;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
 
 /// Longest a client may take to send a request's headers, and longest a
 /// keep-alive connection may stay idle between requests.
@@ -38,10 +43,18 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// rest of the shutdown).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Default most connections served at once (an upgraded connection, a
-/// WebSocket, no longer counts: live streams have their own limit,
-/// [`crate::MAX_LIVE_STREAMS`]).
+/// Default most connections served at once, WebSockets included (live
+/// streams also have their own limit, [`crate::MAX_LIVE_STREAMS`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// A connection's place among the [`Limits::max_connections`] served at
+/// once, in the extensions of every request that asks for an upgrade: it
+/// is given back when the connection and every clone (an upgraded
+/// socket's) are gone.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionSlot {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
 
 /// Limits of [`serve_connections`].
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +110,17 @@ pub(crate) async fn serve_connections<L>(
             );
         }
         full = at_limit;
-        let service = TowerToHyperService::new(router.clone());
+        let slot = ConnectionSlot {
+            _permit: Arc::new(slot),
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                if req.headers().contains_key(axum::http::header::UPGRADE) {
+                    req.extensions_mut().insert(slot.clone());
+                }
+                req
+            },
+        ));
         let conn = http
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
@@ -121,7 +144,6 @@ pub(crate) async fn serve_connections<L>(
                 }
             }
             drop(closed);
-            drop(slot);
         });
     }
     drop(listener);

@@ -1070,6 +1070,65 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     server.stop().await;
 }
 
+/// A WebSocket keeps its connection's place among `max_connections` until
+/// it closes (idle sockets cannot pile up past the limit), and a message
+/// over `MAX_WS_MESSAGE` closes it.
+#[tokio::test]
+async fn websockets_count_against_the_connection_limit() {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let h = harness(GatewayConfig {
+        max_connections: 1,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let server = Served::start(&h).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
+        .await
+        .unwrap();
+    // The socket is open and idle: the next client is not accepted.
+    let get = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut answer = [0u8; 1024];
+    let mut other = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    other.write_all(get).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), other.read(&mut answer)).await;
+    assert!(
+        early.is_err(),
+        "answered while a WebSocket held the only place"
+    );
+
+    // A message over the limit ends the socket, which frees the place.
+    let big = "x".repeat(cmdr_gateway::MAX_WS_MESSAGE + 1);
+    let _ = ws.send(Message::Text(big.into())).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the socket stayed open after an oversized message"
+    );
+    drop(ws);
+    let n = tokio::time::timeout(Duration::from_secs(5), other.read(&mut answer))
+        .await
+        .expect("served once the WebSocket closed")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    drop(other);
+    server.stop().await;
+}
+
 /// A client that trickles a request's headers (or idles between requests)
 /// is cut off after `header_read_timeout`; others are served meanwhile.
 #[tokio::test]
