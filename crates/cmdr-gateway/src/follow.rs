@@ -130,9 +130,27 @@ pub struct Update {
 ///
 /// # Errors
 /// [`ApiError::BadRequest`] for a position with the wrong number of
-/// partitions; log errors.
+/// partitions or past the end of the log (a position this server never
+/// gave: following from it would silently skip the records up to it); log
+/// errors.
 pub async fn resolve(log: &dyn Log, topic: &str, at: &StartAt) -> ApiResult<Vec<u64>> {
     let info = log.topic(topic).await?;
+    if let StartAt::Position(pos) = at {
+        let past = pos
+            .iter()
+            .zip(&info.partitions)
+            .enumerate()
+            .find(|(_, (o, p))| **o > p.end_offset);
+        if let Some((i, (o, p))) = past {
+            return Err(ApiError::BadRequest(format!(
+                "position {} is past the end of the log: partition {i} of topic {topic} \
+                 ends at offset {}, not {o} (was the data directory replaced? \
+                 start again with from=start or from=end)",
+                format_position(pos),
+                p.end_offset
+            )));
+        }
+    }
     Ok(match at {
         StartAt::Start => info.partitions.iter().map(|p| p.start_offset).collect(),
         StartAt::End => info.partitions.iter().map(|p| p.end_offset).collect(),

@@ -338,6 +338,20 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
             StatusCode::BAD_REQUEST,
             "bad-request",
         ),
+        // A position past the end of the log (never given by this server).
+        (
+            get("/commands/updates?from=1000000"),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            Request::get("/events/updates")
+                .header("last-event-id", "18446744073709551615")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
         (get("/nowhere"), StatusCode::NOT_FOUND, "not-found"),
         (
             Request::delete("/commands").body(Body::empty()).unwrap(),
