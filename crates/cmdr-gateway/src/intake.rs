@@ -503,21 +503,17 @@ async fn respond_with(
     wait: Option<Duration>,
 ) -> ApiResult<Response> {
     let waited = waiter.is_some() && wait.is_some();
-    if let (Some(mut waiter), Some(wait)) = (waiter, wait) {
-        // The outcome may already be indexed (a retry), so look first.
-        let done = matches!(state.inner.index.command(command.id)?, Some(v) if v.status != CommandStatus::Pending);
-        let mut shutdown = state.shutdown_signal();
-        let woken = done
-            || tokio::select! {
-                r = tokio::time::timeout(wait, waiter.wait()) => r.is_ok(),
-                // Shutting down: answer pending now rather than hold the drain.
-                _ = shutdown.wait_for(|s| *s) => false,
-            };
-        if woken {
-            if let Some(v) = state.inner.index.command(command.id)? {
-                if v.status != CommandStatus::Pending {
-                    return settled(state, neg, command.id).await;
-                }
+    if let (Some(waiter), Some(wait)) = (waiter, wait) {
+        match outcome_within(state, neg, command.id, waiter, wait).await {
+            Ok(Some(res)) => return Ok(res),
+            Ok(None) => {}
+            Err(e @ ApiError::Rejected { .. }) => return Err(e),
+            // The command is in the log: an error now would have a client
+            // without an Idempotency-Key retry and append it twice. It is
+            // answered pending, as if the wait had run out.
+            Err(e) => {
+                tracing::warn!(id = %command.id, error = %e,
+                    "could not read the outcome of an appended command; answered pending");
             }
         }
     }
@@ -548,6 +544,32 @@ async fn respond_with(
         res.extensions_mut().insert(Waited);
     }
     Ok(res)
+}
+
+/// The answer for a settled command (201, or the 409 rejection as an
+/// error) once its outcome is indexed within `wait`; `None` if it is not.
+async fn outcome_within(
+    state: &AppState,
+    neg: Negotiated,
+    id: uuid::Uuid,
+    mut waiter: cmdr_index::OutcomeWaiter,
+    wait: Duration,
+) -> ApiResult<Option<Response>> {
+    // The outcome may already be indexed (a retry), so look first.
+    let settled_now = |state: &AppState| -> ApiResult<bool> {
+        Ok(matches!(state.inner.index.command(id)?, Some(v) if v.status != CommandStatus::Pending))
+    };
+    let mut shutdown = state.shutdown_signal();
+    let woken = settled_now(state)?
+        || tokio::select! {
+            r = tokio::time::timeout(wait, waiter.wait()) => r.is_ok(),
+            // Shutting down: answer pending now rather than hold the drain.
+            _ = shutdown.wait_for(|s| *s) => false,
+        };
+    if woken && settled_now(state)? {
+        return settled(state, neg, id).await.map(Some);
+    }
+    Ok(None)
 }
 
 /// Marks a `202` given after waiting for an outcome that did not come (see
