@@ -173,6 +173,36 @@ struct Wait {
     preferred: bool,
 }
 
+/// The seconds of a `Prefer: wait=N` header (RFC 7240: the name in any
+/// case, the value a token or a quoted string, blanks around `=`), the last
+/// one given if several; other preferences are ignored.
+fn preferred_wait(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let mut wait = None;
+    for prefer in headers.get_all("prefer") {
+        let Ok(prefer) = prefer.to_str() else {
+            continue;
+        };
+        for pref in prefer.split([',', ';']) {
+            let Some((name, value)) = pref.split_once('=') else {
+                continue;
+            };
+            if !name.trim().eq_ignore_ascii_case("wait") {
+                continue;
+            }
+            let value = value.trim();
+            let n = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            let secs: u64 = n.parse().map_err(|_| {
+                ApiError::BadRequest(format!("Prefer: wait={value} is not a number of seconds"))
+            })?;
+            wait = Some(secs);
+        }
+    }
+    Ok(wait)
+}
+
 fn requested_wait(state: &AppState, query: Option<&str>, headers: &HeaderMap) -> ApiResult<Wait> {
     let config = &state.inner.config;
     let mut wait = None;
@@ -197,19 +227,9 @@ fn requested_wait(state: &AppState, query: Option<&str>, headers: &HeaderMap) ->
             }
         }
     }
-    for prefer in headers.get_all("prefer") {
-        let Ok(prefer) = prefer.to_str() else {
-            continue;
-        };
-        for pref in prefer.split([',', ';']) {
-            if let Some(n) = pref.trim().strip_prefix("wait=") {
-                let secs: u64 = n.trim().parse().map_err(|_| {
-                    ApiError::BadRequest(format!("Prefer: wait={n} is not a number of seconds"))
-                })?;
-                wait = Some(Duration::from_secs(secs));
-                preferred = true;
-            }
-        }
+    if let Some(secs) = preferred_wait(headers)? {
+        wait = Some(Duration::from_secs(secs));
+        preferred = true;
     }
     Ok(Wait {
         duration: wait.map(|w| w.min(config.max_wait)),
@@ -628,6 +648,26 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
         body_kind(&h).ok()
+    }
+
+    #[test]
+    fn prefer_wait_is_read_as_rfc_7240_allows() {
+        let wait = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("prefer", HeaderValue::from_str(v).unwrap());
+            }
+            preferred_wait(&h)
+        };
+        assert_eq!(wait(&["wait=5"]).ok(), Some(Some(5)));
+        assert_eq!(wait(&["Wait = \"7\""]).ok(), Some(Some(7)));
+        assert_eq!(wait(&["respond-async, wait=3"]).ok(), Some(Some(3)));
+        assert_eq!(wait(&["return=minimal; wait=2"]).ok(), Some(Some(2)));
+        assert_eq!(wait(&["wait=1", "wait=4"]).ok(), Some(Some(4)));
+        assert_eq!(wait(&["respond-async"]).ok(), Some(None));
+        assert_eq!(wait(&[]).ok(), Some(None));
+        assert!(wait(&["wait=soon"]).is_err());
+        assert!(wait(&["wait=-1"]).is_err());
     }
 
     #[test]

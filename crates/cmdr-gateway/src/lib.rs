@@ -53,7 +53,7 @@ mod views;
 use std::future::Future;
 
 use axum::http::{header, HeaderValue};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 pub use auth::{Grant, Principal, Role, TokenError, TokenTable, Tokens};
@@ -79,13 +79,16 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
-        .method_not_allowed_fallback(|| async {
-            let mut res = ApiError::MethodNotAllowed.into_response();
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            res
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// The answer to a method a route does not have: a 405 problem.
+async fn method_not_allowed() -> Response {
+    let mut res = ApiError::MethodNotAllowed.into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 /// `router` behind the bearer-token check of `state`'s configuration (see
@@ -146,6 +149,8 @@ pub async fn serve_router(
         tracing::info!("shutting down: draining requests");
         signal_state.begin_shutdown();
     };
+    // Again, for the routes merged into [`app`]'s (they had none).
+    let router = router.method_not_allowed_fallback(method_not_allowed);
     let mut app = authenticated(router, &state);
     if let Some(origins) = &state.inner.config.cors {
         // Outside authentication: preflights carry no token.

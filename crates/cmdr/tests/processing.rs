@@ -88,6 +88,11 @@ async fn accounts_example_outcomes_read_model_and_cli() {
         .await
         .expect(201);
 
+    // The example's own routes answer a wrong method with a problem too.
+    send(client().post(s.at("/accounts")))
+        .await
+        .expect_problem(405, "method-not-allowed");
+
     // Overdraft: 409 with the processor's reason.
     let r = sync_command(&s, "withdraw", "acc-1", json!({"amount": 500}))
         .await
