@@ -47,9 +47,17 @@ pub fn validate_key(key: &[u8]) -> Result<&str, ApiError> {
 
 type Slot = Arc<tokio::sync::Mutex<()>>;
 
+/// A key's lock and how many requests hold or wait for it; the entry goes
+/// when the last of them does, however it ends (done, or dropped while
+/// waiting: a cancelled waiter must not leave the key behind).
+struct Entry {
+    slot: Slot,
+    users: usize,
+}
+
 /// Keys currently being processed, sharded to avoid one global lock.
 pub(crate) struct InFlightKeys {
-    shards: Box<[Mutex<HashMap<String, Slot>>]>,
+    shards: Box<[Mutex<HashMap<String, Entry>>]>,
 }
 
 impl Default for InFlightKeys {
@@ -60,17 +68,34 @@ impl Default for InFlightKeys {
     }
 }
 
+/// One request's use of a key, counted in its [`Entry`] until dropped.
+struct User {
+    keys: Arc<InFlightKeys>,
+    key: String,
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let mut shard = self.keys.shard(&self.key);
+        if let Some(entry) = shard.get_mut(&self.key) {
+            entry.users = entry.users.saturating_sub(1);
+            if entry.users == 0 {
+                shard.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Held while one request with a key runs; releases the key on drop. It owns
 /// what it needs, so it can move into a task that outlives the request.
 pub(crate) struct KeyGuard {
-    keys: Arc<InFlightKeys>,
-    key: String,
-    slot: Slot,
-    guard: Option<OwnedMutexGuard<()>>,
+    // Dropped in this order: the lock, then the use.
+    _guard: OwnedMutexGuard<()>,
+    _user: User,
 }
 
 impl InFlightKeys {
-    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         let h = key.bytes().fold(0usize, |h, b| {
             h.wrapping_mul(31).wrapping_add(usize::from(b))
         });
@@ -88,25 +113,65 @@ impl InFlightKeys {
                     "too many idempotent requests in flight".into(),
                 ));
             }
-            Arc::clone(shard.entry(key.to_string()).or_default())
+            let entry = shard.entry(key.to_string()).or_insert_with(|| Entry {
+                slot: Slot::default(),
+                users: 0,
+            });
+            entry.users += 1;
+            Arc::clone(&entry.slot)
         };
-        let guard = Arc::clone(&slot).lock_owned().await;
-        Ok(KeyGuard {
+        // Counted from here: released even if this future is dropped while waiting.
+        let user = User {
             keys: Arc::clone(self),
             key: key.to_string(),
-            slot,
-            guard: Some(guard),
+        };
+        let guard = slot.lock_owned().await;
+        Ok(KeyGuard {
+            _guard: guard,
+            _user: user,
         })
+    }
+
+    /// Keys held or waited for (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 }
 
-impl Drop for KeyGuard {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut shard = self.keys.shard(&self.key);
-        // The map's reference and ours: nobody else is waiting for the key.
-        if Arc::strong_count(&self.slot) == 2 {
-            shard.remove(&self.key);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_is_forgotten_when_its_last_user_goes() {
+        let keys = Arc::new(InFlightKeys::default());
+        let held = keys.lock("k").await.unwrap();
+        assert_eq!(keys.len(), 1);
+        drop(held);
+        assert_eq!(keys.len(), 0);
+
+        // A waiter cancelled after the holder left (before it ran again)
+        // does not leave the key behind.
+        let held = keys.lock("k").await.unwrap();
+        let mut waiter = Box::pin(keys.lock("k"));
+        assert!(futures::poll!(waiter.as_mut()).is_pending());
+        drop(held);
+        drop(waiter);
+        assert_eq!(keys.len(), 0);
+
+        // A waiter that gets the key holds it alone, then frees it.
+        let held = keys.lock("k").await.unwrap();
+        let waiter = tokio::spawn({
+            let keys = Arc::clone(&keys);
+            async move { keys.lock("k").await.map(drop).is_ok() }
+        });
+        tokio::task::yield_now().await;
+        drop(held);
+        assert!(waiter.await.unwrap());
+        assert_eq!(keys.len(), 0);
     }
 }
