@@ -22,6 +22,7 @@
 //!                               #   (above a load balancer's idle timeout)
 //! max_connections = 10000       # served at once, more wait to be accepted; CMDR_MAX_CONNECTIONS
 //! cors_origins = ["https://app.example.com"]  # browsers elsewhere ("*": any); CMDR_CORS_ORIGINS
+//! log_format = "text"           # or "json", one object per line; CMDR_LOG_FORMAT, --log-format
 //!
 //! # Bearer tokens (`cmdr token new` makes one). Without any, the server is
 //! # open and every principal is "anonymous". SIGHUP rereads them.
@@ -68,6 +69,17 @@ pub const MAX_WEBHOOK_ATTEMPTS: u32 = 100;
 pub enum Example {
     /// Bank accounts: open-account, deposit, withdraw, transfer; balances at /accounts.
     Accounts,
+}
+
+/// How `cmdr serve` writes its log lines (to standard error).
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// Where the data lives (shared by `serve` and `reindex`).
@@ -139,6 +151,10 @@ pub struct ServeArgs {
     /// separated, each an origin such as http://localhost:5173; "*" for any. Default none.
     #[arg(long = "cors-origin", env = "CMDR_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Log lines as text or as JSON objects, one per line (levels and
+    /// targets: RUST_LOG, default info). Default text.
+    #[arg(long, env = "CMDR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// The configuration file's shape; every field optional.
@@ -164,6 +180,7 @@ struct FileConfig {
     header_read_timeout_s: Option<u64>,
     max_connections: Option<usize>,
     cors_origins: Option<Vec<String>>,
+    log_format: Option<LogFormat>,
     tokens: Option<Vec<TokenEntry>>,
 }
 
@@ -243,6 +260,8 @@ pub struct Settings {
     pub webhooks: WebhookConfig,
     /// The example domain to run, if any.
     pub example: Option<Example>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 fn read_file(path: Option<&Path>) -> Result<FileConfig> {
@@ -275,6 +294,7 @@ impl Settings {
             header_read_timeout_s: None,
             max_connections: None,
             cors_origins: Vec::new(),
+            log_format: None,
         };
         Self::resolve_with(&serve, false)
     }
@@ -415,6 +435,7 @@ impl Settings {
             events_partitions,
             webhooks,
             example,
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }
@@ -497,6 +518,7 @@ mod tests {
             header_read_timeout_s: None,
             max_connections: None,
             cors_origins: Vec::new(),
+            log_format: None,
         }
     }
 

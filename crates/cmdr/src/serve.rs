@@ -16,7 +16,7 @@ use cmdr_processor::{webhook, ProcessorError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{Example, ServeArgs, Settings};
+use crate::config::{Example, LogFormat, ServeArgs, Settings};
 use crate::storage;
 
 /// A future resolving when `rx` turns `true`.
@@ -81,15 +81,8 @@ impl Processing {
 
 /// Runs the server.
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours for a terminal only: a log file or collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let settings = Settings::resolve(&args)?;
+    init_logging(settings.log_format);
     crate::fd_limit::raise(settings.gateway.max_connections);
     let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
@@ -184,6 +177,23 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     synced?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes log lines to standard error, filtered by `RUST_LOG` (default
+/// `info`), as text or JSON.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Colours for a terminal only: a log file or collector gets plain text.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 /// Resolves when the indexer has stopped, which it does only on a failure

@@ -305,6 +305,30 @@ async fn restart_and_reindex_keep_the_data() {
     s.stop();
 }
 
+#[tokio::test]
+async fn log_lines_can_be_json_for_collectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &["--log-format", "json"]).await;
+    send(client().get(s.at("/healthz"))).await.expect(200);
+    let output = s.output();
+    s.stop();
+    let lines: Vec<&str> = output
+        .lines()
+        .skip(1) // the "--- command stderr ---" header of `output`
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!lines.is_empty(), "no log lines\n{output}");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{output}"));
+        assert!(
+            v["level"].is_string() && v["message"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn bad_configuration_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -312,6 +336,8 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     let d = data.to_str().unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--listen", "localhost"]);
     assert!(!status.success() && err.contains("listen address"), "{err}");
+    let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--log-format", "xml"]);
+    assert!(!status.success() && err.contains("--log-format"), "{err}");
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--header-read-timeout-s", "0"]);
     assert!(
         !status.success() && err.contains("header_read_timeout_s"),
