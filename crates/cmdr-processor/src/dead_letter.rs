@@ -25,6 +25,15 @@ pub const DEAD_LETTERS_TOPIC: &str = "_cmdr_dead_letters";
 /// Largest page [`DeadLetters::list`] returns.
 pub const MAX_DEAD_LETTER_PAGE: usize = 1000;
 
+/// Room kept in a dead letter's record for its key (the processor name)
+/// and headers.
+const DEAD_LETTER_HEADROOM: usize = 1024;
+
+/// Bytes of `value` as JSON.
+fn json_len(value: &impl Serialize) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+}
+
 /// An input that could not be handled, with why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -36,9 +45,12 @@ pub struct DeadLetter {
     pub partition: u32,
     /// The input's offset.
     pub offset: u64,
-    /// The input itself (the command or event, as JSON).
+    /// The input itself (the command or event, as JSON); for one too large
+    /// to fit again in a dead letter, its `id`, `action`, `key` and an
+    /// `omitted` note (the log keeps it at `partition`/`offset`).
     pub input: Value,
-    /// The error of the last attempt.
+    /// The error of the last attempt (at most
+    /// [`crate::records::MAX_ERROR_LEN`] bytes, cut beyond).
     pub last_error: String,
     /// Attempts made.
     pub attempts: u32,
@@ -88,7 +100,8 @@ impl DeadLetters {
     /// # Errors
     /// [`ProcessorError::Log`].
     pub async fn append(&self, letter: &DeadLetter) -> Result<(), ProcessorError> {
-        let value = serde_json::to_vec(letter).unwrap_or_default();
+        let letter = self.fitted(letter);
+        let value = serde_json::to_vec(&letter).unwrap_or_default();
         let record = Record::new(Bytes::from(letter.processor.clone().into_bytes()), value)
             .with_header(header::CONTENT_TYPE, &b"application/json"[..])
             .with_timestamp(letter.timestamp);
@@ -97,6 +110,34 @@ impl DeadLetters {
             .await
             .map(|_| ())
             .map_err(|e| ProcessorError::log(format!("appending to {DEAD_LETTERS_TOPIC}"), e))
+    }
+
+    /// `letter` made to fit in one record, so that giving up on an input
+    /// cannot fail for its size (and stop the processor on it for good):
+    /// `last_error` cut to [`crate::records::MAX_ERROR_LEN`] bytes, and an
+    /// input near the largest record replaced by its `id`, `action` and
+    /// `key` and where the log keeps it.
+    fn fitted(&self, letter: &DeadLetter) -> DeadLetter {
+        let mut letter = DeadLetter {
+            last_error: crate::records::cut_error(&letter.last_error).into_owned(),
+            ..letter.clone()
+        };
+        let room = self
+            .log
+            .max_record_bytes()
+            .map(|max| max.saturating_sub(DEAD_LETTER_HEADROOM));
+        if room.is_some_and(|room| json_len(&letter) > room) {
+            letter.input = serde_json::json!({
+                "id": letter.input.get("id"),
+                "action": letter.input.get("action"),
+                "key": letter.input.get("key"),
+                "omitted": format!(
+                    "too large to repeat here; the log keeps it at offset {} of partition {} of {}",
+                    letter.offset, letter.partition, letter.topic
+                ),
+            });
+        }
+        letter
     }
 
     /// Gives up on a command that failed every attempt: appends its dead

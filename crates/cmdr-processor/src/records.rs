@@ -48,13 +48,33 @@ pub fn rejected_event(command: &Command, rejection: Rejection, timestamp: i64) -
     rejection.into_event(command.id, &command.key, timestamp)
 }
 
-/// The rejection given to a command whose handler failed on every attempt.
+/// The rejection given to a command whose handler failed on every attempt;
+/// its `error` is `last_error` cut to [`MAX_ERROR_LEN`] bytes.
 pub fn processing_failed(attempts: u32, last_error: &str) -> Rejection {
     Rejection {
         code: PROCESSING_FAILED.into(),
         message: format!("the command could not be processed after {attempts} attempt(s)"),
-        details: json!({"attempts": attempts, "error": last_error}),
+        details: json!({"attempts": attempts, "error": cut_error(last_error)}),
     }
+}
+
+/// Longest error text kept in a `processing-failed` rejection or a dead
+/// letter: a handler's error (or a webhook's answer) may be any size, and
+/// what gives up on a command must fit in a record, or the processor
+/// would fail on it over and over.
+pub const MAX_ERROR_LEN: usize = 4096;
+
+/// `error` cut to at most [`MAX_ERROR_LEN`] bytes (on a character
+/// boundary), saying how much was cut.
+pub fn cut_error(error: &str) -> std::borrow::Cow<'_, str> {
+    if error.len() <= MAX_ERROR_LEN {
+        return error.into();
+    }
+    let mut end = MAX_ERROR_LEN - 64;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes cut)", &error[..end], error.len() - end).into()
 }
 
 /// The events caused by `cause` (an event): `parent` = its id, `root` = its root
@@ -68,11 +88,13 @@ pub fn caused_events(cause: &Event, drafts: Vec<EventDraft>, timestamp: i64) -> 
 }
 
 /// Room left in a log record for what a processor adds around an event's
-/// action, data and key: its ids, timestamp and outcome, its key a second
-/// time when inherited from the cause (keys are at most
-/// [`cmdr_contract::MAX_KEY_LEN`]), and the commit header of the append
-/// that carries it.
-pub const RECORD_HEADROOM: usize = 4096;
+/// action, data and key: its key when inherited from the cause, twice (in
+/// the JSON, where a control character takes six bytes, and as the record's
+/// key; keys are at most [`cmdr_contract::MAX_KEY_LEN`] bytes), the action
+/// again as a header (at most [`cmdr_contract::MAX_ACTION_LEN`]), and 2 KiB
+/// for its ids, timestamp, outcome and the commit header of the append.
+pub const RECORD_HEADROOM: usize =
+    7 * cmdr_contract::MAX_KEY_LEN + cmdr_contract::MAX_ACTION_LEN + 2048;
 
 /// What a handler returns that becomes one event record.
 pub(crate) trait RecordPart: serde::Serialize {

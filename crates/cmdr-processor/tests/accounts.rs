@@ -77,6 +77,35 @@ async fn accounts_decide_and_balances_follow() {
         "invalid-amount"
     );
 
+    // A balance that would overflow refuses the deposit or transfer, and a
+    // refused transfer debits nothing.
+    let rich = send(l, accounts::OPEN_ACCOUNT, json!({}), Some("rich")).await;
+    assert!(accepted(&outcome_of(l, rich.id).await));
+    let max = send(
+        l,
+        accounts::DEPOSIT,
+        json!({"amount": i64::MAX}),
+        Some("rich"),
+    )
+    .await;
+    assert!(accepted(&outcome_of(l, max.id).await));
+    let more = send(l, accounts::DEPOSIT, json!({"amount": 1}), Some("rich")).await;
+    assert_eq!(
+        outcome_of(l, more.id).await.rejection().unwrap().code,
+        "balance-overflow"
+    );
+    let to_rich = send(
+        l,
+        accounts::TRANSFER,
+        json!({"to": "rich", "amount": 5}),
+        Some("alice"),
+    )
+    .await;
+    assert_eq!(
+        outcome_of(l, to_rich.id).await.rejection().unwrap().code,
+        "balance-overflow"
+    );
+
     wait_until("the read model to catch up", || async {
         balances.balance("alice") == Some(20) && balances.balance("bob") == Some(50)
     })

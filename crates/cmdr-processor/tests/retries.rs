@@ -258,3 +258,82 @@ async fn an_answer_too_large_for_a_record_fails_the_command_not_the_processor() 
     assert!(!task.is_finished(), "the processor keeps running");
     task.abort();
 }
+
+/// A log whose records are at most 64 KiB.
+async fn small_log(dir: &std::path::Path) -> Arc<dyn cmdr_log::Log> {
+    let log: Arc<dyn cmdr_log::Log> = Arc::new(
+        cmdr_log::embedded::EmbeddedLog::open(
+            cmdr_log::embedded::LogConfig::new(dir).max_record_bytes(64 * 1024),
+        )
+        .await
+        .unwrap(),
+    );
+    cmdr_processor::sdk::ensure_topics(log.as_ref(), 1)
+        .await
+        .unwrap();
+    log
+}
+
+/// An error larger than a record fails its command (cut short in the
+/// rejection and the dead letter), not the processor, which would
+/// otherwise stop on the same command at every restart.
+#[tokio::test]
+async fn an_error_larger_than_a_record_fails_the_command_not_the_processor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = small_log(dir.path()).await;
+    let processor = Processor::builder_shared(log.clone())
+        .group("errs")
+        .command("boom", |_cmd, _ctx| async {
+            Err::<Decision, _>(format!("upstream said: {}", "x".repeat(100_000)).into())
+        })
+        .retry(fast_retry(2))
+        .build()
+        .unwrap();
+    let cmd = send(log.as_ref(), "boom", json!({}), Some("a")).await;
+    let task = tokio::spawn(processor.run(std::future::pending()));
+    let failed = outcome_of(log.as_ref(), cmd.id).await.rejection().unwrap();
+    assert_eq!(failed.code, PROCESSING_FAILED);
+    let error = failed.details["error"].as_str().unwrap();
+    assert!(
+        error.len() <= cmdr_processor::records::MAX_ERROR_LEN && error.ends_with("bytes cut)"),
+        "{error}"
+    );
+    let letters = DeadLetters::open(log.clone())
+        .await
+        .unwrap()
+        .list(Some("errs"), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(letters.items.len(), 1);
+    assert_eq!(letters.items[0].letter.input["id"], cmd.id.to_string());
+    assert!(!task.is_finished(), "the processor stopped");
+    task.abort();
+}
+
+/// A command key of control characters takes six bytes a character in
+/// JSON; an answer that fits beside it is appended, not a processor stop.
+#[tokio::test]
+async fn an_answer_that_fits_beside_an_escaped_key_is_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = small_log(dir.path()).await;
+    let room = 64 * 1024 - cmdr_processor::records::RECORD_HEADROOM;
+    let processor = Processor::builder_shared(log.clone())
+        .group("keys")
+        .command("big", move |_cmd, _ctx| async move {
+            // Just under the room an answer has.
+            Ok(Decision::accept_one(
+                "big",
+                json!({"pad": "x".repeat(room - 100)}),
+            ))
+        })
+        .retry(fast_retry(2))
+        .build()
+        .unwrap();
+    let key = "\u{1}".repeat(cmdr_contract::MAX_KEY_LEN);
+    let cmd = send(log.as_ref(), "big", json!({}), Some(&key)).await;
+    let task = tokio::spawn(processor.run(std::future::pending()));
+    let outcome = outcome_of(log.as_ref(), cmd.id).await;
+    assert_eq!(outcome.action, "big", "{outcome:?}");
+    assert!(!task.is_finished(), "the processor stopped");
+    task.abort();
+}

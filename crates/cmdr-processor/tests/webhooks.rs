@@ -489,3 +489,56 @@ async fn a_changed_registration_continues_where_the_old_one_stopped() {
     );
     assert_eq!(requests["reject"].len(), 1);
 }
+
+/// WEBHOOKS.md: any status but 200 and 422 is a failed attempt, redirects
+/// included. Followed, a 303 would turn into a GET whose answer became
+/// the command's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_a_failed_attempt_not_followed() {
+    use axum::response::IntoResponse;
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(|| async {
+                (
+                    StatusCode::SEE_OTHER,
+                    [(axum::http::header::LOCATION, "/elsewhere")],
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/elsewhere",
+            axum::routing::get(|| async {
+                Json(json!({"events": [{"action": "not-from-the-processor"}]}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (log, _dir) = test_log().await;
+    let cmd = send(log.as_ref(), "pay", json!({}), Some("k")).await;
+    let config = WebhookConfig {
+        retry: fast_retry(2),
+        ..WebhookConfig::default()
+    };
+    let l = log.clone();
+    let task = tokio::spawn(async move {
+        cmdr_processor::webhook::run_webhook(
+            l,
+            "redirecting",
+            registration("pay", url),
+            &config,
+            std::future::pending(),
+        )
+        .await
+    });
+    let outcome = outcome_of(log.as_ref(), cmd.id).await;
+    task.abort();
+    let rejection = outcome.rejection().expect("a rejection");
+    assert_eq!(rejection.code, PROCESSING_FAILED, "{outcome:?}");
+    assert!(
+        rejection.details["error"].as_str().unwrap().contains("303"),
+        "{rejection:?}"
+    );
+}

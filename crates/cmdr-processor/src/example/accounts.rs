@@ -127,7 +127,10 @@ impl Accounts {
         let Some(balance) = balances.get_mut(&ctx.key) else {
             return Ok(unknown(&ctx.key));
         };
-        *balance += amount;
+        let Some(raised) = balance.checked_add(amount) else {
+            return Ok(too_large(&ctx.key, *balance, amount));
+        };
+        *balance = raised;
         Ok(Decision::accept_one(
             DEPOSITED,
             json!({ "amount": amount, "balance": *balance }),
@@ -179,14 +182,19 @@ impl Accounts {
         let Some(&from_balance) = balances.get(&ctx.key) else {
             return Ok(unknown(&ctx.key));
         };
-        if !balances.contains_key(to) {
+        let Some(&to_balance) = balances.get(to) else {
             return Ok(unknown(to));
-        }
+        };
         if from_balance < amount {
             return Ok(insufficient(from_balance, amount));
         }
+        // Decided before anything changes: a refused transfer leaves both
+        // balances as they were.
+        let Some(credited) = to_balance.checked_add(amount) else {
+            return Ok(too_large(to, to_balance, amount));
+        };
         balances.insert(ctx.key.clone(), from_balance - amount);
-        *balances.entry(to.to_string()).or_insert(0) += amount;
+        balances.insert(to.to_string(), credited);
         Ok(Decision::accept([
             EventDraft::new(
                 TRANSFER_DEBITED,
@@ -217,6 +225,14 @@ fn unknown(account: &str) -> Decision {
         "unknown-account",
         format!("account {account} is not open"),
         json!({ "account": account }),
+    )
+}
+
+fn too_large(account: &str, balance: i64, amount: i64) -> Decision {
+    Decision::reject_with(
+        "balance-overflow",
+        format!("account {account}'s balance {balance} cannot take {amount} more"),
+        json!({ "account": account, "balance": balance, "amount": amount }),
     )
 }
 

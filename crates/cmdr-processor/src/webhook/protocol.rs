@@ -42,16 +42,37 @@ pub enum WebhookAnswer {
     Reject(Rejection),
 }
 
+// The answer's shapes, unknown fields refused at every level (a misspelt
+// `data` must fail the attempt, not drop the payload).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AcceptBody {
-    events: Vec<EventDraft>,
+    events: Vec<WireEvent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEvent {
+    action: String,
+    #[serde(default)]
+    data: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RejectBody {
-    rejection: Rejection,
+    rejection: WireRejection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRejection {
+    code: String,
+    message: String,
+    #[serde(default)]
+    details: serde_json::Value,
 }
 
 /// Reads a processor's answer: `Ok` for a well-formed accept or reject, `Err`
@@ -75,7 +96,17 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<WebhookAnswer, String> {
                     ));
                 }
             }
-            Ok(WebhookAnswer::Accept(parsed.events))
+            Ok(WebhookAnswer::Accept(
+                parsed
+                    .events
+                    .into_iter()
+                    .map(|e| EventDraft {
+                        action: e.action,
+                        data: e.data,
+                        key: e.key,
+                    })
+                    .collect(),
+            ))
         }
         422 => {
             let parsed: RejectBody = serde_json::from_slice(body).map_err(|e| {
@@ -84,7 +115,12 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<WebhookAnswer, String> {
             if parsed.rejection.code.is_empty() {
                 return Err("invalid 422 answer: /rejection/code must not be empty".into());
             }
-            Ok(WebhookAnswer::Reject(parsed.rejection))
+            let r = parsed.rejection;
+            Ok(WebhookAnswer::Reject(Rejection {
+                code: r.code,
+                message: r.message,
+                details: r.details,
+            }))
         }
         other => {
             let end = body.len().min(ERROR_BODY_PREVIEW);
@@ -99,6 +135,17 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<WebhookAnswer, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused_inside_events_and_rejections_too() {
+        let typo = parse_answer(200, br#"{"events":[{"action":"paid","date":{"n":1}}]}"#);
+        assert!(typo.is_err_and(|e| e.contains("date")));
+        let typo = parse_answer(
+            422,
+            br#"{"rejection":{"code":"c","message":"m","detials":{"x":1}}}"#,
+        );
+        assert!(typo.is_err_and(|e| e.contains("detials")));
+    }
 
     #[test]
     fn reads_accepts_rejects_and_refuses_the_rest() {

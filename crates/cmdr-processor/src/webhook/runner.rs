@@ -330,6 +330,10 @@ async fn run(
     let client = crate::tls::client_builder(config.tls.as_ref())
         .map_err(ProcessorError::Config)?
         .timeout(config.timeout)
+        // A redirect is an answer like any other status but 200 and 422: a
+        // failed attempt (followed, a 303 would turn into a GET whose answer
+        // became the outcome, and a 307 would re-send the command elsewhere).
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ProcessorError::Config(format!("building the HTTP client: {e}")))?;
     let dispatch = Arc::new(WebhookDispatch {
