@@ -24,7 +24,9 @@ const VERSION: u8 = 1;
 const COMMAND_HEADER: usize = 1 + 1 + 1 + 16 + 4 + 8;
 const EVENT_HEADER: usize = 1 + 16 + 4 + 8;
 
-/// The fields of a logged command the index needs.
+/// The fields of a logged command the index needs, and the shape of the
+/// rest checked without building it: a record that would not decode as a
+/// [`Command`] when read is not indexed.
 #[derive(Deserialize)]
 pub(crate) struct CommandProbe<'a> {
     pub(crate) id: Uuid,
@@ -32,6 +34,40 @@ pub(crate) struct CommandProbe<'a> {
     pub(crate) action: Cow<'a, str>,
     #[serde(borrow)]
     pub(crate) key: Cow<'a, str>,
+    #[allow(dead_code)]
+    data: AnyObject,
+    #[allow(dead_code)]
+    timestamp: i64,
+    #[serde(default)]
+    #[allow(dead_code)]
+    meta: AnyObject,
+}
+
+/// Any JSON object, skipped as it is read.
+#[derive(Default)]
+struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AnyObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<AnyObject, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(AnyObject)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// The fields of a logged event the index needs.
@@ -96,10 +132,10 @@ pub(crate) fn with_outcome(value: &[u8], status: CommandStatus, outcome: u128) -
     Ok(v)
 }
 
-/// Whether a command value records an outcome.
-pub(crate) fn has_outcome(value: &[u8]) -> Result<bool> {
+/// The outcome event a command value records, if any.
+pub(crate) fn outcome_of(value: &[u8]) -> Result<Option<u128>> {
     command_status(value)?;
-    Ok(value[2] == 1)
+    Ok((value[2] == 1).then(|| u128_at(value, 3)))
 }
 
 /// The status stored in a command value.

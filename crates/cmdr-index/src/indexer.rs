@@ -446,7 +446,7 @@ struct Tables<'t> {
     events_by_key: Table<'t, (u64, u128), ()>,
     events_by_parent: Table<'t, (u128, u128), ()>,
     events_by_root: Table<'t, (u128, u128), ()>,
-    streams: Table<'t, (u64, u64), u128>,
+    streams: Table<'t, (u64, u64, u32), u128>,
     idempotency: Table<'t, &'static str, &'static [u8]>,
     positions: Table<'t, (&'static str, u32), u64>,
     /// Entries in `outcomes` (outcomes whose command is not indexed yet).
@@ -599,7 +599,9 @@ impl<'t> Tables<'t> {
         self.events_by_key.insert((key_hash, id), ()).db(path)?;
         self.events_by_parent.insert((parent, id), ()).db(path)?;
         self.events_by_root.insert((root, id), ()).db(path)?;
-        self.streams.insert((key_hash, rec.offset), id).db(path)?;
+        self.streams
+            .insert((key_hash, rec.offset, rec.partition), id)
+            .db(path)?;
         if let Some(outcome) = probe.outcome {
             let status = match outcome {
                 Outcome::Accepted => CommandStatus::Accepted,
@@ -611,8 +613,10 @@ impl<'t> Tables<'t> {
     }
 
     /// Records `event` as the outcome of `command` unless it already has
-    /// one (the first outcome wins); keeps it in `outcomes` until the
-    /// command is indexed when the command is not indexed yet.
+    /// one with a smaller id: the earliest outcome by id counts (UUID v7,
+    /// so the first made), whatever order partitions are indexed in, so an
+    /// index rebuilt from the log agrees with the live one. Keeps it in
+    /// `outcomes` until the command is indexed when it is not yet.
     fn settle(
         &mut self,
         command: u128,
@@ -627,22 +631,31 @@ impl<'t> Tables<'t> {
             .db(path)?
             .map(|raw| raw.value().to_vec());
         let Some(value) = existing else {
-            if self.outcomes.get(command).db(path)?.is_none() {
-                self.outcomes.insert(command, event).db(path)?;
-                *self.early_outcomes += 1;
+            let early = self.outcomes.get(command).db(path)?.map(|g| g.value());
+            match early {
+                None => {
+                    self.outcomes.insert(command, event).db(path)?;
+                    *self.early_outcomes += 1;
+                }
+                Some(first) if event < first => {
+                    self.outcomes.insert(command, event).db(path)?;
+                }
+                Some(_) => {}
             }
             return Ok(());
         };
-        if codec::has_outcome(&value)? {
+        if codec::outcome_of(&value)?.is_some_and(|first| first <= event) {
             return Ok(());
         }
         let old = codec::command_status(&value)?;
-        self.commands_by_status
-            .remove((status_code(old), command))
-            .db(path)?;
-        self.commands_by_status
-            .insert((status_code(status), command), ())
-            .db(path)?;
+        if old != status {
+            self.commands_by_status
+                .remove((status_code(old), command))
+                .db(path)?;
+            self.commands_by_status
+                .insert((status_code(status), command), ())
+                .db(path)?;
+        }
         let value = codec::with_outcome(&value, status, event)?;
         self.commands.insert(command, value.as_slice()).db(path)?;
         settled.push(command);

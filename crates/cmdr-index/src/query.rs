@@ -353,16 +353,29 @@ impl Index {
         };
         let mut items = Vec::new();
         let mut next = None;
+        let mut scanned = 0;
         let hash = name_hash(key);
-        for row in table.range((hash, lo)..=(hash, u64::MAX)).db(path)? {
+        // The page ends with the offset where it is full (or has scanned
+        // enough: a short page with a cursor means keep going); rows of other
+        // partitions at that offset are read first, as the cursor is past it.
+        let mut full_at = None;
+        for row in table
+            .range((hash, lo, 0)..=(hash, u64::MAX, u32::MAX))
+            .db(path)?
+        {
             let (k, v) = row.db(path)?;
+            let (_, offset, _) = k.value();
+            if let Some(at) = full_at.filter(|&at| at != offset) {
+                next = Some(at);
+                break;
+            }
             // Another key with the same hash: skipped (see `tables`).
             if let Some(ev) = get_event(&txn, self, v.value())?.filter(|e| e.event.key == key) {
                 items.push(ev);
             }
-            if items.len() >= limit {
-                next = Some(k.value().1);
-                break;
+            scanned += 1;
+            if full_at.is_none() && (items.len() >= limit || scanned >= MAX_SCAN) {
+                full_at = Some(offset);
             }
         }
         Ok(StreamPage { items, next })

@@ -16,7 +16,7 @@
 use redb::TableDefinition;
 
 /// Version of this layout; a file with another version is wiped and rebuilt.
-pub const FORMAT_VERSION: u64 = 5;
+pub const FORMAT_VERSION: u64 = 6;
 
 /// `"format"` → [`FORMAT_VERSION`].
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -54,10 +54,12 @@ pub const EVENTS_BY_PARENT: TableDefinition<(u128, u128), ()> =
 /// (root command id, event id) → (): the causal tree of a command.
 pub const EVENTS_BY_ROOT: TableDefinition<(u128, u128), ()> =
     TableDefinition::new("events_by_root");
-/// ([`name_hash`] of the key, offset) → event id: one key's history in log
-/// order (a key lives in one partition, so its offsets are ordered).
-pub const STREAMS: TableDefinition<(u64, u64), u128> = TableDefinition::new("streams");
-/// Idempotency-Key → 32-byte request hash followed by the 16-byte command id.
+/// ([`name_hash`] of the key, offset, partition) → event id: one key's
+/// history in log order (a key lives in one partition, so its offsets are
+/// ordered). The partition makes every entry unique: two keys with one hash
+/// in different partitions can have events at the same offset.
+pub const STREAMS: TableDefinition<(u64, u64, u32), u128> = TableDefinition::new("streams");
+/// Idempotency-Key → the 16-byte command id followed by the request hash.
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// (topic, partition) → next offset to index. Written in the same transaction
 /// as the records it covers.
@@ -94,6 +96,12 @@ pub fn own_id_of(key: &str) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::{is_own_id, name_hash, own_id_of};
+
+    /// Two keys the stream test (`tests/indexing.rs`) relies on colliding.
+    #[test]
+    fn these_two_keys_share_a_hash() {
+        assert_eq!(name_hash("k-n1oRQL6ec_P"), name_hash("k-zInH0GxQTsJ"));
+    }
 
     #[test]
     fn only_the_canonical_text_of_an_id_is_its_own_key() {

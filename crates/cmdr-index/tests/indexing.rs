@@ -488,3 +488,120 @@ async fn a_command_without_a_key_is_listed_under_its_own_id() {
     );
     handle.shutdown().await.unwrap();
 }
+
+/// Two keys with one 64-bit FNV-1a hash, in different event partitions,
+/// with events at the same offset: each keeps its own stream (they shared
+/// one `streams` entry when it was keyed by hash and offset alone).
+#[tokio::test]
+async fn keys_with_one_hash_keep_their_own_streams() {
+    // One hash (a unit test of `tables` checks it).
+    let (k1, k2) = ("k-n1oRQL6ec_P", "k-zInH0GxQTsJ");
+    let n = (2..16)
+        .find(|&n| {
+            cmdr_log::partition_for_key(k1.as_bytes(), n)
+                != cmdr_log::partition_for_key(k2.as_bytes(), n)
+        })
+        .unwrap();
+    let log = Arc::new(MemLog::new());
+    log.create_topic("commands", 1).await.unwrap();
+    log.create_topic("events", n).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(dir.path().join("i.redb")).unwrap();
+    let c = command("open", Some(k1));
+    let e1 = EventDraft::new("x", json!({})).into_event(c.id, c.id, k1, 1);
+    let e2 = EventDraft::new("x", json!({})).into_event(c.id, c.id, k2, 1);
+    append_event(&log, &e1).await;
+    append_event(&log, &e2).await;
+    index.catch_up(log.clone()).await.unwrap();
+    for (key, event) in [(k1, &e1), (k2, &e2)] {
+        let stream = index.stream(key, None, None).unwrap();
+        let ids: Vec<_> = stream.items.iter().map(|e| e.event.id).collect();
+        assert_eq!(ids, vec![event.id], "{key}");
+    }
+}
+
+/// Two outcomes of one command in different event partitions: the one
+/// with the smaller id counts, whatever order they are indexed in, so the
+/// live index and one rebuilt from the log agree.
+#[tokio::test]
+async fn of_two_outcomes_the_earliest_by_id_counts_in_any_indexing_order() {
+    let live_log = log().await;
+    let c = command("open", Some("acct"));
+    append_command(&live_log, &c, None).await;
+    let mut accepted = EventDraft::new("opened", json!({})).into_event(c.id, c.id, "acct", 2);
+    accepted.outcome = Some(Outcome::Accepted);
+    let rejected = Rejection::new("exists", "already open").into_event(c.id, "acct", 3);
+    assert!(accepted.id < rejected.id);
+    let dir = tempfile::tempdir().unwrap();
+    // The later outcome indexed first (live), then the earlier one.
+    let live = Index::open(dir.path().join("live.redb")).unwrap();
+    let handle = live.spawn_indexer(live_log.clone()).await.unwrap();
+    append_event(&live_log, &rejected).await;
+    caught_up(&live, &live_log).await;
+    assert_eq!(
+        live.command(c.id).unwrap().unwrap().status,
+        CommandStatus::Rejected
+    );
+    append_event(&live_log, &accepted).await;
+    caught_up(&live, &live_log).await;
+    let view = live.command(c.id).unwrap().unwrap();
+    assert_eq!(
+        (view.status, view.outcome_event),
+        (CommandStatus::Accepted, Some(accepted.id))
+    );
+    let accepted_list = every_page(
+        &live,
+        Query {
+            status: Some(CommandStatus::Accepted),
+            ..Query::default()
+        },
+    );
+    let rejected_list = every_page(
+        &live,
+        Query {
+            status: Some(CommandStatus::Rejected),
+            ..Query::default()
+        },
+    );
+    assert_eq!((accepted_list, rejected_list), (vec![c.id], vec![]));
+    handle.shutdown().await.unwrap();
+    // Both outcomes before their command (early outcomes), in log order.
+    let early = log().await;
+    append_event(&early, &rejected).await;
+    append_event(&early, &accepted).await;
+    append_command(&early, &c, None).await;
+    let rebuilt = Index::open(dir.path().join("rebuilt.redb")).unwrap();
+    rebuilt.catch_up(early).await.unwrap();
+    let view = rebuilt.command(c.id).unwrap().unwrap();
+    assert_eq!(
+        (view.status, view.outcome_event),
+        (CommandStatus::Accepted, Some(accepted.id))
+    );
+}
+
+/// A commands record that is not a whole command (written by something
+/// other than cmdr) is skipped, not indexed to break every read of it.
+#[tokio::test]
+async fn a_partial_command_record_is_skipped() {
+    let (_dir, log, index, handle) = indexing().await;
+    let good = command("a", Some("k"));
+    append_command(&log, &good, None).await;
+    let bad = format!(
+        r#"{{"id":"{}","action":"a","key":"k"}}"#,
+        uuid::Uuid::now_v7()
+    );
+    log.append("commands", vec![Record::new("k", bad)])
+        .await
+        .unwrap();
+    let not_object = format!(
+        r#"{{"id":"{}","action":"a","key":"k","data":[1],"timestamp":1}}"#,
+        uuid::Uuid::now_v7()
+    );
+    log.append("commands", vec![Record::new("k", not_object)])
+        .await
+        .unwrap();
+    caught_up(&index, &log).await;
+    let listed = every_page(&index, Query::default());
+    assert_eq!(listed, vec![good.id]);
+    handle.shutdown().await.unwrap();
+}
