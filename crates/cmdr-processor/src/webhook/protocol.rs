@@ -30,6 +30,11 @@ pub fn signature(secret: &str, unix_seconds: u64, body: &[u8]) -> String {
     )
 }
 
+/// Most events one answer may carry: each becomes a record of its own, so an
+/// answer of tiny events could otherwise make hundreds of megabytes of
+/// records out of one command.
+pub const MAX_ANSWER_EVENTS: usize = 1000;
+
 /// Most bytes of a failed answer's body kept in the error message.
 pub const ERROR_BODY_PREVIEW: usize = 512;
 
@@ -82,6 +87,12 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<WebhookAnswer, String> {
         200 => {
             let parsed: AcceptBody = serde_json::from_slice(body)
                 .map_err(|e| format!("invalid 200 answer (expected {{\"events\": [...]}}): {e}"))?;
+            if parsed.events.len() > MAX_ANSWER_EVENTS {
+                return Err(format!(
+                    "invalid 200 answer: {} events, at most {MAX_ANSWER_EVENTS} allowed",
+                    parsed.events.len()
+                ));
+            }
             for (i, event) in parsed.events.iter().enumerate() {
                 validate_action(&event.action, &format!("/events/{i}/action"))
                     .map_err(|v| format!("invalid 200 answer: {}: {}", v.pointer, v.message))?;
@@ -135,6 +146,16 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<WebhookAnswer, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_has_at_most_max_answer_events() {
+        let answer = |n: usize| {
+            let events = vec![r#"{"action":"a"}"#; n].join(",");
+            parse_answer(200, format!(r#"{{"events":[{events}]}}"#).as_bytes())
+        };
+        assert!(answer(MAX_ANSWER_EVENTS).is_ok());
+        assert!(answer(MAX_ANSWER_EVENTS + 1).is_err_and(|e| e.contains("at most")));
+    }
 
     #[test]
     fn unknown_fields_are_refused_inside_events_and_rejections_too() {
