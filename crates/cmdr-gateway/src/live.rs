@@ -294,8 +294,11 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
             Message::Close(_) => break,
             _ => continue,
         };
-        let reply = match serde_json::from_str::<ClientMessage>(&text) {
-            Err(e) => json!({"type": "error", "message": format!("invalid message: {e}")}),
+        let reply = match client_message(&text) {
+            Err((id, message)) => match id {
+                Some(id) => json!({"type": "error", "id": id, "message": message}),
+                None => json!({"type": "error", "message": message}),
+            },
             Ok(ClientMessage::Unsubscribe { id }) => match subs.remove(&id) {
                 Some(h) => {
                     h.abort();
@@ -344,6 +347,36 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
     }
     drop(out_tx);
     let _ = writer.await;
+}
+
+/// Reads a client's message, refusing unknown fields (a misspelt filter
+/// must not subscribe to everything) and `parent`/`root` on `commands`, as
+/// the SSE endpoints do; an error carries the message's `id` if it has one.
+fn client_message(text: &str) -> Result<ClientMessage, (Option<String>, String)> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| (None, format!("invalid message: {e}")))?;
+    let id = value.get("id").and_then(|v| v.as_str()).map(str::to_string);
+    if let Some(fields) = value.as_object() {
+        let allowed: &[&str] = match fields.get("op").and_then(|v| v.as_str()) {
+            Some("subscribe") if fields.get("topic").and_then(|v| v.as_str()) == Some("events") => {
+                &[
+                    "op", "id", "topic", "from", "action", "key", "parent", "root",
+                ]
+            }
+            Some("subscribe") => &["op", "id", "topic", "from", "action", "key"],
+            Some("unsubscribe") => &["op", "id"],
+            _ => &[],
+        };
+        if !allowed.is_empty() {
+            if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+                return Err((
+                    id,
+                    format!("unknown field {unknown:?} (this message takes {allowed:?})"),
+                ));
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| (id, format!("invalid message: {e}")))
 }
 
 fn text_message(value: serde_json::Value) -> Message {

@@ -8,8 +8,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
-/// Whether the client asked for HTML (an `Accept` header that names
-/// `text/html` before any JSON type).
+/// Whether the client asked for HTML: an `Accept` header that rates
+/// `text/html` above every JSON type (by `q`, then by order), as browsers do.
 #[derive(Debug, Clone, Copy)]
 pub struct Negotiated {
     /// Render HTML instead of JSON.
@@ -20,12 +20,33 @@ impl Negotiated {
     /// Reads the preference from an `Accept` header value.
     pub fn from_accept(accept: Option<&HeaderValue>) -> Self {
         let accept = accept.and_then(|v| v.to_str().ok()).unwrap_or("");
-        let html = accept.find("text/html");
-        let json = accept.find("json");
-        Self {
-            html: matches!((html, json), (Some(h), Some(j)) if h < j)
-                || (html.is_some() && json.is_none()),
+        // The best (q, earlier first) of each kind.
+        let mut html: Option<(f32, usize)> = None;
+        let mut json: Option<(f32, usize)> = None;
+        for (i, range) in accept.split(',').enumerate() {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let best = if media == "text/html" {
+                &mut html
+            } else if media.contains("json") {
+                &mut json
+            } else {
+                continue;
+            };
+            if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+                *best = Some((q, i));
+            }
         }
+        let html = match (html, json) {
+            (Some(_), None) => true,
+            (Some((hq, hi)), Some((jq, ji))) => hq > jq || (hq == jq && hi < ji),
+            _ => false,
+        };
+        Self { html }
     }
 
     /// Answers `body` as JSON, or as an HTML page titled `title`.
@@ -60,6 +81,10 @@ mod tests {
         assert!(!html("application/json"));
         assert!(!html("application/json, text/html"));
         assert!(!html("*/*"));
+        assert!(!html("text/html;q=0.1, application/json"));
+        assert!(html("application/json;q=0.1, text/html"));
+        assert!(!html("text/html;q=0"));
+        assert!(html("TEXT/HTML"));
         assert!(!Negotiated::from_accept(None).html);
     }
 }

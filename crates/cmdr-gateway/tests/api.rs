@@ -727,6 +727,26 @@ async fn websocket_subscribes_filters_and_unsubscribes() {
         .await
         .unwrap();
     assert_eq!(next_text(&mut ws).await["type"], "error");
+    // A misspelt filter is refused (it would subscribe to everything), and
+    // so is an events-only filter on commands; the error names the id.
+    for bad in [
+        json!({"op": "subscribe", "id": "s3", "topic": "events", "acton": "x"}),
+        json!({"op": "subscribe", "id": "s4", "topic": "commands", "root": uuid::Uuid::now_v7()}),
+    ] {
+        ws.send(Message::Text(bad.to_string().into()))
+            .await
+            .unwrap();
+        let m = next_text(&mut ws).await;
+        assert_eq!(
+            (m["type"].as_str(), m["id"].clone()),
+            (Some("error"), bad["id"].clone()),
+            "{m}"
+        );
+        assert!(
+            m["message"].as_str().unwrap().contains("unknown field"),
+            "{m}"
+        );
+    }
 
     // Shutdown ends the socket and the server drains.
     server.stop().await;
