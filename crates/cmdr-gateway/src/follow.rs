@@ -117,13 +117,16 @@ impl Filter {
     }
 }
 
-/// One record passed to a client.
+/// One record passed to a client, or where the follower has got to.
 #[derive(Debug, Clone)]
 pub struct Update {
     /// The position after this record (resume from it).
     pub position: String,
-    /// The record's JSON value.
-    pub value: Bytes,
+    /// The record's JSON value; `None` for a position alone: sent when the
+    /// follower starts and when it waits after records the filter skipped,
+    /// so that a client resuming from it does not read them again (or,
+    /// having seen nothing yet, miss what came meanwhile).
+    pub value: Option<Bytes>,
 }
 
 /// Resolves where to start in `topic`.
@@ -179,6 +182,15 @@ pub async fn follow(
     tx: mpsc::Sender<Update>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The position last told to the client.
+    let mut told = format_position(&pos);
+    let start = Update {
+        position: told.clone(),
+        value: None,
+    };
+    if tx.send(start).await.is_err() {
+        return;
+    }
     loop {
         let mut progressed = false;
         for (p, next) in pos.clone().into_iter().enumerate() {
@@ -197,9 +209,10 @@ pub async fn follow(
                 pos[p] = r.offset + 1;
                 progressed = true;
                 if filter.matches(&r.value) {
+                    told = format_position(&pos);
                     let update = Update {
-                        position: format_position(&pos),
-                        value: r.value,
+                        position: told.clone(),
+                        value: Some(r.value),
                     };
                     if tx.send(update).await.is_err() {
                         return;
@@ -208,6 +221,18 @@ pub async fn follow(
             }
         }
         if !progressed {
+            // Caught up: say how far the filter has read, once.
+            let at = format_position(&pos);
+            if at != told {
+                told = at;
+                let update = Update {
+                    position: told.clone(),
+                    value: None,
+                };
+                if tx.send(update).await.is_err() {
+                    return;
+                }
+            }
             let waits = pos
                 .iter()
                 .enumerate()

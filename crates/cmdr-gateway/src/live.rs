@@ -187,7 +187,12 @@ async fn sse(
         "event"
     };
     let stream = ReceiverStream::new(rx).map(move |u| {
-        let mut data = String::from_utf8_lossy(&u.value).into_owned();
+        let Some(value) = u.value else {
+            // An id alone: no event for the client, but its resume position
+            // (an EventSource's `lastEventId`) moves on.
+            return Ok::<_, Infallible>(SseEvent::default().id(u.position));
+        };
+        let mut data = String::from_utf8_lossy(&value).into_owned();
         if data.contains('\r') {
             // Outside JSON strings a CR is only whitespace (inside, it must be escaped);
             // SSE would read it as a line break.
@@ -421,8 +426,10 @@ async fn subscribe(
         let (tx, mut rx) = mpsc::channel::<Update>(SSE_BUFFER);
         let follower = tokio::spawn(follow(log, topic, pos, filter, tx, stop));
         while let Some(u) = rx.recv().await {
+            // Positions alone are for SSE resumes; a subscription starts anew.
+            let Some(value) = u.value else { continue };
             let record: serde_json::Value =
-                serde_json::from_slice(&u.value).unwrap_or(serde_json::Value::Null);
+                serde_json::from_slice(&value).unwrap_or(serde_json::Value::Null);
             let msg = json!({"type": "record", "subscription": sub, "position": u.position, "record": record});
             if out.send(text_message(msg)).await.is_err() {
                 break;

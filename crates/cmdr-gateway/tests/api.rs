@@ -797,7 +797,8 @@ async fn event_updates_filter_and_resume_from_a_position() {
             assert_eq!(res.headers()["content-type"], "text/event-stream");
             let mut body = res.into_body();
             let mut text = String::new();
-            while text.matches("\n\n").count() < want {
+            // Blocks with data: events (id-only blocks move the position).
+            while text.split("\n\n").filter(|b| b.contains("data:")).count() < want {
                 let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
                     .await
                     .expect("an SSE frame")
@@ -846,6 +847,32 @@ async fn event_updates_filter_and_resume_from_a_position() {
     )
     .await;
     assert_eq!(rest, [("4".to_string(), 3)]);
+
+    // A filter that matches nothing still moves the client's position: an
+    // id-only block where it starts, and one at the end once it has read
+    // (and skipped) everything, so a resume neither rereads nor misses.
+    let res = app(h.state.clone())
+        .oneshot(
+            Request::get("/events/updates?from=start&action=nothing")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = res.into_body();
+    let mut text = String::new();
+    while text.matches("\n\n").count() < 2 {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("an SSE frame")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    let blocks: Vec<&str> = text.split("\n\n").filter(|b| !b.is_empty()).collect();
+    assert_eq!(blocks, ["id: 0", "id: 4"], "{text:?}");
 }
 
 fn put(uri: &str, body: Value) -> Request<Body> {

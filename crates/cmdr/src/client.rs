@@ -4,7 +4,14 @@
 //! `CMDR_CA_CERT`, to trust an `https://` server's private CA).
 //!
 //! Exit status: 0 on success, 1 when the server answered with an error (its
-//! problem document is printed), 2 when a sync command was rejected.
+//! problem document is printed) or could not be reached, 2 when a sync
+//! command was rejected, 3 when a sync command was still pending when the
+//! wait ran out (`202`, `"status": "pending"`: look it up later with
+//! `cmdr get`).
+//!
+//! Every request gives up after [`REQUEST_TIMEOUT`] (connecting, after
+//! [`CONNECT_TIMEOUT`]); `tail` reconnects when its stream stays silent
+//! for [`TAIL_SILENCE`] (the server sends a heartbeat every 15 s).
 
 use std::process::ExitCode;
 
@@ -15,6 +22,14 @@ use serde_json::Value;
 
 /// Default server URL.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:3000";
+/// Longest wait for a connection to the server.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest wait for a whole answer of `send` or `get` (longer than the
+/// longest sync wait a server allows by default, 60 s).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+/// Longest `tail` waits without a byte from the server before it counts the
+/// stream as dropped (three heartbeats).
+pub const TAIL_SILENCE: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Which server to talk to, and as whom.
 #[derive(Args, Debug)]
@@ -99,11 +114,26 @@ fn client(server: &ServerArgs) -> Result<reqwest::Client> {
     cmdr_processor::tls::client_builder(Some(&tls))
         .map_err(anyhow::Error::msg)?
         .default_headers(headers)
+        .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .context("building the HTTP client")
 }
 
-async fn print_response(res: reqwest::Response) -> Result<ExitCode> {
+/// `base` (the server URL) with `segments` appended to its path, each
+/// percent-encoded as needed.
+fn url_of(base: &str, segments: &[&str]) -> Result<reqwest::Url> {
+    let mut url =
+        reqwest::Url::parse(base).with_context(|| format!("--url {base:?} is not a URL"))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("--url {base:?} cannot take a path"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// Prints an answer (its JSON pretty) and says how it went as an exit
+/// status (see the module); `sync`: the request waited for an outcome.
+async fn print_response(res: reqwest::Response, sync: bool) -> Result<ExitCode> {
     let status = res.status();
     let text = res.text().await.context("reading the response")?;
     let pretty = serde_json::from_str::<Value>(&text)
@@ -112,7 +142,14 @@ async fn print_response(res: reqwest::Response) -> Result<ExitCode> {
         .unwrap_or(text);
     if status.is_success() {
         println!("{pretty}");
-        Ok(ExitCode::SUCCESS)
+        // A sync wait that ran out: the command is in, its outcome not yet.
+        let pending = status == reqwest::StatusCode::ACCEPTED && sync;
+        Ok(if pending {
+            eprintln!("no outcome yet: the command is pending");
+            ExitCode::from(3)
+        } else {
+            ExitCode::SUCCESS
+        })
     } else {
         eprintln!("{status}\n{pretty}");
         Ok(ExitCode::from(if status == reqwest::StatusCode::CONFLICT {
@@ -131,40 +168,47 @@ pub async fn send(args: SendArgs) -> Result<ExitCode> {
     if let Some(k) = args.key {
         body["key"] = Value::String(k);
     }
-    let base = args.server.url.trim_end_matches('/');
-    let url = if args.sync {
-        format!("{base}/commands?sync=true")
-    } else {
-        format!("{base}/commands")
-    };
-    let mut req = client(&args.server)?.post(&url).json(&body);
+    let mut url = url_of(&args.server.url, &["commands"])?;
+    if args.sync {
+        url.set_query(Some("sync=true"));
+    }
+    let mut req = client(&args.server)?
+        .post(url.clone())
+        .timeout(REQUEST_TIMEOUT)
+        .json(&body);
     if let Some(k) = args.idempotency_key {
         req = req.header("idempotency-key", k);
     }
     let res = req.send().await.with_context(|| format!("POST {url}"))?;
-    print_response(res).await
+    print_response(res, args.sync).await
 }
 
 /// `cmdr get`: a command, or else an event.
 pub async fn get(args: GetArgs) -> Result<ExitCode> {
-    let base = args.server.url.trim_end_matches('/');
     let client = client(&args.server)?;
-    let url = format!("{base}/commands/{}", args.id);
-    let res = client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    if res.status() == reqwest::StatusCode::NOT_FOUND {
-        let url = format!("{base}/events/{}", args.id);
-        let res = client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        return print_response(res).await;
+    let fetch = |kind: &'static str| {
+        let client = client.clone();
+        let url = url_of(&args.server.url, &[kind, &args.id]);
+        async move {
+            let url = url?;
+            client
+                .get(url.clone())
+                .timeout(REQUEST_TIMEOUT)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))
+        }
+    };
+    let res = fetch("commands").await?;
+    if res.status() != reqwest::StatusCode::NOT_FOUND {
+        return print_response(res, false).await;
     }
-    print_response(res).await
+    let res = fetch("events").await?;
+    if res.status() == reqwest::StatusCode::NOT_FOUND {
+        eprintln!("404 Not Found\nno command or event has id {:?}", args.id);
+        return Ok(ExitCode::from(1));
+    }
+    print_response(res, false).await
 }
 
 /// Reconnections `cmdr tail` attempts in a row when the stream drops.
@@ -173,8 +217,10 @@ pub const TAIL_RETRIES: u32 = 10;
 const TAIL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// `cmdr tail`: prints each record's JSON on a line (positions on stderr).
-/// When the stream drops it reconnects from the last position it printed
-/// (`Last-Event-ID`), so no record is missed or repeated.
+/// When the stream drops (or stays silent past [`TAIL_SILENCE`]) it
+/// reconnects from the last position the server gave (`Last-Event-ID`; the
+/// server also gives one when the stream starts and after records its
+/// filters skipped), so no record is missed or repeated.
 pub async fn tail(args: TailArgs) -> Result<ExitCode> {
     let base = args.server.url.trim_end_matches('/');
     let mut query = vec![("from", args.from.clone())];
@@ -184,22 +230,21 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
     if let Some(k) = &args.key {
         query.push(("key", k.clone()));
     }
-    let url = format!(
-        "{base}/{}/updates?{}",
-        args.topic,
-        serde_urlencoded::to_string(&query)?
-    );
+    let mut url = url_of(base, &[args.topic.as_str(), "updates"])?;
+    url.set_query(Some(&serde_urlencoded::to_string(&query)?));
     let client = client(&args.server)?;
     let mut last: Option<String> = None;
     let mut seen = 0u64;
     let mut failures = 0u32;
     loop {
-        let mut req = client.get(&url);
+        let mut req = client.get(url.clone());
         if let Some(id) = &last {
             req = req.header("last-event-id", id.as_str());
         }
         let res = match req.send().await {
             Ok(r) => r,
+            // A server that was never reached is an error at once (a wrong
+            // --url); one that was is waited for.
             Err(e) if last.is_some() && failures < TAIL_RETRIES => {
                 eprintln!("reconnecting after: {e}");
                 failures += 1;
@@ -209,7 +254,17 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
             Err(e) => return Err(e).with_context(|| format!("GET {url}")),
         };
         if !res.status().is_success() {
-            return print_response(res).await;
+            return print_response(res, false).await;
+        }
+        let event_stream = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !event_stream {
+            anyhow::bail!(
+                "GET {url} did not answer with an event stream (is --url a cmdr server?)"
+            );
         }
         let mut stream = res.bytes_stream();
         let mut buf = Vec::new();
@@ -217,9 +272,12 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
         // the blank line that ends it: an event cut short by a dropped
         // connection is neither printed nor skipped, but sent again.
         let (mut data, mut id): (Vec<String>, Option<String>) = (Vec::new(), None);
-        while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else { break };
-            failures = 0;
+        loop {
+            // Silence past a few heartbeats: the connection is dead.
+            let Ok(Some(Ok(chunk))) = tokio::time::timeout(TAIL_SILENCE, stream.next()).await
+            else {
+                break;
+            };
             buf.extend_from_slice(&chunk);
             while let Some(end) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=end).collect();
@@ -229,13 +287,21 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
                     data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
                 } else if let Some(i) = line.strip_prefix("id:") {
                     id = Some(i.trim_start().to_string());
-                } else if line.is_empty() && !data.is_empty() {
+                } else if line.is_empty() && data.is_empty() {
+                    // An id alone: where the server has read to (past
+                    // records the filters skipped), to resume from.
+                    if let Some(id) = id.take() {
+                        last = Some(id);
+                        failures = 0;
+                    }
+                } else if line.is_empty() {
                     println!("{}", data.join("\n"));
                     data.clear();
                     if let Some(id) = id.take() {
                         eprintln!("position {id}");
                         last = Some(id);
                     }
+                    failures = 0;
                     seen += 1;
                     if args.limit.is_some_and(|l| seen >= l) {
                         return Ok(ExitCode::SUCCESS);

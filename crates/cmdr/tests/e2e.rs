@@ -15,7 +15,7 @@ fn client() -> reqwest::Client {
 async fn every_endpoint_and_error_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let s = Server::start(&data, &["--body-limit", "4096"]).await;
+    let s = Server::start(&data, &["--body-limit", "4096", "--sync-wait-ms", "300"]).await;
     let c = client();
 
     // Intake and reads.
@@ -183,6 +183,23 @@ async fn every_endpoint_and_error_over_http() {
         status.success() && out.lines().count() == 2,
         "cmdr tail: {status}\n{out}\n{err}"
     );
+    // No processor handles `greet`: a sync send that runs out of waiting
+    // says so with exit status 3 (the command is in, its outcome not yet).
+    let (status, out, err) = run_cli(&["send", "greet", "--sync", "--url", &s.url]);
+    assert_eq!(status.code(), Some(3), "cmdr send --sync: {out}\n{err}");
+    assert!(
+        out.contains("\"pending\"") && err.contains("pending"),
+        "{out}\n{err}"
+    );
+    // An id is one path segment, whatever it holds; an unknown one is a 404.
+    let (status, _, err) = run_cli(&["get", "x?y=1/../z", "--url", &s.url]);
+    assert!(
+        status.code() == Some(1) && err.contains("no command or event has id"),
+        "{err}"
+    );
+    // A URL that is not a cmdr server's is an error, not endless retries.
+    let (status, _, err) = run_cli(&["tail", "events", "--url", &format!("{}/docs#", s.url)]);
+    assert!(!status.success(), "{err}");
     s.stop();
 }
 
