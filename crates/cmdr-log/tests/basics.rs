@@ -389,3 +389,59 @@ async fn a_commit_whose_caller_gave_up_still_fences_the_range() {
     assert_eq!(log.topic("out").await.unwrap().partitions[0].end_offset, 1);
     assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(5));
 }
+
+/// Lowering `max_record_bytes` between runs limits new appends only: the
+/// records written under the old limit are read and recovered as they are.
+#[tokio::test]
+async fn a_lower_record_limit_keeps_the_larger_records_already_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = cmdr_log::embedded::EmbeddedLog::open(cmdr_log::embedded::LogConfig::new(dir.path()))
+        .await
+        .unwrap();
+    log.create_topic("t", 1).await.unwrap();
+    log.append("t", vec![Record::new("k", vec![1u8; 10_000])])
+        .await
+        .unwrap();
+    log.append("t", vec![Record::new("k", "small")])
+        .await
+        .unwrap();
+    drop(log);
+    let config = cmdr_log::embedded::LogConfig::new(dir.path()).max_record_bytes(4096);
+    let log = cmdr_log::embedded::EmbeddedLog::open(config).await.unwrap();
+    assert!(log.truncations().is_empty(), "{:?}", log.truncations());
+    assert_eq!(log.topic("t").await.unwrap().partitions[0].end_offset, 2);
+    let read = log.read("t", 0, 0, 10).await.unwrap();
+    assert_eq!(read[0].value.len(), 10_000);
+    // New appends obey the new limit.
+    let big = log
+        .append("t", vec![Record::new("k", vec![1u8; 10_000])])
+        .await;
+    assert!(
+        matches!(big, Err(cmdr_log::LogError::RecordTooLarge { .. })),
+        "{big:?}"
+    );
+}
+
+/// A topic whose metadata says it has no partitions is refused at open,
+/// not a writer that panics on the first append.
+#[tokio::test]
+async fn a_topic_with_zero_partitions_in_its_metadata_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = cmdr_log::embedded::EmbeddedLog::open(cmdr_log::embedded::LogConfig::new(dir.path()))
+        .await
+        .unwrap();
+    log.create_topic("t", 1).await.unwrap();
+    drop(log);
+    std::fs::write(
+        dir.path().join("topics/t/topic.json"),
+        br#"{"partitions":0,"format":1}"#,
+    )
+    .unwrap();
+    let opened =
+        cmdr_log::embedded::EmbeddedLog::open(cmdr_log::embedded::LogConfig::new(dir.path())).await;
+    assert!(
+        matches!(&opened, Err(cmdr_log::LogError::Corrupt { reason, .. }) if reason.contains("at least one partition")),
+        "{:?}",
+        opened.as_ref().err()
+    );
+}

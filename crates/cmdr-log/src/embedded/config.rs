@@ -19,6 +19,12 @@ pub enum SyncMode {
 /// round, so half the `u32` range is left for that.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 
+/// Largest record length that reading and recovery take as plausible: any
+/// record a segment can hold. Not [`LogConfig::max_record_bytes`], which
+/// bounds appends only: it may have been larger when a record was written,
+/// and lowering it must not make recovery cut acknowledged records.
+pub(crate) const MAX_READ_RECORD: usize = MAX_SEGMENT_BYTES as usize;
+
 /// Configuration of an [`super::EmbeddedLog`].
 #[derive(Debug, Clone)]
 pub struct LogConfig {

@@ -193,6 +193,14 @@ impl EmbeddedLog {
                 offset: None,
                 reason: format!("invalid topic metadata: {e}"),
             })?;
+            if meta.partitions == 0 {
+                return Err(LogError::Corrupt {
+                    path: meta_path,
+                    position: 0,
+                    offset: None,
+                    reason: "invalid topic metadata: a topic has at least one partition".into(),
+                });
+            }
             let (handle, cut) =
                 Self::open_topic(&config, &offsets, &entry.path(), &name, meta.partitions)?;
             truncations.extend(cut);

@@ -64,6 +64,8 @@ pub(crate) struct OffsetStore {
     /// Serialises file writes: two commits of one group must not share the
     /// temporary file, and the later snapshot must be the one that lands.
     write_lock: Mutex<()>,
+    /// Held through a whole [`OffsetStore::persist_dirty`].
+    flush_lock: Mutex<()>,
     /// Commits on their way to the disk, by (group, topic, partition): what
     /// a fenced commit is checked against besides the committed offsets.
     pending: Mutex<HashMap<(String, String, u32), u64>>,
@@ -102,6 +104,7 @@ impl OffsetStore {
             groups: Mutex::new(groups),
             dirty: Mutex::new(HashSet::new()),
             write_lock: Mutex::new(()),
+            flush_lock: Mutex::new(()),
             pending: Mutex::new(HashMap::new()),
         })
     }
@@ -175,17 +178,35 @@ impl OffsetStore {
         }
     }
 
-    /// Records a commit and writes its group file durably before returning.
+    /// Records a commit and writes its group file durably before returning;
+    /// if the file cannot be written, the commit is undone in memory too.
     pub fn commit_durably(&self, c: &OffsetCommit) -> Result<()> {
         self.reserve(c)?;
+        let before = self.get(&c.group, &c.topic, c.partition);
         self.set(c);
         let persisted = self.persist(&c.group);
+        if persisted.is_err() {
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            let offsets = groups
+                .entry(c.group.clone())
+                .or_default()
+                .entry(c.topic.clone())
+                .or_default();
+            match before {
+                Some(o) => offsets.insert(c.partition, o),
+                None => offsets.remove(&c.partition),
+            };
+        }
         self.settle(c);
         persisted
     }
 
-    /// Writes every group changed in memory to its file.
+    /// Writes every group changed in memory to its file. Callers take turns
+    /// from the drain to the last write: one that finds nothing dirty while
+    /// another is still writing what it drained waits for it, so that
+    /// returning means written (a roll seals header commits on that).
     pub fn persist_dirty(&self) -> Result<()> {
+        let _turn = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         let dirty: Vec<String> = self
             .dirty
             .lock()
@@ -236,4 +257,50 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| LogError::io(format!("syncing folder {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A `persist_dirty` that finds nothing to drain while another is still
+    /// writing what it drained returns only once that is written (a segment
+    /// roll relies on it before sealing header commits).
+    #[test]
+    fn persist_dirty_returns_once_a_concurrent_drain_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(OffsetStore::open(dir.path().to_path_buf()).unwrap());
+        store.set_lazily(&OffsetCommit {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            next_offset: 7,
+            expected: None,
+        });
+        let writing = store.write_lock.lock().unwrap();
+        let first = std::thread::spawn({
+            let store = store.clone();
+            move || store.persist_dirty()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let second_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let second = std::thread::spawn({
+            let (store, done) = (store.clone(), second_done.clone());
+            move || {
+                let r = store.persist_dirty();
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                r
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            !second_done.load(std::sync::atomic::Ordering::SeqCst),
+            "returned before the first drain was written"
+        );
+        drop(writing);
+        first.join().unwrap().unwrap();
+        second.join().unwrap().unwrap();
+        assert!(dir.path().join("g.json").exists());
+    }
 }

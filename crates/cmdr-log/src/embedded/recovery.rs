@@ -57,7 +57,8 @@ pub(crate) fn recover_topic(
     config: &LogConfig,
     offsets: &OffsetStore,
 ) -> Result<Recovered> {
-    let max = config.max_record_bytes;
+    // Records as written, whatever the append limit is now.
+    let max = super::config::MAX_READ_RECORD;
     let mut truncations = Vec::new();
     let mut states = Vec::new();
     for p in 0..partitions {
