@@ -41,9 +41,12 @@ impl CommitHeader {
         .unwrap_or_default()
     }
 
-    /// Decodes a header value.
+    /// Decodes a header value; `None` unless it names a valid group and
+    /// topic (a group name becomes a file name).
     pub fn decode(raw: &[u8]) -> Option<OffsetCommit> {
         let h: CommitHeader = serde_json::from_slice(raw).ok()?;
+        super::validate_name(&h.group).ok()?;
+        super::validate_name(&h.topic).ok()?;
         Some(OffsetCommit {
             group: h.group,
             topic: h.topic,
