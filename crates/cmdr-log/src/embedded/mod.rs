@@ -172,6 +172,8 @@ impl EmbeddedLog {
             .map_err(|e| LogError::io(format!("creating {}", topics_dir.display()), e))?;
         let lock = lock_dir(&config.dir)?;
         let offsets = Arc::new(OffsetStore::open(config.dir.join("groups"))?);
+        // The entries of `topics/` and `groups/` themselves, durable.
+        sync_dir(&config.dir)?;
         let mut topics = HashMap::new();
         let mut truncations = Vec::new();
         let entries = std::fs::read_dir(&topics_dir)
@@ -399,6 +401,8 @@ impl Log for EmbeddedLog {
             for p in 0..partitions {
                 sync_dir(&dir.join(p.to_string()))?;
             }
+            sync_dir(&dir)?;
+            sync_dir(&topics_dir)?;
             // The metadata file is written last: a topic without it was never created.
             let meta = serde_json::to_vec(&TopicMeta {
                 partitions,
