@@ -20,7 +20,7 @@
 //! instead of costing file descriptors and memory, until one closes. An
 //! upgraded connection (a WebSocket) keeps its place until the socket
 //! closes: every request asking for an upgrade carries its connection's
-//! [`ConnectionSlot`], which the WebSocket handler moves into the socket's
+//! `ConnectionSlot`, which the WebSocket handler moves into the socket's
 //! task.
 
 use std::future::Future;

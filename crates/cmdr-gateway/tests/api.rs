@@ -1090,6 +1090,38 @@ async fn metrics_count_answers_and_show_the_index_position() {
     }
 }
 
+/// Sends `GET /healthz` on a new connection to `addr` and checks that no
+/// answer comes within 300 ms: the server is at its connection limit.
+async fn unanswered_healthz(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Connected by the kernel, not yet accepted.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut answer)).await;
+    assert!(early.is_err(), "answered beyond the connection limit");
+    stream
+}
+
+/// Reads the `200` answer to the request [`unanswered_healthz`] sent, once
+/// the server has a place for it.
+async fn answered_at_last(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut answer = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("served once a place was free")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+}
+
 /// At `max_connections` the server accepts no more connections until one
 /// closes: the next client waits in the listen backlog, then is served.
 #[tokio::test]
@@ -1102,32 +1134,19 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     })
     .await;
     let server = Served::start(&h).await;
-    let get = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
     let mut answer = [0u8; 1024];
-
     let mut first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    first.write_all(get).await.unwrap();
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let n = first.read(&mut answer).await.unwrap();
     assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
 
-    // Connected by the kernel, not yet accepted: no answer while the first
-    // (keep-alive) connection stays open.
-    let mut second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    second.write_all(get).await.unwrap();
-    let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut answer)).await;
-    assert!(early.is_err(), "answered beyond the connection limit");
-
+    // No answer while the first (keep-alive) connection stays open.
+    let second = unanswered_healthz(server.addr).await;
     drop(first);
-    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut answer))
-        .await
-        .expect("served once the first connection closed")
-        .unwrap();
-    assert!(
-        answer[..n].starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&answer[..n])
-    );
-    drop(second);
+    answered_at_last(second).await;
     server.stop().await;
 }
 
@@ -1137,7 +1156,6 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
 #[tokio::test]
 async fn websockets_count_against_the_connection_limit() {
     use futures::{SinkExt, StreamExt};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::Message;
 
     let h = harness(GatewayConfig {
@@ -1150,15 +1168,7 @@ async fn websockets_count_against_the_connection_limit() {
         .await
         .unwrap();
     // The socket is open and idle: the next client is not accepted.
-    let get = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
-    let mut answer = [0u8; 1024];
-    let mut other = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    other.write_all(get).await.unwrap();
-    let early = tokio::time::timeout(Duration::from_millis(300), other.read(&mut answer)).await;
-    assert!(
-        early.is_err(),
-        "answered while a WebSocket held the only place"
-    );
+    let other = unanswered_healthz(server.addr).await;
 
     // A message over the limit ends the socket, which frees the place.
     let big = "x".repeat(cmdr_gateway::MAX_WS_MESSAGE + 1);
@@ -1177,16 +1187,7 @@ async fn websockets_count_against_the_connection_limit() {
         "the socket stayed open after an oversized message"
     );
     drop(ws);
-    let n = tokio::time::timeout(Duration::from_secs(5), other.read(&mut answer))
-        .await
-        .expect("served once the WebSocket closed")
-        .unwrap();
-    assert!(
-        answer[..n].starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&answer[..n])
-    );
-    drop(other);
+    answered_at_last(other).await;
     server.stop().await;
 }
 
