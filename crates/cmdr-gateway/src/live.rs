@@ -397,10 +397,11 @@ async fn subscribe(
     filter: Filter,
     (out, stop): (mpsc::Sender<Message>, watch::Receiver<bool>),
 ) -> ApiResult<tokio::task::AbortHandle> {
-    if subs.contains_key(id) {
+    // An ended subscription (see below) frees its id and its place.
+    if subs.get(id).is_some_and(|h| !h.is_finished()) {
         return Err(ApiError::BadRequest(format!("subscription {id:?} exists")));
     }
-    if subs.len() >= MAX_SUBSCRIPTIONS {
+    if subs.values().filter(|h| !h.is_finished()).count() >= MAX_SUBSCRIPTIONS {
         return Err(ApiError::BadRequest(format!(
             "at most {MAX_SUBSCRIPTIONS} subscriptions per socket"
         )));
@@ -424,13 +425,25 @@ async fn subscribe(
     let sub = id.to_string();
     let task = tokio::spawn(async move {
         let (tx, mut rx) = mpsc::channel::<Update>(SSE_BUFFER);
-        let follower = tokio::spawn(follow(log, topic, pos, filter, tx, stop));
-        while let Some(u) = rx.recv().await {
+        let follower = tokio::spawn(follow(log, topic, pos, filter, tx, stop.clone()));
+        let mut last = None;
+        loop {
+            let Some(u) = rx.recv().await else {
+                // The follower stopped on its own: the log could not be
+                // read. Said, so the client can subscribe again (the id is
+                // free once this task ends), unless the server is stopping.
+                if !*stop.borrow() {
+                    let msg = json!({"type": "error", "id": sub, "message": "the subscription ended: the log could not be read; subscribe again from the last position", "position": last});
+                    let _ = out.send(text_message(msg)).await;
+                }
+                break;
+            };
             // Positions alone are for SSE resumes; a subscription starts anew.
             let Some(value) = u.value else { continue };
             let record: serde_json::Value =
                 serde_json::from_slice(&value).unwrap_or(serde_json::Value::Null);
             let msg = json!({"type": "record", "subscription": sub, "position": u.position, "record": record});
+            last = Some(u.position);
             if out.send(text_message(msg)).await.is_err() {
                 break;
             }
