@@ -445,3 +445,40 @@ async fn a_topic_with_zero_partitions_in_its_metadata_is_refused() {
         opened.as_ref().err()
     );
 }
+
+/// A durable commit back to an earlier offset (a group reset, for a replay)
+/// stays after a reopen: the older commit still in a header of the active
+/// segment does not win because its offset is higher. A crash copy taken
+/// before the reset keeps the header commit.
+#[tokio::test]
+async fn a_commit_back_to_an_earlier_offset_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = in_and_out(&dir).await;
+    let at = |next_offset| OffsetCommit {
+        group: "proc".into(),
+        topic: "in".into(),
+        partition: 0,
+        next_offset,
+        expected: None,
+    };
+    log.append_with_commit("out", vec![Record::new("k", "result")], at(8))
+        .await
+        .unwrap();
+    let before_reset = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), before_reset.path(), &|p| !p.ends_with("LOCK"));
+    log.commit(at(2)).await.unwrap();
+    log.sync().await.unwrap();
+    drop(log);
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(2));
+    // Later header commits still move it on, after another reopen too.
+    log.append_with_commit("out", vec![Record::new("k", "again")], at(3))
+        .await
+        .unwrap();
+    drop(log);
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(3));
+    drop(log);
+    let log = EmbeddedLog::open(config(&before_reset)).await.unwrap();
+    assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(8));
+}

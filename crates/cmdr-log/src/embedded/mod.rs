@@ -99,6 +99,8 @@ pub(crate) struct Reserved {
     offsets: Arc<OffsetStore>,
     /// The reserved commit.
     pub commit: OffsetCommit,
+    /// Its sequence number (see `offsets`).
+    pub seq: u64,
 }
 
 impl Drop for Reserved {
@@ -303,7 +305,7 @@ impl EmbeddedLog {
         // header (see the writer): count it, so every record written can be
         // read back.
         let commit_header = commit.as_ref().map_or(0, |c| {
-            2 + offsets::COMMIT_HEADER.len() + 4 + offsets::CommitHeader::encode(c).len()
+            2 + offsets::COMMIT_HEADER.len() + 4 + offsets::CommitHeader::encode(c, u64::MAX).len()
         });
         let last = records.len().saturating_sub(1);
         for (i, r) in records.iter().enumerate() {
@@ -319,14 +321,18 @@ impl EmbeddedLog {
                 return Err(LogError::RecordTooLarge { size, max });
             }
         }
-        if let Some(c) = &commit {
-            validate_name(&c.group).map_err(|_| LogError::InvalidGroupName(c.group.clone()))?;
-            self.inner.offsets.reserve(c)?;
-        }
-        let commit = commit.map(|c| Reserved {
-            offsets: Arc::clone(&self.inner.offsets),
-            commit: c,
-        });
+        let commit = match commit {
+            Some(c) => {
+                validate_name(&c.group).map_err(|_| LogError::InvalidGroupName(c.group.clone()))?;
+                let seq = self.inner.offsets.reserve(&c)?;
+                Some(Reserved {
+                    offsets: Arc::clone(&self.inner.offsets),
+                    commit: c,
+                    seq,
+                })
+            }
+            None => None,
+        };
         let (reply, rx) = oneshot::channel();
         let _counted = handle.in_flight.begin();
         handle

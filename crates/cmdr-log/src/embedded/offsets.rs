@@ -5,9 +5,17 @@
 //! appended batch (a record header) and so are durable with it; they are
 //! written to the group file lazily (before a segment rolls, on sync and on
 //! close) and recovered from the active segments' headers on open.
+//!
+//! Every commit gets a sequence number, in the order commits are reserved,
+//! stored with it in the header and in the group file: on open, a header
+//! commit replaces the file's only if it is later by sequence (or, between
+//! commits written before sequences existed, ahead by offset). So a durable
+//! commit back to an earlier offset (a group reset, for a replay) is not
+//! undone by the older header commits still in the active segments.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -17,8 +25,42 @@ use crate::{LogError, OffsetCommit, Result};
 /// The header that carries an atomic offset commit inside an appended batch.
 pub(crate) const COMMIT_HEADER: &str = "cmdr.log.commit";
 
-/// topic → partition → next offset.
+/// topic → partition → next offset (or, in [`GroupFile::seqs`], the
+/// sequence number of the commit that set it).
 type GroupOffsets = BTreeMap<String, BTreeMap<u32, u64>>;
+
+/// A group's file: its offsets and their commits' sequence numbers. Files
+/// written before sequences existed hold the offsets alone (then every
+/// sequence is 0). The keys are not valid topic names, so the two shapes
+/// cannot be mistaken for each other.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupFile {
+    #[serde(rename = "@offsets")]
+    offsets: GroupOffsets,
+    #[serde(rename = "@seqs")]
+    seqs: GroupOffsets,
+}
+
+impl GroupFile {
+    /// Reads either shape (see [`GroupFile`]).
+    fn parse(raw: &[u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(raw).or_else(|_| {
+            serde_json::from_slice::<GroupOffsets>(raw).map(|offsets| GroupFile {
+                offsets,
+                seqs: GroupOffsets::new(),
+            })
+        })
+    }
+
+    fn seq(&self, topic: &str, partition: u32) -> u64 {
+        self.seqs
+            .get(topic)
+            .and_then(|p| p.get(&partition))
+            .copied()
+            .unwrap_or(0)
+    }
+}
 
 /// The header value of an atomic commit.
 #[derive(Serialize, Deserialize)]
@@ -27,33 +69,38 @@ pub(crate) struct CommitHeader {
     pub topic: String,
     pub partition: u32,
     pub next_offset: u64,
+    /// The commit's sequence number (0 in headers written before them).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 impl CommitHeader {
-    /// Encodes a commit for the header.
-    pub fn encode(c: &OffsetCommit) -> Vec<u8> {
+    /// Encodes a commit, with its sequence number, for the header.
+    pub fn encode(c: &OffsetCommit, seq: u64) -> Vec<u8> {
         serde_json::to_vec(&CommitHeader {
             group: c.group.clone(),
             topic: c.topic.clone(),
             partition: c.partition,
             next_offset: c.next_offset,
+            seq,
         })
         .unwrap_or_default()
     }
 
-    /// Decodes a header value; `None` unless it names a valid group and
-    /// topic (a group name becomes a file name).
-    pub fn decode(raw: &[u8]) -> Option<OffsetCommit> {
+    /// Decodes a header value and its sequence number; `None` unless it
+    /// names a valid group and topic (a group name becomes a file name).
+    pub fn decode(raw: &[u8]) -> Option<(OffsetCommit, u64)> {
         let h: CommitHeader = serde_json::from_slice(raw).ok()?;
         super::validate_name(&h.group).ok()?;
         super::validate_name(&h.topic).ok()?;
-        Some(OffsetCommit {
+        let commit = OffsetCommit {
             group: h.group,
             topic: h.topic,
             partition: h.partition,
             next_offset: h.next_offset,
             expected: None,
-        })
+        };
+        Some((commit, h.seq))
     }
 }
 
@@ -61,7 +108,9 @@ impl CommitHeader {
 #[derive(Debug)]
 pub(crate) struct OffsetStore {
     dir: PathBuf,
-    groups: Mutex<HashMap<String, GroupOffsets>>,
+    groups: Mutex<HashMap<String, GroupFile>>,
+    /// The next commit's sequence number.
+    next_seq: AtomicU64,
     /// Groups changed in memory (by atomic commits) but not yet written to their file.
     dirty: Mutex<HashSet<String>>,
     /// Serialises file writes: two commits of one group must not share the
@@ -93,18 +142,24 @@ impl OffsetStore {
             };
             let raw = std::fs::read(&path)
                 .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
-            let offsets: GroupOffsets =
-                serde_json::from_slice(&raw).map_err(|e| LogError::Corrupt {
-                    path: path.clone(),
-                    position: 0,
-                    offset: None,
-                    reason: format!("group offsets file is not valid: {e}"),
-                })?;
-            groups.insert(name.to_string(), offsets);
+            let file = GroupFile::parse(&raw).map_err(|e| LogError::Corrupt {
+                path: path.clone(),
+                position: 0,
+                offset: None,
+                reason: format!("group offsets file is not valid: {e}"),
+            })?;
+            groups.insert(name.to_string(), file);
         }
+        let last_seq = groups
+            .values()
+            .flat_map(|g| g.seqs.values().flat_map(|p| p.values()))
+            .max()
+            .copied()
+            .unwrap_or(0);
         Ok(Self {
             dir,
             groups: Mutex::new(groups),
+            next_seq: AtomicU64::new(last_seq + 1),
             dirty: Mutex::new(HashSet::new()),
             write_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
@@ -115,36 +170,71 @@ impl OffsetStore {
     /// The committed next offset of `group` in `topic`/`partition`.
     pub fn get(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        groups.get(group)?.get(topic)?.get(&partition).copied()
+        groups
+            .get(group)?
+            .offsets
+            .get(topic)?
+            .get(&partition)
+            .copied()
     }
 
-    fn set(&self, c: &OffsetCommit) {
+    /// Records commit number `seq` unless a later one is recorded already
+    /// (commits can land out of the order they were numbered in); returns
+    /// whether it did.
+    fn set(&self, c: &OffsetCommit, seq: u64) -> bool {
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        groups
-            .entry(c.group.clone())
-            .or_default()
+        let group = groups.entry(c.group.clone()).or_default();
+        if group.seq(&c.topic, c.partition) > seq {
+            return false;
+        }
+        group
+            .offsets
             .entry(c.topic.clone())
             .or_default()
             .insert(c.partition, c.next_offset);
+        group
+            .seqs
+            .entry(c.topic.clone())
+            .or_default()
+            .insert(c.partition, seq);
+        true
     }
 
-    /// Records a commit that is already durable elsewhere (in a batch header);
-    /// the group file is written later.
-    pub fn set_lazily(&self, c: &OffsetCommit) {
-        self.set(c);
-        self.dirty
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(c.group.clone());
+    /// Records commit number `seq`, already durable elsewhere (in a batch
+    /// header); the group file is written later.
+    pub fn set_lazily(&self, c: &OffsetCommit, seq: u64) {
+        if self.set(c, seq) {
+            self.dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(c.group.clone());
+        }
     }
 
-    /// Merges a commit recovered from a header: kept if it is ahead of the file.
-    pub fn recover(&self, c: &OffsetCommit) {
-        if self
-            .get(&c.group, &c.topic, c.partition)
-            .is_none_or(|o| o < c.next_offset)
-        {
-            self.set_lazily(c);
+    /// Merges commit number `seq` recovered from a header: kept if it is
+    /// later than the file's, or, between commits without sequence numbers
+    /// (0), ahead of it.
+    pub fn recover(&self, c: &OffsetCommit, seq: u64) {
+        self.next_seq.fetch_max(seq + 1, Ordering::AcqRel);
+        let (file_seq, file_offset) = {
+            let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            match groups.get(&c.group) {
+                Some(g) => (
+                    g.seq(&c.topic, c.partition),
+                    g.offsets
+                        .get(&c.topic)
+                        .and_then(|p| p.get(&c.partition))
+                        .copied(),
+                ),
+                None => (0, None),
+            }
+        };
+        let later = match file_offset {
+            None => true,
+            Some(offset) => (seq, c.next_offset) > (file_seq, offset),
+        };
+        if later {
+            self.set_lazily(c, seq);
         }
     }
 
@@ -153,9 +243,11 @@ impl OffsetStore {
     /// `c` as being committed until [`OffsetStore::settle`]. Checking and
     /// noting under one lock makes two members' commits of one range exclusive.
     ///
+    /// Returns the commit's sequence number.
+    ///
     /// # Errors
     /// [`crate::LogError::Fenced`].
-    pub fn reserve(&self, c: &OffsetCommit) -> Result<()> {
+    pub fn reserve(&self, c: &OffsetCommit) -> Result<u64> {
         let key = (c.group.clone(), c.topic.clone(), c.partition);
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let current = pending
@@ -168,7 +260,7 @@ impl OffsetStore {
             }
         }
         pending.insert(key, c.next_offset);
-        Ok(())
+        Ok(self.next_seq.fetch_add(1, Ordering::AcqRel))
     }
 
     /// Ends a [`OffsetStore::reserve`]: the commit landed (and was recorded)
@@ -184,21 +276,32 @@ impl OffsetStore {
     /// Records a commit and writes its group file durably before returning;
     /// if the file cannot be written, the commit is undone in memory too.
     pub fn commit_durably(&self, c: &OffsetCommit) -> Result<()> {
-        self.reserve(c)?;
-        let before = self.get(&c.group, &c.topic, c.partition);
-        self.set(c);
+        let seq = self.reserve(c)?;
+        let before = {
+            let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            groups.get(&c.group).map(|g| {
+                let offset = g.offsets.get(&c.topic).and_then(|p| p.get(&c.partition));
+                (offset.copied(), g.seq(&c.topic, c.partition))
+            })
+        };
+        self.set(c, seq);
         let persisted = self.persist(&c.group);
         if persisted.is_err() {
+            // Back to what this partition had (other partitions may have moved).
             let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-            let offsets = groups
-                .entry(c.group.clone())
-                .or_default()
-                .entry(c.topic.clone())
-                .or_default();
+            let group = groups.entry(c.group.clone()).or_default();
+            let offsets = group.offsets.entry(c.topic.clone()).or_default();
+            let seqs = group.seqs.entry(c.topic.clone()).or_default();
             match before {
-                Some(o) => offsets.insert(c.partition, o),
-                None => offsets.remove(&c.partition),
-            };
+                Some((Some(offset), before_seq)) => {
+                    offsets.insert(c.partition, offset);
+                    seqs.insert(c.partition, before_seq);
+                }
+                _ => {
+                    offsets.remove(&c.partition);
+                    seqs.remove(&c.partition);
+                }
+            }
         }
         self.settle(c);
         persisted
@@ -267,6 +370,42 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// A group file written before sequence numbers (offsets alone) is read
+    /// with every sequence 0, and written back in the new shape.
+    #[test]
+    fn a_group_file_without_sequences_is_read_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("g.json"), br#"{"t": {"0": 5, "1": 9}}"#).unwrap();
+        let store = OffsetStore::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(
+            (store.get("g", "t", 0), store.get("g", "t", 1)),
+            (Some(5), Some(9))
+        );
+        let c = OffsetCommit {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            next_offset: 3,
+            expected: None,
+        };
+        store.commit_durably(&c).unwrap();
+        drop(store);
+        let store = OffsetStore::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(
+            (store.get("g", "t", 0), store.get("g", "t", 1)),
+            (Some(3), Some(9))
+        );
+        // An old header commit (sequence 0) ahead of it does not undo it.
+        store.recover(
+            &OffsetCommit {
+                next_offset: 7,
+                ..c
+            },
+            0,
+        );
+        assert_eq!(store.get("g", "t", 0), Some(3));
+    }
+
     /// A `persist_dirty` that finds nothing to drain while another is still
     /// writing what it drained returns only once that is written (a segment
     /// roll relies on it before sealing header commits).
@@ -274,13 +413,16 @@ mod tests {
     fn persist_dirty_returns_once_a_concurrent_drain_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(OffsetStore::open(dir.path().to_path_buf()).unwrap());
-        store.set_lazily(&OffsetCommit {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: 0,
-            next_offset: 7,
-            expected: None,
-        });
+        store.set_lazily(
+            &OffsetCommit {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                next_offset: 7,
+                expected: None,
+            },
+            1,
+        );
         let writing = store.write_lock.lock().unwrap();
         let first = std::thread::spawn({
             let store = store.clone();

@@ -205,8 +205,8 @@ pub(crate) fn recover_topic(
         let (pos, at) = (0, active.base);
         let scan = active.scan_from(pos, at, max, |_, _, _| true)?;
         for (_, raw) in &scan.commits {
-            if let Some(c) = CommitHeader::decode(raw) {
-                offsets.recover(&c);
+            if let Some((c, seq)) = CommitHeader::decode(raw) {
+                offsets.recover(&c, seq);
             }
         }
         let end = scan.next_offset;

@@ -317,7 +317,7 @@ impl TopicWriter {
                     let extra = match (commit, ri == records.len() - 1) {
                         (Some(c), true) => Some(Header {
                             name: COMMIT_HEADER.into(),
-                            value: Bytes::from(CommitHeader::encode(&c.commit)),
+                            value: Bytes::from(CommitHeader::encode(&c.commit, c.seq)),
                         }),
                         _ => None,
                     };
@@ -424,7 +424,7 @@ impl TopicWriter {
         }
         for ((records, commit, reply), pos) in batch.drain(..).zip(positions) {
             if let Some(c) = &commit {
-                self.offsets.set_lazily(&c.commit);
+                self.offsets.set_lazily(&c.commit, c.seq);
             }
             // The reservation ends here, after the commit is recorded (or,
             // on an error, when the batch is dropped), however its caller
