@@ -50,6 +50,16 @@ pub enum LogError {
         /// Configured maximum.
         max: usize,
     },
+    /// One append's records together larger than one round may write
+    /// ([`crate::embedded::MAX_BATCH_BYTES`]): a segment's byte positions
+    /// must stay within range.
+    #[error("a batch of {size} bytes exceeds the maximum of {max} bytes for one append")]
+    BatchTooLarge {
+        /// Encoded size of the batch.
+        size: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// Reading below the first offset the log still has.
     #[error("offset {offset} is below the start offset {start} of {topic}/{partition}")]
     OffsetOutOfRange {

@@ -482,3 +482,22 @@ async fn a_commit_back_to_an_earlier_offset_survives_a_reopen() {
     let log = EmbeddedLog::open(config(&before_reset)).await.unwrap();
     assert_eq!(log.committed("proc", "in", 0).await.unwrap(), Some(8));
 }
+
+/// One append may not hold more than a round can write (the records here
+/// share one buffer, so the test holds 7 MiB, not a gigabyte): refused
+/// whole, nothing written.
+#[tokio::test]
+async fn an_append_larger_than_a_round_may_write_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.create_topic("t", 1).await.unwrap();
+    let value = bytes::Bytes::from(vec![0u8; 7 << 20]);
+    let n = cmdr_log::embedded::MAX_BATCH_BYTES / (7 << 20) + 1;
+    let records: Vec<Record> = (0..n).map(|_| Record::new("k", value.clone())).collect();
+    let refused = log.append("t", records).await;
+    assert!(
+        matches!(refused, Err(LogError::BatchTooLarge { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(log.topic("t").await.unwrap().partitions[0].end_offset, 0);
+}

@@ -19,6 +19,11 @@ pub enum SyncMode {
 /// round, so half the `u32` range is left for that.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 
+/// Most bytes one append's records may take together: a round is written
+/// whole, and a segment holds byte positions as `u32`, with room for one
+/// round past [`MAX_SEGMENT_BYTES`].
+pub const MAX_BATCH_BYTES: usize = 1 << 30;
+
 /// Largest record length that reading and recovery take as plausible: any
 /// record a segment can hold. Not [`LogConfig::max_record_bytes`], which
 /// bounds appends only: it may have been larger when a record was written,

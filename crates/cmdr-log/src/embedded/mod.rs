@@ -15,7 +15,10 @@
 mod config;
 pub mod format;
 
-pub use config::{LogConfig, SyncMode, DEFAULT_MAX_LINGER, DEFAULT_PREALLOCATE, MAX_SEGMENT_BYTES};
+pub use config::{
+    LogConfig, SyncMode, DEFAULT_MAX_LINGER, DEFAULT_PREALLOCATE, MAX_BATCH_BYTES,
+    MAX_SEGMENT_BYTES,
+};
 mod consumer;
 mod offsets;
 mod partition;
@@ -308,6 +311,7 @@ impl EmbeddedLog {
             2 + offsets::COMMIT_HEADER.len() + 4 + offsets::CommitHeader::encode(c, u64::MAX).len()
         });
         let last = records.len().saturating_sub(1);
+        let mut batch = 0usize;
         for (i, r) in records.iter().enumerate() {
             let (extra_len, extra_count) = if i == last && commit.is_some() {
                 (commit_header, 1)
@@ -319,6 +323,13 @@ impl EmbeddedLog {
                 || r.headers.len() + extra_count > u16::MAX as usize;
             if size > max || too_long_field {
                 return Err(LogError::RecordTooLarge { size, max });
+            }
+            batch = batch.saturating_add(size);
+            if batch > MAX_BATCH_BYTES {
+                return Err(LogError::BatchTooLarge {
+                    size: batch,
+                    max: MAX_BATCH_BYTES,
+                });
             }
         }
         let commit = match commit {
