@@ -121,7 +121,7 @@ fn updates_params(events: bool) -> Vec<Value> {
         param(
             "Last-Event-ID",
             "header",
-            "Resume right after this position.",
+            "Resume right after this position (an SSE id: an event's, or a block with an id alone, sent when the stream starts and after records the filters skipped). A position past the end of the log is a 400.",
             json!({"type": "string"}),
         ),
     ];
