@@ -25,14 +25,19 @@ impl Negotiated {
         let mut json: Option<(f32, usize)> = None;
         for (i, range) in accept.split(',').enumerate() {
             let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let media = parts.next().unwrap_or("").trim();
             let q = parts
                 .filter_map(|p| p.trim().strip_prefix("q="))
                 .find_map(|q| q.trim().parse::<f32>().ok())
                 .unwrap_or(1.0);
-            let best = if media == "text/html" {
+            // Compared without allocating: this runs on every request.
+            let best = if media.eq_ignore_ascii_case("text/html") {
                 &mut html
-            } else if media.contains("json") {
+            } else if media
+                .as_bytes()
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"json"))
+            {
                 &mut json
             } else {
                 continue;
