@@ -163,9 +163,18 @@ impl TokenTable {
 /// A token configuration that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
-    /// The hash is not 64 hexadecimal digits.
-    #[error("sha256 must be 64 hexadecimal digits, not {0:?}")]
-    BadHash(String),
+    /// The hash is not 64 hexadecimal digits. The value itself is not
+    /// kept: it may be a token pasted by mistake, and errors are logged.
+    #[error("the sha256 of {principal:?} must be 64 hexadecimal digits, not {chars} characters{}",
+        if *.token_like { " (it looks like a token: list its hash, as `cmdr token new` prints it)" } else { "" })]
+    BadHash {
+        /// The principal of the entry.
+        principal: String,
+        /// Characters in the value given.
+        chars: usize,
+        /// Whether the value looks like a token (`cmdr_…`).
+        token_like: bool,
+    },
     /// The principal is empty or not printable ASCII.
     #[error("principal must be 1 to 255 printable ASCII characters, not {0:?}")]
     BadPrincipal(String),
@@ -190,8 +199,11 @@ impl Tokens {
     /// already added.
     pub fn add_hash(&mut self, sha256_hex: &str, grant: Grant) -> Result<(), TokenError> {
         let mut hash = [0u8; 32];
-        hex::decode_to_slice(sha256_hex.trim(), &mut hash)
-            .map_err(|_| TokenError::BadHash(sha256_hex.to_string()))?;
+        hex::decode_to_slice(sha256_hex.trim(), &mut hash).map_err(|_| TokenError::BadHash {
+            principal: grant.principal.clone(),
+            chars: sha256_hex.trim().chars().count(),
+            token_like: sha256_hex.trim().starts_with("cmdr_"),
+        })?;
         let p = &grant.principal;
         validate_principal(p)?;
         if grant.roles.is_empty() {
@@ -351,8 +363,17 @@ mod tests {
         let mut tokens = Tokens::default();
         assert!(matches!(
             tokens.add_hash("abc", grant("x", &[Role::Read])),
-            Err(TokenError::BadHash(_))
+            Err(TokenError::BadHash { chars: 3, .. })
         ));
+        // A token pasted as its hash: the error neither repeats it nor
+        // leaves the operator guessing.
+        let pasted = format!("cmdr_{}", "3f9c".repeat(16));
+        let err = tokens
+            .add_hash(&pasted, grant("x", &[Role::Read]))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("3f9c"), "{err}");
+        assert!(err.contains("looks like a token"), "{err}");
         assert!(matches!(
             tokens.add_token("t", grant("", &[Role::Read])),
             Err(TokenError::BadPrincipal(_))

@@ -215,7 +215,13 @@ impl From<cmdr_log::LogError> for ApiError {
     fn from(e: cmdr_log::LogError) -> Self {
         match e {
             cmdr_log::LogError::Closed(why) => {
-                Self::Unavailable(format!("the log is closed: {why}"))
+                // The cause names files and disks: for the operator, not
+                // for every client.
+                tracing::error!(error = %why, "the log refused an append");
+                Self::Unavailable(
+                    "the log cannot take writes right now; nothing was appended (see the server's log)"
+                        .into(),
+                )
             }
             cmdr_log::LogError::RecordTooLarge { max, .. } => Self::PayloadTooLarge { limit: max },
             other => Self::Internal(other.to_string()),
@@ -232,6 +238,10 @@ impl IntoResponse for ApiError {
         let mut res = (self.status(), body).into_response();
         let headers = res.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if matches!(self, Self::Unavailable(_)) {
+            // A guess, but better than a client's tight loop.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if matches!(self, Self::Unauthorized(_)) {
             headers.insert(
                 header::WWW_AUTHENTICATE,

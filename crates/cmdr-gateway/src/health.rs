@@ -1,6 +1,11 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (the indexer is
-//! running and has caught up with the log as it was at start, the log
-//! answers, not shutting down), plus the `/` home page.
+//! `GET /healthz` (the process answers and its log can still take appends)
+//! and `GET /readyz` (the indexer is running and has caught up with the log
+//! as it was at start, the log answers and can take appends, not shutting
+//! down), plus the `/` home page.
+//!
+//! A log that can no longer take appends until it is reopened (a write
+//! that failed and could not be undone) fails both: an orchestrator then
+//! restarts the process, and the log's recovery repairs it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,14 +26,25 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.inner.log.failure() {
+        None => Json(json!({"status": "ok"})).into_response(),
+        Some(why) => {
+            tracing::error!(error = %why, "unhealthy: the log cannot take appends until restarted");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "failing", "checks": {"log": false}})),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let indexer = state.inner.index.is_running();
     let caught_up = state.inner.index.is_caught_up();
-    let log = state.inner.log.topic(COMMANDS_TOPIC).await.is_ok();
+    let log =
+        state.inner.log.topic(COMMANDS_TOPIC).await.is_ok() && state.inner.log.failure().is_none();
     let shutting_down = *state.inner.shutdown.borrow();
     let ready = indexer && caught_up && log && !shutting_down;
     let status = if ready {

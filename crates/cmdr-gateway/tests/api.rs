@@ -643,6 +643,23 @@ async fn form_posts_html_pages_and_self_description() {
 }
 
 #[tokio::test]
+async fn a_log_that_cannot_take_appends_fails_both_probes() {
+    let h = harness(GatewayConfig::default()).await;
+    h.log.fail("could not undo a failed write");
+    let r = call(&h, post("/commands", json!({"action": "a", "data": {}}))).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers["retry-after"], "1");
+    // The cause is the operator's (it names files), not the client's.
+    assert!(!r.text.contains("undo"), "{}", r.text);
+    let health = call(&h, get("/healthz")).await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health.body["checks"]["log"], false);
+    let ready = call(&h, get("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body["checks"]["log"], false);
+}
+
+#[tokio::test]
 async fn listings_paginate_with_next_links() {
     let h = harness(GatewayConfig::default()).await;
     for i in 0..7 {

@@ -155,6 +155,14 @@ pub trait Log: Send + Sync + 'static {
     fn max_record_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// Why this log can no longer take appends until it is reopened (a
+    /// write failed and could not be undone, or a writer stopped), if so.
+    /// A failure that leaves the log usable (a full disk, undone) is not one:
+    /// that append fails alone.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One member of a consumer group: reads the partitions assigned to it.

@@ -29,6 +29,8 @@ struct State {
     topics: HashMap<String, Vec<Vec<StoredRecord>>>,
     groups: HashMap<(String, String, u32), u64>,
     round_robin: u32,
+    /// Set by [`MemoryLog::fail`].
+    failure: Option<String>,
 }
 
 /// The in-memory log; clones share it.
@@ -52,6 +54,13 @@ impl MemoryLog {
     /// An empty log.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Breaks the log for good, as a write that cannot be undone breaks the
+    /// embedded one: every later append fails with [`LogError::Closed`]
+    /// and [`Log::failure`] says `why`. For tests of what sits on a log.
+    pub fn fail(&self, why: &str) {
+        self.lock().failure = Some(why.to_string());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -81,6 +90,9 @@ impl MemoryLog {
     ) -> crate::Result<Vec<Appended>> {
         let mut state = self.lock();
         let state = &mut *state;
+        if let Some(why) = &state.failure {
+            return Err(LogError::Closed(why.clone()));
+        }
         if let Some(c) = &commit {
             let key = (c.group.clone(), c.topic.clone(), c.partition);
             if let (Some(expected), Some(&committed)) = (c.expected, state.groups.get(&key)) {
@@ -153,6 +165,10 @@ impl MemoryLog {
 
 #[async_trait]
 impl Log for MemoryLog {
+    fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
+    }
+
     async fn create_topic(&self, topic: &str, partitions: u32) -> crate::Result<TopicInfo> {
         let mut state = self.lock();
         let parts = state

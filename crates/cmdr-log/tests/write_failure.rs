@@ -80,6 +80,7 @@ async fn a_failed_round_is_undone_and_its_commit_can_be_retried_at_once() {
         .await;
     assert!(matches!(failed, Err(LogError::Closed(_))), "{failed:?}");
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "undone");
+    assert_eq!(log.failure(), None, "an undone round leaves the log usable");
     assert_eq!(log.topic("out").await.unwrap().partitions[0].end_offset, 1);
     assert_eq!(log.committed("proc", "in", 0).await.unwrap(), None);
 

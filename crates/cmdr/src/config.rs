@@ -319,6 +319,10 @@ impl Settings {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        if data_dir.as_os_str().is_empty() {
+            // It would mean the working directory, which may be `/`.
+            bail!("data_dir is empty: give a directory (default {DEFAULT_DATA_DIR})");
+        }
         let listen_text = args
             .listen
             .clone()
@@ -605,6 +609,19 @@ mod tests {
         a.max_connections = Some(0);
         let err = Settings::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("max_connections must be from 1"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cmdr.toml");
+        std::fs::write(&file, "data_dir = \"\"\n").unwrap();
+        let mut a = args(dir.path(), Some(file));
+        a.storage.data_dir = None;
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("data_dir is empty"), "{err}");
+        let err = Settings::for_storage(&a.storage).unwrap_err().to_string();
+        assert!(err.contains("data_dir is empty"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use crate::storage;
 /// Rebuilds the index.
 pub async fn run(args: StorageArgs) -> Result<ExitCode> {
     let settings = Settings::for_storage(&args)?;
+    // The log's recovery says on standard error what it cut, if anything.
+    crate::serve::init_logging(settings.log_format);
     let log_dir = storage::log_dir(&settings);
     if !log_dir.is_dir() {
         anyhow::bail!(

@@ -17,18 +17,16 @@ struct Reloadable {
     tls: Option<(TlsFiles, Arc<cmdr_gateway::tls::ServerTls>)>,
 }
 
-/// Starts reloading on SIGHUP, when there is anything to reload. The
-/// handler is in place when this returns (a SIGHUP that came earlier would
-/// have ended the process).
+/// Starts reloading on SIGHUP. The handler is in place when this returns
+/// (a SIGHUP that came earlier would have ended the process), even when
+/// there is nothing to reload: a SIGHUP then only says so in the log, rather
+/// than end the process (its default action) without draining or syncing.
 pub fn on_sighup(settings: &Settings) {
     let what = Reloadable {
         config_file: settings.config_file.clone(),
         tokens: settings.gateway.tokens.clone(),
         tls: settings.tls_files.clone().zip(settings.gateway.tls.clone()),
     };
-    if what.config_file.is_none() && what.tls.is_none() {
-        return;
-    }
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -46,6 +44,10 @@ pub fn on_sighup(settings: &Settings) {
 #[cfg(unix)]
 async fn reload_on(mut hangups: tokio::signal::unix::Signal, what: Reloadable) {
     while hangups.recv().await.is_some() {
+        if what.config_file.is_none() && what.tls.is_none() {
+            tracing::info!("SIGHUP: nothing to reload (no --config file, no HTTPS)");
+            continue;
+        }
         if let Some(path) = &what.config_file {
             reload_tokens(path, what.tokens.as_ref());
         }

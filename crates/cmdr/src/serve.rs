@@ -5,19 +5,34 @@
 //! Key decision: processors stop only after HTTP has drained, so a request
 //! waiting for its command's outcome (`?sync=true`) still gets it. A processor
 //! that fails for good (the log failed) shuts the whole server down: serving
-//! commands that nothing processes would only pile them up.
+//! commands that nothing processes would only pile them up. So does a log
+//! that can no longer take appends, or an indexer that stopped: the process
+//! exits with an error, for a supervisor to restart it (which repairs both).
+//!
+//! Shutdown is bounded: HTTP drains for at most the configured drain time,
+//! processors for at most [`PROCESSING_GRACE`] (webhook calls still in
+//! flight then are abandoned, and sent again at the next start). A second
+//! SIGTERM or SIGINT during shutdown exits at once: every acknowledged
+//! command is already on disk.
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cmdr_gateway::AppState;
+use cmdr_log::Log;
 use cmdr_processor::{webhook, ProcessorError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Example, LogFormat, ServeArgs, Settings};
 use crate::storage;
+
+/// How long processors get to finish at shutdown (webhook calls in flight)
+/// before they are abandoned.
+pub const PROCESSING_GRACE: Duration = Duration::from_secs(5);
 
 /// A future resolving when `rx` turns `true`.
 async fn when_set(mut rx: watch::Receiver<bool>) {
@@ -62,13 +77,29 @@ impl Processing {
         });
     }
 
-    /// Stops every task and waits for them to drain; the first error, if any.
+    /// Stops every task and waits for them to drain, for at most
+    /// [`PROCESSING_GRACE`], then abandons what is left; the first error, if any.
     async fn shutdown(mut self) -> Result<()> {
         let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + PROCESSING_GRACE;
         let mut first = Ok(());
-        while let Some(done) = self.tasks.join_next().await {
+        loop {
+            let done = match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(done)) => done,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        grace = ?PROCESSING_GRACE,
+                        "processors still busy (webhook calls in flight); abandoning them: \
+                         their commands are sent again at the next start"
+                    );
+                    self.tasks.abort_all();
+                    continue;
+                }
+            };
             let result = match done {
                 Ok((name, r)) => r.with_context(|| format!("{name} failed")),
+                Err(e) if e.is_cancelled() => Ok(()),
                 Err(e) => Err(anyhow::anyhow!("a processing task panicked: {e}")),
             };
             if first.is_ok() {
@@ -83,6 +114,9 @@ impl Processing {
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let settings = Settings::resolve(&args)?;
     init_logging(settings.log_format);
+    // First: a SIGHUP during the (maybe long) recovery below must not end
+    // the process.
+    crate::reload::on_sighup(&settings);
     crate::fd_limit::raise(settings.gateway.max_connections);
     let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
@@ -133,8 +167,6 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
-    // Listening for SIGHUP before anyone can know where to send it.
-    crate::reload::on_sighup(&settings);
     // The first line on stdout says where to connect (tests read it).
     let scheme = if settings.gateway.tls.is_some() {
         "https"
@@ -157,14 +189,28 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         None => {}
     }
     let failed = when_set(processing.failed.subscribe());
+    // Why the server stopped, when it was not asked to.
+    let fault: Arc<Mutex<Option<String>>> = Arc::default();
+    let fault_seen = Arc::clone(&fault);
+    let watched_log = log.clone();
     let shutdown = async move {
-        tokio::select! {
-            () = shutdown_signal() => {}
-            () = failed => {}
-            () = stopped(&watched) => {
-                tracing::error!("the indexer stopped; shutting down");
+        let why = tokio::select! {
+            () = shutdown_signal() => None,
+            () = failed => None,
+            () = stopped(&watched) => Some("the indexer stopped".to_string()),
+            why = log_failed(watched_log.as_ref()) => {
+                Some(format!("the log cannot take appends until restarted: {why}"))
             }
+        };
+        if let Some(why) = why {
+            tracing::error!("{why}; shutting down");
+            *fault_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
         }
+        tokio::spawn(async {
+            shutdown_signal().await;
+            tracing::warn!("second signal: exiting now (acknowledged commands are on disk)");
+            std::process::exit(1);
+        });
     };
     let served = cmdr_gateway::serve_router(listener, state, router, shutdown).await;
     let processed = processing.shutdown().await;
@@ -175,13 +221,16 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     processed?;
     indexed?;
     synced?;
+    if let Some(why) = fault.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        anyhow::bail!("{why}");
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 /// Writes log lines to standard error, filtered by `RUST_LOG` (default
 /// `info`), as text or JSON.
-fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
@@ -205,6 +254,17 @@ async fn stopped(index: &cmdr_index::Index) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         if !index.is_running() {
             return;
+        }
+    }
+}
+
+/// Resolves, with the reason, once `log` can no longer take appends (see
+/// [`Log::failure`]). Checked every second.
+async fn log_failed(log: &dyn Log) -> String {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(why) = log.failure() {
+            return why;
         }
     }
 }

@@ -274,6 +274,13 @@ async fn restart_and_reindex_keep_the_data() {
     )
     .await
     .expect(201);
+    // Nothing to reload (no config file, no HTTPS): a SIGHUP is logged, and
+    // neither ends the server nor skips its drain and sync (`stop` checks
+    // the exit status).
+    s.signal(libc::SIGHUP);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    send(c.get(s.at("/healthz"))).await.expect(200);
+    assert!(s.output().contains("nothing to reload"), "{}", s.output());
     s.stop();
 
     let s = Server::start(&data, &[]).await;
@@ -299,9 +306,20 @@ async fn restart_and_reindex_keep_the_data() {
         .expect(200);
     s.stop();
 
+    // A torn tail (as a crash mid-write leaves): reindex cuts it, and says so.
+    let part = data.join("log/topics/commands/0");
+    let segment = std::fs::read_dir(&part)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend_from_slice(b"torn");
+    std::fs::write(&segment, bytes).unwrap();
     let (status, out, err) = run_cli(&["reindex", "--data-dir", data.to_str().unwrap()]);
     assert!(status.success(), "cmdr reindex: {status}\n{out}\n{err}");
     assert!(out.contains("reindexed 5 commands"), "{out}");
+    assert!(err.contains("truncated the log tail"), "{err}");
     // A mistyped data directory is an error, not an empty reindex.
     let typo = data.with_file_name("no-such-data-dir");
     let (status, _, err) = run_cli(&["reindex", "--data-dir", typo.to_str().unwrap()]);

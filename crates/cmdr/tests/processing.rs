@@ -660,3 +660,56 @@ async fn a_webhook_that_never_answers_times_out_into_a_dead_letter() {
     assert!(last_error.contains("timeout"), "{}", r.text);
     s.stop();
 }
+
+/// Calls of `route` the endpoint has received.
+fn calls(ep: &Endpoint, route: &str) -> usize {
+    ep.calls.lock().unwrap().get(route).copied().unwrap_or(0)
+}
+
+/// Waits (10 s at most) until the endpoint has received `n` calls of `route`.
+async fn until_calls(ep: &Endpoint, route: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls(ep, route) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{route} called {} times, not {n}",
+            calls(ep, route)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_call_does_not_hold_up_shutdown() {
+    let (base, ep, _gate) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Calls may take ten minutes, and this one never ends.
+    let flags = ["--webhook-timeout-ms", "600000"];
+    let s = Server::start(&data, &flags).await;
+    register(&s, "silent", &["wait-forever"], &format!("{base}/hang"))
+        .await
+        .expect(201);
+    send(
+        client()
+            .post(s.at("/commands"))
+            .json(&json!({"action": "wait-forever", "data": {}, "key": "k"})),
+    )
+    .await
+    .expect(202);
+    until_calls(&ep, "hang", 1).await;
+    let started = std::time::Instant::now();
+    // A clean exit (checked by `stop`) once the processors' grace is over.
+    s.stop();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
+    // The abandoned call is made again at the next start.
+    let s = Server::start(&data, &flags).await;
+    until_calls(&ep, "hang", 2).await;
+    // A second signal during shutdown exits at once, with an error.
+    s.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.signal(libc::SIGINT);
+    let status = s.wait_exit(Duration::from_secs(3));
+    assert!(!status.success(), "{status}");
+}

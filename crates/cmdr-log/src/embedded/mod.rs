@@ -30,7 +30,7 @@ pub use recovery::Truncation;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,8 @@ struct TopicHandle {
     tx: mpsc::Sender<Request>,
     /// Appends started and not yet answered, watched by the writer (group commit).
     in_flight: Arc<InFlight>,
+    /// Why the writer refuses every append, once a failed write could not be undone.
+    failed: Arc<OnceLock<String>>,
 }
 
 /// `topic.json`: what a topic is.
@@ -236,12 +238,14 @@ impl EmbeddedLog {
         let rec = recovery::recover_topic(dir, name, partitions, config, offsets)?;
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let in_flight = Arc::new(InFlight::default());
+        let failed = Arc::new(OnceLock::new());
         let writer = TopicWriter::new(
             &rec.partitions,
             rec.next_round,
             config.clone(),
             offsets.clone(),
             in_flight.clone(),
+            failed.clone(),
         );
         if let SyncMode::Interval(every) = config.sync {
             writer::spawn_ticker(tx.downgrade(), every);
@@ -256,6 +260,7 @@ impl EmbeddedLog {
                 partitions: rec.partitions,
                 tx,
                 in_flight,
+                failed,
             }),
             rec.truncations,
         ))
@@ -384,6 +389,22 @@ impl EmbeddedLog {
 impl Log for EmbeddedLog {
     fn max_record_bytes(&self) -> Option<usize> {
         Some(self.inner.config.max_record_bytes)
+    }
+
+    fn failure(&self) -> Option<String> {
+        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&String> = topics.keys().collect();
+        names.sort();
+        names.into_iter().find_map(|name| {
+            let h = &topics[name];
+            if let Some(why) = h.failed.get() {
+                Some(format!("topic {name}: {why}"))
+            } else if h.tx.is_closed() {
+                Some(format!("topic {name}: its writer has stopped"))
+            } else {
+                None
+            }
+        })
     }
 
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<TopicInfo> {

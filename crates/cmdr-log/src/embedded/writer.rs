@@ -77,7 +77,8 @@ pub(crate) struct TopicWriter {
     config: LogConfig,
     offsets: Arc<OffsetStore>,
     /// Set when a failed write could not be undone; every later append fails.
-    failed: Option<String>,
+    /// Shared with the topic's handle, which reports it ([`crate::Log::failure`]).
+    failed: Arc<OnceLock<String>>,
     /// Appends started by callers and not yet answered.
     in_flight: Arc<InFlight>,
     /// How long the last round's syncs took: bounds the wait for followers.
@@ -134,6 +135,7 @@ impl TopicWriter {
         config: LogConfig,
         offsets: Arc<OffsetStore>,
         in_flight: Arc<InFlight>,
+        failed: Arc<OnceLock<String>>,
     ) -> Self {
         let parts = partitions
             .iter()
@@ -163,7 +165,7 @@ impl TopicWriter {
             round_robin: 0,
             config,
             offsets,
-            failed: None,
+            failed,
             in_flight,
             last_sync: Duration::ZERO,
         }
@@ -258,7 +260,7 @@ impl TopicWriter {
 
     /// Writes one round and answers every batch in it.
     fn round(&mut self, batch: &mut Vec<QueuedAppend>) {
-        if let Some(why) = &self.failed {
+        if let Some(why) = self.failed.get() {
             for (records, commit, reply) in batch.drain(..) {
                 // The reservation ends before the caller hears: it may retry
                 // the same commit at once.
@@ -396,8 +398,9 @@ impl TopicWriter {
                 pw.since_index = 0;
                 pw.allocated = pw.size;
                 if let Err(undo) = pw.active.truncate(pw.size) {
-                    self.failed =
-                        Some(format!("could not undo a failed write ({e}); then: {undo}"));
+                    let _ = self
+                        .failed
+                        .set(format!("could not undo a failed write ({e}); then: {undo}"));
                 }
             }
             let msg = e.to_string();

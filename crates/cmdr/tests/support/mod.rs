@@ -156,6 +156,19 @@ impl Server {
         assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
     }
 
+    /// Waits (for at most `timeout`) for the server to exit, and reaps it.
+    pub fn wait_exit(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(status)) => status,
+            _ => panic!("server did not exit in {timeout:?}\n{}", self.output()),
+        }
+    }
+
     /// Kills the server with SIGKILL (a crash) and reaps it.
     pub fn crash(mut self) {
         let mut child = self.child.take().unwrap();
