@@ -214,11 +214,13 @@ fn tokens(entries: Option<Vec<TokenEntry>>) -> Result<Option<cmdr_gateway::Token
     Ok(Some(tokens))
 }
 
-/// The tokens of configuration file `path` as it is now (for a reload), or
-/// `None` when it lists none. The file is validated whole, as at start-up,
-/// so a reload never takes half of a broken file.
-pub fn reread_tokens(path: &Path) -> Result<Option<cmdr_gateway::Tokens>> {
-    tokens(read_file(Some(path))?.tokens)
+/// The tokens of the configuration file of `args` as it is now (for a
+/// reload), or `None` when it lists none. The settings are validated whole
+/// first, as at start-up (with `args`' flags, without loading certificates),
+/// so a reload never takes any part of a file the next start would refuse.
+pub fn reread_tokens(args: &ServeArgs) -> Result<Option<cmdr_gateway::Tokens>> {
+    Settings::resolve_with(args, false)?;
+    tokens(read_file(args.storage.config.as_deref())?.tokens)
 }
 
 /// The PEM files HTTPS is served with.

@@ -8,10 +8,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Settings, TlsFiles};
+use crate::config::{ServeArgs, Settings, TlsFiles};
 
 /// What a SIGHUP reloads.
 struct Reloadable {
+    /// The flags the server started with: a reloaded file is checked with them.
+    args: ServeArgs,
     config_file: Option<PathBuf>,
     tokens: Option<Arc<cmdr_gateway::TokenTable>>,
     tls: Option<(TlsFiles, Arc<cmdr_gateway::tls::ServerTls>)>,
@@ -21,8 +23,9 @@ struct Reloadable {
 /// (a SIGHUP that came earlier would have ended the process), even when
 /// there is nothing to reload: a SIGHUP then only says so in the log, rather
 /// than end the process (its default action) without draining or syncing.
-pub fn on_sighup(settings: &Settings) {
+pub fn on_sighup(args: &ServeArgs, settings: &Settings) {
     let what = Reloadable {
+        args: args.clone(),
         config_file: settings.config_file.clone(),
         tokens: settings.gateway.tokens.clone(),
         tls: settings.tls_files.clone().zip(settings.gateway.tls.clone()),
@@ -49,7 +52,7 @@ async fn reload_on(mut hangups: tokio::signal::unix::Signal, what: Reloadable) {
             continue;
         }
         if let Some(path) = &what.config_file {
-            reload_tokens(path, what.tokens.as_ref());
+            reload_tokens(path, &what.args, what.tokens.as_ref());
         }
         if let Some((files, tls)) = &what.tls {
             match files.load() {
@@ -63,10 +66,15 @@ async fn reload_on(mut hangups: tokio::signal::unix::Signal, what: Reloadable) {
     }
 }
 
-/// Rereads the tokens of the configuration file at `path` into `table`.
-fn reload_tokens(path: &std::path::Path, table: Option<&Arc<cmdr_gateway::TokenTable>>) {
+/// Rereads the tokens of the configuration file at `path` (that of `args`)
+/// into `table`.
+fn reload_tokens(
+    path: &std::path::Path,
+    args: &ServeArgs,
+    table: Option<&Arc<cmdr_gateway::TokenTable>>,
+) {
     let file = path.display();
-    match (crate::config::reread_tokens(path), table) {
+    match (crate::config::reread_tokens(args), table) {
         (Ok(Some(tokens)), Some(table)) => {
             let count = tokens.len();
             table.replace(tokens);

@@ -116,7 +116,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     init_logging(settings.log_format);
     // First: a SIGHUP during the (maybe long) recovery below must not end
     // the process.
-    crate::reload::on_sighup(&settings);
+    crate::reload::on_sighup(&args, &settings);
     crate::fd_limit::raise(settings.gateway.max_connections);
     let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;

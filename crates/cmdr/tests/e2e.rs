@@ -767,8 +767,10 @@ async fn sighup_reloads_the_tokens_and_keeps_them_when_the_file_is_broken() {
     until_token_gets(&s, &new, 200).await;
     until_token_gets(&s, &old, 401).await;
 
-    // A broken file, or one without tokens, changes nothing.
-    for (i, text) in ["[[tokens]]\nprincipal = \"x\"\n", ""]
+    // A broken file, one without tokens, or valid tokens beside a setting
+    // the next start would refuse, changes nothing.
+    let bad_setting = format!("commands_partitions = 0\n{old_entry}");
+    for (i, text) in ["[[tokens]]\nprincipal = \"x\"\n", "", &bad_setting]
         .into_iter()
         .enumerate()
     {
