@@ -20,6 +20,16 @@ async fn in_and_out(dir: &tempfile::TempDir) -> EmbeddedLog {
     log
 }
 
+/// Files under `dir` this process has open (Linux: `/proc/self/fd`).
+fn open_files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.starts_with(&dir))
+        .collect()
+}
+
 #[tokio::test]
 async fn appends_read_back_across_segments_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,6 +63,14 @@ async fn appends_read_back_across_segments_and_reopen() {
     assert_eq!(log.offset_for_timestamp("t", 0, 1250).await.unwrap(), 250);
     assert_eq!(log.offset_for_timestamp("t", 0, 0).await.unwrap(), 0);
     assert_eq!(log.offset_for_timestamp("t", 0, 99_999).await.unwrap(), 500);
+    // A sealed segment holds one file descriptor, its records: the index
+    // files are only open while the segment is active.
+    let index_fds = open_files_under(dir.path())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x != "log"))
+        .filter(|p| p.starts_with(dir.path().canonicalize().unwrap().join("topics/t")))
+        .count();
+    assert_eq!(index_fds, 2, "{:?}", open_files_under(dir.path()));
     drop(log);
 
     let segments = std::fs::read_dir(dir.path().join("topics/t/0"))

@@ -545,6 +545,15 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// Closes the index files, which only the active segment appends to:
+    /// called when the segment is sealed, so that each sealed segment holds
+    /// one file descriptor (its records), not three.
+    pub fn close_index_files(&self) {
+        *self.index_files.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 /// The largest plausible encoded record for a configured maximum.
 pub(crate) fn record_limit(max_record: usize) -> usize {
     max_record.saturating_add(format::FIXED_LEN + 64)

@@ -457,6 +457,7 @@ impl TopicWriter {
         }
         let seg = Arc::new(Segment::create(&pw.part.dir, pw.next_offset)?);
         sync_dir(&pw.part.dir)?;
+        pw.active.close_index_files();
         tracing::debug!(topic = %pw.part.topic, partition = p, base = pw.next_offset, "rolled segment");
         pw.part.push_segment(seg.clone());
         let pw = &mut self.parts[p];
