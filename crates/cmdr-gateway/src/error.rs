@@ -56,8 +56,8 @@ pub enum ApiError {
     /// 415 `unsupported-media-type`.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 422 `validation-failed`: the command's structure is wrong.
-    #[error("the command is not valid")]
+    /// 422 `validation-failed`: the request (a command, a schema's action name) is not valid.
+    #[error("the request is not valid (see errors)")]
     Validation(Vec<Violation>),
     /// 422 `schema-violation`: `data` does not match the action's JSON Schema.
     #[error("data does not match the schema of action {action:?} (version {version})")]
@@ -151,7 +151,7 @@ impl ApiError {
             Self::RequestTimeout(_) => "Request timeout",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
-            Self::Validation(_) => "Invalid command",
+            Self::Validation(_) => "Invalid request",
             Self::SchemaViolation { .. } => "Data does not match the action's schema",
             Self::InvalidSchema(_) => "Invalid JSON Schema",
             Self::InvalidRegistration(_) => "Invalid processor registration",

@@ -3,11 +3,13 @@
 //!
 //! SSE: each message has `event: command|event`, `data:` the record's JSON
 //! and `id:` its position; reconnecting with `Last-Event-ID` (or `?from=`)
-//! resumes right after it. `from` is `end` (default), `start` or a position.
+//! resumes right after it. `from` is `end` (default; also `latest`, `now`),
+//! `start` (also `earliest`) or a position.
 //! Filters: `action`, `key` (and `parent`, `root` for events). A comment is
 //! sent every [`HEARTBEAT`] when idle.
 //!
-//! WebSocket messages (JSON text):
+//! WebSocket messages (JSON text; the only query parameter of `/ws` is
+//! `access_token`, anything else is a 400):
 //! - client: `{"op":"subscribe","id":"s1","topic":"events","from":"start","action":"..."}`
 //! - client: `{"op":"unsubscribe","id":"s1"}`
 //! - server: `{"type":"subscribed","id":"s1"}`, `{"type":"unsubscribed","id":"s1"}`,
@@ -115,12 +117,18 @@ fn live_permit(state: &AppState) -> ApiResult<tokio::sync::OwnedSemaphorePermit>
         })
 }
 
+/// The pairs of a query string (none without one).
+fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
+    match raw {
+        Some(q) => {
+            serde_urlencoded::from_str(q).map_err(|e| ApiError::BadRequest(format!("query: {e}")))
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 fn parse_params(raw: Option<&str>, events: bool) -> ApiResult<(Filter, Option<StartAt>)> {
-    let pairs: Vec<(String, String)> = match raw {
-        Some(q) => serde_urlencoded::from_str(q)
-            .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?,
-        None => Vec::new(),
-    };
+    let pairs = query_pairs(raw)?;
     let mut filter = Filter::default();
     let mut from = None;
     let uuid = |name: &str, v: &str| {
@@ -225,12 +233,31 @@ async fn event_updates(
     sse(state, EVENTS_TOPIC, raw, headers, credential).await
 }
 
+/// Checks `/ws`'s query: it takes only `access_token` (read by the
+/// authentication layer); filters go in subscribe messages, so anything else
+/// (a filter given as on the SSE endpoints, say) is refused as they refuse
+/// an unknown parameter, rather than ignored.
+fn check_ws_query(raw: Option<&str>) -> ApiResult<()> {
+    match query_pairs(raw)?
+        .into_iter()
+        .find(|(k, _)| k != crate::auth::ACCESS_TOKEN_PARAM)
+    {
+        Some((other, _)) => Err(ApiError::BadRequest(format!(
+            "unknown query parameter {other:?} (/ws takes only {}; filters go in subscribe messages)",
+            crate::auth::ACCESS_TOKEN_PARAM
+        ))),
+        None => Ok(()),
+    }
+}
+
 async fn websocket(
     State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
     credential: Option<Extension<Credential>>,
     slot: Option<Extension<ConnectionSlot>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    check_ws_query(raw.as_deref())?;
     let credential = credential.map(|Extension(c)| c);
     let ws = ws.map_err(|e| match e {
         WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_) => {
@@ -452,4 +479,27 @@ async fn subscribe(
         drop(permit);
     });
     Ok(task.abort_handle())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_websocket_endpoint_takes_only_an_access_token() {
+        assert!(check_ws_query(None).is_ok());
+        assert!(check_ws_query(Some("")).is_ok());
+        assert!(check_ws_query(Some("access_token=t")).is_ok());
+        for bad in ["from=start", "access_token=t&action=x", "topic=events"] {
+            let err = check_ws_query(Some(bad)).unwrap_err();
+            assert_eq!(err.code(), "bad-request", "{bad}");
+        }
+    }
+
+    #[test]
+    fn live_endpoints_refuse_unknown_parameters() {
+        assert!(parse_params(Some("from=earliest&action=a"), false).is_ok());
+        assert!(parse_params(Some("root=x"), false).is_err());
+        assert!(parse_params(Some("acton=a"), true).is_err());
+    }
 }

@@ -1,11 +1,19 @@
 //! The API's self-description: `GET /openapi.json` (OpenAPI 3.1) and
 //! `GET /docs`, a browsable page generated from the same document.
+//!
+//! Operations that need a token get the shared 401 and 403 responses
+//! added by [`document`]; the public ones (health checks, the API
+//! description) say so with `security: []`. The `code` enum of the
+//! `Problem` schema is built from [`ApiError::code`], so it lists every
+//! code the server can send.
 
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use cmdr_contract::{Rejection, Violation};
 use serde_json::{json, Value};
 
+use crate::error::ApiError;
 use crate::html::escape;
 use crate::state::AppState;
 
@@ -16,12 +24,95 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/docs", get(docs))
 }
 
+/// One error of each kind (see the tests, which fail to compile when a kind
+/// is added to [`ApiError`] without being listed here).
+fn every_error() -> Vec<ApiError> {
+    let s = String::new;
+    vec![
+        ApiError::MalformedBody(s()),
+        ApiError::BadRequest(s()),
+        ApiError::Unauthorized(s()),
+        ApiError::Forbidden(s()),
+        ApiError::NotFound(s()),
+        ApiError::MethodNotAllowed,
+        ApiError::Rejected {
+            rejection: Rejection::new("", ""),
+            command: Value::Null,
+        },
+        ApiError::RequestTimeout(s()),
+        ApiError::PayloadTooLarge { limit: 0 },
+        ApiError::UnsupportedMediaType(s()),
+        ApiError::Validation(Vec::<Violation>::new()),
+        ApiError::SchemaViolation {
+            action: s(),
+            version: 0,
+            errors: Vec::new(),
+        },
+        ApiError::InvalidSchema(Vec::new()),
+        ApiError::InvalidRegistration(Vec::new()),
+        ApiError::IdempotencyKeyReused(s()),
+        ApiError::UpgradeRequired(s()),
+        ApiError::Unavailable(s()),
+        ApiError::Internal(s()),
+    ]
+}
+
+/// Every problem `code` the server sends, in [`ApiError`]'s order.
+fn problem_codes() -> Vec<&'static str> {
+    every_error().iter().map(ApiError::code).collect()
+}
+
 fn problem(desc: &str) -> Value {
     json!({"description": desc, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
 }
 
+/// A reference to a response of `components.responses`.
+fn shared(name: &str) -> Value {
+    json!({"$ref": format!("#/components/responses/{name}")})
+}
+
+/// A GET answer: JSON, or an HTML page for a browser (see `negotiate`).
 fn json_ok(desc: &str, schema: &str) -> Value {
     json!({"description": desc, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}, "text/html": {}}})
+}
+
+/// An answer that is JSON whatever the client accepts.
+fn json_only(desc: &str, schema: &str) -> Value {
+    json!({"description": desc, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+/// `response` with a `Location` header saying what it points to.
+fn with_location(mut response: Value, what: &str) -> Value {
+    response["headers"]["Location"] = json!({"description": what, "schema": {"type": "string"}});
+    response
+}
+
+/// A `POST /commands` answer after waiting (`Prefer: wait=N`) says so.
+fn with_preference_applied(mut response: Value) -> Value {
+    response["headers"]["Preference-Applied"] = json!({
+        "description": "wait=N, the wait applied (after clamping), when the answer came from a Prefer: wait=N.",
+        "schema": {"type": "string"}
+    });
+    response
+}
+
+/// `components.responses`: answers many operations share.
+fn shared_responses() -> Value {
+    json!({
+        "Unauthorized": {
+            "description": "Tokens are configured and the request has none, or not a valid one (`unauthorized`).",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer realm=\"cmdr\""}},
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        },
+        "Forbidden": problem("The token lacks the role (`forbidden`): read for GET, write for POST /commands, admin for the rest."),
+        "MethodNotAllowed": {
+            "description": "A method the path does not have, on any path (`method-not-allowed`).",
+            "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path has."}},
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        },
+        "Unavailable": problem("The log is closed or the index has stopped: shutting down or failed (`unavailable`)."),
+        "Internal": problem("An internal error, logged by the server; no details are shown (`internal`).")
+    })
 }
 
 fn param(name: &str, location: &str, desc: &str, schema: Value) -> Value {
@@ -102,13 +193,16 @@ fn access_token_param() -> Value {
     )
 }
 
+/// Where a live stream or subscription starts (see `follow::StartAt`).
+const FROM_DESCRIPTION: &str = "Where to start: `end` (the default; also `latest` or `now`): only records appended from now on; `start` (also `earliest`): the oldest record still in the log; or a position (an SSE id: one offset per partition joined by '.', e.g. 42 or 42.7).";
+
 fn updates_params(events: bool) -> Vec<Value> {
     let mut p = vec![
         param(
             "from",
             "query",
-            "Where to start: end (default), start, or a position (an SSE id).",
-            json!({"type": "string"}),
+            FROM_DESCRIPTION,
+            json!({"type": "string", "examples": ["end", "start", "42", "42.7"]}),
         ),
         param(
             "action",
@@ -121,7 +215,7 @@ fn updates_params(events: bool) -> Vec<Value> {
         param(
             "Last-Event-ID",
             "header",
-            "Resume right after this position (an SSE id: an event's, or a block with an id alone, sent when the stream starts and after records the filters skipped). A position past the end of the log is a 400.",
+            "Resume right after this position (an SSE id: an event's, or a block with an id alone, sent when the stream starts and after records the filters skipped); it wins over `from`. A position past the end of the log is a 400.",
             json!({"type": "string"}),
         ),
     ];
@@ -142,150 +236,290 @@ fn updates_params(events: bool) -> Vec<Value> {
     p
 }
 
+/// The 200 of a Server-Sent Events endpoint whose messages are `name`.
+fn event_stream(name: &str) -> Value {
+    json!({
+        "description": format!("An event stream. Each message has `event: {name}`, `id:` the position just after the record, and `data:` the record as stored in the log (one line of JSON: the {name} without the `status`, `position` or `links` that the GET resources add; a CR outside JSON strings is sent as a space). A block with an `id:` and no data is a position alone: sent when the stream starts and when it has caught up past records the filters skipped. A comment is sent every 15 s when idle."),
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}
+    })
+}
+
+/// The responses of a Server-Sent Events endpoint.
+fn updates_responses(name: &str) -> Value {
+    json!({
+        "200": event_stream(name),
+        "400": problem("Bad or unknown query parameter, or a position (`from`, Last-Event-ID) that is malformed or past the end of the log."),
+        "500": shared("Internal"),
+        "503": problem(&format!("Too many live streams (at most {}, SSE streams and WebSocket subscriptions together), or the log is closed (`unavailable`).", crate::MAX_LIVE_STREAMS))
+    })
+}
+
+/// A catch-all path parameter: the rest of the path, `/` included.
+fn rest_of_path_param(name: &str, what: &str) -> Value {
+    param(
+        name,
+        "path",
+        &format!("{what}. The route takes the rest of the path, so a `/` in it may appear unescaped (`a/b` and `a%2Fb` are the same); other reserved characters are percent-encoded."),
+        json!({"type": "string"}),
+    )
+}
+
+/// The `{name}` path parameter of `/processors/{name}`.
+fn processor_name_param() -> Value {
+    param(
+        "name",
+        "path",
+        "Processor name (letters, digits, '-', '_').",
+        json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}),
+    )
+}
+
+/// A description of the media types a JSON request body may have.
+const JSON_BODY: &str = "application/json, or any structured-syntax JSON type application/*+json (e.g. application/vnd.example+json); parameters such as charset are ignored.";
+
+/// The paths of commands, reads and live updates.
+fn command_paths() -> Value {
+    json!({
+        "/commands": {
+            "post": {
+                "summary": "Send a command",
+                "description": "Validates the command (and its data against the action's JSON Schema, if registered), appends it durably and answers 202. With ?sync=true or Prefer: wait=N, waits for the outcome: 201 accepted, 409 rejected, 202 still pending. Nothing is appended on any error. The 202 and 201 are an HTML page for a client that prefers text/html (a browser's form post).",
+                "parameters": [
+                    param("sync", "query", "Wait for the outcome (default wait 5 s); true, 1 or empty for yes, false or 0 for no.", json!({"type": "boolean"})),
+                    param("Prefer", "header", "wait=N: wait up to N seconds for the outcome (answered with Preference-Applied: wait=N, N clamped to the maximum).", json!({"type": "string"})),
+                    param("Idempotency-Key", "header", "1 to 255 visible ASCII characters (spaces allowed inside). A retry with the same key and body returns the first answer; a different body is refused (422); an invalid key is a 400.", json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}))
+                ],
+                "requestBody": {"required": true, "description": format!("JSON: {JSON_BODY} Or a form (application/x-www-form-urlencoded)."), "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/CommandRequest"}},
+                    "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {"action": {"type": "string"}, "key": {"type": "string", "description": "empty: no key"}, "data": {"type": "string", "description": "a JSON object as text; or data.NAME fields"}}}}
+                }},
+                "responses": {
+                    "202": with_preference_applied(with_location(json_ok("Appended; outcome pending (or still pending after the wait).", "Command"), "/commands/{id}")),
+                    "201": with_preference_applied(with_location(json_ok("Accepted by its processor (sync), with its events.", "Command"), "/commands/{id}")),
+                    "400": problem("Malformed JSON or form (`malformed-body`), bad or unknown query parameter, bad Prefer or Idempotency-Key header (`bad-request`)."),
+                    "409": with_preference_applied(problem("Rejected by its processor (sync); `rejection` says why and `command` is the command with its events.")),
+                    "408": problem("The body did not arrive within the header read timeout (default 30 s)."),
+                    "413": problem("Body over the limit (default 1 MiB), or a command larger than the log's largest record."),
+                    "415": problem("Unsupported or missing Content-Type."),
+                    "422": problem("Invalid command (`validation-failed`), schema violation (`schema-violation`; errors: [{pointer, message}]) or Idempotency-Key reused (`idempotency-key-reused`)."),
+                    "500": shared("Internal"),
+                    "503": problem("Shutting down, the log closed, too many idempotency keys in flight, or the index still catching up for an idempotent request (`unavailable`); nothing was appended.")
+                }
+            },
+            "get": {"summary": "List commands", "parameters": list_params(false), "responses": {
+                "200": json_ok("A page of commands (without their events).", "CommandPage"), "400": problem("Bad or unknown query parameter."),
+                "500": shared("Internal"), "503": shared("Unavailable")}}
+        },
+        "/commands/{id}": {"get": {"summary": "A command with its status, outcome and events",
+            "parameters": [param("id", "path", "Command id.", json!({"type": "string", "format": "uuid"}))],
+            "responses": {"200": json_ok("The command.", "Command"), "404": problem("Unknown id."), "500": shared("Internal"), "503": shared("Unavailable")}}},
+        "/events": {"get": {"summary": "List events", "parameters": list_params(true), "responses": {
+            "200": json_ok("A page of events.", "EventPage"), "400": problem("Bad or unknown query parameter."),
+            "500": shared("Internal"), "503": shared("Unavailable")}}},
+        "/events/{id}": {"get": {"summary": "One event",
+            "parameters": [param("id", "path", "Event id.", json!({"type": "string", "format": "uuid"}))],
+            "responses": {"200": json_ok("The event.", "Event"), "404": problem("Unknown id."), "500": shared("Internal"), "503": shared("Unavailable")}}},
+        "/streams/{key}": {"get": {"summary": "The events of one key in log order",
+            "parameters": [
+                rest_of_path_param("key", "The key (aggregate id)"),
+                param("after", "query", "Continue after this offset (from `next`).", json!({"type": "integer", "minimum": 0})),
+                param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000}))
+            ],
+            "responses": {"200": json_ok("A page of the stream (empty for an unknown key).", "StreamPage"), "400": problem("Bad or unknown query parameter."),
+                "500": shared("Internal"), "503": shared("Unavailable")}}},
+        "/commands/updates": {"get": {"summary": "New commands as Server-Sent Events (event: command, id: position)",
+            "parameters": updates_params(false),
+            "responses": updates_responses("command")}},
+        "/events/updates": {"get": {"summary": "New events as Server-Sent Events (event: event, id: position)",
+            "parameters": updates_params(true),
+            "responses": updates_responses("event")}},
+        "/ws": {"get": {"summary": "WebSocket: {op: subscribe, id, topic, from, action, key, parent, root} / {op: unsubscribe, id}; server sends subscribed, record, unsubscribed, error messages.",
+            "description": format!("`topic` is commands or events (`parent`, `root` for events only); `from` takes what the SSE endpoints' `from` does (`end` by default). A record message is {{type: record, subscription, position, record}}, `record` the record as stored in the log. At most {} subscriptions per socket and {} KiB per message (a larger one closes the socket). The only query parameter is `access_token`; filters go in subscribe messages.", crate::MAX_SUBSCRIPTIONS, crate::MAX_WS_MESSAGE / 1024),
+            "parameters": [access_token_param()],
+            "responses": {"101": {"description": "Switching protocols."},
+                "400": problem("An upgrade without Sec-WebSocket-Key, or an unknown query parameter (checked first) (`bad-request`)."),
+                "426": {
+                    "description": "Not a WebSocket upgrade request (`upgrade-required`).",
+                    "headers": {"Upgrade": {"schema": {"const": "websocket"}}, "Sec-WebSocket-Version": {"schema": {"const": "13"}}},
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                }}}}
+    })
+}
+
+/// The paths of schemas, processors and dead letters.
+fn admin_paths() -> Value {
+    json!({
+        "/schemas": {"get": {"summary": "Actions with a registered schema", "responses": {"200": json_ok("The list, by action.", "SchemaList")}}},
+        "/schemas/{action}": {
+            "get": {"summary": "The latest (or ?version=N) schema of an action",
+                "parameters": [rest_of_path_param("action", "Action name"), param("version", "query", "A version.", json!({"type": "integer", "minimum": 1}))],
+                "responses": {"200": json_ok("The schema.", "SchemaVersion"), "400": problem("`version` is not a whole number, or an unknown query parameter."),
+                    "404": problem("No schema for the action, or no such version.")}},
+            "put": {"summary": "Register a new version of an action's schema (JSON Schema 2020-12)",
+                "parameters": [rest_of_path_param("action", "Action name (letters, digits, '-', '_', '.', '/'; 1 to 200 bytes)")],
+                "requestBody": {"required": true, "description": JSON_BODY, "content": {"application/json": {"schema": {"type": ["object", "boolean"]}}}},
+                "responses": {
+                    "201": with_location(json_only("Registered as a new version.", "SchemaVersion"), "/schemas/{action}?version=N"),
+                    "200": with_location(json_only("Identical to the latest version; nothing changed.", "SchemaVersion"), "/schemas/{action}?version=N"),
+                    "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
+                    "422": problem("An invalid action name in the path (`validation-failed`, errors: [{pointer: /action, message}]; checked first), or not a valid JSON Schema (`invalid-schema`)."),
+                    "500": shared("Internal"), "503": shared("Unavailable")}}
+        },
+        "/processors": {"get": {"summary": "Registered webhook processors", "responses": {"200": json_ok("Every registration, by name.", "ProcessorList"), "500": shared("Internal"), "503": shared("Unavailable")}}},
+        "/processors/{name}": {
+            "get": {"summary": "One webhook processor's registration",
+                "parameters": [processor_name_param()],
+                "responses": {"200": json_ok("The registration.", "Processor"), "404": problem("No such processor."), "500": shared("Internal"), "503": shared("Unavailable")}},
+            "put": {"summary": "Register or replace a webhook processor",
+                "description": "cmdr POSTs each command of `actions` to `url` and reads the answer: 200 {events: [...]} accepts, 422 {rejection: {code, message, details}} rejects, anything else is retried with backoff; after the last attempt the command is rejected with `processing-failed` and a dead letter is kept (GET /dead-letters). Its position is kept under consumer group webhook-{name}: re-registering the same name continues where it left off. Protocol: crates/cmdr-processor/WEBHOOKS.md.",
+                "parameters": [processor_name_param()],
+                "requestBody": {"required": true, "description": JSON_BODY, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProcessorRequest"}}}},
+                "responses": {
+                    "201": with_location(json_only("Registered.", "Processor"), "/processors/{name}"),
+                    "200": with_location(json_only("Replaced (or identical: nothing written).", "Processor"), "/processors/{name}"),
+                    "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
+                    "422": problem("Invalid name or registration (`invalid-registration`, errors: [{pointer, message}]); the pointer `/name` is the path parameter `name`, the others point into the body (`/actions/1`, `/url`, `/secret`, an unknown field), or an action another processor already handles."),
+                    "500": shared("Internal"), "503": shared("Unavailable")}},
+            "delete": {"summary": "Remove a webhook processor (its runner stops)",
+                "parameters": [param("name", "path", "Processor name.", json!({"type": "string"}))],
+                "responses": {"204": {"description": "Removed."}, "404": problem("No such processor (or an invalid name)."), "500": shared("Internal"), "503": shared("Unavailable")}}
+        },
+        "/dead-letters": {"get": {"summary": "Inputs no attempt could handle, oldest first",
+            "parameters": [
+                param("processor", "query", "Only this processor's (a webhook name or an SDK group).", json!({"type": "string"})),
+                param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
+                param("after", "query", "Cursor: the position after which the page starts (from `next`).", json!({"type": "integer", "minimum": 0}))
+            ],
+            "responses": {"200": json_ok("A page of dead letters.", "DeadLetterPage"), "400": problem("Bad or unknown query parameter."), "500": shared("Internal"), "503": shared("Unavailable")}}}
+    })
+}
+
+/// The paths of the home page, health checks, metrics and this description.
+fn service_paths() -> Value {
+    json!({
+        "/": {"get": {"summary": "Home: links to the API's resources (a browser also gets a form to send a command)",
+            "responses": {"200": json_ok("The links.", "Home")}}},
+        "/healthz": {"get": {"summary": "Liveness (the process answers and its log can take appends)", "security": [], "responses": {
+            "200": json_only("Alive (`status: ok`).", "Health"),
+            "503": json_only("The log can no longer take appends until the process restarts (`status: failing`). Plain JSON, not a problem document.", "Health")}}},
+        "/readyz": {"get": {"summary": "Readiness (indexer running and caught up with the log as it was at start, log answering and taking appends, not shutting down)", "security": [], "responses": {
+            "200": json_only("Ready (`status: ready`).", "Readiness"),
+            "503": json_only("Not ready (`status: not-ready`; `checks` says why). Plain JSON, not a problem document.", "Readiness")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text): intake counters, log end offsets, index position and lag, waiters, live streams, process memory",
+            "responses": {"200": {"description": "OpenMetrics text (version 1.0.0, UTF-8).", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}},
+                "500": shared("Internal"), "503": shared("Unavailable")}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1 (JSON whatever the client accepts).", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/docs": {"get": {"summary": "This document as a page", "security": [], "responses": {"200": {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}}}}}
+    })
+}
+
+/// The request and resource schemas.
+fn resource_schemas() -> Value {
+    json!({
+        "CommandRequest": {"type": "object", "required": ["action", "data"], "additionalProperties": false, "properties": {
+            "action": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$"},
+            "data": {"type": "object"},
+            "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024, "description": "Ordering key; absent or null: the command id. At most 1024 bytes of UTF-8 (maxLength counts characters, so a key of multi-byte characters is refused below 1024 of them)."}}},
+        "Command": {"type": "object", "properties": {
+            "id": {"type": "string", "format": "uuid"}, "action": {"type": "string"}, "data": {"type": "object"},
+            "key": {"type": "string"}, "timestamp": {"type": "integer", "description": "ms since the epoch"},
+            "meta": {"type": "object"}, "status": {"enum": ["pending", "accepted", "rejected"]},
+            "outcome": {"type": "object"}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "links": {"type": "object"}}},
+        "Event": {"type": "object", "properties": {
+            "id": {"type": "string", "format": "uuid"}, "parent": {"type": "string", "format": "uuid"},
+            "root": {"type": "string", "format": "uuid"}, "action": {"type": "string"}, "data": {"type": "object"},
+            "key": {"type": "string"}, "timestamp": {"type": "integer"}, "outcome": {"enum": ["accepted", "rejected"]},
+            "position": {"type": "object", "properties": {"partition": {"type": "integer"}, "offset": {"type": "integer"}}},
+            "links": {"type": "object"}}},
+        "CommandPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Command"}}, "next": {"type": ["string", "null"], "description": "the next page's link"}}},
+        "EventPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next": {"type": ["string", "null"], "description": "the next page's link"}}},
+        "StreamPage": {"type": "object", "properties": {"key": {"type": "string"}, "items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next": {"type": ["string", "null"], "description": "the next page's link (after=OFFSET)"}}},
+        "SchemaVersion": {"type": "object", "properties": {"action": {"type": "string"}, "version": {"type": "integer"}, "schema": {}, "timestamp": {"type": "integer"},
+            "versions": {"type": "array", "items": {"type": "integer"}, "description": "every version of the action"},
+            "links": {"type": "object", "properties": {"self": {"type": "string"}, "latest": {"type": "string"}}}}},
+        "SchemaSummary": {"type": "object", "properties": {"action": {"type": "string"}, "version": {"type": "integer", "description": "the latest version"},
+            "versions": {"type": "integer", "description": "how many versions the action has (a count; SchemaVersion.versions lists them)"},
+            "links": {"type": "object", "properties": {"self": {"type": "string"}}}}},
+        "SchemaList": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/SchemaSummary"}}}},
+        "ProcessorRequest": {"type": "object", "required": ["actions", "url"], "additionalProperties": false, "properties": {
+            "actions": {"type": "array", "minItems": 1, "maxItems": 1000, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$"}},
+            "url": {"type": "string", "pattern": "^https?://[^/?#\\s]+([/?#]|$)", "maxLength": 2048, "description": "http:// or https:// and a host"},
+            "secret": {"type": ["string", "null"], "minLength": 16, "maxLength": 256, "pattern": "^[!-~]*$", "description": "16 to 256 printable ASCII characters without spaces; signs each request (cmdr-signature header, see WEBHOOKS.md); never shown back. Absent or null: requests are not signed."}}},
+        "Processor": {"type": "object", "properties": {
+            "name": {"type": "string"}, "actions": {"type": "array", "items": {"type": "string"}}, "url": {"type": "string"},
+            "signed": {"type": "boolean", "description": "whether requests carry a cmdr-signature"},
+            "group": {"type": "string", "description": "its consumer group on the commands topic"}, "links": {"type": "object"}}},
+        "ProcessorList": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Processor"}}}},
+        "DeadLetter": {"type": "object", "properties": {
+            "position": {"type": "integer"}, "processor": {"type": "string"}, "topic": {"type": "string"},
+            "partition": {"type": "integer"}, "offset": {"type": "integer"}, "input": {"type": "object", "description": "the command or event as logged"},
+            "last_error": {"type": "string"}, "attempts": {"type": "integer"}, "timestamp": {"type": "integer"}, "links": {"type": "object"}}},
+        "DeadLetterPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}}, "next": {"type": ["string", "null"]}}}
+    })
+}
+
+/// The schemas of the home page, health checks and problem documents.
+fn service_schemas() -> Value {
+    json!({
+        "Home": {"type": "object", "properties": {"name": {"type": "string"}, "description": {"type": "string"}, "links": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "Health": {"type": "object", "properties": {
+            "status": {"enum": ["ok", "failing"]},
+            "checks": {"type": "object", "description": "With `failing` only.", "properties": {"log": {"type": "boolean"}}}}},
+        "Readiness": {"type": "object", "properties": {
+            "status": {"enum": ["ready", "not-ready"]},
+            "checks": {"type": "object", "properties": {"indexer": {"type": "boolean"}, "index_caught_up": {"type": "boolean"}, "log": {"type": "boolean"}, "shutting_down": {"type": "boolean"}}}}},
+        "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
+            "type": {"type": "string", "description": "/problems/{code}"}, "code": {"enum": problem_codes()},
+            "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}},
+            "rejection": {"type": "object"}, "command": {"type": "object"}}}
+    })
+}
+
+/// Adds the shared 401 and 403 to every operation that needs a token: all
+/// but those with `security: []`.
+fn add_auth_responses(paths: &mut Value) {
+    let Some(paths) = paths.as_object_mut() else {
+        return;
+    };
+    for op in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in op.values_mut() {
+            if op["security"] == json!([]) {
+                continue;
+            }
+            op["responses"]["401"] = shared("Unauthorized");
+            op["responses"]["403"] = shared("Forbidden");
+        }
+    }
+}
+
+/// `a` with the members of the object `b` added.
+fn merged(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
 /// The OpenAPI 3.1 document of the HTTP API.
 pub fn document() -> Value {
+    let mut paths = merged(merged(command_paths(), admin_paths()), service_paths());
+    add_auth_responses(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "cmdr",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "CQRS manager: clients send commands; processors answer with events; cmdr indexes both, derives each command's status (pending, accepted, rejected) and serves queries and live updates. Every error is application/problem+json (RFC 9457) with a stable `code`. When the server is configured with tokens, every request but /healthz, /readyz, /openapi.json and /docs needs Authorization: Bearer <token>, or, on the live endpoints (/commands/updates, /events/updates, /ws), which browsers open without headers, ?access_token=<token> (401 without a valid one, 403 without the role: read for GET, write for POST /commands, admin for the rest)."
+            "description": "CQRS manager: clients send commands; processors answer with events; cmdr indexes both, derives each command's status (pending, accepted, rejected) and serves queries and live updates. Every error is application/problem+json (RFC 9457) with a stable `code`; a method a path does not have is a 405 with Allow (components/responses/MethodNotAllowed), an unknown path a 404. When the server is configured with tokens, every request but /healthz, /readyz, /openapi.json and /docs (security: []) needs Authorization: Bearer <token>, or, on the live endpoints (/commands/updates, /events/updates, /ws), which browsers open without headers, ?access_token=<token> (401 without a valid one, 403 without the role: read for GET, write for POST /commands, admin for the rest)."
         },
         "security": [{"bearer": []}, {}],
-        "paths": {
-            "/commands": {
-                "post": {
-                    "summary": "Send a command",
-                    "description": "Validates the command (and its data against the action's JSON Schema, if registered), appends it durably and answers 202. With ?sync=true or Prefer: wait=N, waits for the outcome: 201 accepted, 409 rejected, 202 still pending. Nothing is appended on any error.",
-                    "parameters": [
-                        param("sync", "query", "Wait for the outcome (default wait 5 s).", json!({"type": "boolean"})),
-                        param("Prefer", "header", "wait=N: wait up to N seconds for the outcome (answered with Preference-Applied: wait=N, N clamped to the maximum).", json!({"type": "string"})),
-                        param("Idempotency-Key", "header", "A retry with the same key and body returns the first answer; a different body is refused (422).", json!({"type": "string", "maxLength": 255}))
-                    ],
-                    "requestBody": {"required": true, "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/CommandRequest"}},
-                        "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {"action": {"type": "string"}, "key": {"type": "string"}, "data": {"type": "string", "description": "a JSON object as text; or data.NAME fields"}}}}
-                    }},
-                    "responses": {
-                        "202": {"description": "Appended; outcome pending.", "headers": {"Location": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Command"}}}},
-                        "201": json_ok("Accepted by its processor (sync), with its events.", "Command"),
-                        "400": problem("Malformed JSON or form, bad query or header."),
-                        "409": problem("Rejected by its processor (sync); `rejection` says why."),
-                        "408": problem("The body did not arrive within the header read timeout (default 30 s)."),
-                        "413": problem("Body over the limit (default 1 MiB)."),
-                        "415": problem("Unsupported Content-Type."),
-                        "422": problem("Invalid command, schema violation (errors: [{pointer, message}]) or Idempotency-Key reused."),
-                        "503": problem("Shutting down or overloaded.")
-                    }
-                },
-                "get": {"summary": "List commands", "parameters": list_params(false), "responses": {"200": json_ok("A page of commands.", "CommandPage"), "400": problem("Bad query parameter.")}}
-            },
-            "/commands/{id}": {"get": {"summary": "A command with its status, outcome and events",
-                "parameters": [param("id", "path", "Command id.", json!({"type": "string", "format": "uuid"}))],
-                "responses": {"200": json_ok("The command.", "Command"), "404": problem("Unknown id.")}}},
-            "/events": {"get": {"summary": "List events", "parameters": list_params(true), "responses": {"200": json_ok("A page of events.", "EventPage"), "400": problem("Bad query parameter.")}}},
-            "/events/{id}": {"get": {"summary": "One event",
-                "parameters": [param("id", "path", "Event id.", json!({"type": "string", "format": "uuid"}))],
-                "responses": {"200": json_ok("The event.", "Event"), "404": problem("Unknown id.")}}},
-            "/streams/{key}": {"get": {"summary": "The events of one key in log order",
-                "parameters": [
-                    param("key", "path", "The key (aggregate id).", json!({"type": "string"})),
-                    param("after", "query", "Continue after this offset (from `next`).", json!({"type": "integer", "minimum": 0})),
-                    param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000}))
-                ],
-                "responses": {"200": json_ok("A page of the stream.", "EventPage"), "400": problem("Bad query parameter.")}}},
-            "/commands/updates": {"get": {"summary": "New commands as Server-Sent Events (event: command, id: position)",
-                "parameters": updates_params(false),
-                "responses": {"200": {"description": "An event stream.", "content": {"text/event-stream": {}}}, "400": problem("Bad parameter or position.")}}},
-            "/events/updates": {"get": {"summary": "New events as Server-Sent Events (event: event, id: position)",
-                "parameters": updates_params(true),
-                "responses": {"200": {"description": "An event stream.", "content": {"text/event-stream": {}}}, "400": problem("Bad parameter or position.")}}},
-            "/ws": {"get": {"summary": "WebSocket: {op: subscribe, id, topic, from, action, key, parent, root} / {op: unsubscribe, id}; server sends subscribed, record, unsubscribed, error messages.",
-                "parameters": [access_token_param()],
-                "responses": {"101": {"description": "Switching protocols."}, "426": problem("Not a WebSocket upgrade request (answered with Upgrade: websocket).")}}},
-            "/schemas": {"get": {"summary": "Actions with a registered schema", "responses": {"200": json_ok("The list.", "SchemaList")}}},
-            "/schemas/{action}": {
-                "get": {"summary": "The latest (or ?version=N) schema of an action",
-                    "parameters": [param("action", "path", "Action name.", json!({"type": "string"})), param("version", "query", "A version.", json!({"type": "integer", "minimum": 1}))],
-                    "responses": {"200": json_ok("The schema.", "SchemaVersion"), "404": problem("No schema.")}},
-                "put": {"summary": "Register a new version of an action's schema (JSON Schema 2020-12)",
-                    "parameters": [param("action", "path", "Action name.", json!({"type": "string"}))],
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": ["object", "boolean"]}}}},
-                    "responses": {"201": json_ok("Registered as a new version.", "SchemaVersion"), "200": json_ok("Identical to the latest version; nothing changed.", "SchemaVersion"),
-                        "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."), "422": problem("Not a valid JSON Schema.")}}
-            },
-            "/processors": {"get": {"summary": "Registered webhook processors", "responses": {"200": json_ok("Every registration, by name.", "ProcessorList")}}},
-            "/processors/{name}": {
-                "get": {"summary": "One webhook processor's registration",
-                    "parameters": [param("name", "path", "Processor name (letters, digits, '-', '_').", json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}))],
-                    "responses": {"200": json_ok("The registration.", "Processor"), "404": problem("No such processor.")}},
-                "put": {"summary": "Register or replace a webhook processor",
-                    "description": "cmdr POSTs each command of `actions` to `url` and reads the answer: 200 {events: [...]} accepts, 422 {rejection: {code, message, details}} rejects, anything else is retried with backoff; after the last attempt the command is rejected with `processing-failed` and a dead letter is kept (GET /dead-letters). Its position is kept under consumer group webhook-{name}: re-registering the same name continues where it left off. Protocol: crates/cmdr-processor/WEBHOOKS.md.",
-                    "parameters": [param("name", "path", "Processor name (letters, digits, '-', '_').", json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}))],
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProcessorRequest"}}}},
-                    "responses": {"201": json_ok("Registered.", "Processor"), "200": json_ok("Replaced (or identical).", "Processor"),
-                        "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
-                        "422": problem("Invalid name or registration (errors: [{pointer, message}]).")}},
-                "delete": {"summary": "Remove a webhook processor (its runner stops)",
-                    "parameters": [param("name", "path", "Processor name.", json!({"type": "string"}))],
-                    "responses": {"204": {"description": "Removed."}, "404": problem("No such processor.")}}
-            },
-            "/dead-letters": {"get": {"summary": "Inputs no attempt could handle, oldest first",
-                "parameters": [
-                    param("processor", "query", "Only this processor's (a webhook name or an SDK group).", json!({"type": "string"})),
-                    param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
-                    param("after", "query", "Cursor: the position after which the page starts (from `next`).", json!({"type": "integer", "minimum": 0}))
-                ],
-                "responses": {"200": json_ok("A page of dead letters.", "DeadLetterPage"), "400": problem("Bad query parameter.")}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "The process answers."}}}},
-            "/readyz": {"get": {"summary": "Readiness (indexer running, log answering)", "responses": {"200": {"description": "Ready."}, "503": {"description": "Not ready."}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text): intake counters, log end offsets, index position and lag, waiters, live streams, process memory", "responses": {"200": {"description": "OpenMetrics text.", "content": {"application/openmetrics-text": {}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1."}}}},
-            "/docs": {"get": {"summary": "This document as a page", "responses": {"200": {"description": "HTML."}}}}
-        },
+        "paths": paths,
         "components": {
-          "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from `cmdr token new`, when the server has tokens configured."}},
-          "schemas": {
-            "CommandRequest": {"type": "object", "required": ["action", "data"], "additionalProperties": false, "properties": {
-                "action": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$"},
-                "data": {"type": "object"},
-                "key": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "Ordering key; defaults to the command id."}}},
-            "Command": {"type": "object", "properties": {
-                "id": {"type": "string", "format": "uuid"}, "action": {"type": "string"}, "data": {"type": "object"},
-                "key": {"type": "string"}, "timestamp": {"type": "integer", "description": "ms since the epoch"},
-                "meta": {"type": "object"}, "status": {"enum": ["pending", "accepted", "rejected"]},
-                "outcome": {"type": "object"}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-                "links": {"type": "object"}}},
-            "Event": {"type": "object", "properties": {
-                "id": {"type": "string", "format": "uuid"}, "parent": {"type": "string", "format": "uuid"},
-                "root": {"type": "string", "format": "uuid"}, "action": {"type": "string"}, "data": {"type": "object"},
-                "key": {"type": "string"}, "timestamp": {"type": "integer"}, "outcome": {"enum": ["accepted", "rejected"]},
-                "position": {"type": "object", "properties": {"partition": {"type": "integer"}, "offset": {"type": "integer"}}},
-                "links": {"type": "object"}}},
-            "CommandPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Command"}}, "next": {"type": ["string", "null"]}}},
-            "EventPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next": {"type": ["string", "integer", "null"]}}},
-            "SchemaVersion": {"type": "object", "properties": {"action": {"type": "string"}, "version": {"type": "integer"}, "schema": {}, "timestamp": {"type": "integer"}, "versions": {"type": "array", "items": {"type": "integer"}}}},
-            "SchemaList": {"type": "object", "properties": {"items": {"type": "array"}}},
-            "ProcessorRequest": {"type": "object", "required": ["actions", "url"], "additionalProperties": false, "properties": {
-                "actions": {"type": "array", "minItems": 1, "maxItems": 1000, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$"}},
-                "url": {"type": "string", "pattern": "^http://", "maxLength": 2048},
-                "secret": {"type": "string", "minLength": 16, "maxLength": 256, "description": "Signs each request (cmdr-signature header, see WEBHOOKS.md); never shown back."}}},
-            "Processor": {"type": "object", "properties": {
-                "name": {"type": "string"}, "actions": {"type": "array", "items": {"type": "string"}}, "url": {"type": "string"},
-                "signed": {"type": "boolean", "description": "whether requests carry a cmdr-signature"},
-                "group": {"type": "string", "description": "its consumer group on the commands topic"}, "links": {"type": "object"}}},
-            "ProcessorList": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Processor"}}}},
-            "DeadLetter": {"type": "object", "properties": {
-                "position": {"type": "integer"}, "processor": {"type": "string"}, "topic": {"type": "string"},
-                "partition": {"type": "integer"}, "offset": {"type": "integer"}, "input": {"type": "object", "description": "the command or event as logged"},
-                "last_error": {"type": "string"}, "attempts": {"type": "integer"}, "timestamp": {"type": "integer"}, "links": {"type": "object"}}},
-            "DeadLetterPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}}, "next": {"type": ["string", "null"]}}},
-            "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
-                "type": {"type": "string"}, "code": {"enum": ["malformed-body", "bad-request", "not-found", "method-not-allowed", "command-rejected", "payload-too-large", "unsupported-media-type", "validation-failed", "schema-violation", "invalid-schema", "invalid-registration", "idempotency-key-reused", "unauthorized", "forbidden", "upgrade-required", "unavailable", "internal"]},
-                "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
-                "errors": {"type": "array", "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}},
-                "rejection": {"type": "object"}, "command": {"type": "object"}}}
-        }}
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token from `cmdr token new`, when the server has tokens configured."}},
+            "responses": shared_responses(),
+            "schemas": merged(resource_schemas(), service_schemas())
+        }
     })
 }
 
@@ -323,4 +557,104 @@ td{{border-bottom:1px solid #ddd;padding:.4em;vertical-align:top}}</style></head
         escape(doc["info"]["description"].as_str().unwrap_or(""))
     ))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The place of `e`'s kind in [`every_error`]. Exhaustive on purpose:
+    /// a kind added to [`ApiError`] stops this from compiling until it is
+    /// listed here and in [`every_error`].
+    fn kind(e: &ApiError) -> usize {
+        match e {
+            ApiError::MalformedBody(_) => 0,
+            ApiError::BadRequest(_) => 1,
+            ApiError::Unauthorized(_) => 2,
+            ApiError::Forbidden(_) => 3,
+            ApiError::NotFound(_) => 4,
+            ApiError::MethodNotAllowed => 5,
+            ApiError::Rejected { .. } => 6,
+            ApiError::RequestTimeout(_) => 7,
+            ApiError::PayloadTooLarge { .. } => 8,
+            ApiError::UnsupportedMediaType(_) => 9,
+            ApiError::Validation(_) => 10,
+            ApiError::SchemaViolation { .. } => 11,
+            ApiError::InvalidSchema(_) => 12,
+            ApiError::InvalidRegistration(_) => 13,
+            ApiError::IdempotencyKeyReused(_) => 14,
+            ApiError::UpgradeRequired(_) => 15,
+            ApiError::Unavailable(_) => 16,
+            ApiError::Internal(_) => 17,
+        }
+    }
+
+    #[test]
+    fn every_error_kind_is_listed_once() {
+        let kinds: Vec<usize> = every_error().iter().map(kind).collect();
+        assert_eq!(kinds, (0..=17).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_problem_code_enum_is_every_code_the_server_sends() {
+        let doc = document();
+        let documented: BTreeSet<&str> = doc["components"]["schemas"]["Problem"]["properties"]
+            ["code"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let sent: BTreeSet<&str> = every_error().iter().map(ApiError::code).collect();
+        assert_eq!(documented, sent);
+        assert!(documented.contains("request-timeout"));
+        // Each error's problem document carries its code.
+        for e in every_error() {
+            assert_eq!(e.to_problem()["code"], e.code());
+        }
+    }
+
+    /// Every `$ref` in `v`, as found.
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 50);
+        for r in found {
+            let pointer = r.strip_prefix('#').unwrap();
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+    }
+
+    #[test]
+    fn public_operations_have_no_auth_responses_and_the_others_have_both() {
+        let doc = document();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let public = op["security"] == json!([]);
+                let responses = &op["responses"];
+                assert_eq!(
+                    (responses["401"].is_null(), responses["403"].is_null()),
+                    (public, public),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
 }

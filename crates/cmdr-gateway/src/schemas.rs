@@ -194,7 +194,8 @@ impl SchemaRegistry {
     }
 }
 
-/// Routes: `GET /schemas`, `GET|PUT /schemas/{action}`.
+/// Routes: `GET /schemas`, `GET|PUT /schemas/{action}` (the action is the
+/// rest of the path: action names may contain `/`).
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/schemas", get(list))
@@ -223,6 +224,28 @@ fn version_body(v: &SchemaVersion, all: &[SchemaVersion]) -> Value {
     })
 }
 
+/// The answer for an action without a schema.
+fn no_schema(action: &str) -> ApiError {
+    ApiError::NotFound(format!("no schema is registered for action {action:?}"))
+}
+
+/// Version `version` of `action`'s schemas (`all`), or the latest.
+///
+/// # Errors
+/// [`ApiError::NotFound`] when there is no such version.
+fn choose<'a>(
+    action: &str,
+    all: &'a [SchemaVersion],
+    version: Option<u32>,
+) -> ApiResult<&'a SchemaVersion> {
+    match version {
+        None => all.last().ok_or_else(|| no_schema(action)),
+        Some(n) => all.iter().find(|v| v.version == n).ok_or_else(|| {
+            ApiError::NotFound(format!("action {action:?} has no schema version {n}"))
+        }),
+    }
+}
+
 async fn read(
     State(state): State<AppState>,
     PathParam(action): PathParam,
@@ -230,19 +253,12 @@ async fn read(
     neg: Negotiated,
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let versions = state.inner.schemas.versions(&action).ok_or_else(|| {
-        ApiError::NotFound(format!("no schema is registered for action {action:?}"))
-    })?;
-    let chosen = match q.version {
-        None => versions.last(),
-        Some(n) => versions.iter().find(|v| v.version == n),
-    }
-    .ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "action {action:?} has no schema version {:?}",
-            q.version
-        ))
-    })?;
+    let versions = state
+        .inner
+        .schemas
+        .versions(&action)
+        .ok_or_else(|| no_schema(&action))?;
+    let chosen = choose(&action, &versions, q.version)?;
     Ok(neg.render(
         &format!("Schema of {action}"),
         version_body(chosen, &versions),
@@ -255,7 +271,8 @@ async fn put(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<Response> {
-    validate_action(&action, "/action").map_err(|v| ApiError::NotFound(v.message))?;
+    // Reported as an invalid command's action is (`validation-failed`).
+    validate_action(&action, "/action").map_err(|v| ApiError::Validation(vec![v]))?;
     crate::intake::require_json(&headers)?;
     let body = crate::intake::read_body(&headers, body, &state.inner.config).await?;
     let schema: Value =

@@ -1401,3 +1401,159 @@ async fn live_streams_take_a_query_token_and_end_when_it_is_revoked() {
     }
     server.stop().await;
 }
+
+/// The action of `/schemas/{action}` is the rest of the path and is checked
+/// as a command's action is; a missing version is reported plainly.
+#[tokio::test]
+async fn schema_paths_are_checked_and_missing_versions_reported_plainly() {
+    let h = harness(GatewayConfig::default()).await;
+    let schema = json!({"type": "object"});
+    let r = call(&h, put("/schemas/bad%20act", schema.clone())).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["code"], "validation-failed");
+    assert_eq!(r.body["errors"][0]["pointer"], "/action");
+    assert_eq!(call(&h, get("/schemas")).await.body["items"], json!([]));
+
+    // A `/` in the action may appear unescaped; the PUT's answers are JSON
+    // with a Location, new (201) or identical (200).
+    for (uri, status) in [
+        ("/schemas/billing/pay", StatusCode::CREATED),
+        ("/schemas/billing%2Fpay", StatusCode::OK),
+    ] {
+        let r = call(&h, put(uri, schema.clone())).await;
+        assert_eq!(r.status, status, "{}", r.text);
+        assert_eq!(r.headers["location"], "/schemas/billing/pay?version=1");
+        assert_eq!(r.headers["content-type"], "application/json");
+    }
+    let r = call(&h, get("/schemas/billing/pay")).await;
+    assert_eq!(r.body["action"], "billing/pay");
+    assert_eq!(r.body["links"]["latest"], "/schemas/billing/pay");
+    let r = call(&h, get("/schemas")).await;
+    assert_eq!(
+        r.body["items"],
+        json!([{"action": "billing/pay", "version": 1, "versions": 1,
+                "links": {"self": "/schemas/billing/pay"}}])
+    );
+
+    let r = call(&h, get("/schemas/billing/pay?version=0")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.body["detail"],
+        "action \"billing/pay\" has no schema version 0"
+    );
+    let r = call(&h, get("/schemas/billing/pay?version=x")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["code"], "bad-request");
+}
+
+/// `/ws` takes only `access_token`: filters go in subscribe messages.
+#[tokio::test]
+async fn the_websocket_endpoint_refuses_unknown_query_parameters() {
+    let h = harness(GatewayConfig::default()).await;
+    // Checked before the upgrade itself.
+    let r = call(&h, get("/ws?from=start")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["code"], "bad-request");
+    assert!(r.body["detail"].as_str().unwrap().contains("\"from\""));
+
+    let server = Served::start(&h).await;
+    let addr = server.addr;
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?action=x")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST)
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?access_token=t"))
+        .await
+        .unwrap();
+    drop(ws);
+    server.stop().await;
+}
+
+/// The document's `security: []` marks exactly the operations a server with
+/// tokens answers without one; every other operation is a 401 then, as its
+/// shared 401 response says.
+#[tokio::test]
+async fn the_document_marks_exactly_the_operations_that_need_no_token() {
+    let mut tokens = cmdr_gateway::Tokens::default();
+    tokens
+        .add_token(
+            "cmdr_admin",
+            cmdr_gateway::Grant {
+                principal: "ops".into(),
+                roles: vec![cmdr_gateway::Role::Admin],
+            },
+        )
+        .unwrap();
+    let h = harness(GatewayConfig {
+        tokens: Some(Arc::new(cmdr_gateway::TokenTable::new(tokens))),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let doc = cmdr_gateway::openapi::document();
+    let router = cmdr_gateway::authenticated(app(h.state.clone()), &h.state);
+    let mut public = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let uri = path.replace("{id}", "x").replace("{key}", "k");
+        let uri = uri.replace("{action}", "a").replace("{name}", "n");
+        for (method, op) in ops.as_object().unwrap() {
+            let req = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap();
+            let res = router.clone().oneshot(req).await.unwrap();
+            let open = op["security"] == json!([]);
+            assert_eq!(
+                res.status() != StatusCode::UNAUTHORIZED,
+                open,
+                "{method} {uri}: {}",
+                res.status()
+            );
+            assert_eq!(op["responses"]["401"].is_null(), open, "{method} {path}");
+            if open {
+                // `/readyz` may be 503 while the new index catches up.
+                let ok = res.status() == StatusCode::OK || path == "/readyz";
+                assert!(ok, "{method} {uri}: {}", res.status());
+                public.push(path.as_str());
+            }
+        }
+    }
+    public.sort_unstable();
+    assert_eq!(public, ["/docs", "/healthz", "/openapi.json", "/readyz"]);
+}
+
+/// The answers the document describes for health checks, the home page and
+/// a method a path does not have.
+#[tokio::test]
+async fn service_answers_match_the_document() {
+    let h = harness(GatewayConfig::default()).await;
+    let r = call(&h, get("/healthz")).await;
+    assert_eq!(r.body, json!({"status": "ok"}));
+    // Ready or not (the new index may still be catching up), plain JSON.
+    let r = call(&h, get("/readyz")).await;
+    let ready = r.status == StatusCode::OK;
+    assert!(ready || r.status == StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.body["status"], if ready { "ready" } else { "not-ready" });
+    assert_eq!(r.body["checks"]["indexer"], true);
+    let r = call(&h, get("/")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["links"]["commands"], "/commands");
+    let r = call(&h, get("/openapi.json")).await;
+    assert_eq!(r.headers["content-type"], "application/json");
+    let doc = r.body;
+    assert!(doc["paths"]["/"]["get"].is_object());
+
+    let r = call(
+        &h,
+        Request::delete("/commands").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.body["code"], "method-not-allowed");
+    let allow = r.headers["allow"].to_str().unwrap();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    assert!(doc["components"]["responses"]["MethodNotAllowed"]["headers"]["Allow"].is_object());
+}
