@@ -8,13 +8,14 @@ pub type Result<T> = std::result::Result<T, IndexError>;
 /// What can go wrong in the index.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    /// The redb database failed (open, transaction, table or storage).
+    /// The redb database failed (open, transaction, table or storage). Its
+    /// message includes redb's (which is therefore not also its `source`,
+    /// lest an error chain say it twice).
     #[error("index database {path}: {source}")]
     Db {
         /// The database file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
         source: Box<redb::Error>,
     },
     /// Reading the log failed.
@@ -44,4 +45,11 @@ pub enum IndexError {
     /// The indexer task stopped (it failed earlier, or was shut down).
     #[error("the indexer is not running")]
     Stopped,
+}
+
+impl IndexError {
+    /// Whether the index file is open in another process (or twice in this one).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Self::Db { source, .. } if matches!(**source, redb::Error::DatabaseAlreadyOpen))
+    }
 }

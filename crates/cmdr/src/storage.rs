@@ -27,12 +27,16 @@ pub fn index_path(settings: &Settings) -> PathBuf {
 /// recovery could touch files a running server is writing.
 pub fn open_index(settings: &Settings) -> Result<Index> {
     let path = index_path(settings);
-    let index = Index::open(&path).with_context(|| {
-        format!(
-            "opening the index {} (is another cmdr using {}?)",
-            path.display(),
-            settings.data_dir.display()
-        )
+    let index = Index::open(&path).map_err(|e| {
+        let hint = if e.is_locked() {
+            format!(
+                " (is another cmdr using {}? one process at a time)",
+                settings.data_dir.display()
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("opening the index{hint}: {e}")
     })?;
     index.set_idempotency_ttl(settings.idempotency_ttl);
     Ok(index)
