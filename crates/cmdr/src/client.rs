@@ -179,8 +179,40 @@ pub async fn send(args: SendArgs) -> Result<ExitCode> {
     if let Some(k) = args.idempotency_key {
         req = req.header("idempotency-key", k);
     }
-    let res = req.send().await.with_context(|| format!("POST {url}"))?;
+    let res = req
+        .send()
+        .await
+        .map_err(|e| unreachable_server(e, &format!("POST {url}")))?;
     print_response(res, args.sync).await
+}
+
+/// A request that got no answer, as an error that says what to try: the
+/// causes users meet (a certificate not trusted, HTTP to an HTTPS server or
+/// the reverse, nothing listening) each get a hint.
+fn unreachable_server(e: reqwest::Error, what: &str) -> anyhow::Error {
+    let mut chain = String::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        chain.push_str(&format!("{c}: "));
+        cause = c.source();
+    }
+    let https = e.url().is_some_and(|u| u.scheme() == "https");
+    let hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+        Some("the server's certificate is not trusted: pass --ca-cert with the CA (or the self-signed certificate) that signed it")
+    } else if !https && chain.contains("invalid HTTP version") {
+        Some("the server may speak HTTPS: try an https:// --url")
+    } else if https && (chain.contains("InvalidContentType") || chain.contains("corrupt message")) {
+        Some("the server may speak plain HTTP: try an http:// --url")
+    } else if e.is_connect() {
+        Some("nothing answered: is `cmdr serve` running at that --url?")
+    } else {
+        None
+    };
+    let message = format!("{what}: {}", chain.trim_end_matches(": "));
+    match hint {
+        Some(h) => anyhow::anyhow!("{message}\nhint: {h}"),
+        None => anyhow::anyhow!(message),
+    }
 }
 
 /// `cmdr get`: a command, or else an event.
@@ -196,7 +228,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode> {
                 .timeout(REQUEST_TIMEOUT)
                 .send()
                 .await
-                .with_context(|| format!("GET {url}"))
+                .map_err(|e| unreachable_server(e, &format!("GET {url}")))
         }
     };
     let res = fetch("commands").await?;
@@ -251,7 +283,7 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
                 tokio::time::sleep(TAIL_BACKOFF * 2u32.pow(failures.min(5))).await;
                 continue;
             }
-            Err(e) => return Err(e).with_context(|| format!("GET {url}")),
+            Err(e) => return Err(unreachable_server(e, &format!("GET {url}"))),
         };
         if !res.status().is_success() {
             return print_response(res, false).await;

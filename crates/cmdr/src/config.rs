@@ -103,7 +103,7 @@ pub struct StorageArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// Address to listen on (ADDR:PORT; port 0 picks a free one). Default 127.0.0.1:3000.
+    /// Address to listen on (ADDR:PORT, ADDR an IP address or a host name such as localhost; port 0 picks a free one). Default 127.0.0.1:3000.
     #[arg(long, env = "CMDR_LISTEN")]
     pub listen: Option<String>,
     /// Largest request body in bytes. Default 1 MiB.
@@ -223,6 +223,21 @@ pub fn reread_tokens(args: &ServeArgs) -> Result<Option<cmdr_gateway::Tokens>> {
     tokens(read_file(args.storage.config.as_deref())?.tokens)
 }
 
+/// `ADDR:PORT`, where ADDR is an IP address or a host name (`localhost`),
+/// which is resolved now and its first address taken.
+fn listen_address(text: &str) -> Result<SocketAddr> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let not_addr = || format!("listen address {text:?} is not ADDR:PORT (e.g. 127.0.0.1:3000)");
+    let (host, port) = text.rsplit_once(':').with_context(not_addr)?;
+    port.parse::<u16>().with_context(not_addr)?;
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .with_context(|| format!("listen address {text:?}: cannot resolve {host:?}"))?
+        .next()
+        .with_context(|| format!("listen address {text:?}: {host:?} has no address"))
+}
+
 /// The PEM files HTTPS is served with.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -330,9 +345,7 @@ impl Settings {
             .clone()
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text.parse().with_context(|| {
-            format!("listen address {listen_text:?} is not ADDR:PORT (e.g. 127.0.0.1:3000)")
-        })?;
+        let listen = listen_address(&listen_text)?;
         let tls_files = match (
             args.tls_cert.clone().or(file.tls_cert),
             args.tls_key.clone().or(file.tls_key),
@@ -611,6 +624,19 @@ mod tests {
         a.max_connections = Some(0);
         let err = Settings::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("max_connections must be from 1"), "{err}");
+    }
+
+    #[test]
+    fn listen_takes_an_address_or_a_host_name() {
+        assert_eq!(
+            listen_address("127.0.0.1:3000").unwrap(),
+            "127.0.0.1:3000".parse::<SocketAddr>().unwrap()
+        );
+        assert!(listen_address("localhost:3005").unwrap().ip().is_loopback());
+        for bad in ["localhost", "localhost:http", "127.0.0.1:70000", ":"] {
+            let err = listen_address(bad).unwrap_err().to_string();
+            assert!(err.contains("is not ADDR:PORT"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -447,7 +447,15 @@ async fn https_serves_the_api_and_the_command_line_trusts_a_given_ca() {
         .is_err());
     let (status, _, err) = run_cli(&["get", &id, "--url", &s.url]);
     assert!(
-        !status.success() && err.to_lowercase().contains("certificate"),
+        !status.success()
+            && err.contains("hint: the server's certificate is not trusted: pass --ca-cert"),
+        "{err}"
+    );
+    // Plain HTTP to the HTTPS server: the error says what to try.
+    let plain = s.url.replacen("https://", "http://", 1);
+    let (status, _, err) = run_cli(&["get", &id, "--url", &plain]);
+    assert!(
+        !status.success() && err.contains("hint: the server may speak HTTPS"),
         "{err}"
     );
     let (status, out, err) = run_cli(&["get", &id, "--url", &s.url, "--ca-cert", ca]);
