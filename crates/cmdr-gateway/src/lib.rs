@@ -44,6 +44,7 @@ pub mod negotiate;
 pub mod openapi;
 mod processors;
 mod reads;
+mod schema_cost;
 mod schemas;
 pub mod server;
 mod state;

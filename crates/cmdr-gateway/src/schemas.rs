@@ -56,7 +56,29 @@ pub(crate) struct SchemaRegistry {
 }
 
 /// Compiles a schema as JSON Schema 2020-12.
+/// Most violations one schema check reports.
+pub(crate) const MAX_VIOLATIONS: usize = 100;
+
+/// Longest violation message, in bytes (longer ones are cut, marked `…`).
+pub(crate) const MAX_VIOLATION_MESSAGE: usize = 512;
+
+/// `s` cut to at most `max` bytes at a character boundary, marked `…`.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
 fn compile(schema: &Value) -> Result<jsonschema::Validator, Vec<Violation>> {
+    if let Some(why) = crate::schema_cost::too_costly(schema) {
+        return Err(vec![Violation::new("", why)]);
+    }
     jsonschema::draft202012::new(schema)
         .map_err(|e| vec![Violation::new(e.instance_path().to_string(), e.to_string())])
 }
@@ -123,9 +145,17 @@ impl SchemaRegistry {
         if validator.is_valid(data) {
             return Ok(());
         }
+        // Bounded: each message may quote the instance, and a schema can
+        // report the same failure through many paths.
         let errors = validator
             .iter_errors(data)
-            .map(|e| Violation::new(format!("/data{}", e.instance_path()), e.to_string()))
+            .take(MAX_VIOLATIONS)
+            .map(|e| {
+                Violation::new(
+                    format!("/data{}", e.instance_path()),
+                    cut(e.to_string(), MAX_VIOLATION_MESSAGE),
+                )
+            })
             .collect();
         Err(ApiError::SchemaViolation {
             action: action.to_string(),

@@ -643,6 +643,73 @@ async fn form_posts_html_pages_and_self_description() {
 }
 
 #[tokio::test]
+async fn schemas_that_would_make_validation_too_costly_are_refused() {
+    let h = harness(GatewayConfig::default()).await;
+    let put = |action: &str, s: Value| {
+        Request::put(format!("/schemas/{action}"))
+            .header("content-type", "application/json")
+            .body(Body::from(s.to_string()))
+            .unwrap()
+    };
+    // 2.5 KB whose validation work doubles at each of 40 levels.
+    let mut defs = serde_json::Map::new();
+    defs.insert("a0".into(), json!({"type": "object"}));
+    for n in 1..=40 {
+        let prev = format!("#/$defs/a{}", n - 1);
+        defs.insert(
+            format!("a{n}"),
+            json!({"allOf": [{"$ref": prev}, {"$ref": prev}]}),
+        );
+    }
+    let r = call(
+        &h,
+        put("boom", json!({"$defs": defs, "$ref": "#/$defs/a40"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["code"], "invalid-schema");
+    assert!(r.text.contains("would take too long"), "{}", r.text);
+
+    // Violations are bounded in number and length.
+    let r = call(
+        &h,
+        put(
+            "many",
+            json!({"type": "object", "additionalProperties": {"type": "string"}}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let data: serde_json::Map<String, Value> =
+        (0..500).map(|i| (format!("p{i}"), json!(i))).collect();
+    let r = call(
+        &h,
+        post("/commands", json!({"action": "many", "data": data})),
+    )
+    .await;
+    assert_eq!(r.body["code"], "schema-violation");
+    assert_eq!(r.body["errors"].as_array().unwrap().len(), 100);
+    let long = json!({"type": "object", "properties": {"s": {"const": "x".repeat(5000)}}});
+    assert_eq!(
+        call(&h, put("long", long)).await.status,
+        StatusCode::CREATED
+    );
+    let r = call(
+        &h,
+        post(
+            "/commands",
+            json!({"action": "long", "data": {"s": "y".repeat(5000)}}),
+        ),
+    )
+    .await;
+    let message = r.body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.len() <= 512 + '…'.len_utf8() && message.ends_with('…'),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn a_log_that_cannot_take_appends_fails_both_probes() {
     let h = harness(GatewayConfig::default()).await;
     h.log.fail("could not undo a failed write");
