@@ -45,9 +45,34 @@ pub enum IndexError {
     /// The indexer task stopped (it failed earlier, or was shut down).
     #[error("the indexer is not running")]
     Stopped,
+    /// The database panicked: its file is damaged (`cmdr reindex`, or a
+    /// restart, which wipes a file that cannot be opened, rebuilds it).
+    #[error(
+        "the index database failed ({0}); its file may be damaged: `cmdr reindex` rebuilds it"
+    )]
+    Panicked(String),
 }
 
 impl IndexError {
+    /// Whether the index file is damaged (the database said so, or a stored
+    /// value does not decode): rebuilding it from the log repairs it.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Self::Db { source, .. } => match &**source {
+                redb::Error::Corrupted(_) | redb::Error::TableTypeMismatch { .. } => true,
+                // A length or pointer that leads past the end of the file,
+                // or a header that is not redb's.
+                redb::Error::Io(e) => matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ),
+                _ => false,
+            },
+            Self::Decode { .. } | Self::Panicked(_) => true,
+            _ => false,
+        }
+    }
+
     /// Whether the index file is open in another process (or twice in this one).
     pub fn is_locked(&self) -> bool {
         matches!(self, Self::Db { source, .. } if matches!(**source, redb::Error::DatabaseAlreadyOpen))

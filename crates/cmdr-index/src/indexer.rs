@@ -689,7 +689,12 @@ fn insert_first(
 /// [`crate::priority`]) until they are gone, then marks the indexer stopped
 /// and wakes whoever waits on its progress.
 fn write_until_closed(index: &Index, rx: mpsc::Receiver<Batch>) -> Result<()> {
-    let result = Writer::new(index, rx).and_then(|w| crate::priority::run_writer(index, w));
+    // redb panics on some damaged files: the indexer then stops like on
+    // any other failure, so that the server notices (and stops) too.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Writer::new(index, rx).and_then(|w| crate::priority::run_writer(index, w))
+    }))
+    .unwrap_or_else(|panic| Err(IndexError::Panicked(crate::panic_message(&*panic))));
     *index
         .inner
         .writer_thread

@@ -149,14 +149,43 @@ impl Index {
                 .create(path)
                 .db(path)
         };
-        let mut db = create(&path)?;
-        if Self::format_of(&db, &path)? != Some(tables::FORMAT_VERSION) {
-            drop(db);
-            Self::wipe(&path)?;
-            db = create(&path)?;
-        }
-        Self::init(&db, &path)?;
-        let positions = Self::load_positions(&db, &path)?;
+        // A file in another layout, or one so damaged that redb panics on
+        // it, is wiped: the index is rebuilt from the log.
+        let open = |path: &Path| -> Result<Option<(Database, Positions)>> {
+            let attempt =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_> {
+                    let db = create(path)?;
+                    if Self::format_of(&db, path)? != Some(tables::FORMAT_VERSION) {
+                        return Ok(None);
+                    }
+                    Self::init(&db, path)?;
+                    let positions = Self::load_positions(&db, path)?;
+                    Ok(Some((db, positions)))
+                }));
+            match attempt {
+                Err(panic) => {
+                    tracing::warn!(path = %path.display(), error = %panic_message(&*panic),
+                        "the index file is damaged; rebuilding it from the log");
+                    Ok(None)
+                }
+                Ok(Err(e)) if e.is_damage() => {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "the index file is damaged; rebuilding it from the log");
+                    Ok(None)
+                }
+                Ok(other) => other,
+            }
+        };
+        let (db, positions) = match open(&path)? {
+            Some(opened) => opened,
+            None => {
+                Self::wipe(&path)?;
+                let db = create(&path)?;
+                Self::init(&db, &path)?;
+                let positions = Self::load_positions(&db, &path)?;
+                (db, positions)
+            }
+        };
         let (progress, _) = watch::channel(0);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -348,4 +377,16 @@ impl Index {
     pub fn waiters(&self) -> &Arc<Waiters> {
         &self.inner.waiters
     }
+}
+
+/// Each indexed partition's next offset to index, by (topic, partition).
+type Positions = HashMap<(String, u32), u64>;
+
+/// The message of a caught panic, when it has one.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }

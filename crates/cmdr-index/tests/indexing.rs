@@ -605,3 +605,38 @@ async fn a_partial_command_record_is_skipped() {
     assert_eq!(listed, vec![good.id]);
     handle.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_damaged_index_file_is_rebuilt_from_the_log() {
+    let (dir, log, index, handle) = indexing().await;
+    for _ in 0..50 {
+        append_command(&log, &command("a", Some("k")), None).await;
+    }
+    caught_up(&index, &log).await;
+    handle.shutdown().await.unwrap();
+    drop(index);
+    let good = std::fs::read(dir.path().join("index.redb")).unwrap();
+    // Damage spread over the file (xorshift positions), many ways.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for trial in 0..40 {
+        let mut bytes = good.clone();
+        for _ in 0..(1 + trial % 8) * 16 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let at = (seed % bytes.len() as u64) as usize;
+            bytes[at] ^= (seed >> 56) as u8 | 1;
+        }
+        let path = dir.path().join(format!("damaged-{trial}.redb"));
+        std::fs::write(&path, bytes).unwrap();
+        // Opens (as it was, or wiped), and indexes the whole log again or
+        // stops with an error: never a panic.
+        let index = Index::open(&path).unwrap_or_else(|e| panic!("trial {trial}: {e}"));
+        if let Ok(handle) = index.spawn_indexer(log.clone()).await {
+            let _ = index
+                .wait_indexed("commands", 0, 1, Duration::from_secs(5))
+                .await;
+            let _ = handle.shutdown().await;
+        }
+    }
+}
