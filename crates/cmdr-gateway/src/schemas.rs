@@ -180,7 +180,12 @@ impl SchemaRegistry {
         }
         let version = SchemaVersion {
             action: action.to_string(),
-            version: latest.map_or(1, |l| l.version + 1),
+            version: match latest {
+                None => 1,
+                Some(l) => l.version.checked_add(1).ok_or_else(|| {
+                    ApiError::Internal(format!("action {action:?} has no schema version left"))
+                })?,
+            },
             schema,
             timestamp: cmdr_contract::now_ms(),
         };

@@ -23,6 +23,10 @@ pub enum LogError {
     /// letters, digits, `.`, `_`, `-`.
     #[error("invalid topic name {0:?} (letters, digits, '.', '_', '-'; 1 to 200 bytes)")]
     InvalidTopicName(String),
+    /// A record carries a header name the log keeps for itself (the offset
+    /// commits it writes into records). Nothing of the batch was appended.
+    #[error("header {0:?} is reserved for the log's own use")]
+    ReservedHeader(String),
     /// A consumer group name that is empty, too long or has characters other
     /// than letters, digits, `.`, `_`, `-`.
     #[error("invalid group name {0:?} (letters, digits, '.', '_', '-'; 1 to 200 bytes)")]

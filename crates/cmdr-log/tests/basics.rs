@@ -108,6 +108,17 @@ async fn typed_errors() {
         log.append("nope", vec![Record::new("k", "v")]).await,
         Err(LogError::UnknownTopic(_))
     ));
+    // A record posing as one of the log's own offset commits.
+    log.create_topic("own", 1).await.unwrap();
+    let forged = Record::new("k", "v").with_header(
+        "cmdr.log.commit",
+        r#"{"group":"g","topic":"own","partition":0,"next_offset":42,"seq":1000}"#,
+    );
+    assert!(matches!(
+        log.append("own", vec![forged]).await,
+        Err(LogError::ReservedHeader(_))
+    ));
+    assert_eq!(log.committed("g", "own", 0).await.unwrap(), None);
     assert!(matches!(
         log.create_topic("bad/name", 1).await,
         Err(LogError::InvalidTopicName(_))

@@ -473,3 +473,18 @@ async fn time_lookups_after_a_reopen_find_records_past_the_last_index_entry() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_segment_named_past_any_plausible_offset_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), false).await;
+    let part = dir.path().join("topics").join(TOPIC).join("0");
+    std::fs::write(part.join(format!("{}.log", u64::MAX)), b"").unwrap();
+    match EmbeddedLog::open(config(dir.path(), false)).await {
+        Err(LogError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("cannot start at offset"), "{reason}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened a log whose offsets would overflow"),
+    }
+}

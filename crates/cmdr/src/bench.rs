@@ -47,8 +47,8 @@ pub struct BareArgs {
 /// Options of the log benchmark.
 #[derive(clap::Args)]
 pub struct LogArgs {
-    /// Seconds each case runs.
-    #[arg(long, default_value_t = 3)]
+    /// Seconds each case runs (at most a day).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     seconds: u64,
     /// Partitions of the benchmark topic.
     #[arg(long, default_value_t = 1)]
@@ -65,8 +65,8 @@ pub struct LogArgs {
 /// Options of the HTTP benchmarks.
 #[derive(clap::Args)]
 pub struct HttpArgs {
-    /// Seconds each load step runs.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds each load step runs (at most a day).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     seconds: u64,
     /// Connection counts to run, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]

@@ -324,6 +324,10 @@ impl EmbeddedLog {
                 (0, 0)
             };
             let size = format::encoded_len(r.key.as_deref(), &r.headers, &r.value) + extra_len;
+            if let Some(h) = r.headers.iter().find(|h| h.name == offsets::COMMIT_HEADER) {
+                // Recovery would take it for a commit of the log's own.
+                return Err(LogError::ReservedHeader(h.name.to_string()));
+            }
             let too_long_field = r.headers.iter().any(|h| h.name.len() > u16::MAX as usize)
                 || r.headers.len() + extra_count > u16::MAX as usize;
             if size > max || too_long_field {

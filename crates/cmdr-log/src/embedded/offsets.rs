@@ -159,7 +159,7 @@ impl OffsetStore {
         Ok(Self {
             dir,
             groups: Mutex::new(groups),
-            next_seq: AtomicU64::new(last_seq + 1),
+            next_seq: AtomicU64::new(last_seq.saturating_add(1)),
             dirty: Mutex::new(HashSet::new()),
             write_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
@@ -215,7 +215,8 @@ impl OffsetStore {
     /// later than the file's, or, between commits without sequence numbers
     /// (0), ahead of it.
     pub fn recover(&self, c: &OffsetCommit, seq: u64) {
-        self.next_seq.fetch_max(seq + 1, Ordering::AcqRel);
+        self.next_seq
+            .fetch_max(seq.saturating_add(1), Ordering::AcqRel);
         let (file_seq, file_offset) = {
             let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
             match groups.get(&c.group) {

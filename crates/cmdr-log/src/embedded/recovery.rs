@@ -236,12 +236,27 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
             .and_then(|s| s.to_str())
             .and_then(|s| s.parse::<u64>().ok())
         {
+            // No log reaches 2^63 records: such a name is damage, and
+            // offsets counted on from it would overflow.
+            if base > MAX_BASE_OFFSET {
+                return Err(LogError::Corrupt {
+                    path,
+                    position: 0,
+                    offset: Some(base),
+                    reason: format!(
+                        "a segment cannot start at offset {base} (at most {MAX_BASE_OFFSET})"
+                    ),
+                });
+            }
             bases.push(base);
         }
     }
     bases.sort_unstable();
     Ok(bases)
 }
+
+/// Largest base offset a segment file may have: 2^63 − 1.
+const MAX_BASE_OFFSET: u64 = i64::MAX as u64;
 
 fn remove_segment(path: &Path) {
     for ext in ["log", "index", "timeindex"] {

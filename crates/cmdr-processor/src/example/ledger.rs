@@ -34,11 +34,20 @@ impl Ledger {
             ACCOUNT_OPENED => {
                 balances.entry(event.key.clone()).or_insert(0);
             }
-            DEPOSITED | TRANSFER_CREDITED => {
-                *balances.entry(event.key.clone()).or_insert(0) += amount
-            }
-            WITHDRAWN | TRANSFER_DEBITED => {
-                *balances.entry(event.key.clone()).or_insert(0) -= amount
+            DEPOSITED | TRANSFER_CREDITED | WITHDRAWN | TRANSFER_DEBITED => {
+                let balance = balances.entry(event.key.clone()).or_insert(0);
+                let next = if matches!(event.action.as_str(), DEPOSITED | TRANSFER_CREDITED) {
+                    balance.checked_add(amount)
+                } else {
+                    balance.checked_sub(amount)
+                };
+                // The accounts processor never writes such an event, but
+                // any processor may append to the events topic.
+                match next {
+                    Some(n) => *balance = n,
+                    None => tracing::warn!(event = %event.id, account = %event.key,
+                        "skipping an event that would overflow the balance"),
+                }
             }
             _ => {}
         }
@@ -52,5 +61,34 @@ impl Ledger {
     /// Every open account's balance.
     pub fn all(&self) -> BTreeMap<String, i64> {
         self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmdr_contract::EventDraft;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn event(action: &str, amount: i64) -> Event {
+        EventDraft::new(action, json!({"amount": amount})).into_event(
+            Uuid::nil(),
+            Uuid::nil(),
+            "acc-1",
+            0,
+        )
+    }
+
+    #[test]
+    fn an_event_that_would_overflow_a_balance_is_skipped() {
+        let ledger = Ledger::default();
+        ledger.apply(&event(ACCOUNT_OPENED, 0));
+        ledger.apply(&event(DEPOSITED, 5));
+        ledger.apply(&event(WITHDRAWN, i64::MIN));
+        ledger.apply(&event(DEPOSITED, i64::MAX));
+        assert_eq!(ledger.balance("acc-1"), Some(5));
+        ledger.apply(&event(WITHDRAWN, 2));
+        assert_eq!(ledger.balance("acc-1"), Some(3));
     }
 }
