@@ -17,7 +17,7 @@ use std::sync::Arc;
 use cmdr_log::{Log, OffsetCommit, Record};
 use tokio::sync::mpsc;
 
-use super::sequencer::Released;
+use super::sequencer::{output_bytes, Released};
 use crate::ProcessorError;
 
 /// Released batches queued for one partition's flusher before the runner
@@ -25,6 +25,9 @@ use crate::ProcessorError;
 pub(crate) const FLUSH_QUEUE: usize = 4096;
 /// Most output records coalesced into one append.
 pub(crate) const MAX_FLUSH_RECORDS: usize = 8192;
+/// Output bytes (about) past which no further release is coalesced into an
+/// append: appends stay far from the log's batch limit.
+pub(crate) const MAX_FLUSH_BYTES: usize = super::sequencer::MAX_RELEASE_BYTES;
 
 /// Where a flusher writes and which group offset it commits.
 pub(crate) struct FlushTarget {
@@ -44,13 +47,29 @@ pub(crate) async fn run(
     target: FlushTarget,
     mut rx: mpsc::Receiver<Released>,
 ) -> Result<(), ProcessorError> {
-    while let Some(first) = rx.recv().await {
+    // A release received but left for the next append (over the byte budget).
+    let mut carried: Option<Released> = None;
+    loop {
+        let first = match carried.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        let mut bytes = output_bytes(&first.records);
         let mut records: Vec<Record> = first.records;
         let from = first.from;
         let mut next_offset = first.next_offset;
         while records.len() < MAX_FLUSH_RECORDS {
             match rx.try_recv() {
                 Ok(more) => {
+                    let more_bytes = output_bytes(&more.records);
+                    if bytes + more_bytes > MAX_FLUSH_BYTES {
+                        carried = Some(more);
+                        break;
+                    }
+                    bytes += more_bytes;
                     records.extend(more.records);
                     next_offset = more.next_offset;
                 }

@@ -227,7 +227,7 @@ pub(crate) async fn run<D: Dispatch>(
     // like at shutdown and ends with this error.
     let mut superseded: Option<ProcessorError> = None;
 
-    let outcome: Result<(), ProcessorError> = loop {
+    let outcome: Result<(), ProcessorError> = 'run: loop {
         if stopping && state.tasks.is_empty() {
             break superseded.take().map_or(Ok(()), Err);
         }
@@ -262,8 +262,10 @@ pub(crate) async fn run<D: Dispatch>(
                     Err(e) => break Err(ProcessorError::Internal(format!("handler task: {e}"))),
                 };
                 state.finished(partition, offset, key, output, stopping);
-                let released = state.sequencers.get_mut(&partition).and_then(Sequencer::release);
-                if let Some(released) = released {
+                // Several releases when outputs are large (see `MAX_RELEASE_BYTES`).
+                while let Some(released) =
+                    state.sequencers.get_mut(&partition).and_then(Sequencer::release)
+                {
                     state.buffered -= released.inputs;
                     let tx = flush_txs.entry(partition).or_insert_with(|| {
                         let (tx, rx) = mpsc::channel(flusher::FLUSH_QUEUE);
@@ -279,7 +281,7 @@ pub(crate) async fn run<D: Dispatch>(
                         tx
                     });
                     if tx.send(released).await.is_err() {
-                        break Err(flusher_failure(&mut flushers).await);
+                        break 'run Err(flusher_failure(&mut flushers).await);
                     }
                 }
             }

@@ -10,6 +10,27 @@ use std::collections::BTreeMap;
 
 use cmdr_log::Record;
 
+/// Output bytes (about) past which a release stops taking more inputs, so
+/// that no append gets near the log's batch limit however many large
+/// outputs finish together; the rest comes in the next release.
+pub(crate) const MAX_RELEASE_BYTES: usize = 64 * 1024 * 1024;
+
+/// About the bytes `records` take in the log.
+pub(crate) fn output_bytes(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| {
+            r.value.len()
+                + r.key.as_ref().map_or(0, |k| k.len())
+                + r.headers
+                    .iter()
+                    .map(|h| h.name.len() + h.value.len())
+                    .sum::<usize>()
+                + 64
+        })
+        .sum()
+}
+
 /// The outputs of one contiguous run of inputs of a partition, ready to append.
 #[derive(Debug, Default)]
 pub(crate) struct Released {
@@ -52,13 +73,17 @@ impl Sequencer {
         }
     }
 
-    /// Takes the outputs of the contiguous handled prefix, if any.
+    /// Takes the outputs of the contiguous handled prefix, if any: at least
+    /// one input, and no more once [`MAX_RELEASE_BYTES`] are taken (call
+    /// again for the rest).
     pub fn release(&mut self) -> Option<Released> {
         let mut released = Released::default();
+        let mut bytes = 0usize;
         while let Some(entry) = self.slots.first_entry() {
-            if entry.get().is_none() {
+            if entry.get().is_none() || bytes >= MAX_RELEASE_BYTES {
                 break;
             }
+            bytes += entry.get().as_deref().map_or(0, output_bytes);
             let offset = *entry.key();
             if released.inputs == 0 {
                 released.from = offset;
@@ -96,5 +121,21 @@ mod tests {
         assert!(s.release().is_none());
         s.completed(7, vec![]);
         assert_eq!(s.release().unwrap().next_offset, 9);
+    }
+
+    #[test]
+    fn a_release_stops_past_its_byte_budget() {
+        let mut s = Sequencer::default();
+        let big = || vec![Record::new("k", vec![b'x'; MAX_RELEASE_BYTES / 3])];
+        for o in 0..7 {
+            assert!(s.received(o));
+            s.completed(o, big());
+        }
+        let mut covered = Vec::new();
+        while let Some(r) = s.release() {
+            assert!(output_bytes(&r.records) <= MAX_RELEASE_BYTES + MAX_RELEASE_BYTES / 3);
+            covered.push((r.from, r.next_offset));
+        }
+        assert_eq!(covered, [(0, 3), (3, 6), (6, 7)]);
     }
 }
