@@ -112,7 +112,7 @@ impl DeadLetters {
             .map_err(|e| ProcessorError::log(format!("appending to {DEAD_LETTERS_TOPIC}"), e))
     }
 
-    /// `letter` made to fit in one record, so that giving up on an input
+    /// `letter` made to fit in one record (and to read back), so that giving up on an input
     /// cannot fail for its size (and stop the processor on it for good):
     /// `last_error` cut to [`crate::records::MAX_ERROR_LEN`] bytes, and an
     /// input near the largest record replaced by its `id`, `action` and
@@ -126,13 +126,22 @@ impl DeadLetters {
             .log
             .max_record_bytes()
             .map(|max| max.saturating_sub(DEAD_LETTER_HEADROOM));
-        if room.is_some_and(|room| json_len(&letter) > room) {
+        let too_large = room.is_some_and(|room| json_len(&letter) > room);
+        // Inside the letter the input sits two levels deeper: nested near
+        // the JSON parser's limit, the letter could not be read back.
+        let too_deep = depth(&letter.input) > MAX_INPUT_DEPTH;
+        if too_large || too_deep {
+            let why = if too_large {
+                "too large"
+            } else {
+                "nested too deep"
+            };
             letter.input = serde_json::json!({
                 "id": letter.input.get("id"),
                 "action": letter.input.get("action"),
                 "key": letter.input.get("key"),
                 "omitted": format!(
-                    "too large to repeat here; the log keeps it at offset {} of partition {} of {}",
+                    "{why} to repeat here; the log keeps it at offset {} of partition {} of {}",
                     letter.offset, letter.partition, letter.topic
                 ),
             });
@@ -233,5 +242,62 @@ impl DeadLetters {
             }
         }
         Ok(DeadLetterPage { items, next })
+    }
+}
+
+/// Deepest nesting of a dead letter's `input` repeated in full: serde_json
+/// reads at most 128 levels, and the letter adds two.
+const MAX_INPUT_DEPTH: usize = 120;
+
+/// Nesting depth of `v` (a scalar is 1), counted up to `MAX_INPUT_DEPTH + 1`.
+fn depth(v: &Value) -> usize {
+    fn walk(v: &Value, at: usize) -> usize {
+        if at > MAX_INPUT_DEPTH {
+            return at;
+        }
+        match v {
+            Value::Object(m) => m.values().map(|c| walk(c, at + 1)).max().unwrap_or(at),
+            Value::Array(a) => a.iter().map(|c| walk(c, at + 1)).max().unwrap_or(at),
+            _ => at,
+        }
+    }
+    walk(v, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_letter_for_a_deeply_nested_command_reads_back() {
+        let log: Arc<dyn Log> = Arc::new(cmdr_log::memory::MemoryLog::new());
+        let letters = DeadLetters::open(log).await.unwrap();
+        // Nested as deep as a request may be (serde_json's limit, 128).
+        let mut data = serde_json::json!(1);
+        for _ in 0..125 {
+            data = serde_json::json!({ "d": data });
+        }
+        let input = serde_json::json!({"id": "c1", "action": "a", "key": "k", "data": data});
+        letters
+            .append(&DeadLetter {
+                processor: "p".into(),
+                topic: "commands".into(),
+                partition: 0,
+                offset: 7,
+                input,
+                last_error: "down".into(),
+                attempts: 3,
+                timestamp: 0,
+            })
+            .await
+            .unwrap();
+        let page = letters.list(Some("p"), 0, 10).await.unwrap();
+        assert_eq!(page.items.len(), 1);
+        let input = &page.items[0].letter.input;
+        assert_eq!(input["id"], "c1");
+        assert!(input["omitted"]
+            .as_str()
+            .unwrap()
+            .starts_with("nested too deep"));
     }
 }
