@@ -12,6 +12,10 @@ pub const MAX_LIMIT: usize = 1000;
 /// Most index entries one listing examines before it returns a (possibly
 /// short) page with a cursor; bounds the work a selective filter can cause.
 pub const MAX_SCAN: usize = 20_000;
+/// About the most bytes of items one listing page holds: a page of large
+/// commands ends sooner (with a cursor), so that no answer holds a
+/// thousand megabyte-sized commands at once.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Most events returned as a command's causal tree.
 pub const MAX_CHILDREN: usize = 1000;
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::codec::{decode_command, decode_event};
 use crate::model::{
     id_floor_for_time, status_code, CommandView, EventView, Order, Page, Query, StreamPage,
-    MAX_CHILDREN, MAX_SCAN,
+    MAX_CHILDREN, MAX_PAGE_BYTES, MAX_SCAN,
 };
 use crate::tables::name_hash;
 use crate::{tables, DbResult, Index, Result};
@@ -54,21 +54,26 @@ macro_rules! scan_secondary {
 }
 
 /// Collects a page: `visit` is called per candidate id with the loaded item
-/// when it matches; stops at the limit or after [`MAX_SCAN`] candidates.
+/// when it matches; stops at the limit, after [`MAX_SCAN`] candidates, or
+/// past [`MAX_PAGE_BYTES`] of items (as `weigh` reckons them).
 struct Collector<T> {
     items: Vec<T>,
     limit: usize,
     scanned: usize,
+    bytes: usize,
+    weigh: fn(&T) -> usize,
     last: Option<u128>,
     cut: bool,
 }
 
 impl<T> Collector<T> {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, weigh: fn(&T) -> usize) -> Self {
         Self {
             items: Vec::with_capacity(limit.min(128)),
             limit,
             scanned: 0,
+            bytes: 0,
+            weigh,
             last: None,
             cut: false,
         }
@@ -78,9 +83,13 @@ impl<T> Collector<T> {
         self.scanned += 1;
         self.last = Some(id);
         if let Some(item) = item {
+            self.bytes = self.bytes.saturating_add((self.weigh)(&item));
             self.items.push(item);
         }
-        if self.items.len() >= self.limit || self.scanned >= MAX_SCAN {
+        if self.items.len() >= self.limit
+            || self.scanned >= MAX_SCAN
+            || self.bytes >= MAX_PAGE_BYTES
+        {
             self.cut = true;
             return ControlFlow::Break(());
         }
@@ -144,7 +153,9 @@ impl Index {
     pub fn list_commands(&self, q: &Query) -> Result<Page<CommandView>> {
         let path = &self.inner.path;
         let txn = self.read_txn()?;
-        let mut c = Collector::new(q.effective_limit());
+        let mut c = Collector::new(q.effective_limit(), |v: &CommandView| {
+            map_weight(&v.command.data) + v.command.key.len() + v.command.action.len()
+        });
         let Some((lo, hi)) = id_range(q) else {
             return Ok(c.page());
         };
@@ -242,7 +253,9 @@ impl Index {
     pub fn list_events(&self, q: &Query) -> Result<Page<EventView>> {
         let path = &self.inner.path;
         let txn = self.read_txn()?;
-        let mut c = Collector::new(q.effective_limit());
+        let mut c = Collector::new(q.effective_limit(), |v: &EventView| {
+            map_weight(&v.event.data) + v.event.key.len() + v.event.action.len()
+        });
         let Some((lo, hi)) = id_range(q) else {
             return Ok(c.page());
         };
@@ -412,4 +425,24 @@ fn get_event(txn: &ReadTransaction, index: &Index, id: u128) -> Result<Option<Ev
         .db(path)?
         .map(|raw| decode_event(raw.value()))
         .transpose()
+}
+
+/// About the bytes `v` takes as JSON (strings and numbers by length, a few
+/// bytes per other node), without serialising it.
+fn json_weight(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => a.iter().map(json_weight).sum::<usize>() + 2,
+        Value::Object(m) => map_weight(m),
+        _ => 8,
+    }
+}
+
+/// [`json_weight`] of an object.
+fn map_weight(m: &serde_json::Map<String, serde_json::Value>) -> usize {
+    m.iter()
+        .map(|(k, v)| k.len() + 4 + json_weight(v))
+        .sum::<usize>()
+        + 2
 }

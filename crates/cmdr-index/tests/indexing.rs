@@ -640,3 +640,35 @@ async fn a_damaged_index_file_is_rebuilt_from_the_log() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_page_of_large_commands_ends_early_with_a_cursor() {
+    let (_dir, log, index, _handle) = indexing().await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let req = CommandRequest::from_value(
+            json!({"action": "big", "data": {"i": i, "blob": "x".repeat(500_000)}}),
+        )
+        .unwrap();
+        let c = Command::from_request(req, cmdr_contract::now_ms(), Meta::new()).unwrap();
+        append_command(&log, &c, None).await;
+        ids.push(c.id);
+    }
+    caught_up(&index, &log).await;
+    let q = Query {
+        limit: Some(1000),
+        order: Order::Asc,
+        ..Query::default()
+    };
+    let first = index.list_commands(&q).unwrap();
+    let bytes = first.items.len() * 500_000;
+    assert!(
+        (cmdr_index::MAX_PAGE_BYTES..cmdr_index::MAX_PAGE_BYTES + 500_100).contains(&bytes),
+        "{} items",
+        first.items.len()
+    );
+    assert!(first.next.is_some());
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(every_page(&index, q), sorted);
+}
