@@ -3,7 +3,8 @@
 //! processes with (1,024) is far below
 //! [`cmdr_gateway::server::DEFAULT_MAX_CONNECTIONS`]. At start-up the soft
 //! limit is raised to the hard one (as Go and the JVM do), and a limit still
-//! too low for the configured connections is reported.
+//! too low for the configured connections is reported, at start and again
+//! once the log is open (one descriptor per segment file).
 
 /// Descriptors kept for everything but connections: log segments and their
 /// indexes, the index file, the listener, webhook clients.
@@ -22,9 +23,15 @@ pub fn raise(max_connections: usize) {
         tracing::debug!(error = %std::io::Error::last_os_error(), "could not read the open-file limit");
         return;
     }
-    if limit.rlim_cur < limit.rlim_max {
+    // macOS refuses a soft limit of "unlimited" (its hard limit by
+    // default) and any above OPEN_MAX (10,240), as Go's runtime knows.
+    #[cfg(target_os = "macos")]
+    let target = limit.rlim_max.min(10_240);
+    #[cfg(not(target_os = "macos"))]
+    let target = limit.rlim_max;
+    if limit.rlim_cur < target {
         let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
+            rlim_cur: target,
             rlim_max: limit.rlim_max,
         };
         // SAFETY: `raised` is a valid `rlimit`; raising the soft limit up to
@@ -48,6 +55,37 @@ pub fn raise(max_connections: usize) {
 /// Elsewhere the limit is left as it is.
 #[cfg(not(unix))]
 pub fn raise(_max_connections: usize) {}
+
+/// Once the log and index are open (each log segment holds a descriptor, so
+/// a large log holds thousands): warns when what is left under the limit is
+/// below `max_connections`. Linux only (it counts `/proc/self/fd`).
+pub fn check_headroom(max_connections: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(open) = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64) else {
+            return;
+        };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid, writable `rlimit` for the call's duration.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        let left = limit.rlim_cur.saturating_sub(open);
+        if left < max_connections as u64 + 64 {
+            tracing::warn!(
+                open_files = limit.rlim_cur,
+                already_open = open,
+                max_connections,
+                "the log and index already hold {open} files, which leaves {left} for connections, fewer than max_connections: raise `ulimit -n` or lower max_connections"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = max_connections;
+}
 
 #[cfg(all(test, unix))]
 mod tests {

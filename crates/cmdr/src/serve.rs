@@ -120,6 +120,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     crate::fd_limit::raise(settings.gateway.max_connections);
     let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
+    crate::fd_limit::check_headroom(settings.gateway.max_connections);
     let indexer = index
         .spawn_indexer(log.clone())
         .await
