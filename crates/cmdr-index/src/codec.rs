@@ -88,7 +88,7 @@ pub(crate) struct EventProbe<'a> {
 fn corrupt(table: &'static str, why: &str) -> IndexError {
     IndexError::Decode {
         table,
-        source: serde::de::Error::custom(why),
+        error: serde::de::Error::custom(why),
     }
 }
 
@@ -169,9 +169,9 @@ pub(crate) fn decode_command(value: &[u8]) -> Result<CommandView> {
     let outcome_event = (value[2] == 1).then(|| Uuid::from_u128(u128_at(value, 3)));
     let position = pos_at(value, 19);
     let command =
-        Command::from_json(&value[COMMAND_HEADER..]).map_err(|source| IndexError::Decode {
+        Command::from_json(&value[COMMAND_HEADER..]).map_err(|error| IndexError::Decode {
             table: "commands",
-            source,
+            error,
         })?;
     Ok(CommandView {
         command,
@@ -204,9 +204,9 @@ pub(crate) fn event_root(value: &[u8]) -> Result<u128> {
 pub(crate) fn event_outcome(value: &[u8]) -> Result<Option<Outcome>> {
     event_root(value)?;
     let probe: EventProbe<'_> =
-        serde_json::from_slice(&value[EVENT_HEADER..]).map_err(|source| IndexError::Decode {
+        serde_json::from_slice(&value[EVENT_HEADER..]).map_err(|error| IndexError::Decode {
             table: "events",
-            source,
+            error,
         })?;
     Ok(probe.outcome)
 }
@@ -216,9 +216,9 @@ pub(crate) fn decode_event(value: &[u8]) -> Result<EventView> {
     let root = event_root(value)?;
     let position = pos_at(value, 17);
     let mut event =
-        Event::from_json(&value[EVENT_HEADER..]).map_err(|source| IndexError::Decode {
+        Event::from_json(&value[EVENT_HEADER..]).map_err(|error| IndexError::Decode {
             table: "events",
-            source,
+            error,
         })?;
     event.root.get_or_insert(Uuid::from_u128(root));
     Ok(EventView { event, position })

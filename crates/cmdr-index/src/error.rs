@@ -9,39 +9,37 @@ pub type Result<T> = std::result::Result<T, IndexError>;
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     /// The redb database failed (open, transaction, table or storage). Its
-    /// message includes redb's (which is therefore not also its `source`,
-    /// lest an error chain say it twice).
-    #[error("index database {path}: {source}")]
+    /// message includes redb's. (No variant has a `source`: each message
+    /// already says its cause, and an error chain would say it twice.)
+    #[error("index database {path}: {error}")]
     Db {
         /// The database file.
         path: PathBuf,
         /// The underlying error.
-        source: Box<redb::Error>,
+        error: Box<redb::Error>,
     },
     /// Reading the log failed.
     #[error("reading the log: {0}")]
     Log(#[from] cmdr_log::LogError),
     /// A stored index value could not be decoded (the index should be rebuilt).
-    #[error("corrupt index value in table {table}: {source}")]
+    #[error("corrupt index value in table {table}: {error}")]
     Decode {
         /// Which table.
         table: &'static str,
         /// The decoding error.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// Removing the index file (for a rebuild) failed.
-    #[error("removing {path}: {source}")]
+    #[error("removing {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The indexer's thread could not be started.
     #[error("starting the indexer thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
     /// The indexer task stopped (it failed earlier, or was shut down).
     #[error("the indexer is not running")]
     Stopped,
@@ -58,7 +56,7 @@ impl IndexError {
     /// value does not decode): rebuilding it from the log repairs it.
     pub fn is_damage(&self) -> bool {
         match self {
-            Self::Db { source, .. } => match &**source {
+            Self::Db { error, .. } => match &**error {
                 redb::Error::Corrupted(_) | redb::Error::TableTypeMismatch { .. } => true,
                 // A length or pointer that leads past the end of the file,
                 // or a header that is not redb's.
@@ -75,6 +73,6 @@ impl IndexError {
 
     /// Whether the index file is open in another process (or twice in this one).
     pub fn is_locked(&self) -> bool {
-        matches!(self, Self::Db { source, .. } if matches!(**source, redb::Error::DatabaseAlreadyOpen))
+        matches!(self, Self::Db { error, .. } if matches!(**error, redb::Error::DatabaseAlreadyOpen))
     }
 }

@@ -124,7 +124,7 @@ impl<T, E: Into<redb::Error>> DbResult<T> for std::result::Result<T, E> {
     fn db(self, path: &Path) -> Result<T> {
         self.map_err(|e| IndexError::Db {
             path: path.to_path_buf(),
-            source: Box::new(e.into()),
+            error: Box::new(e.into()),
         })
     }
 }
@@ -138,9 +138,9 @@ impl Index {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
+            std::fs::create_dir_all(dir).map_err(|error| IndexError::Io {
                 path: dir.to_path_buf(),
-                source,
+                error,
             })?;
         }
         let create = |path: &Path| {
@@ -213,9 +213,9 @@ impl Index {
         match std::fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(IndexError::Io {
+            Err(error) => Err(IndexError::Io {
                 path: path.to_path_buf(),
-                source,
+                error,
             }),
         }
     }

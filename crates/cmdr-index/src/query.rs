@@ -143,7 +143,8 @@ impl Index {
             limit: Some(MAX_CHILDREN),
             ..Query::default()
         };
-        Ok(self.list_events(&q)?.items)
+        // Whole, whatever its size: its outcome event may be the last.
+        Ok(self.events_page(&q, |_| 0)?.items)
     }
 
     /// A page of commands matching `q`.
@@ -251,11 +252,16 @@ impl Index {
     /// # Errors
     /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
     pub fn list_events(&self, q: &Query) -> Result<Page<EventView>> {
+        self.events_page(q, |v: &EventView| {
+            map_weight(&v.event.data) + v.event.key.len() + v.event.action.len()
+        })
+    }
+
+    /// [`Index::list_events`], each page's bytes reckoned by `weigh`.
+    fn events_page(&self, q: &Query, weigh: fn(&EventView) -> usize) -> Result<Page<EventView>> {
         let path = &self.inner.path;
         let txn = self.read_txn()?;
-        let mut c = Collector::new(q.effective_limit(), |v: &EventView| {
-            map_weight(&v.event.data) + v.event.key.len() + v.event.action.len()
-        });
+        let mut c = Collector::new(q.effective_limit(), weigh);
         let Some((lo, hi)) = id_range(q) else {
             return Ok(c.page());
         };

@@ -83,8 +83,14 @@ impl Processing {
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + PROCESSING_GRACE;
         let mut first = Ok(());
+        let mut abandoned = false;
         loop {
-            let done = match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+            let next = if abandoned {
+                Ok(self.tasks.join_next().await)
+            } else {
+                tokio::time::timeout_at(deadline, self.tasks.join_next()).await
+            };
+            let done = match next {
                 Ok(Some(done)) => done,
                 Ok(None) => break,
                 Err(_) => {
@@ -94,6 +100,7 @@ impl Processing {
                          their commands are sent again at the next start"
                     );
                     self.tasks.abort_all();
+                    abandoned = true;
                     continue;
                 }
             };

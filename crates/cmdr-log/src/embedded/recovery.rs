@@ -85,6 +85,9 @@ pub(crate) fn recover_topic(
                     continue;
                 }
                 seg.load_or_rebuild_index(config.index_interval_bytes, max)?;
+                // A rebuild leaves its index files open; a sealed segment
+                // keeps one descriptor only.
+                seg.close_index_files();
                 segs.push(Arc::new(seg));
                 continue;
             }
