@@ -21,115 +21,147 @@ pub(crate) const MAX_EXPANDED_NODES: u64 = 1_000_000;
 /// Deepest chain of nesting and references followed while measuring.
 const MAX_DEPTH: usize = 1_024;
 
-/// Why `schema` would make validation too costly, if it would.
+/// Why `schema` would make validation too costly (or could not be measured),
+/// if so.
 pub(crate) fn too_costly(schema: &Value) -> Option<String> {
     let mut walker = Walker {
         root: schema,
-        names: HashMap::new(),
+        resources: HashMap::new(),
+        anchors: HashMap::new(),
+        resource_of: HashMap::new(),
         sizes: HashMap::new(),
         open: HashSet::new(),
     };
-    walker.collect_names(schema, 0);
+    walker.index(schema, schema, 0);
     match walker.size(schema, 0) {
-        Some(n) if n <= MAX_EXPANDED_NODES => None,
-        Some(_) => Some(format!(
+        Ok((n, _)) if n <= MAX_EXPANDED_NODES => None,
+        Ok(_) => Some(format!(
             "the schema expands, through its $refs, to more than {MAX_EXPANDED_NODES} nodes: \
              validating a command against it would take too long"
         )),
-        None => Some(format!(
-            "the schema nests and refers more than {MAX_DEPTH} levels deep"
-        )),
+        Err(why) => Some(why),
     }
 }
 
 struct Walker<'a> {
     root: &'a Value,
-    /// `$anchor`, `$dynamicAnchor` (as `#name`) and `$id` targets.
-    names: HashMap<String, &'a Value>,
-    /// Expanded size of each node measured, by address.
+    /// Schema resources by their `$id`, as written.
+    resources: HashMap<&'a str, &'a Value>,
+    /// `$anchor` and `$dynamicAnchor` targets, by (resource, name).
+    anchors: HashMap<(usize, &'a str), &'a Value>,
+    /// The resource (nearest `$id`, else the root) of each object, by address.
+    resource_of: HashMap<usize, &'a Value>,
+    /// Expanded size of each node measured, by address (only sizes that
+    /// did not meet an open node: those depend on the way in).
     sizes: HashMap<usize, u64>,
     /// Nodes being measured: a reference to one of them is recursion.
     open: HashSet<usize>,
 }
 
+/// A node's address: its identity while the document is borrowed.
+fn addr(v: &Value) -> usize {
+    v as *const Value as usize
+}
+
 impl<'a> Walker<'a> {
-    fn collect_names(&mut self, v: &'a Value, depth: usize) {
+    /// Records resources, anchors and each object's resource.
+    fn index(&mut self, v: &'a Value, resource: &'a Value, depth: usize) {
         if depth > MAX_DEPTH {
             return;
         }
         match v {
             Value::Object(map) => {
+                let resource = match map.get("$id") {
+                    Some(Value::String(id)) => {
+                        self.resources.insert(id.trim_end_matches('#'), v);
+                        v
+                    }
+                    _ => resource,
+                };
+                self.resource_of.insert(addr(v), resource);
                 for key in ["$anchor", "$dynamicAnchor"] {
                     if let Some(Value::String(name)) = map.get(key) {
-                        self.names.insert(format!("#{name}"), v);
+                        self.anchors.insert((addr(resource), name), v);
                     }
                 }
-                if let Some(Value::String(id)) = map.get("$id") {
-                    self.names.insert(id.clone(), v);
-                }
                 for child in map.values() {
-                    self.collect_names(child, depth + 1);
+                    self.index(child, resource, depth + 1);
                 }
             }
             Value::Array(items) => {
                 for child in items {
-                    self.collect_names(child, depth + 1);
+                    self.index(child, resource, depth + 1);
                 }
             }
             _ => {}
         }
     }
 
-    /// What `reference` points to, when it is in this document.
-    fn resolve(&self, reference: &str) -> Option<&'a Value> {
-        if let Some(target) = self.names.get(reference) {
-            return Some(target);
-        }
-        let pointer = reference.strip_prefix('#')?;
-        if pointer.is_empty() {
-            return Some(self.root);
-        }
-        let decoded = percent_decode(pointer);
-        self.root.pointer(&decoded)
+    /// What `reference`, written in object `at`, points to.
+    fn resolve(&self, reference: &str, at: &'a Value) -> Result<&'a Value, String> {
+        let (uri, fragment) = reference.split_once('#').unwrap_or((reference, ""));
+        let resource = if uri.is_empty() {
+            self.resource_of
+                .get(&addr(at))
+                .copied()
+                .unwrap_or(self.root)
+        } else {
+            self.resources.get(uri).copied().ok_or_else(|| {
+                format!(
+                    "$ref {reference:?} names no $id of this schema as written \
+                     (the schema's cost cannot be checked)"
+                )
+            })?
+        };
+        let target = if fragment.is_empty() {
+            Some(resource)
+        } else if fragment.starts_with('/') {
+            resource.pointer(&percent_decode(fragment))
+        } else {
+            self.anchors.get(&(addr(resource), fragment)).copied()
+        };
+        target.ok_or_else(|| {
+            format!("$ref {reference:?} points nowhere in this schema (its cost cannot be checked)")
+        })
     }
 
-    /// Nodes `v` expands to, or `None` past [`MAX_DEPTH`].
-    fn size(&mut self, v: &'a Value, depth: usize) -> Option<u64> {
+    /// Nodes `v` expands to, and whether that met a node being measured.
+    fn size(&mut self, v: &'a Value, depth: usize) -> Result<(u64, bool), String> {
         if depth > MAX_DEPTH {
-            return None;
+            return Err(format!(
+                "the schema nests and refers more than {MAX_DEPTH} levels deep"
+            ));
         }
-        let at = v as *const Value as usize;
+        let at = addr(v);
         if let Some(&n) = self.sizes.get(&at) {
-            return Some(n);
+            return Ok((n, false));
         }
         if !self.open.insert(at) {
-            return Some(1);
+            return Ok((1, true));
         }
-        let mut n: u64 = 1;
+        let (mut n, mut met_open) = (1u64, false);
         let children: Vec<(Option<&str>, &'a Value)> = match v {
             Value::Object(map) => map.iter().map(|(k, c)| (Some(k.as_str()), c)).collect(),
             Value::Array(items) => items.iter().map(|c| (None, c)).collect(),
             _ => Vec::new(),
         };
         for (key, child) in children {
-            let reference = match (key, child) {
-                (Some("$ref" | "$dynamicRef"), Value::String(r)) => Some(r.as_str()),
-                _ => None,
+            let target = match (key, child) {
+                (Some("$ref" | "$dynamicRef"), Value::String(r)) => self.resolve(r, v)?,
+                _ => child,
             };
-            let target = match reference {
-                Some(r) => self.resolve(r),
-                None => Some(child),
-            };
-            if let Some(target) = target {
-                n = n.saturating_add(self.size(target, depth + 1)?);
-            }
+            let (size, open) = self.size(target, depth + 1)?;
+            n = n.saturating_add(size);
+            met_open |= open;
             if n > MAX_EXPANDED_NODES {
                 break;
             }
         }
         self.open.remove(&at);
-        self.sizes.insert(at, n);
-        Some(n)
+        if !met_open {
+            self.sizes.insert(at, n);
+        }
+        Ok((n, met_open))
     }
 }
 
@@ -226,5 +258,63 @@ mod tests {
         let schema = json!({"$defs": defs, "$ref": "#/$defs/d0"});
         let why = too_costly(&schema).expect("refused");
         assert!(why.contains("levels deep"), "{why}");
+    }
+
+    /// The doubling chain behind an `$id` of the root, or of an embedded
+    /// resource.
+    #[test]
+    fn references_through_ids_are_followed() {
+        let mut defs = serde_json::Map::new();
+        defs.insert("a0".into(), json!({"type": "object"}));
+        for n in 1..=40 {
+            let prev = format!("urn:r#/$defs/a{}", n - 1);
+            defs.insert(
+                format!("a{n}"),
+                json!({"allOf": [{"$ref": prev}, {"$ref": prev}]}),
+            );
+        }
+        let schema = json!({"$id": "urn:r", "$defs": defs, "$ref": "urn:r#/$defs/a40"});
+        assert!(too_costly(&schema).is_some());
+        let inner = doubling(40);
+        let mut embedded = inner.clone();
+        embedded["$id"] = json!("urn:inner");
+        let schema = json!({"$defs": {"inner": embedded}, "$ref": "urn:inner"});
+        assert!(too_costly(&schema).is_some());
+    }
+
+    #[test]
+    fn a_reference_that_cannot_be_followed_is_refused() {
+        let why = too_costly(&json!({"$ref": "other.json#/x"})).expect("refused");
+        assert!(why.contains("names no $id"), "{why}");
+    }
+
+    /// Recursion met on one way in must not make a node look cheap on
+    /// another.
+    #[test]
+    fn sizes_cut_by_recursion_are_not_reused() {
+        let mut defs = serde_json::Map::new();
+        defs.insert(
+            "x".into(),
+            json!({"allOf": [{"$ref": "#/$defs/b14"}, {"$ref": "#/$defs/y"}]}),
+        );
+        defs.insert(
+            "y".into(),
+            json!({"properties": {"p": {"$ref": "#/$defs/x"}}}),
+        );
+        defs.insert("b0".into(), json!({"type": "object"}));
+        defs.insert("z0".into(), json!({"$ref": "#/$defs/y"}));
+        for n in 1..=14 {
+            let (b, z) = (format!("#/$defs/b{}", n - 1), format!("#/$defs/z{}", n - 1));
+            defs.insert(
+                format!("b{n}"),
+                json!({"allOf": [{"$ref": b}, {"$ref": b}]}),
+            );
+            defs.insert(
+                format!("z{n}"),
+                json!({"allOf": [{"$ref": z}, {"$ref": z}]}),
+            );
+        }
+        let schema = json!({"$defs": defs, "$ref": "#/$defs/z14"});
+        assert!(too_costly(&schema).is_some());
     }
 }
