@@ -43,8 +43,8 @@ pub enum IndexError {
     /// The indexer task stopped (it failed earlier, or was shut down).
     #[error("the indexer is not running")]
     Stopped,
-    /// The database panicked: its file is damaged (`cmdr reindex`, or a
-    /// restart, which wipes a file that cannot be opened, rebuilds it).
+    /// The database panicked: its file is damaged. The next open rebuilds it
+    /// (so does `cmdr reindex`).
     #[error(
         "the index database failed ({0}); its file may be damaged: `cmdr reindex` rebuilds it"
     )]

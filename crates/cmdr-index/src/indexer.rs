@@ -704,6 +704,14 @@ fn write_until_closed(index: &Index, rx: mpsc::Receiver<Batch>) -> Result<()> {
     index.inner.progress.send_modify(|g| *g += 1);
     if let Err(e) = &result {
         tracing::error!(error = %e, "indexer stopped");
+        if e.is_damage() {
+            // The file opens but a page of it is broken: the next open
+            // rebuilds it rather than stop again on the same page.
+            let marker = crate::damage_marker(&index.inner.path);
+            if let Err(e) = std::fs::write(&marker, b"") {
+                tracing::error!(error = %e, marker = %marker.display(), "could not mark the index for a rebuild; run `cmdr reindex`");
+            }
+        }
     }
     result
 }

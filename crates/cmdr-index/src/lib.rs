@@ -176,7 +176,13 @@ impl Index {
                 Ok(other) => other,
             }
         };
-        let (db, positions) = match open(&path)? {
+        let marker = damage_marker(&path);
+        let marked = marker.exists();
+        if marked {
+            tracing::warn!(path = %path.display(), "the indexer found this index damaged; rebuilding it from the log");
+        }
+        let opened = if marked { None } else { open(&path)? };
+        let (db, positions) = match opened {
             Some(opened) => opened,
             None => {
                 Self::wipe(&path)?;
@@ -186,6 +192,9 @@ impl Index {
                 (db, positions)
             }
         };
+        if marked {
+            let _ = std::fs::remove_file(&marker);
+        }
         let (progress, _) = watch::channel(0);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -377,6 +386,14 @@ impl Index {
     pub fn waiters(&self) -> &Arc<Waiters> {
         &self.inner.waiters
     }
+}
+
+/// The file whose presence says the index at `path` must be rebuilt (its
+/// indexer found it damaged).
+pub(crate) fn damage_marker(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".damaged");
+    std::path::PathBuf::from(name)
 }
 
 /// Each indexed partition's next offset to index, by (topic, partition).
