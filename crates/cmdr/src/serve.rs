@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -201,30 +202,33 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let fault: Arc<Mutex<Option<String>>> = Arc::default();
     let fault_seen = Arc::clone(&fault);
     let watched_log = log.clone();
+    // Set once shutdown has begun for any reason but a signal: then the
+    // first signal already forces the exit.
+    let stopping_anyway = Arc::new(AtomicBool::new(false));
+    let force = tokio::spawn(force_exit_on_second_signal(Arc::clone(&stopping_anyway)));
     let shutdown = async move {
         let why = tokio::select! {
             () = shutdown_signal() => None,
-            () = failed => None,
+            () = failed => Some(String::new()),
             () = stopped(&watched) => Some("the indexer stopped".to_string()),
             why = log_failed(watched_log.as_ref()) => {
                 Some(format!("the log cannot take appends until restarted: {why}"))
             }
         };
         if let Some(why) = why {
-            tracing::error!("{why}; shutting down");
-            *fault_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            stopping_anyway.store(true, Ordering::Release);
+            if !why.is_empty() {
+                tracing::error!("{why}; shutting down");
+                *fault_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
         }
-        tokio::spawn(async {
-            shutdown_signal().await;
-            tracing::warn!("second signal: exiting now (acknowledged commands are on disk)");
-            std::process::exit(1);
-        });
     };
     let served = cmdr_gateway::serve_router(listener, state, router, shutdown).await;
     let processed = processing.shutdown().await;
     // Every step runs even if an earlier one failed; the first error is reported.
     let indexed = indexer.shutdown().await.context("stopping the indexer");
     let synced = log.sync().await.context("syncing the log");
+    force.abort();
     served?;
     processed?;
     indexed?;
@@ -273,6 +277,23 @@ async fn log_failed(log: &dyn Log) -> String {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Some(why) = log.failure() {
             return why;
+        }
+    }
+}
+
+/// Exits the process at the second SIGTERM/SIGINT (the first starts the
+/// graceful shutdown), or at the first once `stopping_anyway` is set. Every
+/// acknowledged command is already on disk.
+async fn force_exit_on_second_signal(stopping_anyway: Arc<AtomicBool>) {
+    let mut signals = 0;
+    loop {
+        shutdown_signal().await;
+        signals += 1;
+        if signals >= 2 || stopping_anyway.load(Ordering::Acquire) {
+            tracing::warn!(
+                "another signal during shutdown: exiting now (acknowledged commands are on disk)"
+            );
+            std::process::exit(1);
         }
     }
 }
