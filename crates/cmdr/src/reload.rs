@@ -46,15 +46,27 @@ pub fn on_sighup(args: &ServeArgs, settings: &Settings) {
 
 #[cfg(unix)]
 async fn reload_on(mut hangups: tokio::signal::unix::Signal, what: Reloadable) {
+    let what = Arc::new(what);
     while hangups.recv().await.is_some() {
         if what.config_file.is_none() && what.tls.is_none() {
             tracing::info!("SIGHUP: nothing to reload (no --config file, no HTTPS)");
             continue;
         }
-        if let Some(path) = &what.config_file {
-            reload_tokens(path, &what.args, what.tokens.as_ref());
+        // Files, PEM parsing and maybe a host name lookup: off the runtime.
+        let reload = Arc::clone(&what);
+        if let Err(e) = tokio::task::spawn_blocking(move || reload.now()).await {
+            tracing::error!(error = %e, "the reload failed; nothing changed");
         }
-        if let Some((files, tls)) = &what.tls {
+    }
+}
+
+impl Reloadable {
+    /// Rereads and swaps in what validates.
+    fn now(&self) {
+        if let Some(path) = &self.config_file {
+            reload_tokens(path, &self.args, self.tokens.as_ref());
+        }
+        if let Some((files, tls)) = &self.tls {
             match files.load() {
                 Ok(config) => {
                     tls.replace(config);
