@@ -30,6 +30,16 @@ fn open_files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// Index files (of any segment of topic `t`) this process has open.
+fn index_files_open(dir: &tempfile::TempDir) -> usize {
+    let topic = dir.path().canonicalize().unwrap().join("topics/t");
+    open_files_under(dir.path())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x != "log"))
+        .filter(|p| p.starts_with(&topic))
+        .count()
+}
+
 #[tokio::test]
 async fn appends_read_back_across_segments_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,12 +75,12 @@ async fn appends_read_back_across_segments_and_reopen() {
     assert_eq!(log.offset_for_timestamp("t", 0, 99_999).await.unwrap(), 500);
     // A sealed segment holds one file descriptor, its records: the index
     // files are only open while the segment is active.
-    let index_fds = open_files_under(dir.path())
-        .iter()
-        .filter(|p| p.extension().is_some_and(|x| x != "log"))
-        .filter(|p| p.starts_with(dir.path().canonicalize().unwrap().join("topics/t")))
-        .count();
-    assert_eq!(index_fds, 2, "{:?}", open_files_under(dir.path()));
+    assert_eq!(
+        index_files_open(&dir),
+        2,
+        "{:?}",
+        open_files_under(dir.path())
+    );
     drop(log);
 
     let segments = std::fs::read_dir(dir.path().join("topics/t/0"))
@@ -94,12 +104,12 @@ async fn appends_read_back_across_segments_and_reopen() {
         }
     }
     let log = EmbeddedLog::open(config(&dir)).await.unwrap();
-    let index_fds = open_files_under(dir.path())
-        .iter()
-        .filter(|p| p.extension().is_some_and(|x| x != "log"))
-        .filter(|p| p.starts_with(dir.path().canonicalize().unwrap().join("topics/t")))
-        .count();
-    assert_eq!(index_fds, 2, "{:?}", open_files_under(dir.path()));
+    assert_eq!(
+        index_files_open(&dir),
+        2,
+        "{:?}",
+        open_files_under(dir.path())
+    );
     assert!(log.truncations().is_empty());
     let info = log.topic("t").await.unwrap();
     assert_eq!(info.partitions[0].end_offset, 500);
