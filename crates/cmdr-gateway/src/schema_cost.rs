@@ -116,7 +116,7 @@ impl<'a> Walker<'a> {
         let target = if fragment.is_empty() {
             Some(resource)
         } else if fragment.starts_with('/') {
-            resource.pointer(&percent_decode(fragment))
+            resource.pointer(&percent_encoding::percent_decode_str(fragment).decode_utf8_lossy())
         } else {
             self.anchors.get(&(addr(resource), fragment)).copied()
         };
@@ -163,30 +163,6 @@ impl<'a> Walker<'a> {
         }
         Ok((n, met_open))
     }
-}
-
-/// `%XX` escapes decoded (a JSON pointer in a URI fragment may use them).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
