@@ -35,6 +35,16 @@ use crate::storage;
 /// before they are abandoned.
 pub const PROCESSING_GRACE: Duration = Duration::from_secs(5);
 
+/// Why the server began to stop.
+enum StopCause {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A processor failed (its task says why).
+    ProcessorFailed,
+    /// The indexer or the log failed: the exit is an error with this reason.
+    Fault(String),
+}
+
 /// A future resolving when `rx` turns `true`.
 async fn when_set(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
@@ -207,20 +217,21 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let stopping_anyway = Arc::new(AtomicBool::new(false));
     let force = tokio::spawn(force_exit_on_second_signal(Arc::clone(&stopping_anyway)));
     let shutdown = async move {
-        let why = tokio::select! {
-            () = shutdown_signal() => None,
-            () = failed => Some(String::new()),
-            () = stopped(&watched) => Some("the indexer stopped".to_string()),
-            why = log_failed(watched_log.as_ref()) => {
-                Some(format!("the log cannot take appends until restarted: {why}"))
-            }
+        let cause = tokio::select! {
+            () = shutdown_signal() => StopCause::Signal,
+            // Logged, and reported at exit, by the processing task.
+            () = failed => StopCause::ProcessorFailed,
+            () = stopped(&watched) => StopCause::Fault("the indexer stopped".to_string()),
+            why = log_failed(watched_log.as_ref()) => StopCause::Fault(
+                format!("the log cannot take appends until restarted: {why}"),
+            ),
         };
-        if let Some(why) = why {
+        if !matches!(cause, StopCause::Signal) {
             stopping_anyway.store(true, Ordering::Release);
-            if !why.is_empty() {
-                tracing::error!("{why}; shutting down");
-                *fault_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-            }
+        }
+        if let StopCause::Fault(why) = cause {
+            tracing::error!("{why}; shutting down");
+            *fault_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
         }
     };
     let served = cmdr_gateway::serve_router(listener, state, router, shutdown).await;
