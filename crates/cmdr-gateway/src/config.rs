@@ -37,6 +37,11 @@ pub struct GatewayConfig {
     /// Longest a shutdown waits for open connections to finish. Default
     /// [`crate::server::DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
+    /// How long a shutdown keeps serving as usual, with `/readyz` already
+    /// answering 503, before it stops accepting connections: the time a
+    /// load balancer polling readiness needs to stop sending new requests.
+    /// Default zero (stop at once).
+    pub shutdown_delay: Duration,
     /// Most connections served at once; beyond it the server stops
     /// accepting (new ones wait in the kernel's backlog) until one closes.
     /// Default [`crate::server::DEFAULT_MAX_CONNECTIONS`].
@@ -57,6 +62,7 @@ impl Default for GatewayConfig {
             tls: None,
             header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
             drain_timeout: crate::server::DRAIN_TIMEOUT,
+            shutdown_delay: Duration::ZERO,
             max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
             cors: None,
         }

@@ -45,7 +45,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let caught_up = state.inner.index.is_caught_up();
     let log =
         state.inner.log.topic(COMMANDS_TOPIC).await.is_ok() && state.inner.log.failure().is_none();
-    let shutting_down = *state.inner.shutdown.borrow();
+    let shutting_down = state.is_leaving();
     let ready = indexer && caught_up && log && !shutting_down;
     let status = if ready {
         StatusCode::OK

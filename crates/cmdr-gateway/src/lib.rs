@@ -119,7 +119,10 @@ pub enum ServeError {
 }
 
 /// Serves [`app`] on `listener` (HTTPS when [`GatewayConfig::tls`] is set)
-/// until `shutdown` resolves; then stops accepting, ends live streams, finishes in-flight requests and syncs the log.
+/// until `shutdown` resolves; then answers 503 on `/readyz`, serves on for
+/// [`GatewayConfig::shutdown_delay`] (unless `shutdown` called
+/// [`AppState::begin_shutdown`] itself, as for a fault), stops accepting,
+/// ends live streams, finishes in-flight requests and syncs the log.
 ///
 /// # Errors
 /// [`ServeError`].
@@ -145,8 +148,19 @@ pub async fn serve_router(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let signal_state = state.clone();
+    let delay = state.inner.config.shutdown_delay;
     let signal = async move {
         shutdown.await;
+        // A caller stopping for a fault has begun the shutdown itself: no delay.
+        let now = *signal_state.inner.shutdown.borrow();
+        signal_state.begin_leaving();
+        if !delay.is_zero() && !now {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "shutting down: not ready any more, serving on for the shutdown delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
         tracing::info!("shutting down: draining requests");
         signal_state.begin_shutdown();
     };

@@ -39,6 +39,10 @@ pub(crate) struct Shared {
     /// Set to `true` when the server begins shutting down, so that
     /// long-lived responses (SSE, WebSocket) end and let it drain.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Set when a shutdown was asked for: `/readyz` answers 503 from then
+    /// on, through [`GatewayConfig::shutdown_delay`] of normal service
+    /// (for load balancers to stop sending) and the drain after it.
+    pub(crate) leaving: std::sync::atomic::AtomicBool,
     /// Permits for live followers (SSE streams and WebSocket subscriptions),
     /// [`crate::MAX_LIVE_STREAMS`] in all; when none is left, a new stream
     /// gets 503 instead of growing the number of tasks reading the log.
@@ -82,6 +86,7 @@ impl AppState {
                 events_partitions,
                 config,
                 shutdown: watch::channel(false).0,
+                leaving: std::sync::atomic::AtomicBool::new(false),
                 live: Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS)),
                 metrics: crate::metrics::Metrics::default(),
             }),
@@ -109,8 +114,27 @@ impl AppState {
         &self.inner.dead_letters
     }
 
+    /// Turns `/readyz` to 503 ahead of a shutdown, while everything else is
+    /// served as before (called by [`crate::serve`] when its shutdown
+    /// future resolves, [`GatewayConfig::shutdown_delay`] before
+    /// [`AppState::begin_shutdown`]).
+    pub fn begin_leaving(&self) {
+        self.inner
+            .leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a shutdown was asked for (see [`AppState::begin_leaving`]).
+    pub fn is_leaving(&self) -> bool {
+        self.inner
+            .leaving
+            .load(std::sync::atomic::Ordering::Relaxed)
+            || *self.inner.shutdown.borrow()
+    }
+
     /// Tells long-lived responses to end (called by [`crate::serve`]).
     pub fn begin_shutdown(&self) {
+        self.begin_leaving();
         let _ = self.inner.shutdown.send(true);
     }
 

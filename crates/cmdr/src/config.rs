@@ -21,6 +21,8 @@
 //! header_read_timeout_s = 30    # request headers and keep-alive idle; CMDR_HEADER_READ_TIMEOUT_S
 //!                               #   (above a load balancer's idle timeout)
 //! max_connections = 10000       # served at once, more wait to be accepted; CMDR_MAX_CONNECTIONS
+//! shutdown_delay_ms = 0         # at SIGTERM, /readyz 503 but serving on this long; CMDR_SHUTDOWN_DELAY_MS
+//! drain_timeout_ms = 20000      # then longest wait for open requests to finish; CMDR_DRAIN_TIMEOUT_MS
 //! cors_origins = ["https://app.example.com"]  # browsers elsewhere ("*": any); CMDR_CORS_ORIGINS
 //! log_format = "text"           # or "json", one object per line; CMDR_LOG_FORMAT, --log-format
 //!
@@ -55,6 +57,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const MAX_PARTITIONS: u32 = 1024;
 /// Largest `header_read_timeout_s`: a day.
 pub const MAX_HEADER_READ_TIMEOUT_S: u64 = 86_400;
+/// Largest `shutdown_delay_ms` and `drain_timeout_ms`: an hour.
+pub const MAX_SHUTDOWN_MS: u64 = 3_600_000;
 /// Largest `max_connections`.
 pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 
@@ -147,6 +151,13 @@ pub struct ServeArgs {
     /// backlog until one closes. Default 10000.
     #[arg(long, env = "CMDR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// At SIGTERM/SIGINT, how long to keep serving with /readyz already
+    /// answering 503 (for a load balancer to stop sending), in ms. Default 0.
+    #[arg(long, env = "CMDR_SHUTDOWN_DELAY_MS")]
+    pub shutdown_delay_ms: Option<u64>,
+    /// Longest a shutdown then waits for open requests to finish, in ms. Default 20000.
+    #[arg(long, env = "CMDR_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
     /// Origins allowed to call the API from a browser (CORS), comma
     /// separated, each an origin such as http://localhost:5173; "*" for any. Default none.
     #[arg(long = "cors-origin", env = "CMDR_CORS_ORIGINS", value_delimiter = ',')]
@@ -179,6 +190,8 @@ struct FileConfig {
     webhook_ca_cert: Option<PathBuf>,
     header_read_timeout_s: Option<u64>,
     max_connections: Option<usize>,
+    shutdown_delay_ms: Option<u64>,
+    drain_timeout_ms: Option<u64>,
     cors_origins: Option<Vec<String>>,
     log_format: Option<LogFormat>,
     tokens: Option<Vec<TokenEntry>>,
@@ -310,6 +323,8 @@ impl Settings {
             webhook_ca_cert: None,
             header_read_timeout_s: None,
             max_connections: None,
+            shutdown_delay_ms: None,
+            drain_timeout_ms: None,
             cors_origins: Vec::new(),
             log_format: None,
         };
@@ -378,6 +393,25 @@ impl Settings {
                 bail!("max_connections must be from 1 to {MAX_MAX_CONNECTIONS}, not {n}");
             }
             gateway.max_connections = n;
+        }
+        for (name, ms, setting) in [
+            (
+                "shutdown_delay_ms",
+                args.shutdown_delay_ms.or(file.shutdown_delay_ms),
+                &mut gateway.shutdown_delay,
+            ),
+            (
+                "drain_timeout_ms",
+                args.drain_timeout_ms.or(file.drain_timeout_ms),
+                &mut gateway.drain_timeout,
+            ),
+        ] {
+            if let Some(ms) = ms {
+                if ms > MAX_SHUTDOWN_MS {
+                    bail!("{name} must be at most {MAX_SHUTDOWN_MS} (an hour), not {ms}");
+                }
+                *setting = Duration::from_millis(ms);
+            }
         }
         let origins = if args.cors_origins.is_empty() {
             file.cors_origins.unwrap_or_default()
@@ -536,6 +570,8 @@ mod tests {
             webhook_ca_cert: None,
             header_read_timeout_s: None,
             max_connections: None,
+            shutdown_delay_ms: None,
+            drain_timeout_ms: None,
             cors_origins: Vec::new(),
             log_format: None,
         }

@@ -216,6 +216,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     // first signal already forces the exit.
     let stopping_anyway = Arc::new(AtomicBool::new(false));
     let force = tokio::spawn(force_exit_on_second_signal(Arc::clone(&stopping_anyway)));
+    let stopping_state = state.clone();
     let shutdown = async move {
         let cause = tokio::select! {
             () = shutdown_signal() => StopCause::Signal,
@@ -228,6 +229,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         };
         if !matches!(cause, StopCause::Signal) {
             stopping_anyway.store(true, Ordering::Release);
+        }
+        if !matches!(cause, StopCause::Signal) {
+            // Broken: no shutdown delay (see `cmdr_gateway::serve_router`).
+            stopping_state.begin_shutdown();
         }
         if let StopCause::Fault(why) = cause {
             tracing::error!("{why}; shutting down");

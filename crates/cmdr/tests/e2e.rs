@@ -885,3 +885,53 @@ async fn idempotency_keys_lapse_after_the_configured_ttl() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("idempotency_ttl_s must be at most"), "{err}");
 }
+
+/// `--shutdown-delay-ms`: at SIGTERM `/readyz` turns 503 at once while
+/// commands are still taken, and the server stops only after the delay.
+#[tokio::test]
+async fn readiness_fails_first_and_serving_goes_on_for_the_shutdown_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &["--shutdown-delay-ms", "3000"]).await;
+    let asked = std::time::Instant::now();
+    s.signal(libc::SIGTERM);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let ready = loop {
+        let r = send(s.client.get(s.at("/readyz"))).await;
+        if r.status == 503 {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", s.output());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        ready.body["checks"]["shutting_down"], true,
+        "{}",
+        ready.text
+    );
+    // Still serving: a command is taken, and found.
+    let sent = send(
+        s.client
+            .post(s.at("/commands"))
+            .json(&json!({"action": "late", "data": {}})),
+    )
+    .await
+    .expect(202);
+    let id = sent.body["id"].as_str().unwrap().to_string();
+    send(s.client.get(s.at(&format!("/commands/{id}"))))
+        .await
+        .expect(200);
+    let status = s.wait_exit(std::time::Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let took = asked.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(2500),
+        "stopped after {took:?}"
+    );
+    // The command taken during the delay is kept.
+    let s = Server::start(&data, &[]).await;
+    send(s.client.get(s.at(&format!("/commands/{id}"))))
+        .await
+        .expect(200);
+    s.stop();
+}
