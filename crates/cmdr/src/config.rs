@@ -663,6 +663,23 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_delay_and_drain_timeout_come_from_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cmdr.toml");
+        std::fs::write(&file, "shutdown_delay_ms = 5000\ndrain_timeout_ms = 9000\n").unwrap();
+        let mut a = args(dir.path(), Some(file));
+        let g = Settings::resolve(&a).unwrap().gateway;
+        assert_eq!(g.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(g.drain_timeout, Duration::from_secs(9));
+        a.shutdown_delay_ms = Some(250);
+        let g = Settings::resolve(&a).unwrap().gateway;
+        assert_eq!(g.shutdown_delay, Duration::from_millis(250));
+        a.drain_timeout_ms = Some(MAX_SHUTDOWN_MS + 1);
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("drain_timeout_ms must be at most"), "{err}");
+    }
+
+    #[test]
     fn listen_takes_an_address_or_a_host_name() {
         assert_eq!(
             listen_address("127.0.0.1:3000").unwrap(),
