@@ -107,6 +107,24 @@ pub fn authenticated(router: Router, state: &AppState) -> Router {
     ))
 }
 
+/// `router` with a panic in a handler answered as a 500 problem (and
+/// logged), rather than by dropping the connection with no answer; the
+/// server goes on either way. No input is meant to panic a handler (see
+/// ARCHITECTURE.md); this is the net under that rule, e.g. for a damaged
+/// index file that makes the embedded database panic on a read.
+pub fn catch_panics(router: Router) -> Router {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |panic: Box<dyn std::any::Any + Send>| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            ApiError::Internal(format!("a handler panicked: {what}")).into_response()
+        },
+    ))
+}
+
 /// Errors of [`serve`].
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -166,7 +184,7 @@ pub async fn serve_router(
     };
     // Again, for the routes merged into [`app`]'s (they had none).
     let router = router.method_not_allowed_fallback(method_not_allowed);
-    let mut app = authenticated(router, &state);
+    let mut app = catch_panics(authenticated(router, &state));
     if let Some(origins) = &state.inner.config.cors {
         // Outside authentication: preflights carry no token.
         app = app.layer(cors::layer(origins));
@@ -192,4 +210,42 @@ pub async fn serve_router(
     }
     state.log().sync().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_500_problem_and_the_router_serves_on() {
+        let router = super::catch_panics(
+            axum::Router::new()
+                .route(
+                    "/boom",
+                    get(|| async {
+                        if true {
+                            panic!("index page damaged");
+                        }
+                        "unreachable"
+                    }),
+                )
+                .route("/fine", get(|| async { "fine" })),
+        );
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let res = router.clone().oneshot(get("/boom")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(res.headers()["content-type"], super::PROBLEM_JSON);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "internal");
+        // The panic's text stays in the server's log.
+        assert!(!String::from_utf8_lossy(&body).contains("damaged"));
+        let res = router.oneshot(get("/fine")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 }
