@@ -318,6 +318,23 @@ async fn intake(
         return respond(state, neg, command, Some(&json), waiter, wait).await;
     };
 
+    // Boxed: this path's future is large, and the common one should not
+    // carry (and copy) it on every request.
+    Box::pin(intake_idempotent(
+        state, neg, wait, request, principal, idem,
+    ))
+    .await
+}
+
+/// The rest of [`intake`] for a command sent with an `Idempotency-Key`.
+async fn intake_idempotent(
+    state: &AppState,
+    neg: Negotiated,
+    wait: Option<Duration>,
+    request: CommandRequest,
+    principal: &str,
+    idem: String,
+) -> ApiResult<Response> {
     let hash = request_hash(&request);
     let held = state.inner.idempotency.lock(&idem).await?;
     if let Some((id, stored)) = bound_command(state, &idem).await? {
@@ -524,7 +541,8 @@ async fn respond_with(
 ) -> ApiResult<Response> {
     let waited = waiter.is_some() && wait.is_some();
     if let (Some(waiter), Some(wait)) = (waiter, wait) {
-        match outcome_within(state, neg, command.id, waiter, wait).await {
+        // Boxed, like the idempotent path: only waits pay for its size.
+        match Box::pin(outcome_within(state, neg, command.id, waiter, wait)).await {
             Ok(Some(res)) => return Ok(res),
             Ok(None) => {}
             Err(e @ ApiError::Rejected { .. }) => return Err(e),
