@@ -554,3 +554,101 @@ async fn an_append_larger_than_a_round_may_write_is_refused_whole() {
     );
     assert_eq!(log.topic("t").await.unwrap().partitions[0].end_offset, 0);
 }
+
+/// A commit naming a topic that is not a valid name is refused with its
+/// batch: recovery reads back only commit headers with valid names, so it
+/// would be acknowledged and then lost at the next open.
+#[tokio::test]
+async fn a_commit_naming_an_invalid_topic_is_refused_with_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = in_and_out(&dir).await;
+    let bad = OffsetCommit {
+        group: "proc".into(),
+        topic: "in put".into(),
+        partition: 0,
+        next_offset: 7,
+        expected: None,
+    };
+    let appended = log
+        .append_with_commit("out", vec![Record::new("k", "v")], bad.clone())
+        .await;
+    assert!(
+        matches!(&appended, Err(LogError::InvalidTopicName(t)) if t == "in put"),
+        "{appended:?}"
+    );
+    assert_eq!(log.topic("out").await.unwrap().partitions[0].end_offset, 0);
+    assert!(matches!(
+        log.commit(bad).await,
+        Err(LogError::InvalidTopicName(_))
+    ));
+    assert_eq!(log.committed("proc", "in put", 0).await.unwrap(), None);
+}
+
+/// A topic written in a newer log format is refused at open, not taken for
+/// a torn tail and cut.
+#[tokio::test]
+async fn a_topic_in_a_newer_format_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = in_and_out(&dir).await;
+    log.append("in", vec![Record::new("k", "v")]).await.unwrap();
+    drop(log);
+    let meta = dir.path().join("topics/in/topic.json");
+    std::fs::write(&meta, br#"{"partitions":1,"format":2}"#).unwrap();
+    let opened = EmbeddedLog::open(config(&dir)).await;
+    assert!(
+        matches!(&opened, Err(LogError::Corrupt { reason, .. }) if reason.contains("newer")),
+        "{:?}",
+        opened.as_ref().err()
+    );
+    // Back to this format: the record is still there.
+    std::fs::write(&meta, br#"{"partitions":1,"format":1}"#).unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    assert_eq!(log.topic("in").await.unwrap().partitions[0].end_offset, 1);
+}
+
+/// A durable commit whose group file cannot be written fails and leaves
+/// the committed offset as it was, even when atomic commits of the same
+/// partition land while it fails: it never moves back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_durable_commit_never_moves_a_concurrent_commit_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments large enough not to roll: a roll writes the group files too.
+    let log = EmbeddedLog::open(LogConfig::new(dir.path()).max_linger(Duration::ZERO))
+        .await
+        .unwrap();
+    log.create_topic("out", 1).await.unwrap();
+    // Every write of group g's file fails: its temporary file is a folder.
+    std::fs::create_dir_all(dir.path().join("groups/.g.json.tmp")).unwrap();
+    let at = |next_offset| OffsetCommit {
+        group: "g".into(),
+        topic: "in".into(),
+        partition: 0,
+        next_offset,
+        expected: None,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = {
+        let (log, stop) = (log.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut failed = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if log.commit(at(1)).await.is_err() {
+                    failed += 1;
+                }
+            }
+            failed
+        })
+    };
+    for i in 2..1000u64 {
+        log.append_with_commit("out", vec![Record::new("k", "v")], at(i))
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            let now = log.committed("g", "in", 0).await.unwrap();
+            assert_eq!(now, Some(i), "acknowledged commit {i} moved back");
+            tokio::task::yield_now().await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(failing.await.unwrap() > 0, "no durable commit was tried");
+}

@@ -488,3 +488,23 @@ async fn a_segment_named_past_any_plausible_offset_is_refused_at_open() {
         Ok(_) => panic!("opened a log whose offsets would overflow"),
     }
 }
+
+/// Files in a partition folder named like segments but not as the log
+/// names them (`7.log`, `+0.log`, `0.log` beside `00000000000000000000.log`)
+/// are left alone: the log opens and serves every record.
+#[tokio::test]
+async fn files_not_named_as_segments_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), false).await;
+    let part = dir.path().join("topics").join(TOPIC).join("0");
+    let (_, real) = segments(dir.path()).remove(0);
+    std::fs::write(part.join("7.log"), b"").unwrap();
+    std::fs::write(part.join("+0.log"), b"garbage").unwrap();
+    std::fs::copy(&real, part.join("0.log")).unwrap();
+    let log = EmbeddedLog::open(config(dir.path(), false)).await.unwrap();
+    let (recs, error) = read_all(&log, 0, 1000).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(recs.len() as u64, N);
+    assert_intact(&recs, 0);
+    assert!(log.truncations().is_empty());
+}

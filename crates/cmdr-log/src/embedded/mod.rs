@@ -84,6 +84,14 @@ struct TopicMeta {
     format: u8,
 }
 
+/// Refuses a commit whose group or topic is not a valid name: the group
+/// names a file, and recovery reads back only commit headers with valid
+/// names (an acknowledged commit must survive a restart).
+fn validate_commit(c: &OffsetCommit) -> Result<()> {
+    validate_name(&c.group).map_err(|_| LogError::InvalidGroupName(c.group.clone()))?;
+    validate_name(&c.topic).map_err(|_| LogError::InvalidTopicName(c.topic.clone()))
+}
+
 /// The [`LogError::Fenced`] refusing commit `c` of a group at `committed`.
 pub(crate) fn fenced(c: &OffsetCommit, committed: u64) -> LogError {
     LogError::Fenced {
@@ -202,6 +210,19 @@ impl EmbeddedLog {
                 offset: None,
                 reason: format!("invalid topic metadata: {e}"),
             })?;
+            if meta.format > format::FORMAT_VERSION {
+                // Recovery would take its records for a torn tail and cut them.
+                return Err(LogError::Corrupt {
+                    path: meta_path,
+                    position: 0,
+                    offset: None,
+                    reason: format!(
+                        "topic {name:?} is in log format {}, newer than this cmdr's {}: run the newer cmdr",
+                        meta.format,
+                        format::FORMAT_VERSION
+                    ),
+                });
+            }
             if meta.partitions == 0 {
                 return Err(LogError::Corrupt {
                     path: meta_path,
@@ -343,7 +364,7 @@ impl EmbeddedLog {
         }
         let commit = match commit {
             Some(c) => {
-                validate_name(&c.group).map_err(|_| LogError::InvalidGroupName(c.group.clone()))?;
+                validate_commit(&c)?;
                 let seq = self.inner.offsets.reserve(&c)?;
                 Some(Reserved {
                     offsets: Arc::clone(&self.inner.offsets),
@@ -523,8 +544,7 @@ impl Log for EmbeddedLog {
     }
 
     async fn commit(&self, commit: OffsetCommit) -> Result<()> {
-        validate_name(&commit.group)
-            .map_err(|_| LogError::InvalidGroupName(commit.group.clone()))?;
+        validate_commit(&commit)?;
         let offsets = self.inner.offsets.clone();
         tokio::task::spawn_blocking(move || offsets.commit_durably(&commit))
             .await

@@ -128,6 +128,9 @@ impl OffsetStore {
     pub fn open(dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        // A group file renamed into place by a process killed before it
+        // synced the directory is read below as if durable: make it so.
+        sync_dir(&dir)?;
         let mut groups = HashMap::new();
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
@@ -183,21 +186,7 @@ impl OffsetStore {
     /// whether it did.
     fn set(&self, c: &OffsetCommit, seq: u64) -> bool {
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        let group = groups.entry(c.group.clone()).or_default();
-        if group.seq(&c.topic, c.partition) > seq {
-            return false;
-        }
-        group
-            .offsets
-            .entry(c.topic.clone())
-            .or_default()
-            .insert(c.partition, c.next_offset);
-        group
-            .seqs
-            .entry(c.topic.clone())
-            .or_default()
-            .insert(c.partition, seq);
-        true
+        apply(groups.entry(c.group.clone()).or_default(), c, seq)
     }
 
     /// Records commit number `seq`, already durable elsewhere (in a batch
@@ -275,37 +264,29 @@ impl OffsetStore {
     }
 
     /// Records a commit and writes its group file durably before returning;
-    /// if the file cannot be written, the commit is undone in memory too.
+    /// if the file cannot be written, memory is left as it was.
     pub fn commit_durably(&self, c: &OffsetCommit) -> Result<()> {
         let seq = self.reserve(c)?;
-        let before = {
-            let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-            groups.get(&c.group).map(|g| {
-                let offset = g.offsets.get(&c.topic).and_then(|p| p.get(&c.partition));
-                (offset.copied(), g.seq(&c.topic, c.partition))
-            })
-        };
-        self.set(c, seq);
-        let persisted = self.persist(&c.group);
-        if persisted.is_err() {
-            // Back to what this partition had (other partitions may have moved).
-            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-            let group = groups.entry(c.group.clone()).or_default();
-            let offsets = group.offsets.entry(c.topic.clone()).or_default();
-            let seqs = group.seqs.entry(c.topic.clone()).or_default();
-            match before {
-                Some((Some(offset), before_seq)) => {
-                    offsets.insert(c.partition, offset);
-                    seqs.insert(c.partition, before_seq);
-                }
-                _ => {
-                    offsets.remove(&c.partition);
-                    seqs.remove(&c.partition);
-                }
+        // Written first, taken into memory only once written: a failed
+        // write leaves memory as it was, commits that landed meanwhile
+        // (atomic ones, recorded lazily) included.
+        let written = {
+            let _writing = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let snapshot = {
+                let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+                let mut group = groups.get(&c.group).cloned().unwrap_or_default();
+                apply(&mut group, c, seq);
+                serde_json::to_vec_pretty(&group).unwrap_or_default()
+            };
+            let written = write_atomically(&self.dir, &format!("{}.json", c.group), &snapshot);
+            if written.is_ok() {
+                // Under the write lock: no older snapshot can land after it.
+                self.set(c, seq);
             }
-        }
+            written
+        };
         self.settle(c);
-        persisted
+        written
     }
 
     /// Writes every group changed in memory to its file. Callers take turns
@@ -342,6 +323,26 @@ impl OffsetStore {
         };
         write_atomically(&self.dir, &format!("{group}.json"), &snapshot)
     }
+}
+
+/// Records commit number `seq` in `group` unless a later one is recorded
+/// already (commits can land out of the order they were numbered in);
+/// returns whether it did.
+fn apply(group: &mut GroupFile, c: &OffsetCommit, seq: u64) -> bool {
+    if group.seq(&c.topic, c.partition) > seq {
+        return false;
+    }
+    group
+        .offsets
+        .entry(c.topic.clone())
+        .or_default()
+        .insert(c.partition, c.next_offset);
+    group
+        .seqs
+        .entry(c.topic.clone())
+        .or_default()
+        .insert(c.partition, seq);
+    true
 }
 
 /// Replaces `dir/name` with `data` so that a crash leaves the old or the new

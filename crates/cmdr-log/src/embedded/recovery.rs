@@ -204,6 +204,18 @@ pub(crate) fn recover_topic(
             .last()
             .cloned()
             .ok_or_else(|| LogError::Closed("partition without segments".into()))?;
+        // What a killed process wrote but never synced survives in the page
+        // cache and is read back above as if durable; appends after this
+        // open count on it (a roll seals the segment without syncing it
+        // again), so make it durable now. Only the active segment, and the
+        // sealed one before it when the active one is empty (a crash right
+        // after a roll), can hold unsynced bytes.
+        active.sync()?;
+        if active.visible_size() == 0 {
+            if let Some(prev) = st.segs.len().checked_sub(2).and_then(|i| st.segs.get(i)) {
+                prev.sync()?;
+            }
+        }
         // Recover offsets committed atomically with appends (all still in the active segment).
         let (pos, at) = (0, active.base);
         let scan = active.scan_from(pos, at, max, |_, _, _| true)?;
@@ -234,11 +246,15 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         if path.extension().and_then(|e| e.to_str()) != Some("log") {
             continue;
         }
-        if let Some(base) = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u64>().ok())
-        {
+        let stem = path.file_stem().and_then(|s| s.to_str());
+        if let Some(base) = stem.and_then(|s| s.parse::<u64>().ok()) {
+            if stem != Some(super::segment::stem(base).as_str()) {
+                // Not a name the log writes (`7.log`, `+7.log`): opening the
+                // segment by its canonical name would miss it or open
+                // another file twice.
+                tracing::warn!(file = %path.display(), "ignoring a file that is not a log segment");
+                continue;
+            }
             // No log reaches 2^63 records: such a name is damage, and
             // offsets counted on from it would overflow.
             if base > MAX_BASE_OFFSET {
