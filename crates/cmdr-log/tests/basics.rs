@@ -652,3 +652,38 @@ async fn a_failed_durable_commit_never_moves_a_concurrent_commit_back() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(failing.await.unwrap() > 0, "no durable commit was tried");
 }
+
+/// Appends queued together that exceed a round's byte budget are split
+/// over several rounds, none lost or reordered within a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_beyond_a_rounds_budget_wait_for_the_next_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir);
+    // Three records a round, about.
+    c.max_round_bytes = 1024;
+    let log = EmbeddedLog::open(c).await.unwrap();
+    log.create_topic("in", 1).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let value = format!("{i:04}-{}", "x".repeat(300));
+            log.append("in", vec![Record::new(format!("k{}", i % 4), value)])
+                .await
+                .unwrap()
+        }));
+    }
+    let done = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(tasks))
+        .await
+        .expect("every append answered");
+    assert_eq!(done.len(), 200);
+    let mut seen = std::collections::HashSet::new();
+    let mut next = 0;
+    while next < 200 {
+        for r in log.read("in", 0, next, 1000).await.unwrap() {
+            assert!(seen.insert(r.value[..4].to_vec()), "record twice");
+            next = r.offset + 1;
+        }
+    }
+    assert_eq!(seen.len(), 200);
+}

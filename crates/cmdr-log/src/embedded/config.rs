@@ -42,7 +42,9 @@ pub struct LogConfig {
     pub max_record_bytes: usize,
     /// Bytes between two sparse index entries. Default 4 KiB.
     pub index_interval_bytes: u32,
-    /// Most bytes gathered into one write round (group commit). Default 8 MiB.
+    /// Most bytes (as encoded) gathered into one write round (group
+    /// commit), unless one append alone is larger; taken as at most
+    /// [`MAX_BATCH_BYTES`]. Default 8 MiB.
     pub max_round_bytes: usize,
     /// Appends waiting for a round, per topic, before `append` waits for room. Default 65,536.
     pub queue_depth: usize,

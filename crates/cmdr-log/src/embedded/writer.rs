@@ -16,7 +16,7 @@ use super::format::{self, RecordRef, FLAG_ROUND_END};
 use super::offsets::{sync_dir, CommitHeader, OffsetStore, COMMIT_HEADER};
 use super::partition::Partition;
 use super::segment::Segment;
-use super::{LogConfig, Reserved, SyncMode};
+use super::{LogConfig, Reserved, SyncMode, MAX_BATCH_BYTES};
 use crate::{partition_for_key, Appended, Header, LogError, Record, Result};
 
 /// A request to a topic writer.
@@ -184,7 +184,13 @@ impl TopicWriter {
         let mut last_sync = Instant::now();
         let mut appends = Vec::new();
         let mut syncs = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
+        // A round writes at most this much, or one append if larger (at
+        // most MAX_BATCH_BYTES): a segment's positions stay within `u32`.
+        let round_max = self.config.max_round_bytes.min(MAX_BATCH_BYTES);
+        // An append taken off the queue that did not fit its round: the next
+        // round's first.
+        let mut carry = None;
+        while let Some(first) = carry.take().or_else(|| rx.blocking_recv()) {
             let mut bytes = 0usize;
             let mut next = Some(first);
             let mut deadline = None;
@@ -196,19 +202,34 @@ impl TopicWriter {
                             commit,
                             reply,
                         } => {
-                            bytes += records.iter().map(|r| r.value.len() + 64).sum::<usize>();
+                            let size = records
+                                .iter()
+                                .map(|r| {
+                                    format::encoded_len(r.key.as_deref(), &r.headers, &r.value)
+                                })
+                                .sum::<usize>();
+                            if !appends.is_empty() && bytes.saturating_add(size) > round_max {
+                                carry = Some(Request::Append {
+                                    records,
+                                    commit,
+                                    reply,
+                                });
+                                break;
+                            }
+                            bytes += size;
                             appends.push((records, commit, reply));
                         }
                         Request::Sync { reply } => syncs.push(reply),
                     }
-                    if bytes < self.config.max_round_bytes {
+                    if bytes < round_max {
                         next = rx.try_recv().ok();
                     }
                 }
-                if self.config.sync != SyncMode::Always
+                if carry.is_some()
+                    || self.config.sync != SyncMode::Always
                     || self.config.max_linger.is_zero()
                     || appends.is_empty()
-                    || bytes >= self.config.max_round_bytes
+                    || bytes >= round_max
                     || appends.len() >= self.in_flight.count()
                 {
                     break;
