@@ -61,8 +61,9 @@ struct Inner {
     coordinator: consumer::Coordinator,
     truncations: Vec<Truncation>,
     /// Holds an exclusive `flock` on `<dir>/LOCK` while the log is open, so
-    /// two processes never write one log.
-    _lock: std::fs::File,
+    /// two processes never write one log. Every writer thread holds it too,
+    /// until it has finished its last write and sync.
+    lock: Arc<std::fs::File>,
 }
 
 /// An open topic: its partitions and its writer's queue.
@@ -145,8 +146,12 @@ pub(crate) fn validate_name(name: &str) -> std::result::Result<(), ()> {
     }
 }
 
-/// Takes an exclusive, non-blocking `flock` on `<dir>/LOCK` (released when
-/// the returned file is closed, also when the process dies).
+/// Further tries, 20 ms apart, to lock a locked log directory.
+const LOCK_RETRIES: u32 = 50;
+
+/// Takes an exclusive `flock` on `<dir>/LOCK` (released when the returned
+/// file and its clones are closed, also when the process dies), trying
+/// for about a second.
 fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let path = dir.join("LOCK");
@@ -156,16 +161,23 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
-    // SAFETY: flock on a file descriptor we own; no memory is shared.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(LogError::Locked(dir.to_path_buf()));
+    // A log of this process dropped just now holds the lock until its
+    // writer threads have finished their last sync: a moment, worth a wait.
+    for attempt in 0..=LOCK_RETRIES {
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(file);
         }
-        return Err(LogError::io(format!("locking {}", path.display()), err));
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(LogError::io(format!("locking {}", path.display()), err));
+        }
+        if attempt < LOCK_RETRIES {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
-    Ok(file)
+    Err(LogError::Locked(dir.to_path_buf()))
 }
 
 impl EmbeddedLog {
@@ -185,7 +197,7 @@ impl EmbeddedLog {
         let topics_dir = config.dir.join("topics");
         std::fs::create_dir_all(&topics_dir)
             .map_err(|e| LogError::io(format!("creating {}", topics_dir.display()), e))?;
-        let lock = lock_dir(&config.dir)?;
+        let lock = Arc::new(lock_dir(&config.dir)?);
         let offsets = Arc::new(OffsetStore::open(config.dir.join("groups"))?);
         // The entries of `topics/` and `groups/` themselves, durable.
         sync_dir(&config.dir)?;
@@ -231,8 +243,14 @@ impl EmbeddedLog {
                     reason: "invalid topic metadata: a topic has at least one partition".into(),
                 });
             }
-            let (handle, cut) =
-                Self::open_topic(&config, &offsets, &entry.path(), &name, meta.partitions)?;
+            let (handle, cut) = Self::open_topic(
+                &config,
+                &offsets,
+                &lock,
+                &entry.path(),
+                &name,
+                meta.partitions,
+            )?;
             truncations.extend(cut);
             topics.insert(name, handle);
         }
@@ -244,7 +262,7 @@ impl EmbeddedLog {
                 offsets,
                 coordinator: consumer::Coordinator::default(),
                 truncations,
-                _lock: lock,
+                lock,
             }),
         })
     }
@@ -252,6 +270,7 @@ impl EmbeddedLog {
     fn open_topic(
         config: &LogConfig,
         offsets: &Arc<OffsetStore>,
+        lock: &Arc<std::fs::File>,
         dir: &Path,
         name: &str,
         partitions: u32,
@@ -271,9 +290,14 @@ impl EmbeddedLog {
         if let SyncMode::Interval(every) = config.sync {
             writer::spawn_ticker(tx.downgrade(), every);
         }
+        let lock = Arc::clone(lock);
         std::thread::Builder::new()
             .name(format!("cmdr-log-{name}"))
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                writer.run(rx);
+                // Only now may another process open the log.
+                drop(lock);
+            })
             .map_err(|e| LogError::io(format!("starting the writer of topic {name}"), e))?;
         Ok((
             Arc::new(TopicHandle {
@@ -457,6 +481,7 @@ impl Log for EmbeddedLog {
             let (handle, _) = Self::open_topic(
                 &this.inner.config,
                 &this.inner.offsets,
+                &this.inner.lock,
                 &dir,
                 &name,
                 partitions,
