@@ -371,7 +371,7 @@ fn admin_paths() -> Value {
                 "parameters": [processor_name_param()],
                 "responses": {"200": json_ok("The registration.", "Processor"), "404": problem("No such processor."), "500": shared("Internal"), "503": shared("Unavailable")}},
             "put": {"summary": "Register or replace a webhook processor",
-                "description": "cmdr POSTs each command of `actions` to `url` and reads the answer: 200 {events: [...]} accepts, 422 {rejection: {code, message, details}} rejects, anything else is retried with backoff; after the last attempt the command is rejected with `processing-failed` and a dead letter is kept (GET /dead-letters). Its position is kept under consumer group webhook-{name}: re-registering the same name continues where it left off. Protocol: crates/cmdr-processor/WEBHOOKS.md.",
+                "description": "cmdr POSTs each command of `actions` to `url` and reads the answer: 200 {events: [...]} accepts, 422 {rejection: {code, message, details}} rejects, anything else is retried with backoff; after the last attempt the command is rejected with `processing-failed` and a dead letter is kept (GET /dead-letters). Its position is kept under consumer group webhook-{name}.{hash of its actions}: re-registering the same name with the same actions continues where it left off; with other actions it goes over the commands topic again, skipping commands that already have an outcome. Protocol: crates/cmdr-processor/WEBHOOKS.md.",
                 "parameters": [processor_name_param()],
                 "requestBody": {"required": true, "description": JSON_BODY, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProcessorRequest"}}}},
                 "responses": {

@@ -51,7 +51,7 @@ fn processor_json(name: &str, r: &WebhookRegistration) -> Value {
         "url": r.url,
         // The secret itself is never shown.
         "signed": r.secret.is_some(),
-        "group": group_name(name),
+        "group": group_name(name, &r.actions),
         "links": {
             "self": format!("/processors/{name}"),
             "dead_letters": format!("/dead-letters?processor={name}"),

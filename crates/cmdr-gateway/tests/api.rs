@@ -973,7 +973,9 @@ async fn processors_are_registered_read_and_deleted() {
     let r = call(&h, put("/processors/payments", reg.clone())).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.headers["location"], "/processors/payments");
-    assert_eq!(r.body["group"], "webhook-payments");
+    let group = cmdr_processor::webhook::runner::group_name("payments", &["pay".into()]);
+    assert_eq!(r.body["group"], group.as_str());
+    assert!(group.starts_with("webhook-payments."), "{group}");
     let records = h.log.topic("_cmdr_processors").await.unwrap().partitions[0].end_offset;
     // Identical: 200 and nothing written; changed: 200 and written.
     let r = call(&h, put("/processors/payments", reg)).await;

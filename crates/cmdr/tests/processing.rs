@@ -413,6 +413,76 @@ async fn an_action_moved_to_another_processor_is_not_sent_again_for_settled_comm
     s.stop();
 }
 
+/// Actions given to a processor that already runs are handled for the
+/// commands sent before too: those another processor left unsettled, and
+/// those sent while nobody had the action (the processor had passed over
+/// both while it did not have their actions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_added_to_a_running_processor_are_handled_for_earlier_commands() {
+    let (base, ep, _gate) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Alpha's calls fail until it is deleted; it retries, so its commands
+    // stay pending.
+    let flags = [
+        "--webhook-timeout-ms",
+        "300",
+        "--webhook-max-attempts",
+        "100",
+        "--webhook-backoff-ms",
+        "200",
+        "--webhook-max-backoff-ms",
+        "500",
+    ];
+    let s = Server::start(&dir.path().join("data"), &flags).await;
+    let c = client();
+    register(&s, "alpha", &["pay"], &format!("{base}/down"))
+        .await
+        .expect(201);
+    register(&s, "beta", &["ship"], &format!("{base}/ok-too"))
+        .await
+        .expect(201);
+    let mut ids = Vec::new();
+    for (action, key) in [("pay", "inv-1"), ("pay", "inv-2"), ("refund", "inv-3")] {
+        let r = send(
+            c.post(s.at("/commands"))
+                .json(&json!({"action": action, "key": key, "data": {"amount": 1}})),
+        )
+        .await
+        .expect(202);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    // Beta handles a later shipment: it has passed over the others.
+    sync_command(&s, "ship", "parcel-1", json!({}))
+        .await
+        .expect(201);
+    until_calls(&ep, "down", 2).await;
+
+    send(c.delete(s.at("/processors/alpha"))).await.expect(204);
+    register(
+        &s,
+        "beta",
+        &["ship", "pay", "refund"],
+        &format!("{base}/ok-too"),
+    )
+    .await
+    .expect(200);
+    for id in &ids {
+        let r = poll(&s, &format!("/commands/{id}"), |r| {
+            r.body["status"] == "accepted"
+        })
+        .await;
+        assert_eq!(
+            r.body["events"].as_array().unwrap().len(),
+            1,
+            "one outcome: {}",
+            r.text
+        );
+    }
+    // The shipment was not sent again.
+    assert_eq!(ep.calls.lock().unwrap().get("ok-too"), Some(&4));
+    s.stop();
+}
+
 /// An https:// processor whose CA the server was given is called; one
 /// whose certificate no trusted CA signed is not (its command becomes a dead
 /// letter that names the certificate).
@@ -463,9 +533,10 @@ async fn webhook_processors_over_http() {
         .await
         .expect(201);
     assert_eq!(r.header("location"), "/processors/payments");
+    let group = cmdr_processor::webhook::runner::group_name("payments", &["pay".into()]);
     assert_eq!(
         (r.body["name"].as_str(), r.body["group"].as_str()),
-        (Some("payments"), Some("webhook-payments")),
+        (Some("payments"), Some(group.as_str())),
         "{}",
         r.text
     );

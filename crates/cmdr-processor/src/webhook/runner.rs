@@ -66,9 +66,30 @@ impl Default for WebhookConfig {
     }
 }
 
-/// The consumer group of webhook processor `name`.
-pub fn group_name(name: &str) -> String {
-    format!("{WEBHOOK_GROUP_PREFIX}{name}")
+/// The consumer group of webhook processor `name` registered for
+/// `actions`: `webhook-{name}.` and a hash of the set of actions (their
+/// order aside). A registration whose actions change gets a new group,
+/// which starts at the beginning of the commands topic as a new name does
+/// (commands already settled are skipped without a call): the old group
+/// had passed over, and committed, the commands of actions it did not
+/// have then. A new URL alone keeps the group and its position.
+pub fn group_name(name: &str, actions: &[String]) -> String {
+    use sha2::Digest;
+    let mut set: Vec<&str> = actions.iter().map(String::as_str).collect();
+    set.sort_unstable();
+    set.dedup();
+    let mut hash = sha2::Sha256::new();
+    for action in set {
+        // Actions cannot hold a newline: each ends unambiguously.
+        hash.update(action.as_bytes());
+        hash.update(b"\n");
+    }
+    let digest = hash.finalize();
+    let mut id = String::with_capacity(16);
+    for b in &digest[..8] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    format!("{WEBHOOK_GROUP_PREFIX}{name}.{id}")
 }
 
 struct WebhookDispatch {
@@ -360,7 +381,7 @@ async fn run(
             .map_err(|e| ProcessorError::Internal(format!("catching up on outcomes: {e}")))?;
     }
     let engine_config = EngineConfig {
-        group: group_name(name),
+        group: group_name(name, &dispatch.registration.actions),
         input_topic: COMMANDS_TOPIC.into(),
         output_topic: EVENTS_TOPIC.into(),
         start: StartPosition::Earliest,
@@ -473,7 +494,7 @@ mod tests {
         go.send(true).unwrap();
         ends_superseded(runner).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1, "called once, not cut off");
-        let group = group_name("billing");
+        let group = group_name("billing", &["pay".to_string()]);
         assert_eq!(
             log.committed(&group, COMMANDS_TOPIC, 0).await.unwrap(),
             Some(ship.offset),
@@ -511,7 +532,7 @@ mod tests {
             })
         };
         let other = send(log.as_ref(), "ship").await;
-        let group = group_name("billing");
+        let group = group_name("billing", &["pay".to_string()]);
         for _ in 0..500 {
             if log.committed(&group, COMMANDS_TOPIC, 0).await.unwrap() == Some(other.offset + 1) {
                 break;

@@ -3,8 +3,10 @@
 //! deletion, and restarts a runner whose log access failed.
 //!
 //! Key decision: a changed registration restarts its runner (drain, then
-//! start with the new actions and URL); the consumer group and its offsets
-//! stay, so no command is handled twice or skipped. A change takes effect
+//! start with the new actions and URL); with the same actions the consumer
+//! group and its offsets stay, with other actions it is a new group from
+//! the start of the topic (see [`super::runner::group_name`]), so no
+//! command is handled twice or skipped. A change takes effect
 //! once the old runner has drained: commands already in its hands go to the
 //! old URL. A runner never skips a command under a registration that has
 //! changed meanwhile (it stops with [`ProcessorError::Superseded`] first,
