@@ -129,7 +129,7 @@ impl DeadLetters {
         let too_large = room.is_some_and(|room| json_len(&letter) > room);
         // Inside the letter the input sits two levels deeper: nested near
         // the JSON parser's limit, the letter could not be read back.
-        let too_deep = depth(&letter.input) > MAX_INPUT_DEPTH;
+        let too_deep = crate::records::depth(&letter.input) > MAX_INPUT_DEPTH;
         if too_large || too_deep {
             let why = if too_large {
                 "too large"
@@ -247,22 +247,7 @@ impl DeadLetters {
 
 /// Deepest nesting of a dead letter's `input` repeated in full: serde_json
 /// reads at most 128 levels, and the letter adds two.
-const MAX_INPUT_DEPTH: usize = 120;
-
-/// Nesting depth of `v` (a scalar is 1), counted up to `MAX_INPUT_DEPTH + 1`.
-fn depth(v: &Value) -> usize {
-    fn walk(v: &Value, at: usize) -> usize {
-        if at > MAX_INPUT_DEPTH {
-            return at;
-        }
-        match v {
-            Value::Object(m) => m.values().map(|c| walk(c, at + 1)).max().unwrap_or(at),
-            Value::Array(a) => a.iter().map(|c| walk(c, at + 1)).max().unwrap_or(at),
-            _ => at,
-        }
-    }
-    walk(v, 1)
-}
+const MAX_INPUT_DEPTH: usize = crate::records::MAX_OUTPUT_DEPTH;
 
 #[cfg(test)]
 mod tests {

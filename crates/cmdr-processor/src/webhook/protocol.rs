@@ -5,7 +5,7 @@
 //! retry, never a guess. A malformed answer is a processor bug; retrying and
 //! then dead-lettering makes it visible instead of losing the command.
 
-use cmdr_contract::{validate_action, EventDraft, Rejection, MAX_KEY_LEN};
+use cmdr_contract::{EventDraft, Rejection};
 use serde::Deserialize;
 
 /// Header naming the webhook processor a request is for.
@@ -93,45 +93,36 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<WebhookAnswer, String> {
                     parsed.events.len()
                 ));
             }
-            for (i, event) in parsed.events.iter().enumerate() {
-                validate_action(&event.action, &format!("/events/{i}/action"))
-                    .map_err(|v| format!("invalid 200 answer: {}: {}", v.pointer, v.message))?;
-                if event.key.as_deref() == Some("") {
-                    return Err(format!(
-                        "invalid 200 answer: /events/{i}/key must not be empty"
-                    ));
-                }
-                if event.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
-                    return Err(format!(
-                        "invalid 200 answer: /events/{i}/key must be at most {MAX_KEY_LEN} bytes"
-                    ));
+            let drafts: Vec<EventDraft> = parsed
+                .events
+                .into_iter()
+                .map(|e| EventDraft {
+                    action: e.action,
+                    data: e.data,
+                    key: e.key,
+                })
+                .collect();
+            for (i, draft) in drafts.iter().enumerate() {
+                if let Some(problem) = crate::records::draft_problem(draft, i) {
+                    return Err(format!("invalid 200 answer: {problem}"));
                 }
             }
-            Ok(WebhookAnswer::Accept(
-                parsed
-                    .events
-                    .into_iter()
-                    .map(|e| EventDraft {
-                        action: e.action,
-                        data: e.data,
-                        key: e.key,
-                    })
-                    .collect(),
-            ))
+            Ok(WebhookAnswer::Accept(drafts))
         }
         422 => {
             let parsed: RejectBody = serde_json::from_slice(body).map_err(|e| {
                 format!("invalid 422 answer (expected {{\"rejection\": {{\"code\", \"message\"}}}}): {e}")
             })?;
-            if parsed.rejection.code.is_empty() {
-                return Err("invalid 422 answer: /rejection/code must not be empty".into());
-            }
             let r = parsed.rejection;
-            Ok(WebhookAnswer::Reject(Rejection {
+            let rejection = Rejection {
                 code: r.code,
                 message: r.message,
                 details: r.details,
-            }))
+            };
+            if let Some(problem) = crate::records::rejection_problem(&rejection) {
+                return Err(format!("invalid 422 answer: {problem}"));
+            }
+            Ok(WebhookAnswer::Reject(rejection))
         }
         other => {
             let end = body.len().min(ERROR_BODY_PREVIEW);
