@@ -259,7 +259,7 @@ mod size_tests {
         let deep = EventDraft::new("echoed", json!({ "payload": nested(125) }));
         assert!(err(&[deep]).contains("nested deeper"));
         let fine = EventDraft::new("echoed", json!({ "payload": nested(100) }));
-        assert!(fits_in_record(&[fine.clone()], limit).is_ok());
+        assert!(fits_in_record(std::slice::from_ref(&fine), limit).is_ok());
         // A long action would not fit the headroom; a bad one is no action.
         assert!(err(&[EventDraft::new("a".repeat(40_000), json!({}))]).contains("/events/0/action"));
         assert!(
