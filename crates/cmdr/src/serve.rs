@@ -151,6 +151,16 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    if let Some(Example::Accounts) = settings.example {
+        // Before any webhook runner starts: none may have these actions too.
+        state
+            .webhooks()
+            .reserve(
+                "the accounts example",
+                &cmdr_processor::example::COMMAND_ACTIONS,
+            )
+            .await?;
+    }
     let mut processing = Processing::new();
     // Commands an earlier owner of an action settled are not sent again to
     // the processor that takes the action over.

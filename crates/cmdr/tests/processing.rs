@@ -88,6 +88,12 @@ async fn accounts_example_outcomes_read_model_and_cli() {
         .await
         .expect(201);
 
+    // Its actions are its own: a webhook cannot take one too.
+    let r = register(&s, "shadow", &["ship", "deposit"], "http://127.0.0.1:9/x")
+        .await
+        .expect_problem(422, "invalid-registration");
+    assert_eq!(r.body["errors"][0]["pointer"], "/actions/1", "{}", r.text);
+
     // The example's own routes answer a wrong method with a problem too.
     send(client().post(s.at("/accounts")))
         .await

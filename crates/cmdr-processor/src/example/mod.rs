@@ -14,6 +14,14 @@ pub mod accounts;
 pub mod balances;
 pub mod ledger;
 
+/// The command actions the example's processor handles.
+pub const COMMAND_ACTIONS: [&str; 4] = [
+    accounts::OPEN_ACCOUNT,
+    accounts::DEPOSIT,
+    accounts::WITHDRAW,
+    accounts::TRANSFER,
+];
+
 pub use accounts::Accounts;
 pub use balances::Balances;
 pub use ledger::Ledger;

@@ -228,6 +228,10 @@ pub struct WebhookRegistry {
     /// Held from a write's checks to its append, so that two registrations
     /// of one action under different names cannot both pass the check.
     writes: Arc<Mutex<()>>,
+    /// Actions that processors built into this server handle (SDK
+    /// processors run in-process), with what handles each: refused to
+    /// webhooks (see [`WebhookRegistry::reserve`]).
+    reserved: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl WebhookRegistry {
@@ -243,9 +247,36 @@ impl WebhookRegistry {
             log,
             view: Arc::new(Mutex::new(View::default())),
             writes: Arc::default(),
+            reserved: Arc::default(),
         };
         drop(registry.refresh().await?);
         Ok(registry)
+    }
+
+    /// Reserves `actions` for `owner`, a processor built into this server:
+    /// a webhook registration of any of them is refused from now on (a
+    /// command would get two outcomes).
+    ///
+    /// # Errors
+    /// [`ProcessorError::Config`] when a registered webhook already has one
+    /// of them (nothing is reserved), [`ProcessorError::Log`].
+    pub async fn reserve(&self, owner: &str, actions: &[&str]) -> Result<(), ProcessorError> {
+        let _writing = self.writes.lock().await;
+        let view = self.refresh().await?;
+        for action in actions {
+            if let Some((name, _)) = view.registrations.iter().find(|(_, r)| r.handles(action)) {
+                return Err(ProcessorError::Config(format!(
+                    "webhook processor {name} is registered for {action}, which {owner} handles: \
+                     a command would get two outcomes (DELETE /processors/{name} first, \
+                     with the server running without {owner})"
+                )));
+            }
+        }
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        for action in actions {
+            reserved.insert((*action).to_string(), owner.to_string());
+        }
+        Ok(())
     }
 
     /// Registers (or replaces) processor `name`; durable when this returns.
@@ -268,11 +299,18 @@ impl WebhookRegistry {
         let _writing = self.writes.lock().await;
         let taken: Vec<Violation> = {
             let view = self.refresh().await?;
+            let reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
             registration
                 .actions
                 .iter()
                 .enumerate()
                 .filter_map(|(i, action)| {
+                    if let Some(owner) = reserved.get(action) {
+                        return Some(Violation::new(
+                            format!("/actions/{i}"),
+                            format!("{action} is already handled by {owner}, built into this server (an action has one processor)"),
+                        ));
+                    }
                     let (other, _) = view
                         .registrations
                         .iter()
@@ -410,6 +448,31 @@ impl WebhookRegistry {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn reserved_actions_are_refused_to_webhooks_and_reserving_a_taken_one_fails() {
+        let log: Arc<dyn Log> = Arc::new(cmdr_log::memory::MemoryLog::new());
+        let registry = WebhookRegistry::open(log).await.unwrap();
+        let reg = |actions: &[&str]| WebhookRegistration {
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            url: "http://127.0.0.1:9/x".into(),
+            secret: None,
+        };
+        registry.put("ship", reg(&["ship"])).await.unwrap();
+        let taken = registry.reserve("the example", &["pay", "ship"]).await;
+        assert!(
+            matches!(&taken, Err(ProcessorError::Config(m)) if m.contains("ship")),
+            "{taken:?}"
+        );
+        // Nothing was reserved: pay is still free.
+        registry.put("pay", reg(&["pay"])).await.unwrap();
+        registry.delete("pay").await.unwrap();
+        registry.reserve("the example", &["pay"]).await.unwrap();
+        match registry.put("billing", reg(&["refund", "pay"])).await {
+            Err(RegistryError::Invalid(v)) => assert_eq!(v.0[0].pointer, "/actions/1"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn validates_with_pointers() {
