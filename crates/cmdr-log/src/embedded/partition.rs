@@ -26,6 +26,11 @@ pub(crate) struct Partition {
     end: watch::Sender<u64>,
     /// Largest record accepted, to bound reads.
     max_record: usize,
+    /// Bytes between index entries, for an index rebuilt after a read found
+    /// one of its entries wrong.
+    index_interval: u32,
+    /// Held while such a rebuild runs, so that readers take turns at it.
+    repairing: std::sync::Mutex<()>,
 }
 
 impl Partition {
@@ -37,6 +42,7 @@ impl Partition {
         segments: Vec<Arc<Segment>>,
         end: u64,
         max_record: usize,
+        index_interval: u32,
     ) -> Self {
         Self {
             topic: topic.to_string(),
@@ -45,6 +51,8 @@ impl Partition {
             segments: RwLock::new(segments),
             end: watch::Sender::new(end),
             max_record,
+            index_interval,
+            repairing: std::sync::Mutex::new(()),
         }
     }
 
@@ -112,13 +120,25 @@ impl Partition {
         while out.len() < want && i < segs.len() {
             let seg = &segs[i];
             let (pos, at) = seg.position_for(next);
-            let scan = seg.scan_from(pos, at, self.max_record, |rec, _, _| {
-                if rec.offset >= next {
-                    next = rec.offset + 1;
-                    out.push(stored(self.id, rec));
+            let max = self.max_record;
+            let mut scan =
+                seg.scan_from(pos, at, max, collect(self.id, want, &mut next, &mut out))?;
+            let sealed = i + 1 < segs.len();
+            if scan.stopped.is_some() && pos > 0 && sealed && out.is_empty() {
+                // Nothing read from where the index pointed: the damage may
+                // be in the index (its files are checked only at their ends
+                // when loaded), not the records. Scan from the start; if that
+                // reads on, the index was wrong: rebuild it.
+                scan = seg.scan_from(
+                    0,
+                    seg.base,
+                    max,
+                    collect(self.id, want, &mut next, &mut out),
+                )?;
+                if scan.stopped.is_none() || !out.is_empty() {
+                    self.rebuild_index(seg);
                 }
-                out.len() < want
-            })?;
+            }
             if out.len() >= want {
                 break;
             }
@@ -158,6 +178,19 @@ impl Partition {
         Ok(out)
     }
 
+    /// Rebuilds the index of sealed segment `seg` after a read found an entry
+    /// of it wrong; a failure leaves the index as it was (reads still work,
+    /// by the scan from the start).
+    fn rebuild_index(&self, seg: &Segment) {
+        let _turn = self.repairing.lock().unwrap_or_else(|p| p.into_inner());
+        tracing::warn!(segment = %seg.path.display(), "an index entry pointed at no record; rebuilding the segment's index");
+        if let Err(e) = seg.rebuild_index(self.index_interval, self.max_record) {
+            tracing::warn!(segment = %seg.path.display(), error = %e, "rebuilding the index failed");
+        }
+        // A sealed segment keeps one file descriptor only.
+        seg.close_index_files();
+    }
+
     /// The first offset whose timestamp is at or after `ts`, or the end offset.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<u64> {
         let end = self.end_offset();
@@ -183,6 +216,23 @@ impl Partition {
             }
         }
         Ok(end)
+    }
+}
+
+/// The scan callback of a read: takes records from `next` on into `out`
+/// (moving `next` past each) until `out` holds `want`.
+fn collect<'a>(
+    partition: u32,
+    want: usize,
+    next: &'a mut u64,
+    out: &'a mut Vec<StoredRecord>,
+) -> impl FnMut(DiskRecord, u64, usize) -> bool + 'a {
+    move |rec, _, _| {
+        if rec.offset >= *next {
+            *next = rec.offset + 1;
+            out.push(stored(partition, rec));
+        }
+        out.len() < want
     }
 }
 

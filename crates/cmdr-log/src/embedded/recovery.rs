@@ -226,7 +226,13 @@ pub(crate) fn recover_topic(
         }
         let end = scan.next_offset;
         out.push(Arc::new(Partition::new(
-            name, p as u32, st.dir, st.segs, end, max,
+            name,
+            p as u32,
+            st.dir,
+            st.segs,
+            end,
+            max,
+            config.index_interval_bytes,
         )));
     }
     Ok(Recovered {
