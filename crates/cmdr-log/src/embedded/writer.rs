@@ -262,7 +262,14 @@ impl TopicWriter {
                     );
                 }
                 if let Err(e) = res {
-                    tracing::error!(error = %e, "periodic sync failed");
+                    // What the sync should have made durable may be gone
+                    // (a failed fsync forgets the dirty pages, and the next
+                    // one reports success): refuse appends until a reopen
+                    // recovers what is really on disk.
+                    tracing::error!(error = %e, "sync failed; refusing appends until the log is reopened");
+                    let _ = self.failed.set(format!(
+                        "a sync failed ({e}); what it covered may not be on disk"
+                    ));
                 }
             }
         }
@@ -470,12 +477,14 @@ impl TopicWriter {
         // A sealed segment holds records only.
         pw.cut_preallocated()?;
         let pw = &self.parts[p];
-        // Commits carried in headers are recovered from the active segment
-        // only, so write them to the group files before this one is sealed.
-        self.offsets.persist_dirty()?;
+        // The records first (in interval sync mode they may not be yet),
+        // then the commits they carry in headers: those are recovered from
+        // the active segment only, so they go to the group files before
+        // this one is sealed, and never ahead of their records.
         if pw.dirty {
             pw.active.sync()?;
         }
+        self.offsets.persist_dirty()?;
         let seg = Arc::new(Segment::create(&pw.part.dir, pw.next_offset)?);
         sync_dir(&pw.part.dir)?;
         pw.active.close_index_files();
