@@ -200,6 +200,14 @@ pub(crate) fn event_root(value: &[u8]) -> Result<u128> {
     Ok(u128_at(value, 1))
 }
 
+/// An event value with its root replaced by `root`.
+pub(crate) fn with_root(value: &[u8], root: u128) -> Result<Vec<u8>> {
+    event_root(value)?;
+    let mut v = value.to_vec();
+    v[1..17].copy_from_slice(&root.to_le_bytes());
+    Ok(v)
+}
+
 /// The outcome of the event in an event value.
 pub(crate) fn event_outcome(value: &[u8]) -> Result<Option<Outcome>> {
     event_root(value)?;

@@ -236,19 +236,25 @@ impl Index {
         }
     }
 
-    /// Entries in the `outcomes` table (see [`tables::OUTCOMES`]).
-    fn early_outcomes(&self) -> Result<u64> {
+    /// Entries in the tables of what waits for a record not indexed yet.
+    fn waiting(&self) -> Result<Waiting> {
         let path = &self.inner.path;
         let txn = self.inner.db.begin_read().db(path)?;
-        let table = txn.open_table(tables::OUTCOMES).db(path)?;
-        table.len().db(path)
+        let outcomes = txn.open_table(tables::OUTCOMES).db(path)?.len().db(path)?;
+        let roots = match txn.open_table(tables::PARKED_ROOTS) {
+            Ok(table) => table.len().db(path)?,
+            // An index written before the table existed: none parked.
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(e).db(path),
+        };
+        Ok(Waiting { outcomes, roots })
     }
 
     fn write_batches(
         &self,
         batches: &[Batch],
         durable: bool,
-        early_outcomes: &mut u64,
+        waiting: &mut Waiting,
     ) -> Result<Vec<u128>> {
         let path = &self.inner.path;
         let mut txn = self.inner.db.begin_write().db(path)?;
@@ -260,7 +266,7 @@ impl Index {
         txn.set_durability(durability).db(path)?;
         let mut settled = Vec::new();
         {
-            let mut t = Tables::open(self, &txn, early_outcomes)?;
+            let mut t = Tables::open(self, &txn, waiting)?;
             for b in batches {
                 for rec in &b.records {
                     if b.topic == COMMANDS_TOPIC {
@@ -306,7 +312,7 @@ pub(crate) struct Writer {
     rx: mpsc::Receiver<Batch>,
     /// A batch received but not yet written (after [`Step::Yielded`]).
     pending: Option<Batch>,
-    early_outcomes: u64,
+    waiting: Waiting,
     last_durable: Instant,
     last_commit: Instant,
     purge: Purge,
@@ -318,7 +324,7 @@ impl Writer {
         Ok(Self {
             rx,
             pending: None,
-            early_outcomes: index.early_outcomes()?,
+            waiting: index.waiting()?,
             last_durable: Instant::now(),
             last_commit: Instant::now(),
             purge: Purge::default(),
@@ -366,7 +372,7 @@ impl Writer {
             }
         }
         let durable = self.last_durable.elapsed() >= DURABLE_INTERVAL;
-        let settled = index.write_batches(&batches, durable, &mut self.early_outcomes)?;
+        let settled = index.write_batches(&batches, durable, &mut self.waiting)?;
         self.last_commit = Instant::now();
         if durable {
             self.last_durable = Instant::now();
@@ -449,21 +455,28 @@ struct Tables<'t> {
     streams: Table<'t, (u64, u64, u32), u128>,
     idempotency: Table<'t, &'static str, &'static [u8]>,
     positions: Table<'t, (&'static str, u32), u64>,
-    /// Entries in `outcomes` (outcomes whose command is not indexed yet).
-    early_outcomes: &'t mut u64,
+    parked_roots: Table<'t, (u128, u128), ()>,
+    /// Sizes of `outcomes` and `parked_roots`, which spare lookups when zero.
+    waiting: &'t mut Waiting,
+}
+
+/// Entries in the tables of what waits for a record not indexed yet.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// In `outcomes`: outcomes whose command is not indexed yet.
+    outcomes: u64,
+    /// In `parked_roots`: events whose root is not known yet.
+    roots: u64,
 }
 
 impl<'t> Tables<'t> {
-    fn open(
-        index: &'t Index,
-        txn: &'t WriteTransaction,
-        early_outcomes: &'t mut u64,
-    ) -> Result<Self> {
+    fn open(index: &'t Index, txn: &'t WriteTransaction, waiting: &'t mut Waiting) -> Result<Self> {
         let path = &index.inner.path;
         Ok(Self {
             index,
             path,
-            early_outcomes,
+            waiting,
+            parked_roots: txn.open_table(tables::PARKED_ROOTS).db(path)?,
             commands: txn.open_table(tables::COMMANDS).db(path)?,
             commands_by_action: txn.open_table(tables::COMMANDS_BY_ACTION).db(path)?,
             commands_by_key: txn.open_table(tables::COMMANDS_BY_KEY).db(path)?,
@@ -497,13 +510,13 @@ impl<'t> Tables<'t> {
         let id = probe.id.as_u128();
         // An outcome read before its command waits in `outcomes`; most
         // commands have none, and then the lookup is skipped.
-        let outcome = if *self.early_outcomes > 0 {
+        let outcome = if self.waiting.outcomes > 0 {
             self.outcomes.remove(id).db(path)?.map(|g| g.value())
         } else {
             None
         };
         if outcome.is_some() {
-            *self.early_outcomes -= 1;
+            self.waiting.outcomes -= 1;
         }
         let status = match outcome {
             Some(ev) => self.status_of_event(ev)?,
@@ -549,6 +562,10 @@ impl<'t> Tables<'t> {
         self.commands_by_status
             .insert((status_code(status), id), ())
             .db(path)?;
+        // Events without a root that wait for this command get it.
+        if self.waiting.roots > 0 {
+            self.resolve_parked(id, id, false, settled)?;
+        }
         Ok(())
     }
 
@@ -580,13 +597,11 @@ impl<'t> Tables<'t> {
         };
         let id = probe.id.as_u128();
         let parent = probe.parent.as_u128();
-        // The root command: given, else the parent event's root, else the parent.
-        let root = match probe.root {
-            Some(r) => r.as_u128(),
-            None => match self.events.get(parent).db(path)? {
-                Some(raw) => codec::event_root(raw.value())?,
-                None => parent,
-            },
+        // The root command: given, else the parent event's root, else the
+        // parent if it is a command; unknown (parked) until then.
+        let (root, parked) = match probe.root {
+            Some(r) => (r.as_u128(), false),
+            None => self.root_after(parent)?,
         };
         let value = codec::encode_event(root, position, &rec.value);
         if !insert_first(&mut self.events, id, &value, path)? {
@@ -602,12 +617,76 @@ impl<'t> Tables<'t> {
         self.streams
             .insert((key_hash, rec.offset, rec.partition), id)
             .db(path)?;
-        if let Some(outcome) = probe.outcome {
-            let status = match outcome {
-                Outcome::Accepted => CommandStatus::Accepted,
-                Outcome::Rejected => CommandStatus::Rejected,
+        if parked {
+            self.parked_roots.insert((root, id), ()).db(path)?;
+            self.waiting.roots += 1;
+        } else if let Some(outcome) = probe.outcome {
+            self.settle(root, id, status_of(outcome), settled)?;
+        }
+        // Events without a root that wait for this one get its root.
+        if self.waiting.roots > 0 {
+            self.resolve_parked(id, root, parked, settled)?;
+        }
+        Ok(())
+    }
+
+    /// The root of an event logged without one whose parent is `parent`,
+    /// and whether it is parked: the parent event's root (parked if that
+    /// is), or the parent if it is an indexed command; else, until the
+    /// parent is indexed, the parent, parked.
+    fn root_after(&self, parent: u128) -> Result<(u128, bool)> {
+        let path = self.path;
+        if let Some(raw) = self.events.get(parent).db(path)? {
+            let root = codec::event_root(raw.value())?;
+            let parked = self.waiting.roots > 0
+                && self
+                    .parked_roots
+                    .range((root, 0)..=(root, u128::MAX))
+                    .db(path)?
+                    .next()
+                    .is_some();
+            return Ok((root, parked));
+        }
+        if self.commands.get(parent).db(path)?.is_some() {
+            return Ok((parent, false));
+        }
+        Ok((parent, true))
+    }
+
+    /// Moves the events parked on `id` (just indexed) to `root`: their
+    /// root for good, and their outcome applied, unless `parked` (then
+    /// they stay parked, on `root`, with the event `id` itself).
+    fn resolve_parked(
+        &mut self,
+        id: u128,
+        root: u128,
+        parked: bool,
+        settled: &mut Vec<u128>,
+    ) -> Result<()> {
+        let path = self.path;
+        let waiting: Vec<u128> = self
+            .parked_roots
+            .range((id, 0)..=(id, u128::MAX))
+            .db(path)?
+            .map(|entry| entry.map(|(k, _)| k.value().1))
+            .collect::<std::result::Result<_, _>>()
+            .db(path)?;
+        for child in waiting {
+            self.parked_roots.remove((id, child)).db(path)?;
+            self.waiting.roots -= 1;
+            let Some(raw) = self.events.get(child).db(path)?.map(|v| v.value().to_vec()) else {
+                continue;
             };
-            self.settle(root, id, status, settled)?;
+            let value = codec::with_root(&raw, root)?;
+            self.events.insert(child, value.as_slice()).db(path)?;
+            self.events_by_root.remove((id, child)).db(path)?;
+            self.events_by_root.insert((root, child), ()).db(path)?;
+            if parked {
+                self.parked_roots.insert((root, child), ()).db(path)?;
+                self.waiting.roots += 1;
+            } else if let Some(outcome) = codec::event_outcome(&value)? {
+                self.settle(root, child, status_of(outcome), settled)?;
+            }
         }
         Ok(())
     }
@@ -635,7 +714,7 @@ impl<'t> Tables<'t> {
             match early {
                 None => {
                     self.outcomes.insert(command, event).db(path)?;
-                    *self.early_outcomes += 1;
+                    self.waiting.outcomes += 1;
                 }
                 Some(first) if event < first => {
                     self.outcomes.insert(command, event).db(path)?;
@@ -660,6 +739,14 @@ impl<'t> Tables<'t> {
         self.commands.insert(command, value.as_slice()).db(path)?;
         settled.push(command);
         Ok(())
+    }
+}
+
+/// The status an outcome gives its command.
+fn status_of(outcome: Outcome) -> CommandStatus {
+    match outcome {
+        Outcome::Accepted => CommandStatus::Accepted,
+        Outcome::Rejected => CommandStatus::Rejected,
     }
 }
 

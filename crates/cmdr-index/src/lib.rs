@@ -244,6 +244,7 @@ impl Index {
             tables::COMMANDS_BY_KEY.name(),
             tables::COMMANDS_BY_STATUS.name(),
             tables::OUTCOMES.name(),
+            tables::PARKED_ROOTS.name(),
             tables::EVENTS.name(),
             tables::EVENTS_BY_ACTION.name(),
             tables::EVENTS_BY_KEY.name(),
@@ -290,6 +291,7 @@ impl Index {
             txn.open_table(tables::COMMANDS_BY_KEY).db(path)?;
             txn.open_table(tables::COMMANDS_BY_STATUS).db(path)?;
             txn.open_table(tables::OUTCOMES).db(path)?;
+            txn.open_table(tables::PARKED_ROOTS).db(path)?;
             txn.open_table(tables::EVENTS).db(path)?;
             txn.open_table(tables::EVENTS_BY_ACTION).db(path)?;
             txn.open_table(tables::EVENTS_BY_KEY).db(path)?;

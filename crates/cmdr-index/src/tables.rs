@@ -41,6 +41,13 @@ pub const COMMANDS_BY_STATUS: TableDefinition<(u8, u128), ()> =
 /// another partition); indexing the command takes the entry out. Indexed
 /// commands keep their outcome in their `commands` value.
 pub const OUTCOMES: TableDefinition<u128, u128> = TableDefinition::new("outcomes");
+/// (unresolved ancestor id, event id) → (): events logged without a `root`
+/// whose chain of parents leads to an id not indexed yet (an event, or a
+/// command, of a partition read later). Such an event's stored root is
+/// that id for now, and its outcome, if it is one, waits; indexing the id
+/// resolves them (see the indexer). Empty in the common case: cmdr's own
+/// processors always give `root`.
+pub const PARKED_ROOTS: TableDefinition<(u128, u128), ()> = TableDefinition::new("parked_roots");
 /// Event id → root, position and the logged JSON (see `codec`).
 pub const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
 /// ([`name_hash`] of the action, event id) → ().

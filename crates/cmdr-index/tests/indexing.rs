@@ -700,3 +700,46 @@ async fn a_page_of_large_commands_ends_early_with_a_cursor() {
     sorted.sort();
     assert_eq!(every_page(&index, q), sorted);
 }
+
+/// Events logged without a `root` (outside processors may leave it out)
+/// whose parents are indexed after them, as from partitions read in
+/// another order: each waits for its parent, and once the command is
+/// indexed every one has it as root, and the outcome among them settles
+/// it. A rebuild from the log agrees.
+#[tokio::test]
+async fn rootless_events_indexed_before_their_parents_get_the_command_as_root() {
+    let (dir, log, index, handle) = indexing().await;
+    let c = command("open", Some("acc-9"));
+    let rootless = |draft: EventDraft, parent: uuid::Uuid| {
+        let mut e = draft.into_event(parent, c.id, &c.key, 7);
+        e.root = None;
+        e
+    };
+    let e1 = rootless(EventDraft::new("checked", json!({})), c.id);
+    let mut e2 = rootless(EventDraft::new("opened", json!({})), e1.id);
+    e2.outcome = Some(Outcome::Accepted);
+    let e3 = rootless(EventDraft::new("welcomed", json!({})), e2.id);
+    // Children first, the command last.
+    for e in [&e3, &e2, &e1] {
+        append_event(&log, e).await;
+        caught_up(&index, &log).await;
+    }
+    assert!(index.command(c.id).unwrap().is_none());
+    append_command(&log, &c, None).await;
+    caught_up(&index, &log).await;
+    let check = |index: &Index| {
+        for e in [&e1, &e2, &e3] {
+            let view = index.event(e.id).unwrap().unwrap();
+            assert_eq!(view.event.root, Some(c.id), "root of {}", e.action);
+        }
+        assert_eq!(index.children(c.id).unwrap().len(), 3);
+        let view = index.command(c.id).unwrap().unwrap();
+        assert_eq!(view.status, CommandStatus::Accepted);
+        assert_eq!(view.outcome_event, Some(e2.id));
+    };
+    check(&index);
+    handle.shutdown().await.unwrap();
+    let rebuilt = Index::open(dir.path().join("rebuilt.redb")).unwrap();
+    rebuilt.catch_up(log.clone()).await.unwrap();
+    check(&rebuilt);
+}
