@@ -631,15 +631,16 @@ async fn settled(state: &AppState, neg: Negotiated, id: uuid::Uuid) -> ApiResult
     if state.inner.events_partitions > 1 {
         crate::reads::index_caught_up(state, EVENTS_TOPIC).await?;
     }
-    let view = state
+    let tree = state
         .inner
         .index
-        .command(id)?
+        .command_tree(id)?
         .ok_or_else(|| ApiError::Internal(format!("command {id} vanished")))?;
-    let events = state.inner.index.children(id)?;
-    let body = CommandBody::with_events(&view, &events).to_value();
+    let body = CommandBody::with_tree(&tree).to_value();
+    let view = &tree.command;
     if view.status == CommandStatus::Rejected {
-        let rejection = events
+        let rejection = tree
+            .events
             .iter()
             .find(|e| Some(e.event.id) == view.outcome_event)
             .and_then(|e| e.event.rejection())

@@ -425,6 +425,7 @@ fn resource_schemas() -> Value {
             "key": {"type": "string"}, "timestamp": {"type": "integer", "description": "ms since the epoch"},
             "meta": {"type": "object"}, "status": {"enum": ["pending", "accepted", "rejected"]},
             "outcome": {"type": "object"}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "events_complete": {"type": "boolean", "description": "With events: whether they are the whole causal tree. A large tree (over 1,000 events or about 4 MiB) is cut, its outcome event kept; links.events lists all of it."},
             "links": {"type": "object"}}},
         "Event": {"type": "object", "properties": {
             "id": {"type": "string", "format": "uuid"}, "parent": {"type": "string", "format": "uuid"},

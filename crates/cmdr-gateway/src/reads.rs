@@ -171,17 +171,16 @@ async fn get_command(
     let not_found = || ApiError::NotFound(format!("no command with id {id:?}"));
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let index = &state.inner.index;
-    let view = match index.command(uuid)? {
-        Some(v) => v,
+    let tree = match index.command_tree(uuid)? {
+        Some(t) => t,
         None => {
             catch_up(&state, COMMANDS_TOPIC).await?;
-            index.command(uuid)?.ok_or_else(not_found)?
+            index.command_tree(uuid)?.ok_or_else(not_found)?
         }
     };
-    let events = index.children(uuid)?;
     Ok(neg.render(
         &format!("Command {uuid}"),
-        CommandBody::with_events(&view, &events).to_value(),
+        CommandBody::with_tree(&tree).to_value(),
     ))
 }
 

@@ -2,7 +2,7 @@
 //! status, outcome, events and links; an event with its links.
 
 use cmdr_contract::{Command, CommandStatus};
-use cmdr_index::{CommandView, EventView};
+use cmdr_index::{CommandTree, CommandView, EventView};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -29,6 +29,10 @@ pub struct CommandBody<'a> {
     outcome: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Vec<Value>>,
+    /// With `events`: whether they are the whole causal tree (a large one
+    /// is cut, its outcome event kept; `links.events` lists all of it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_complete: Option<bool>,
     links: CommandLinks,
 }
 
@@ -45,11 +49,19 @@ impl<'a> CommandBody<'a> {
             status,
             outcome: None,
             events: None,
+            events_complete: None,
             links: CommandLinks {
                 this: format!("/commands/{}", command.id),
                 events: format!("/events?root={}", command.id),
             },
         }
+    }
+
+    /// An indexed command with its causal tree.
+    pub fn with_tree(tree: &'a CommandTree) -> Self {
+        let mut body = Self::with_events(&tree.command, &tree.events);
+        body.events_complete = Some(tree.complete);
+        body
     }
 
     /// An indexed command with its causal events (the outcome event among them).

@@ -48,8 +48,8 @@ pub use error::{IndexError, Result};
 pub use idempotency::{PURGE_BATCH, PURGE_SCAN};
 pub use indexer::IndexerHandle;
 pub use model::{
-    id_floor_for_time, status_code, CommandView, EventView, LogPosition, Order, Page, Query,
-    StreamPage, DEFAULT_LIMIT, MAX_CHILDREN, MAX_LIMIT, MAX_PAGE_BYTES, MAX_SCAN,
+    id_floor_for_time, status_code, CommandTree, CommandView, EventView, LogPosition, Order, Page,
+    Query, StreamPage, DEFAULT_LIMIT, MAX_CHILDREN, MAX_LIMIT, MAX_PAGE_BYTES, MAX_SCAN,
 };
 pub use waiters::{OutcomeWaiter, Waiters, MAX_WAITERS};
 

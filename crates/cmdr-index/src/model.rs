@@ -43,6 +43,17 @@ pub struct CommandView {
     pub position: LogPosition,
 }
 
+/// A command with its causal tree, read together ([`crate::Index::command_tree`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandTree {
+    /// The command and its status.
+    pub command: CommandView,
+    /// Its events, oldest first, the outcome event among them once there is one.
+    pub events: Vec<EventView>,
+    /// Whether `events` holds the whole tree (else list it with `?root=`).
+    pub complete: bool,
+}
+
 /// An event as indexed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventView {

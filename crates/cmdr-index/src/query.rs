@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::codec::{decode_command, decode_event};
 use crate::model::{
-    id_floor_for_time, status_code, CommandView, EventView, Order, Page, Query, StreamPage,
-    MAX_CHILDREN, MAX_PAGE_BYTES, MAX_SCAN,
+    id_floor_for_time, status_code, CommandTree, CommandView, EventView, Order, Page, Query,
+    StreamPage, MAX_CHILDREN, MAX_PAGE_BYTES, MAX_SCAN,
 };
 use crate::tables::name_hash;
 use crate::{tables, DbResult, Index, Result};
@@ -131,20 +131,52 @@ impl Index {
         get_event(&txn, self, id.as_u128())
     }
 
-    /// The events whose root is command `id` (its causal tree), oldest first,
-    /// at most [`MAX_CHILDREN`].
+    /// The events whose root is command `id` (its causal tree), oldest first:
+    /// at most [`MAX_CHILDREN`], and no more once they hold about
+    /// [`MAX_PAGE_BYTES`].
     ///
     /// # Errors
     /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
     pub fn children(&self, id: Uuid) -> Result<Vec<EventView>> {
+        let txn = self.read_txn()?;
+        Ok(self.tree_in(&txn, id)?.items)
+    }
+
+    /// One command with its causal tree ([`Index::children`]), read
+    /// together, so that its status and its events agree; the outcome event
+    /// is always among the events, even past the tree's limits. `None` if
+    /// the command is not (yet) indexed.
+    ///
+    /// # Errors
+    /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
+    pub fn command_tree(&self, id: Uuid) -> Result<Option<CommandTree>> {
+        let txn = self.read_txn()?;
+        let Some(command) = get_command(&txn, self, id.as_u128())? else {
+            return Ok(None);
+        };
+        let page = self.tree_in(&txn, id)?;
+        let complete = page.next.is_none();
+        let mut events = page.items;
+        if let Some(outcome) = command.outcome_event {
+            if !events.iter().any(|e| e.event.id == outcome) {
+                events.extend(get_event(&txn, self, outcome.as_u128())?);
+            }
+        }
+        Ok(Some(CommandTree {
+            command,
+            events,
+            complete,
+        }))
+    }
+
+    fn tree_in(&self, txn: &ReadTransaction, id: Uuid) -> Result<Page<EventView>> {
         let q = Query {
             root: Some(id),
             order: Order::Asc,
             limit: Some(MAX_CHILDREN),
             ..Query::default()
         };
-        // Whole, whatever its size: its outcome event may be the last.
-        Ok(self.events_page(&q, |_| 0)?.items)
+        self.events_page_in(txn, &q, event_weight)
     }
 
     /// A page of commands matching `q`.
@@ -252,15 +284,18 @@ impl Index {
     /// # Errors
     /// [`crate::IndexError::Db`], [`crate::IndexError::Decode`].
     pub fn list_events(&self, q: &Query) -> Result<Page<EventView>> {
-        self.events_page(q, |v: &EventView| {
-            map_weight(&v.event.data) + v.event.key.len() + v.event.action.len()
-        })
+        let txn = self.read_txn()?;
+        self.events_page_in(&txn, q, event_weight)
     }
 
-    /// [`Index::list_events`], each page's bytes reckoned by `weigh`.
-    fn events_page(&self, q: &Query, weigh: fn(&EventView) -> usize) -> Result<Page<EventView>> {
+    /// [`Index::list_events`] in `txn`, each page's bytes reckoned by `weigh`.
+    fn events_page_in(
+        &self,
+        txn: &ReadTransaction,
+        q: &Query,
+        weigh: fn(&EventView) -> usize,
+    ) -> Result<Page<EventView>> {
         let path = &self.inner.path;
-        let txn = self.read_txn()?;
         let mut c = Collector::new(q.effective_limit(), weigh);
         let Some((lo, hi)) = id_range(q) else {
             return Ok(c.page());
@@ -272,7 +307,7 @@ impl Index {
                 && q.root.is_none_or(|r| v.event.root == Some(r))
         };
         let mut check = |id: u128| -> Result<ControlFlow<()>> {
-            let item = get_event(&txn, self, id)?.filter(&matches);
+            let item = get_event(txn, self, id)?.filter(&matches);
             Ok(c.offer(id, item))
         };
         if let Some(parent) = q.parent {
@@ -373,6 +408,7 @@ impl Index {
         let mut items = Vec::new();
         let mut next = None;
         let mut scanned = 0;
+        let mut bytes = 0usize;
         let hash = name_hash(key);
         // The page ends with the offset where it is full (or has scanned
         // enough: a short page with a cursor means keep going); rows of other
@@ -390,10 +426,12 @@ impl Index {
             }
             // Another key with the same hash: skipped (see `tables`).
             if let Some(ev) = get_event(&txn, self, v.value())?.filter(|e| e.event.key == key) {
+                bytes += event_weight(&ev);
                 items.push(ev);
             }
             scanned += 1;
-            if full_at.is_none() && (items.len() >= limit || scanned >= MAX_SCAN) {
+            let full = items.len() >= limit || scanned >= MAX_SCAN || bytes >= MAX_PAGE_BYTES;
+            if full_at.is_none() && full {
                 full_at = Some(offset);
             }
         }
@@ -431,6 +469,11 @@ fn get_event(txn: &ReadTransaction, index: &Index, id: u128) -> Result<Option<Ev
         .db(path)?
         .map(|raw| decode_event(raw.value()))
         .transpose()
+}
+
+/// About the bytes an event takes in a page.
+fn event_weight(v: &EventView) -> usize {
+    map_weight(&v.event.data) + v.event.key.len() + v.event.action.len()
 }
 
 /// About the bytes `v` takes as JSON (strings and numbers by length, a few

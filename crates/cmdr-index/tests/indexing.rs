@@ -743,3 +743,33 @@ async fn rootless_events_indexed_before_their_parents_get_the_command_as_root() 
     rebuilt.catch_up(log.clone()).await.unwrap();
     check(&rebuilt);
 }
+
+/// A command's tree past the page's byte budget is cut, its outcome event
+/// kept (it comes last here), and said to be incomplete; a stream page is
+/// cut by bytes too, with a cursor.
+#[tokio::test]
+async fn a_large_causal_tree_is_cut_but_keeps_its_outcome() {
+    let (_dir, log, index, handle) = indexing().await;
+    let c = command("import", Some("batch-1"));
+    append_command(&log, &c, None).await;
+    let big = "x".repeat(300_000);
+    let mut last = None;
+    for i in 0..20 {
+        let mut e = EventDraft::new("imported", json!({ "i": i, "pad": big }))
+            .into_event(c.id, c.id, &c.key, 9);
+        if i == 19 {
+            e.outcome = Some(Outcome::Accepted);
+            last = Some(e.id);
+        }
+        append_event(&log, &e).await;
+    }
+    caught_up(&index, &log).await;
+    let tree = index.command_tree(c.id).unwrap().unwrap();
+    assert!(!tree.complete);
+    assert!(tree.events.len() < 20, "{}", tree.events.len());
+    assert_eq!(tree.events.last().map(|e| e.event.id), last);
+    assert_eq!(tree.command.status, CommandStatus::Accepted);
+    let page = index.stream(&c.key, None, Some(1000)).unwrap();
+    assert!(page.items.len() < 20 && page.next.is_some());
+    handle.shutdown().await.unwrap();
+}
