@@ -789,6 +789,8 @@ fn write_until_closed(index: &Index, rx: mpsc::Receiver<Batch>) -> Result<()> {
         .unwrap_or_else(|p| p.into_inner()) = None;
     index.inner.running.store(false, Ordering::Release);
     index.inner.progress.send_modify(|g| *g += 1);
+    // No outcome will be indexed now: nobody waits for one.
+    index.inner.waiters.wake_all();
     if let Err(e) = &result {
         tracing::error!(error = %e, "indexer stopped");
         if e.is_damage() {

@@ -377,8 +377,12 @@ impl Index {
 
     /// Registers a wait for command `id`'s outcome. Register *before* reading
     /// the command's status, so an outcome indexed in between is not missed.
-    /// `None` when [`MAX_WAITERS`] waits are already registered.
+    /// `None` when [`MAX_WAITERS`] waits are already registered, or when
+    /// the indexer is not running (its stop wakes every waiter).
     pub fn wait_for_outcome(&self, id: uuid::Uuid) -> Option<OutcomeWaiter> {
+        if !self.is_running() {
+            return None;
+        }
         let waiter = self.inner.waiters.register(id.as_u128());
         self.inner.wake_indexer();
         waiter

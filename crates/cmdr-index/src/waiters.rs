@@ -70,6 +70,16 @@ impl Waiters {
         }
     }
 
+    /// Wakes every waiter (the indexer stopped: no outcome will come).
+    pub(crate) fn wake_all(&self) {
+        for shard in self.shards.iter() {
+            let all = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
+            for tx in all.into_values().flatten() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
     /// Waiters currently registered.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)

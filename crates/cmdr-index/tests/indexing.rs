@@ -773,3 +773,17 @@ async fn a_large_causal_tree_is_cut_but_keeps_its_outcome() {
     assert!(page.items.len() < 20 && page.next.is_some());
     handle.shutdown().await.unwrap();
 }
+
+/// A stopped indexer indexes no outcome: its waiters are woken, and no
+/// new wait is taken.
+#[tokio::test]
+async fn waiters_are_woken_when_the_indexer_stops() {
+    let (_dir, _log, index, handle) = indexing().await;
+    let c = command("open", None);
+    let mut waiter = index.wait_for_outcome(c.id).unwrap();
+    handle.shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, waiter.wait())
+        .await
+        .expect("woken at the stop");
+    assert!(index.wait_for_outcome(c.id).is_none());
+}
