@@ -21,8 +21,13 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 
-/// Records a follower reads from one partition at once.
+/// Most records a follower reads from one partition at once.
 pub const FOLLOW_BATCH: usize = 256;
+/// Bytes of records a follower aims to read at once: it halves its batch
+/// while reads bring more, and doubles it (up to [`FOLLOW_BATCH`]) while
+/// they bring under a quarter of it, so large records are read a few at a
+/// time.
+pub const FOLLOW_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Where following starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,11 +196,13 @@ pub async fn follow(
     if tx.send(start).await.is_err() {
         return;
     }
+    // Started small: the records' size is not known yet.
+    let mut batch = 8;
     loop {
         let mut progressed = false;
         for (p, next) in pos.clone().into_iter().enumerate() {
             let records = tokio::select! {
-                r = log.read(topic, p as u32, next, FOLLOW_BATCH) => r,
+                r = log.read(topic, p as u32, next, batch) => r,
                 _ = shutdown.wait_for(|s| *s) => return,
             };
             let records = match records {
@@ -205,6 +212,13 @@ pub async fn follow(
                     return;
                 }
             };
+            let bytes: usize = records.iter().map(|r| r.value.len()).sum();
+            if bytes > FOLLOW_BATCH_BYTES {
+                batch = (batch / 2).max(1);
+            } else if bytes < FOLLOW_BATCH_BYTES / 4 && records.len() == batch {
+                batch = (batch * 2).min(FOLLOW_BATCH);
+            }
+            let read_any = !records.is_empty();
             for r in records {
                 pos[p] = r.offset + 1;
                 progressed = true;
@@ -218,6 +232,16 @@ pub async fn follow(
                         return;
                     }
                 }
+            }
+            if read_any {
+                if tx.is_closed() {
+                    // Nobody listens: a scan of records the filter skips
+                    // would otherwise go on to the end of the log.
+                    return;
+                }
+                // Log reads do not wait while catching up: let the other
+                // tasks of this thread (requests, writers) have a turn.
+                tokio::task::yield_now().await;
             }
         }
         if !progressed {

@@ -304,7 +304,7 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
             }
         }
     });
-    let mut subs: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+    let mut subs: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let stop = stop_signal(&state, credential);
     let mut stopped = stop.clone();
     let mut close = None;
@@ -333,7 +333,10 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
             },
             Ok(ClientMessage::Unsubscribe { id }) => match subs.remove(&id) {
                 Some(h) => {
+                    // Ended, not only told to end: no record of it follows
+                    // this answer.
                     h.abort();
+                    let _ = h.await;
                     json!({"type": "unsubscribed", "id": id})
                 }
                 None => json!({"type": "error", "id": id, "message": "no such subscription"}),
@@ -417,13 +420,13 @@ fn text_message(value: serde_json::Value) -> Message {
 
 async fn subscribe(
     state: &AppState,
-    subs: &HashMap<String, tokio::task::AbortHandle>,
+    subs: &HashMap<String, tokio::task::JoinHandle<()>>,
     id: &str,
     topic: &str,
     from: Option<&str>,
     filter: Filter,
     (out, stop): (mpsc::Sender<Message>, watch::Receiver<bool>),
-) -> ApiResult<tokio::task::AbortHandle> {
+) -> ApiResult<tokio::task::JoinHandle<()>> {
     // An ended subscription (see below) frees its id and its place.
     if subs.get(id).is_some_and(|h| !h.is_finished()) {
         return Err(ApiError::BadRequest(format!("subscription {id:?} exists")));
@@ -452,7 +455,15 @@ async fn subscribe(
     let sub = id.to_string();
     let task = tokio::spawn(async move {
         let (tx, mut rx) = mpsc::channel::<Update>(SSE_BUFFER);
-        let follower = tokio::spawn(follow(log, topic, pos, filter, tx, stop.clone()));
+        // Stopped with this task, however it ends (an abort included).
+        let follower = AbortOnDrop(tokio::spawn(follow(
+            log,
+            topic,
+            pos,
+            filter,
+            tx,
+            stop.clone(),
+        )));
         let mut last = None;
         loop {
             let Some(u) = rx.recv().await else {
@@ -475,10 +486,19 @@ async fn subscribe(
                 break;
             }
         }
-        follower.abort();
+        drop(follower);
         drop(permit);
     });
-    Ok(task.abort_handle())
+    Ok(task)
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -1626,3 +1626,42 @@ async fn service_answers_match_the_document() {
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     assert!(doc["components"]["responses"]["MethodNotAllowed"]["headers"]["Allow"].is_object());
 }
+
+/// Once `unsubscribed` is answered, no record of that subscription
+/// follows, even when it was busy sending a backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_record_of_a_subscription_follows_its_unsubscribed() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let h = harness(GatewayConfig::default()).await;
+    for i in 0..1500 {
+        call(
+            &h,
+            post("/commands", json!({"action": "a", "data": {"i": i}})),
+        )
+        .await;
+    }
+    let server = Served::start(&h).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
+        .await
+        .unwrap();
+    for round in 0..20 {
+        let id = format!("s{round}");
+        let sub = json!({"op": "subscribe", "id": id, "topic": "commands", "from": "start"});
+        ws.send(Message::Text(sub.to_string().into()))
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut ws).await["type"], "subscribed");
+        assert_eq!(next_text(&mut ws).await["type"], "record");
+        let unsub = json!({"op": "unsubscribe", "id": id});
+        ws.send(Message::Text(unsub.to_string().into()))
+            .await
+            .unwrap();
+        while next_text(&mut ws).await["type"] != "unsubscribed" {}
+        // A marker: the next message must be its answer.
+        ws.send(Message::Text("{not json".into())).await.unwrap();
+        let m = next_text(&mut ws).await;
+        assert_eq!(m["type"], "error", "round {round}: {m}");
+    }
+}
