@@ -66,6 +66,41 @@ impl CorsOrigins {
     }
 }
 
+/// Refuses a request a browser sent from another site that CORS cannot
+/// stop: a WebSocket upgrade or a form post (neither is preflighted, so
+/// the browser sends it whatever this server answers). Allowed: no
+/// `Origin` (not a browser, or same-origin navigation), the server's own
+/// origin (the `Origin` host is the request's `Host`), or a configured one.
+///
+/// # Errors
+/// [`crate::ApiError::Forbidden`].
+pub fn check_origin(
+    headers: &axum::http::HeaderMap,
+    allowed: Option<&CorsOrigins>,
+) -> crate::ApiResult<()> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    match allowed {
+        Some(CorsOrigins::Any) => return Ok(()),
+        Some(CorsOrigins::List(list)) if list.iter().any(|o| o == origin) => return Ok(()),
+        _ => {}
+    }
+    let origin_host = origin.to_str().ok().and_then(|o| {
+        o.strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"))
+    });
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (origin_host, host) {
+        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
+        _ => Err(crate::ApiError::Forbidden(format!(
+            "a page at {} may not use this server from a browser (not its own origin, nor \
+             a configured cors origin)",
+            origin.to_str().unwrap_or("another origin")
+        ))),
+    }
+}
+
 /// The CORS layer for `origins` (see the module documentation).
 pub fn layer(origins: &CorsOrigins) -> CorsLayer {
     let allow = match origins {
@@ -100,6 +135,31 @@ pub fn layer(origins: &CorsOrigins) -> CorsLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn browsers_may_upgrade_and_post_forms_from_the_servers_origin_or_configured_ones() {
+        use axum::http::HeaderMap;
+        let headers = |origin: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:3000"));
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            h
+        };
+        let listed = CorsOrigins::parse(&["https://app.example.com".into()]).unwrap();
+        assert!(check_origin(&headers(None), None).is_ok());
+        assert!(check_origin(&headers(Some("http://127.0.0.1:3000")), None).is_ok());
+        assert!(check_origin(&headers(Some("https://evil.example")), None).is_err());
+        assert!(check_origin(&headers(Some("null")), None).is_err());
+        assert!(check_origin(&headers(Some("https://app.example.com")), Some(&listed)).is_ok());
+        assert!(check_origin(&headers(Some("https://evil.example")), Some(&listed)).is_err());
+        assert!(check_origin(
+            &headers(Some("https://evil.example")),
+            Some(&CorsOrigins::Any)
+        )
+        .is_ok());
+    }
 
     #[test]
     fn origins_are_checked() {

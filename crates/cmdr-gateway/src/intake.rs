@@ -289,6 +289,11 @@ async fn intake(
         .map_or(crate::auth::ANONYMOUS, |p| p.0.as_str());
     let headers = parts.headers;
     let kind = body_kind(&headers)?;
+    if kind == BodyKind::Form {
+        // A form post is not preflighted: without this, a page of any site
+        // could send commands to a server without tokens.
+        crate::cors::check_origin(&headers, state.inner.config.cors.as_ref())?;
+    }
     let bytes = read_body(&headers, body, &state.inner.config).await?;
     let request = match kind {
         BodyKind::Json => CommandRequest::from_json(&bytes).map_err(|e| match e {

@@ -253,11 +253,15 @@ fn check_ws_query(raw: Option<&str>) -> ApiResult<()> {
 async fn websocket(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
+    headers: axum::http::HeaderMap,
     credential: Option<Extension<Credential>>,
     slot: Option<Extension<ConnectionSlot>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     check_ws_query(raw.as_deref())?;
+    // Browsers do not apply CORS to WebSockets: a page of any site could
+    // read a server without tokens (cross-site WebSocket hijacking).
+    crate::cors::check_origin(&headers, state.inner.config.cors.as_ref())?;
     let credential = credential.map(|Extension(c)| c);
     let ws = ws.map_err(|e| match e {
         WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_) => {

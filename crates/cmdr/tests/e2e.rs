@@ -935,3 +935,45 @@ async fn readiness_fails_first_and_serving_goes_on_for_the_shutdown_delay() {
         .expect(200);
     s.stop();
 }
+
+/// A server without tokens takes no form post and no WebSocket from a page
+/// of another site (neither is preflighted, so CORS cannot stop them); its
+/// own pages and non-browser clients are served.
+#[tokio::test]
+async fn other_sites_cannot_post_forms_or_open_websockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]).await;
+    let host = s.url.trim_start_matches("http://").to_string();
+    let form = |origin: Option<&str>| {
+        let mut r = s
+            .client
+            .post(s.at("/commands"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("action=ping&data=%7B%7D");
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r
+    };
+    send(form(Some("https://evil.example")))
+        .await
+        .expect_problem(403, "forbidden");
+    send(form(Some(&format!("http://{host}"))))
+        .await
+        .expect(202);
+    send(form(None)).await.expect(202);
+    let upgrade = |origin: &str| {
+        s.client
+            .get(s.at("/ws"))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("origin", origin.to_string())
+    };
+    send(upgrade("https://evil.example"))
+        .await
+        .expect_problem(403, "forbidden");
+    send(upgrade(&format!("http://{host}"))).await.expect(101);
+    s.stop();
+}
