@@ -312,9 +312,27 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
     let stop = stop_signal(&state, credential);
     let mut stopped = stop.clone();
     let mut close = None;
+    // Pings, so that a peer gone without a close (a NAT timeout, a laptop
+    // asleep) does not hold its connection and live streams for ever.
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         let msg = tokio::select! {
-            m = stream.next() => m,
+            m = stream.next() => {
+                heard = tokio::time::Instant::now();
+                m
+            }
+            _ = beat.tick() => {
+                if heard.elapsed() > HEARTBEAT * 3 {
+                    close = Some((close_code::AWAY, "no answer to pings"));
+                    break;
+                }
+                // Skipped when the outgoing buffer is full: the peer is
+                // reading slowly, not gone.
+                let _ = out_tx.try_send(Message::Ping(bytes::Bytes::new()));
+                continue;
+            }
             _ = stopped.wait_for(|s| *s) => {
                 close = Some(if *state.shutdown_signal().borrow() {
                     (close_code::AWAY, "the server is shutting down")

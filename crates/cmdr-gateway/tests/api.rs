@@ -1665,3 +1665,24 @@ async fn no_record_of_a_subscription_follows_its_unsubscribed() {
         assert_eq!(m["type"], "error", "round {round}: {m}");
     }
 }
+
+/// An idle WebSocket is pinged (a peer that never answers is closed
+/// after three heartbeats).
+#[tokio::test]
+async fn an_idle_websocket_is_pinged() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let h = harness(GatewayConfig::default()).await;
+    let server = Served::start(&h).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
+        .await
+        .unwrap();
+    let wait = cmdr_gateway::HEARTBEAT + Duration::from_secs(5);
+    let msg = tokio::time::timeout(wait, ws.next())
+        .await
+        .expect("a message within a heartbeat")
+        .expect("socket open")
+        .expect("no socket error");
+    assert!(matches!(msg, Message::Ping(_)), "{msg:?}");
+}
