@@ -23,10 +23,20 @@ pub const MAX_KEY_LEN: usize = 255;
 pub const MAX_IN_FLIGHT_KEYS: usize = 100_000;
 const SHARDS: usize = 32;
 
-/// SHA-256 of the request's canonical JSON (`action`, `data`, `key`), hex.
-pub fn request_hash(req: &CommandRequest) -> String {
-    let bytes = serde_json::to_vec(req).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+/// SHA-256 of the request's canonical JSON (`action`, `data`, `key`) and,
+/// unless it is [`crate::auth::ANONYMOUS`], the principal sending it, hex:
+/// a key is bound to the principal that first used it, and another
+/// principal's request with it is refused like a different body, never
+/// answered with the first principal's command.
+pub fn request_hash(req: &CommandRequest, principal: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(serde_json::to_vec(req).unwrap_or_default());
+    if principal != crate::auth::ANONYMOUS {
+        // After the JSON, which cannot end in a NUL: no two inputs collide.
+        hash.update(b"\0");
+        hash.update(principal.as_bytes());
+    }
+    hex::encode(hash.finalize())
 }
 
 /// Checks an `Idempotency-Key` header value: 1 to [`MAX_KEY_LEN`] visible ASCII characters.

@@ -340,7 +340,7 @@ async fn intake_idempotent(
     principal: &str,
     idem: String,
 ) -> ApiResult<Response> {
-    let hash = request_hash(&request);
+    let hash = request_hash(&request, principal);
     let held = state.inner.idempotency.lock(&idem).await?;
     if let Some((id, stored)) = bound_command(state, &idem).await? {
         if stored != hash.as_bytes() {

@@ -1686,3 +1686,46 @@ async fn an_idle_websocket_is_pinged() {
         .expect("no socket error");
     assert!(matches!(msg, Message::Ping(_)), "{msg:?}");
 }
+
+/// An `Idempotency-Key` belongs to the principal that first used it:
+/// another principal sending the same body with it is refused, not given
+/// the first one's command, and appends nothing.
+#[tokio::test]
+async fn an_idempotency_key_is_bound_to_its_principal() {
+    let mut tokens = cmdr_gateway::Tokens::default();
+    for (token, principal) in [("cmdr_alice", "alice"), ("cmdr_bob", "bob")] {
+        tokens
+            .add_token(
+                token,
+                cmdr_gateway::Grant {
+                    principal: principal.into(),
+                    roles: vec![cmdr_gateway::Role::Write, cmdr_gateway::Role::Read],
+                },
+            )
+            .unwrap();
+    }
+    let h = harness(GatewayConfig {
+        tokens: Some(Arc::new(cmdr_gateway::TokenTable::new(tokens))),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let router = cmdr_gateway::authenticated(app(h.state.clone()), &h.state);
+    let post_as = |token: &str| {
+        Request::post("/commands")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .header("idempotency-key", "order-7")
+            .body(Body::from(
+                json!({"action": "pay", "data": {"n": 1}}).to_string(),
+            ))
+            .unwrap()
+    };
+    let first = router.clone().oneshot(post_as("cmdr_alice")).await.unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let bob = router.clone().oneshot(post_as("cmdr_bob")).await.unwrap();
+    assert_eq!(bob.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let again = router.oneshot(post_as("cmdr_alice")).await.unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let end = h.log.topic("commands").await.unwrap().partitions[0].end_offset;
+    assert_eq!(end, 1, "one command appended");
+}
