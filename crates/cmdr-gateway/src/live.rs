@@ -380,9 +380,9 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
                 )
                 .await
                 {
-                    Ok(handle) => {
+                    Ok((handle, position)) => {
                         subs.insert(id.clone(), handle);
-                        json!({"type": "subscribed", "id": id})
+                        json!({"type": "subscribed", "id": id, "position": position})
                     }
                     Err(e) => json!({"type": "error", "id": id, "message": e.to_string()}),
                 }
@@ -448,7 +448,7 @@ async fn subscribe(
     from: Option<&str>,
     filter: Filter,
     (out, stop): (mpsc::Sender<Message>, watch::Receiver<bool>),
-) -> ApiResult<tokio::task::JoinHandle<()>> {
+) -> ApiResult<(tokio::task::JoinHandle<()>, String)> {
     // An ended subscription (see below) frees its id and its place.
     if subs.get(id).is_some_and(|h| !h.is_finished()) {
         return Err(ApiError::BadRequest(format!("subscription {id:?} exists")));
@@ -472,6 +472,8 @@ async fn subscribe(
         .transpose()?
         .unwrap_or(StartAt::End);
     let pos = resolve(state.inner.log.as_ref(), topic, &at).await?;
+    let start = crate::follow::format_position(&pos);
+    let told = start.clone();
     let permit = live_permit(state)?;
     let log = state.inner.log.clone();
     let sub = id.to_string();
@@ -498,8 +500,20 @@ async fn subscribe(
                 }
                 break;
             };
-            // Positions alone are for SSE resumes; a subscription starts anew.
-            let Some(value) = u.value else { continue };
+            // A position alone: where the follower has read to, past
+            // records the filter skipped (the first is the start, already
+            // in `subscribed`). A client resumes from the last it saw.
+            let Some(value) = u.value else {
+                if u.position != told {
+                    let msg =
+                        json!({"type": "position", "subscription": sub, "position": u.position});
+                    last = Some(u.position);
+                    if out.send(text_message(msg)).await.is_err() {
+                        break;
+                    }
+                }
+                continue;
+            };
             let record: serde_json::Value =
                 serde_json::from_slice(&value).unwrap_or(serde_json::Value::Null);
             let msg = json!({"type": "record", "subscription": sub, "position": u.position, "record": record});
@@ -511,7 +525,7 @@ async fn subscribe(
         drop(follower);
         drop(permit);
     });
-    Ok(task)
+    Ok((task, start))
 }
 
 /// Aborts its task when dropped.
