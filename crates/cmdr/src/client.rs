@@ -285,6 +285,14 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
             }
             Err(e) => return Err(unreachable_server(e, &format!("GET {url}"))),
         };
+        if res.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && failures < TAIL_RETRIES {
+            // Too many live streams, or the server is starting or stopping:
+            // it may well take this one a moment later.
+            eprintln!("reconnecting: the server answered 503 (busy)");
+            failures += 1;
+            tokio::time::sleep(TAIL_BACKOFF * 2u32.pow(failures.min(5))).await;
+            continue;
+        }
         if !res.status().is_success() {
             return print_response(res, false).await;
         }
@@ -323,8 +331,12 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
                     // An id alone: where the server has read to (past
                     // records the filters skipped), to resume from.
                     if let Some(id) = id.take() {
+                        // Progress resets the count of failed connections;
+                        // the position every stream starts with does not.
+                        if last.as_ref() != Some(&id) {
+                            failures = 0;
+                        }
                         last = Some(id);
-                        failures = 0;
                     }
                 } else if line.is_empty() {
                     println!("{}", data.join("\n"));
