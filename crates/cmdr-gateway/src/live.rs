@@ -135,7 +135,14 @@ fn parse_params(raw: Option<&str>, events: bool) -> ApiResult<(Filter, Option<St
         uuid::Uuid::parse_str(v)
             .map_err(|_| ApiError::BadRequest(format!("{name} must be a UUID, not {v:?}")))
     };
+    let mut given = std::collections::HashSet::new();
     for (k, v) in pairs {
+        if !given.insert(k.clone()) {
+            // `action=a&action=b` is not "a or b": refused, not half taken.
+            return Err(ApiError::BadRequest(format!(
+                "query parameter {k:?} given twice"
+            )));
+        }
         match k.as_str() {
             "action" => filter.action = Some(v),
             "key" => filter.key = Some(v),
@@ -557,5 +564,6 @@ mod tests {
         assert!(parse_params(Some("from=earliest&action=a"), false).is_ok());
         assert!(parse_params(Some("root=x"), false).is_err());
         assert!(parse_params(Some("acton=a"), true).is_err());
+        assert!(parse_params(Some("action=a&action=b"), true).is_err());
     }
 }
