@@ -654,7 +654,9 @@ async fn a_failed_durable_commit_never_moves_a_concurrent_commit_back() {
 }
 
 /// Appends queued together that exceed a round's byte budget are split
-/// over several rounds, none lost or reordered within a key.
+/// over several rounds (the carry path: an append taken off the queue that
+/// does not fit waits for the next round), and every one is answered and
+/// written once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_beyond_a_rounds_budget_wait_for_the_next_round() {
     let dir = tempfile::tempdir().unwrap();
@@ -686,4 +688,33 @@ async fn appends_beyond_a_rounds_budget_wait_for_the_next_round() {
         }
     }
     assert_eq!(seen.len(), 200);
+}
+
+/// A group file that cannot be written makes a sync fail, but the records
+/// are on disk: appends go on, and the commit is written once it can be.
+#[tokio::test]
+async fn a_group_file_that_cannot_be_written_does_not_stop_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(LogConfig::new(dir.path())).await.unwrap();
+    log.create_topic("out", 1).await.unwrap();
+    let blocker = dir.path().join("groups/.g.json.tmp");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let at = |next_offset| OffsetCommit {
+        group: "g".into(),
+        topic: "in".into(),
+        partition: 0,
+        next_offset,
+        expected: None,
+    };
+    log.append_with_commit("out", vec![Record::new("k", "v")], at(1))
+        .await
+        .unwrap();
+    assert!(log.sync().await.is_err());
+    log.append("out", vec![Record::new("k", "w")])
+        .await
+        .unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
+    log.sync().await.unwrap();
+    assert!(dir.path().join("groups/g.json").exists());
+    assert_eq!(log.committed("g", "in", 0).await.unwrap(), Some(1));
 }

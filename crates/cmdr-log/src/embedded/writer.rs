@@ -258,32 +258,40 @@ impl TopicWriter {
                     let _ = reply.send(
                         res.as_ref()
                             .map(|_| ())
-                            .map_err(|e| LogError::Closed(e.to_string())),
+                            .map_err(|e| LogError::Closed(e.error().to_string())),
                     );
                 }
-                if let Err(e) = res {
-                    // What the sync should have made durable may be gone
-                    // (a failed fsync forgets the dirty pages, and the next
-                    // one reports success): refuse appends until a reopen
-                    // recovers what is really on disk.
-                    tracing::error!(error = %e, "sync failed; refusing appends until the log is reopened");
-                    let _ = self.failed.set(format!(
-                        "a sync failed ({e}); what it covered may not be on disk"
-                    ));
+                match res {
+                    Err(SyncFailure::Segment(e)) => {
+                        // What the sync should have made durable may be
+                        // gone (a failed fsync forgets the dirty pages, and
+                        // the next one reports success): refuse appends
+                        // until a reopen recovers what is really on disk.
+                        tracing::error!(error = %e, "sync failed; refusing appends until the log is reopened");
+                        let _ = self.failed.set(format!(
+                            "a sync failed ({e}); what it covered may not be on disk"
+                        ));
+                    }
+                    // The records are synced; the groups stay dirty and
+                    // the next sync writes them again.
+                    Err(SyncFailure::Groups(e)) => {
+                        tracing::error!(error = %e, "writing committed offsets failed; retried at the next sync");
+                    }
+                    Ok(()) => {}
                 }
             }
         }
         if let Err(e) = self.sync_dirty() {
-            tracing::error!(error = %e, "final sync failed");
+            tracing::error!(error = %e.error(), "final sync failed");
         }
     }
 
-    fn sync_dirty(&mut self) -> Result<()> {
+    fn sync_dirty(&mut self) -> std::result::Result<(), SyncFailure> {
         for pw in self.parts.iter_mut().filter(|p| p.dirty) {
-            pw.active.sync()?;
+            pw.active.sync().map_err(SyncFailure::Segment)?;
             pw.dirty = false;
         }
-        self.offsets.persist_dirty()
+        self.offsets.persist_dirty().map_err(SyncFailure::Groups)
     }
 
     /// Writes one round and answers every batch in it.
@@ -480,7 +488,9 @@ impl TopicWriter {
         // The records first (in interval sync mode they may not be yet),
         // then the commits they carry in headers: those are recovered from
         // the active segment only, so they go to the group files before
-        // this one is sealed, and never ahead of their records.
+        // this one is sealed. (In interval mode the group files can still
+        // get ahead of records of other partitions and topics not synced
+        // yet; `cmdr serve` always syncs before answering.)
         if pw.dirty {
             pw.active.sync()?;
         }
@@ -499,6 +509,23 @@ impl TopicWriter {
         pw.dirty = false;
         pw.no_prealloc = false;
         Ok(())
+    }
+}
+
+/// What a sync of the dirty partitions failed at.
+#[derive(Debug)]
+enum SyncFailure {
+    /// Syncing a segment: its unsynced records may be lost.
+    Segment(LogError),
+    /// Writing the group files: the records are safe, the commits retried.
+    Groups(LogError),
+}
+
+impl SyncFailure {
+    fn error(&self) -> &LogError {
+        match self {
+            Self::Segment(e) | Self::Groups(e) => e,
+        }
     }
 }
 
