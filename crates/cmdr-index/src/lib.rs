@@ -384,6 +384,11 @@ impl Index {
             return None;
         }
         let waiter = self.inner.waiters.register(id.as_u128());
+        // Stopped in between: its wake-up of every waiter may have come
+        // before this one registered.
+        if !self.is_running() {
+            return None;
+        }
         self.inner.wake_indexer();
         waiter
     }

@@ -155,7 +155,11 @@ impl Index {
             return Ok(None);
         };
         let page = self.tree_in(&txn, id)?;
-        let complete = page.next.is_none();
+        // A page cut exactly at the tree's end has a cursor too.
+        let complete = match page.next {
+            None => true,
+            Some(last) => !self.tree_has_after(&txn, id, last)?,
+        };
         let mut events = page.items;
         if let Some(outcome) = command.outcome_event {
             if !events.iter().any(|e| e.event.id == outcome) {
@@ -167,6 +171,21 @@ impl Index {
             events,
             complete,
         }))
+    }
+
+    /// Whether command `id`'s tree has an event after event `after`.
+    fn tree_has_after(&self, txn: &ReadTransaction, id: Uuid, after: Uuid) -> Result<bool> {
+        let path = &self.inner.path;
+        let (root, after) = (id.as_u128(), after.as_u128());
+        let Some(from) = after.checked_add(1) else {
+            return Ok(false);
+        };
+        let table = txn.open_table(tables::EVENTS_BY_ROOT).db(path)?;
+        let next = table
+            .range((root, from)..=(root, u128::MAX))
+            .db(path)?
+            .next();
+        Ok(next.is_some())
     }
 
     fn tree_in(&self, txn: &ReadTransaction, id: Uuid) -> Result<Page<EventView>> {

@@ -787,3 +787,28 @@ async fn waiters_are_woken_when_the_indexer_stops() {
         .expect("woken at the stop");
     assert!(index.wait_for_outcome(c.id).is_none());
 }
+
+/// A tree of exactly the most events a command view holds is complete;
+/// one more event makes it incomplete.
+#[tokio::test]
+async fn a_tree_that_just_fits_is_complete() {
+    let (_dir, log, index, handle) = indexing().await;
+    let c = command("import", Some("batch-2"));
+    append_command(&log, &c, None).await;
+    let event = || EventDraft::new("imported", json!({})).into_event(c.id, c.id, &c.key, 9);
+    let records: Vec<Record> = (0..cmdr_index::MAX_CHILDREN)
+        .map(|_| {
+            let e = event();
+            Record::new(e.key.clone(), e.to_json())
+        })
+        .collect();
+    log.append("events", records).await.unwrap();
+    caught_up(&index, &log).await;
+    let tree = index.command_tree(c.id).unwrap().unwrap();
+    assert_eq!(tree.events.len(), cmdr_index::MAX_CHILDREN);
+    assert!(tree.complete);
+    append_event(&log, &event()).await;
+    caught_up(&index, &log).await;
+    assert!(!index.command_tree(c.id).unwrap().unwrap().complete);
+    handle.shutdown().await.unwrap();
+}
