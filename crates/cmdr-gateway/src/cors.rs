@@ -90,9 +90,15 @@ pub fn check_origin(
         o.strip_prefix("https://")
             .or_else(|| o.strip_prefix("http://"))
     });
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    match (origin_host, host) {
-        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
+    // The host the browser asked for: `Host`, or the one a reverse proxy
+    // that rewrites `Host` passes on (a page cannot set either header on
+    // the requests checked here).
+    let mut hosts = [header::HOST.as_str(), "x-forwarded-host"]
+        .into_iter()
+        .filter_map(|name| headers.get(name).and_then(|h| h.to_str().ok()))
+        .flat_map(|h| h.split(',').map(str::trim));
+    match origin_host {
+        Some(o) if hosts.any(|h| o.eq_ignore_ascii_case(h)) => Ok(()),
         _ => Err(crate::ApiError::Forbidden(format!(
             "a page at {} may not use this server from a browser (not its own origin, nor \
              a configured cors origin)",
@@ -159,6 +165,14 @@ mod tests {
             Some(&CorsOrigins::Any)
         )
         .is_ok());
+        // Behind a proxy that rewrites Host and says what it was.
+        let mut proxied = headers(Some("https://cmdr.example.com"));
+        assert!(check_origin(&proxied, None).is_err());
+        proxied.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("cmdr.example.com"),
+        );
+        assert!(check_origin(&proxied, None).is_ok());
     }
 
     #[test]
