@@ -308,10 +308,18 @@ enum ClientMessage {
 async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Credential>) {
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(WS_BUFFER);
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            if sink.send(msg).await.is_err() {
-                break;
+    // When the peer last took a message: a slow reader is alive too.
+    let born = tokio::time::Instant::now();
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = tokio::spawn({
+        let delivered = Arc::clone(&delivered);
+        async move {
+            while let Some(msg) = out_rx.recv().await {
+                if sink.send(msg).await.is_err() {
+                    break;
+                }
+                let ms = born.elapsed().as_millis() as u64;
+                delivered.store(ms, std::sync::atomic::Ordering::Relaxed);
             }
         }
     });
@@ -331,7 +339,9 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
                 m
             }
             _ = beat.tick() => {
-                if heard.elapsed() > HEARTBEAT * 3 {
+                let took = born
+                    + Duration::from_millis(delivered.load(std::sync::atomic::Ordering::Relaxed));
+                if heard.max(took).elapsed() > HEARTBEAT * 3 {
                     close = Some((close_code::AWAY, "no answer to pings"));
                     break;
                 }

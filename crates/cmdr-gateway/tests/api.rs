@@ -1678,8 +1678,7 @@ async fn no_record_of_a_subscription_follows_its_unsubscribed() {
     }
 }
 
-/// An idle WebSocket is pinged (a peer that never answers is closed
-/// after three heartbeats).
+/// An idle WebSocket is pinged every heartbeat.
 #[tokio::test]
 async fn an_idle_websocket_is_pinged() {
     use futures::StreamExt;
