@@ -1,5 +1,5 @@
-//! Runs one webhook processor: consumes `commands` as group
-//! `webhook-<name>`, POSTs each command of its actions to its URL, and turns
+//! Runs one webhook processor: consumes `commands` as its group (see
+//! [`group_name`]), POSTs each command of its actions to its URL, and turns
 //! the answer into events, a rejection, or (after the last failed attempt) a
 //! dead letter plus a `processing-failed` rejection.
 
@@ -41,8 +41,12 @@ pub struct WebhookConfig {
     /// attempt. Default [`DEFAULT_MAX_ANSWER_BYTES`].
     pub max_answer_bytes: usize,
     /// When set, a command that already has an outcome is skipped rather
-    /// than sent (see [`super::settled`]). Default `None`: every command of
-    /// the registered actions is sent.
+    /// than sent (see [`super::settled`]), and a registration whose actions
+    /// change goes over the commands topic again (see [`group_name`]).
+    /// Default `None`: every command of the registered actions is sent, and
+    /// a changed registration continues from its group's position
+    /// (`webhook-{name}`), so commands of an added action sent earlier are
+    /// not handled.
     pub settled: Option<SettledCheck>,
     /// TLS of `https://` processor URLs (see [`crate::tls::client_config`]).
     /// Default `None`: the system's CA certificates.
@@ -72,7 +76,9 @@ impl Default for WebhookConfig {
 /// which starts at the beginning of the commands topic as a new name does
 /// (commands already settled are skipped without a call): the old group
 /// had passed over, and committed, the commands of actions it did not
-/// have then. A new URL alone keeps the group and its position.
+/// have then. A new URL alone keeps the group and its position. (Without
+/// a [`WebhookConfig::settled`] check, going over the topic again would
+/// send every past command again: such a runner keeps `webhook-{name}`.)
 pub fn group_name(name: &str, actions: &[String]) -> String {
     use sha2::Digest;
     let mut set: Vec<&str> = actions.iter().map(String::as_str).collect();
@@ -90,6 +96,12 @@ pub fn group_name(name: &str, actions: &[String]) -> String {
         id.push_str(&format!("{b:02x}"));
     }
     format!("{WEBHOOK_GROUP_PREFIX}{name}.{id}")
+}
+
+/// The consumer group of webhook processor `name` run without a
+/// [`WebhookConfig::settled`] check, whatever its actions.
+fn unchecked_group_name(name: &str) -> String {
+    format!("{WEBHOOK_GROUP_PREFIX}{name}")
 }
 
 struct WebhookDispatch {
@@ -381,7 +393,10 @@ async fn run(
             .map_err(|e| ProcessorError::Internal(format!("catching up on outcomes: {e}")))?;
     }
     let engine_config = EngineConfig {
-        group: group_name(name, &dispatch.registration.actions),
+        group: match config.settled {
+            Some(_) => group_name(name, &dispatch.registration.actions),
+            None => unchecked_group_name(name),
+        },
         input_topic: COMMANDS_TOPIC.into(),
         output_topic: EVENTS_TOPIC.into(),
         start: StartPosition::Earliest,
@@ -494,7 +509,7 @@ mod tests {
         go.send(true).unwrap();
         ends_superseded(runner).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1, "called once, not cut off");
-        let group = group_name("billing", &["pay".to_string()]);
+        let group = unchecked_group_name("billing");
         assert_eq!(
             log.committed(&group, COMMANDS_TOPIC, 0).await.unwrap(),
             Some(ship.offset),
@@ -532,7 +547,7 @@ mod tests {
             })
         };
         let other = send(log.as_ref(), "ship").await;
-        let group = group_name("billing", &["pay".to_string()]);
+        let group = unchecked_group_name("billing");
         for _ in 0..500 {
             if log.committed(&group, COMMANDS_TOPIC, 0).await.unwrap() == Some(other.offset + 1) {
                 break;
