@@ -20,6 +20,17 @@ async fn in_and_out(dir: &tempfile::TempDir) -> EmbeddedLog {
     log
 }
 
+/// A commit of `group`'s position `next_offset` in partition 0 of `topic`.
+fn commit(group: &str, topic: &str, next_offset: u64) -> OffsetCommit {
+    OffsetCommit {
+        group: group.into(),
+        topic: topic.into(),
+        partition: 0,
+        next_offset,
+        expected: None,
+    }
+}
+
 /// Files under `dir` this process has open (Linux: `/proc/self/fd`).
 fn open_files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let dir = dir.canonicalize().unwrap();
@@ -278,13 +289,7 @@ async fn consumer_group_shares_partitions_and_resumes_from_commit() {
 async fn atomic_commit_survives_reopen_without_a_group_file_write() {
     let dir = tempfile::tempdir().unwrap();
     let log = in_and_out(&dir).await;
-    let commit = OffsetCommit {
-        group: "proc".into(),
-        topic: "in".into(),
-        partition: 0,
-        next_offset: 7,
-        expected: None,
-    };
+    let commit = commit("proc", "in", 7);
     log.append_with_commit("out", vec![Record::new("k", "result")], commit)
         .await
         .unwrap();
@@ -507,13 +512,7 @@ async fn a_topic_with_zero_partitions_in_its_metadata_is_refused() {
 async fn a_commit_back_to_an_earlier_offset_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let log = in_and_out(&dir).await;
-    let at = |next_offset| OffsetCommit {
-        group: "proc".into(),
-        topic: "in".into(),
-        partition: 0,
-        next_offset,
-        expected: None,
-    };
+    let at = |next_offset| commit("proc", "in", next_offset);
     log.append_with_commit("out", vec![Record::new("k", "result")], at(8))
         .await
         .unwrap();
@@ -562,13 +561,7 @@ async fn an_append_larger_than_a_round_may_write_is_refused_whole() {
 async fn a_commit_naming_an_invalid_topic_is_refused_with_its_batch() {
     let dir = tempfile::tempdir().unwrap();
     let log = in_and_out(&dir).await;
-    let bad = OffsetCommit {
-        group: "proc".into(),
-        topic: "in put".into(),
-        partition: 0,
-        next_offset: 7,
-        expected: None,
-    };
+    let bad = commit("proc", "in put", 7);
     let appended = log
         .append_with_commit("out", vec![Record::new("k", "v")], bad.clone())
         .await;
@@ -619,13 +612,7 @@ async fn a_failed_durable_commit_never_moves_a_concurrent_commit_back() {
     log.create_topic("out", 1).await.unwrap();
     // Every write of group g's file fails: its temporary file is a folder.
     std::fs::create_dir_all(dir.path().join("groups/.g.json.tmp")).unwrap();
-    let at = |next_offset| OffsetCommit {
-        group: "g".into(),
-        topic: "in".into(),
-        partition: 0,
-        next_offset,
-        expected: None,
-    };
+    let at = |next_offset| commit("g", "in", next_offset);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failing = {
         let (log, stop) = (log.clone(), stop.clone());
@@ -699,13 +686,7 @@ async fn a_group_file_that_cannot_be_written_does_not_stop_appends() {
     log.create_topic("out", 1).await.unwrap();
     let blocker = dir.path().join("groups/.g.json.tmp");
     std::fs::create_dir_all(&blocker).unwrap();
-    let at = |next_offset| OffsetCommit {
-        group: "g".into(),
-        topic: "in".into(),
-        partition: 0,
-        next_offset,
-        expected: None,
-    };
+    let at = |next_offset| commit("g", "in", next_offset);
     log.append_with_commit("out", vec![Record::new("k", "v")], at(1))
         .await
         .unwrap();
