@@ -122,8 +122,13 @@ impl Filter {
     }
 }
 
+/// Bytes of record values a follower's updates may hold at once, queued
+/// for its client or not yet sent on: beyond it the follower waits, as for
+/// a full channel. A larger record is sent alone.
+pub const FOLLOW_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
 /// One record passed to a client, or where the follower has got to.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Update {
     /// The position after this record (resume from it).
     pub position: String,
@@ -132,6 +137,9 @@ pub struct Update {
     /// so that a client resuming from it does not read them again (or,
     /// having seen nothing yet, miss what came meanwhile).
     pub value: Option<Bytes>,
+    /// The value's share of [`FOLLOW_BUFFER_BYTES`], given back when the
+    /// update is dropped (once sent on).
+    pub held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Resolves where to start in `topic`.
@@ -192,7 +200,9 @@ pub async fn follow(
     let start = Update {
         position: told.clone(),
         value: None,
+        held: None,
     };
+    let budget = Arc::new(tokio::sync::Semaphore::new(FOLLOW_BUFFER_BYTES));
     if tx.send(start).await.is_err() {
         return;
     }
@@ -224,9 +234,16 @@ pub async fn follow(
                 progressed = true;
                 if filter.matches(&r.value) {
                     told = format_position(&pos);
+                    let share = r.value.len().clamp(1, FOLLOW_BUFFER_BYTES) as u32;
+                    let held = tokio::select! {
+                        p = Arc::clone(&budget).acquire_many_owned(share) => p.ok(),
+                        _ = tx.closed() => return,
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    };
                     let update = Update {
                         position: told.clone(),
                         value: Some(r.value),
+                        held,
                     };
                     if tx.send(update).await.is_err() {
                         return;
@@ -252,6 +269,7 @@ pub async fn follow(
                 let update = Update {
                     position: told.clone(),
                     value: None,
+                    held: None,
                 };
                 if tx.send(update).await.is_err() {
                     return;
@@ -277,6 +295,33 @@ pub async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that reads nothing holds at most the buffer's bytes of
+    /// records (and one more), not a channel full of large ones.
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_holds_a_bounded_number_of_bytes() {
+        let log = Arc::new(cmdr_log::memory::MemoryLog::new());
+        log.create_topic("t", 1).await.unwrap();
+        for i in 0..20u8 {
+            let value = vec![b'a' + i; 1024 * 1024];
+            log.append("t", vec![cmdr_log::Record::new("k", value)])
+                .await
+                .unwrap();
+        }
+        let (tx, mut rx) = mpsc::channel(64);
+        let (_stop, stopped) = watch::channel(false);
+        let follower = tokio::spawn(follow(log, "t", vec![0], Filter::default(), tx, stopped));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut records = 0;
+        while let Ok(u) = rx.try_recv() {
+            records += usize::from(u.value.is_some());
+        }
+        assert!(
+            (1..=5).contains(&records),
+            "{records} records of 1 MiB held"
+        );
+        follower.abort();
+    }
 
     #[test]
     fn positions_parse_and_format() {

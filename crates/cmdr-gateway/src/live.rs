@@ -307,14 +307,16 @@ enum ClientMessage {
 
 async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Credential>) {
     let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(WS_BUFFER);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(WS_BUFFER);
     // When the peer last took a message: a slow reader is alive too.
     let born = tokio::time::Instant::now();
     let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writer = tokio::spawn({
         let delivered = Arc::clone(&delivered);
         async move {
-            while let Some(msg) = out_rx.recv().await {
+            // A record's share of its follower's buffer is given back once
+            // it is written (`held` dropped at the end of each turn).
+            while let Some((msg, _held)) = out_rx.recv().await {
                 if sink.send(msg).await.is_err() {
                     break;
                 }
@@ -347,7 +349,7 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
                 }
                 // Skipped when the outgoing buffer is full: the peer is
                 // reading slowly, not gone.
-                let _ = out_tx.try_send(Message::Ping(bytes::Bytes::new()));
+                let _ = out_tx.try_send((Message::Ping(bytes::Bytes::new()), None));
                 continue;
             }
             _ = stopped.wait_for(|s| *s) => {
@@ -405,7 +407,7 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
                 }
             }
         };
-        if out_tx.send(text_message(reply)).await.is_err() {
+        if out_tx.send((text_message(reply), None)).await.is_err() {
             break;
         }
     }
@@ -417,7 +419,7 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
             code,
             reason: reason.into(),
         };
-        let _ = out_tx.send(Message::Close(Some(frame))).await;
+        let _ = out_tx.send((Message::Close(Some(frame)), None)).await;
     }
     drop(out_tx);
     let _ = writer.await;
@@ -453,6 +455,11 @@ fn client_message(text: &str) -> Result<ClientMessage, (Option<String>, String)>
     serde_json::from_value(value).map_err(|e| (id, format!("invalid message: {e}")))
 }
 
+/// A message for the socket's writer, with the share of its follower's
+/// buffer a record holds until it is written (see
+/// [`crate::follow::FOLLOW_BUFFER_BYTES`]).
+type Outgoing = (Message, Option<tokio::sync::OwnedSemaphorePermit>);
+
 fn text_message(value: serde_json::Value) -> Message {
     Message::Text(value.to_string().into())
 }
@@ -464,7 +471,7 @@ async fn subscribe(
     topic: &str,
     from: Option<&str>,
     filter: Filter,
-    (out, stop): (mpsc::Sender<Message>, watch::Receiver<bool>),
+    (out, stop): (mpsc::Sender<Outgoing>, watch::Receiver<bool>),
 ) -> ApiResult<(tokio::task::JoinHandle<()>, String)> {
     // An ended subscription (see below) frees its id and its place.
     if subs.get(id).is_some_and(|h| !h.is_finished()) {
@@ -513,7 +520,7 @@ async fn subscribe(
                 // free once this task ends), unless the server is stopping.
                 if !*stop.borrow() {
                     let msg = json!({"type": "error", "id": sub, "message": "the subscription ended: the log could not be read; subscribe again from the last position", "position": last});
-                    let _ = out.send(text_message(msg)).await;
+                    let _ = out.send((text_message(msg), None)).await;
                 }
                 break;
             };
@@ -525,7 +532,7 @@ async fn subscribe(
                     let msg =
                         json!({"type": "position", "subscription": sub, "position": u.position});
                     last = Some(u.position);
-                    if out.send(text_message(msg)).await.is_err() {
+                    if out.send((text_message(msg), None)).await.is_err() {
                         break;
                     }
                 }
@@ -535,7 +542,7 @@ async fn subscribe(
                 serde_json::from_slice(&value).unwrap_or(serde_json::Value::Null);
             let msg = json!({"type": "record", "subscription": sub, "position": u.position, "record": record});
             last = Some(u.position);
-            if out.send(text_message(msg)).await.is_err() {
+            if out.send((text_message(msg), u.held)).await.is_err() {
                 break;
             }
         }
