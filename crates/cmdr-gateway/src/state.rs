@@ -124,12 +124,12 @@ impl AppState {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether a shutdown was asked for (see [`AppState::begin_leaving`]).
+    /// Whether a shutdown was asked for (see [`AppState::begin_leaving`];
+    /// [`AppState::begin_shutdown`] sets it too).
     pub fn is_leaving(&self) -> bool {
         self.inner
             .leaving
             .load(std::sync::atomic::Ordering::Relaxed)
-            || *self.inner.shutdown.borrow()
     }
 
     /// Tells long-lived responses to end (called by [`crate::serve`]).

@@ -573,10 +573,7 @@ impl<'t> Tables<'t> {
         let Some(raw) = self.events.get(event_id).db(self.path)? else {
             return Ok(CommandStatus::Accepted);
         };
-        Ok(match codec::event_outcome(raw.value())? {
-            Some(Outcome::Rejected) => CommandStatus::Rejected,
-            _ => CommandStatus::Accepted,
-        })
+        Ok(codec::event_outcome(raw.value())?.map_or(CommandStatus::Accepted, status_of))
     }
 
     fn index_event(&mut self, rec: &StoredRecord, settled: &mut Vec<u128>) -> Result<()> {
