@@ -23,10 +23,9 @@ use crate::error::{ApiError, ApiResult};
 
 /// Most records a follower reads from one partition at once.
 pub const FOLLOW_BATCH: usize = 256;
-/// Bytes of records a follower aims to read at once: it halves its batch
-/// while reads bring more, and doubles it (up to [`FOLLOW_BATCH`]) while
-/// they bring under a quarter of it, so large records are read a few at a
-/// time.
+/// Bytes of records a follower aims to read at once (a
+/// [`cmdr_log::ReadBatch`] of at most [`FOLLOW_BATCH`] records), so large
+/// records are read a few at a time.
 pub const FOLLOW_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Where following starts.
@@ -207,12 +206,12 @@ pub async fn follow(
         return;
     }
     // Started small: the records' size is not known yet.
-    let mut batch = 8;
+    let mut batch = cmdr_log::ReadBatch::new(8, FOLLOW_BATCH, FOLLOW_BATCH_BYTES);
     loop {
         let mut progressed = false;
         for (p, next) in pos.clone().into_iter().enumerate() {
             let records = tokio::select! {
-                r = log.read(topic, p as u32, next, batch) => r,
+                r = log.read(topic, p as u32, next, batch.size()) => r,
                 _ = shutdown.wait_for(|s| *s) => return,
             };
             let records = match records {
@@ -222,12 +221,7 @@ pub async fn follow(
                     return;
                 }
             };
-            let bytes: usize = records.iter().map(|r| r.value.len()).sum();
-            if bytes > FOLLOW_BATCH_BYTES {
-                batch = (batch / 2).max(1);
-            } else if bytes < FOLLOW_BATCH_BYTES / 4 && records.len() == batch {
-                batch = (batch * 2).min(FOLLOW_BATCH);
-            }
+            batch.observe(&records);
             let read_any = !records.is_empty();
             for r in records {
                 pos[p] = r.offset + 1;

@@ -34,13 +34,21 @@ use crate::model::{status_code, LogPosition};
 use crate::tables::name_hash;
 use crate::{tables, DbResult, Index, IndexError, Result, INDEXED_TOPICS};
 
-/// Records a reader asks the log for at once.
+/// Most records a reader asks the log for at once.
 pub const READ_BATCH: usize = 2048;
+/// Bytes a reader aims to read at once: its reads are sized by a
+/// [`cmdr_log::ReadBatch`] of at most [`READ_BATCH`] records, so large
+/// records are read a few at a time.
+pub const READ_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Batches in flight between readers and the writer (each at most
-/// [`READ_BATCH`] records); readers wait when it is full.
+/// [`READ_BATCH`] records, and about [`READ_BATCH_BYTES`] or one larger
+/// record); readers wait when it is full.
 pub const CHANNEL_BATCHES: usize = 16;
 /// Most records written in one index transaction.
 pub const MAX_RECORDS_PER_TXN: usize = 4_096;
+/// Bytes of records past which a transaction takes no further batch (it
+/// holds what it writes in memory until its commit).
+pub const MAX_BYTES_PER_TXN: usize = 64 * 1024 * 1024;
 /// Commits are at least this far apart while nobody waits for the index:
 /// under load, records gather into larger transactions (far less work per
 /// record: at 2 ms the indexer took a quarter of the server's CPU under
@@ -73,6 +81,13 @@ pub(crate) struct Batch {
     topic: &'static str,
     partition: u32,
     records: Vec<StoredRecord>,
+}
+
+impl Batch {
+    /// About the memory its records take.
+    fn bytes(&self) -> usize {
+        self.records.iter().map(cmdr_log::batch::stored_bytes).sum()
+    }
 }
 
 /// A running indexer; stop it with [`IndexerHandle::shutdown`]. Dropping the
@@ -361,11 +376,13 @@ impl Writer {
             return Ok(Step::Yielded);
         }
         let mut count = first.records.len();
+        let mut bytes = first.bytes();
         let mut batches = vec![first];
-        while count < MAX_RECORDS_PER_TXN {
+        while count < MAX_RECORDS_PER_TXN && bytes < MAX_BYTES_PER_TXN {
             match self.rx.try_recv() {
                 Ok(b) => {
                     count += b.records.len();
+                    bytes += b.bytes();
                     batches.push(b);
                 }
                 Err(_) => break,
@@ -819,9 +836,12 @@ async fn read_partition(
     tx: mpsc::Sender<Batch>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Started small: the records' size is not known yet.
+    let mut batch = cmdr_log::ReadBatch::new(64, READ_BATCH, READ_BATCH_BYTES);
     loop {
+        let asked = batch.size();
         let read = tokio::select! {
-            r = log.read(topic, partition, from, READ_BATCH) => r,
+            r = log.read(topic, partition, from, asked) => r,
             _ = stopped(&mut stop) => return,
         };
         let records = match read {
@@ -844,7 +864,8 @@ async fn read_partition(
             continue;
         };
         from = last.offset + 1;
-        let caught_up = records.len() < READ_BATCH;
+        let caught_up = records.len() < asked;
+        batch.observe(&records);
         if tx
             .send(Batch {
                 topic,

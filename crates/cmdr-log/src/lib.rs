@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod batch;
 pub mod embedded;
 mod error;
 pub mod memory;
@@ -30,6 +31,7 @@ mod record;
 
 use async_trait::async_trait;
 
+pub use batch::ReadBatch;
 pub use error::{LogError, Result};
 pub use record::{
     partition_for_key, Appended, Header, OffsetCommit, PartitionInfo, Record, StartPosition,

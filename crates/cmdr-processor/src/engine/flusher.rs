@@ -61,6 +61,8 @@ pub(crate) async fn run(
         let mut records: Vec<Record> = first.records;
         let from = first.from;
         let mut next_offset = first.next_offset;
+        // The releases' shares of the flush budget, given back once appended.
+        let mut permits = vec![first.permit];
         while records.len() < MAX_FLUSH_RECORDS {
             match rx.try_recv() {
                 Ok(more) => {
@@ -71,6 +73,7 @@ pub(crate) async fn run(
                     }
                     bytes += more_bytes;
                     records.extend(more.records);
+                    permits.push(more.permit);
                     next_offset = more.next_offset;
                 }
                 Err(_) => break,
@@ -93,6 +96,7 @@ pub(crate) async fn run(
                 .await
                 .map(|_| ())
         };
+        drop(permits);
         result.map_err(|e| {
             ProcessorError::log(
                 format!(
@@ -126,6 +130,7 @@ mod tests {
                 from,
                 next_offset: from + if i == 0 { 2 } else { 1 },
                 inputs: if i == 0 { 2 } else { 1 },
+                ..Released::default()
             };
             tx.send(released).await.unwrap();
         }

@@ -42,35 +42,61 @@ pub(crate) struct Released {
     pub next_offset: u64,
     /// How many inputs are covered.
     pub inputs: usize,
+    /// The bytes of the inputs covered and of their outputs, as counted by
+    /// [`Sequencer::received`] and [`output_bytes`].
+    pub bytes: usize,
+    /// A share of the engine's flush budget, held until the outputs are
+    /// appended (set by the engine).
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// One partition's inputs in flight, by offset; `None` until handled.
+/// One input in flight: its size, and its output once handled.
+#[derive(Debug)]
+struct Slot {
+    input_bytes: usize,
+    output: Option<Vec<Record>>,
+}
+
+/// One partition's inputs in flight, by offset.
 #[derive(Debug, Default)]
 pub(crate) struct Sequencer {
-    slots: BTreeMap<u64, Option<Vec<Record>>>,
+    slots: BTreeMap<u64, Slot>,
     /// One past the highest offset received, to recognise redelivery.
     next_expected: u64,
 }
 
 impl Sequencer {
-    /// Registers an input received from the log; `false` when this runner has
-    /// already received that offset (a consumer that rewound after a
-    /// rebalance), in which case the input must not be handled again.
+    /// Registers an input of `input_bytes` received from the log; `false`
+    /// when this runner has already received that offset (a consumer that
+    /// rewound after a rebalance), in which case the input must not be
+    /// handled again.
     #[must_use]
-    pub fn received(&mut self, offset: u64) -> bool {
+    pub fn received(&mut self, offset: u64, input_bytes: usize) -> bool {
         if offset < self.next_expected {
             return false;
         }
         self.next_expected = offset + 1;
-        self.slots.insert(offset, None);
+        self.slots.insert(
+            offset,
+            Slot {
+                input_bytes,
+                output: None,
+            },
+        );
         true
     }
 
     /// Records the output of a handled input.
     pub fn completed(&mut self, offset: u64, output: Vec<Record>) {
         if let Some(slot) = self.slots.get_mut(&offset) {
-            *slot = Some(output);
+            slot.output = Some(output);
         }
+    }
+
+    /// The offset of the oldest input not released yet: the one that holds
+    /// back every later output of the partition.
+    pub fn head(&self) -> Option<u64> {
+        self.slots.keys().next().copied()
     }
 
     /// Takes the outputs of the contiguous handled prefix, if any: at least
@@ -80,16 +106,18 @@ impl Sequencer {
         let mut released = Released::default();
         let mut bytes = 0usize;
         while let Some(entry) = self.slots.first_entry() {
-            if entry.get().is_none() || bytes >= MAX_RELEASE_BYTES {
+            if entry.get().output.is_none() || bytes >= MAX_RELEASE_BYTES {
                 break;
             }
-            bytes += entry.get().as_deref().map_or(0, output_bytes);
+            let out_bytes = entry.get().output.as_deref().map_or(0, output_bytes);
+            bytes += out_bytes;
             let offset = *entry.key();
             if released.inputs == 0 {
                 released.from = offset;
             }
-            let output = entry.remove().unwrap_or_default();
-            released.records.extend(output);
+            let slot = entry.remove();
+            released.bytes += slot.input_bytes + out_bytes;
+            released.records.extend(slot.output.unwrap_or_default());
             released.next_offset = offset + 1;
             released.inputs += 1;
         }
@@ -105,9 +133,9 @@ mod tests {
     fn releases_only_the_contiguous_prefix() {
         let mut s = Sequencer::default();
         for o in 5..9 {
-            assert!(s.received(o));
+            assert!(s.received(o, 0));
         }
-        assert!(!s.received(6), "a redelivered offset is refused");
+        assert!(!s.received(6, 0), "a redelivered offset is refused");
         s.completed(6, vec![Record::new("b", "6")]);
         assert!(s.release().is_none());
         s.completed(5, vec![Record::new("a", "5")]);
@@ -124,11 +152,29 @@ mod tests {
     }
 
     #[test]
+    fn the_head_is_the_oldest_unreleased_input_and_a_release_counts_its_bytes() {
+        let mut s = Sequencer::default();
+        assert_eq!(s.head(), None);
+        assert!(s.received(3, 100));
+        assert!(s.received(4, 50));
+        s.completed(4, vec![Record::new("k", "out")]);
+        assert_eq!(
+            s.head(),
+            Some(3),
+            "a handled input behind the head does not move it"
+        );
+        s.completed(3, vec![]);
+        let r = s.release().unwrap();
+        assert_eq!(r.bytes, 100 + 50 + output_bytes(&[Record::new("k", "out")]));
+        assert_eq!(s.head(), None);
+    }
+
+    #[test]
     fn a_release_stops_past_its_byte_budget() {
         let mut s = Sequencer::default();
         let big = || vec![Record::new("k", vec![b'x'; MAX_RELEASE_BYTES / 3])];
         for o in 0..7 {
-            assert!(s.received(o));
+            assert!(s.received(o, 0));
             s.completed(o, big());
         }
         let mut covered = Vec::new();
