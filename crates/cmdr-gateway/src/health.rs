@@ -70,8 +70,10 @@ const SEND_FORM: &str = "<h2>Send a command</h2><form method=post action=/comman
 async fn home(neg: Negotiated) -> Response {
     if neg.html {
         let page = crate::html::page("cmdr", &home_document());
-        return axum::response::Html(page.replace("</body>", &format!("{SEND_FORM}</body>")))
+        let mut res = axum::response::Html(page.replace("</body>", &format!("{SEND_FORM}</body>")))
             .into_response();
+        crate::negotiate::vary_on_accept(&mut res);
+        return res;
     }
     neg.render("cmdr", home_document())
 }

@@ -42,6 +42,7 @@ mod live;
 mod metrics;
 pub mod negotiate;
 pub mod openapi;
+pub mod paths;
 mod processors;
 mod reads;
 mod schema_cost;

@@ -54,14 +54,23 @@ impl Negotiated {
         Self { html }
     }
 
-    /// Answers `body` as JSON, or as an HTML page titled `title`.
+    /// Answers `body` as JSON, or as an HTML page titled `title`, with
+    /// `Vary: Accept` (so that a cache keeps the two apart).
     pub fn render(self, title: &str, body: Value) -> Response {
-        if self.html {
+        let mut res = if self.html {
             Html(crate::html::page(title, &body)).into_response()
         } else {
             Json(body).into_response()
-        }
+        };
+        vary_on_accept(&mut res);
+        res
     }
+}
+
+/// Marks `res` as chosen by the request's `Accept` header.
+pub fn vary_on_accept(res: &mut Response) {
+    res.headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept"));
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Negotiated {

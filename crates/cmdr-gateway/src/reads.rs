@@ -15,7 +15,6 @@ use axum::routing::get;
 use axum::Router;
 use cmdr_contract::{CommandStatus, COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_index::{Order, Query, MAX_LIMIT};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -126,18 +125,9 @@ fn next_link(path: &str, pairs: &[(String, String)], next: Option<Uuid>) -> Valu
     Value::String(format!("{path}?{qs}"))
 }
 
-/// Characters of a key left as they are in a `/streams/{key}` path: the
-/// unreserved ones and `/` (the route takes the rest of the path as the key).
-const STREAM_KEY_KEEP: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
-
-/// The path of one key's stream, the key percent-encoded (`a?b` → `/streams/a%3Fb`).
+/// The path of one key's stream, the key percent-encoded (`a/b` → `/streams/a%2Fb`).
 fn stream_path(key: &str) -> String {
-    format!("/streams/{}", utf8_percent_encode(key, STREAM_KEY_KEEP))
+    format!("/streams/{}", crate::paths::segment(key))
 }
 
 /// Read-your-writes: on a miss, wait (bounded) until the index has caught up
@@ -309,7 +299,8 @@ mod tests {
     #[test]
     fn stream_paths_encode_what_would_break_the_link() {
         assert_eq!(stream_path("acc-1"), "/streams/acc-1");
-        assert_eq!(stream_path("a/b_c.d~e"), "/streams/a/b_c.d~e");
+        assert_eq!(stream_path("a/b_c.d~e"), "/streams/a%2Fb_c.d~e");
+        assert_eq!(stream_path("a/../b"), "/streams/a%2F..%2Fb");
         assert_eq!(stream_path("a?b#c d%e"), "/streams/a%3Fb%23c%20d%25e");
         assert_eq!(stream_path("ü"), "/streams/%C3%BC");
     }

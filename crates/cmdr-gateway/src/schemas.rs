@@ -220,7 +220,7 @@ impl SchemaRegistry {
                     "action": name,
                     "version": latest.version,
                     "versions": a.versions.len(),
-                    "links": {"self": format!("/schemas/{name}")},
+                    "links": {"self": format!("/schemas/{}", crate::paths::segment(name))},
                 }))
             })
             .collect();
@@ -255,7 +255,10 @@ fn version_body(v: &SchemaVersion, all: &[SchemaVersion]) -> Value {
         "schema": v.schema,
         "timestamp": v.timestamp,
         "versions": all.iter().map(|x| x.version).collect::<Vec<_>>(),
-        "links": {"self": format!("/schemas/{}?version={}", v.action, v.version), "latest": format!("/schemas/{}", v.action)},
+        "links": {
+            "self": format!("/schemas/{}?version={}", crate::paths::segment(&v.action), v.version),
+            "latest": format!("/schemas/{}", crate::paths::segment(&v.action)),
+        },
     })
 }
 
@@ -325,7 +328,11 @@ async fn put(
     } else {
         StatusCode::OK
     };
-    let location = format!("/schemas/{action}?version={}", version.version);
+    let location = format!(
+        "/schemas/{}?version={}",
+        crate::paths::segment(&action),
+        version.version
+    );
     Ok((
         status,
         [(header::LOCATION, location)],

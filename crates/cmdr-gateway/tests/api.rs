@@ -456,6 +456,33 @@ async fn schemas_validate_data_and_keep_versions() {
     let r = call(&h, get("/schemas")).await;
     assert_eq!(r.body["items"][0]["action"], "deposit");
 
+    // An action with `/` and dot segments: its links encode the slashes
+    // (else clients would resolve `a/../b` to `b`) and lead back to it.
+    let r = call(
+        &h,
+        Request::put("/schemas/billing/../pay")
+            .header("content-type", "application/json")
+            .body(Body::from(json!({"type": "object"}).to_string()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        r.headers["location"],
+        "/schemas/billing%2F..%2Fpay?version=1"
+    );
+    let r = call(&h, get("/schemas")).await;
+    let link = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["action"] == "billing/../pay")
+        .map(|i| i["links"]["self"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_eq!(link, "/schemas/billing%2F..%2Fpay");
+    let r = call(&h, get(&link)).await;
+    assert_eq!(r.body["action"], "billing/../pay", "{}", r.text);
+
     // Schemas are replayed from the log by a new gateway.
     let dyn_log: Arc<dyn Log> = h.log.clone();
     let again = AppState::new(dyn_log, h.state.index().clone(), GatewayConfig::default())

@@ -31,7 +31,10 @@ fn account_json(id: &str, balance: i64) -> Value {
     json!({
         "id": id,
         "balance": balance,
-        "links": {"self": format!("/accounts/{id}"), "events": format!("/streams/{id}")},
+        "links": {
+            "self": format!("/accounts/{}", cmdr_gateway::paths::segment(id)),
+            "events": format!("/streams/{}", cmdr_gateway::paths::segment(id)),
+        },
     })
 }
 

@@ -49,6 +49,12 @@ async fn every_endpoint_and_error_over_http() {
     .await
     .expect(200);
     assert!(r.text.contains("<html"), "{}", r.text);
+    // One URL, two representations: caches must keep them apart.
+    assert_eq!(r.header("vary"), "accept");
+    let r = send(c.get(s.at(&format!("/commands/{id}"))))
+        .await
+        .expect(200);
+    assert_eq!(r.header("vary"), "accept");
 
     // Sync with no processor: the wait runs out, 202 pending, nothing lost.
     let r = send(
