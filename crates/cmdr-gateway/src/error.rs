@@ -1,7 +1,8 @@
 //! The gateway's one error type and its HTTP form: `application/problem+json`
 //! (RFC 9457) with a stable `type` (`/problems/{code}`), a `code`, a `title`,
 //! the `status`, a `detail` for humans and, for validation failures, `errors`:
-//! a list of `{pointer, message}`.
+//! a list of `{pointer, message}` (`{parameter, message}` for a query
+//! parameter).
 //!
 //! Internal failures are logged with their context and answered with a
 //! generic message; their details are never shown to clients.
@@ -20,9 +21,18 @@ pub enum ApiError {
     /// 400 `malformed-json`: the body is not JSON (or not a valid form).
     #[error("the body is not valid: {0}")]
     MalformedBody(String),
-    /// 400 `bad-request`: a query parameter or header is invalid.
+    /// 400 `bad-request`: a header, or the request as a whole, is invalid.
     #[error("{0}")]
     BadRequest(String),
+    /// 400 `bad-request`: a query parameter is invalid or unknown; the
+    /// problem's `errors` holds `{parameter, message}`.
+    #[error("{message}")]
+    BadParameter {
+        /// The query parameter's name.
+        parameter: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// 401 `unauthorized`: tokens are configured and the request has none,
     /// or not a valid one (answered with `WWW-Authenticate: Bearer`).
     #[error("{0}")]
@@ -92,10 +102,20 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A [`ApiError::BadParameter`] for query parameter `parameter`.
+    pub fn parameter(parameter: &str, message: impl Into<String>) -> Self {
+        Self::BadParameter {
+            parameter: parameter.to_string(),
+            message: message.into(),
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedBody(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedBody(_) | Self::BadRequest(_) | Self::BadParameter { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -119,7 +139,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::MalformedBody(_) => "malformed-body",
-            Self::BadRequest(_) => "bad-request",
+            Self::BadRequest(_) | Self::BadParameter { .. } => "bad-request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
@@ -143,6 +163,7 @@ impl ApiError {
         match self {
             Self::MalformedBody(_) => "Malformed request body",
             Self::BadRequest(_) => "Bad request",
+            Self::BadParameter { .. } => "Bad query parameter",
             Self::Unauthorized(_) => "Unauthorized",
             Self::Forbidden(_) => "Forbidden",
             Self::NotFound(_) => "Not found",
@@ -180,6 +201,10 @@ impl ApiError {
             | Self::InvalidSchema(errors)
             | Self::InvalidRegistration(errors) => Some(("errors", json!(errors))),
             Self::SchemaViolation { errors, .. } => Some(("errors", json!(errors))),
+            Self::BadParameter { parameter, message } => Some((
+                "errors",
+                json!([{"parameter": parameter, "message": message}]),
+            )),
             Self::Rejected { rejection, command } => {
                 body["command"] = command.clone();
                 Some(("rejection", json!(rejection)))

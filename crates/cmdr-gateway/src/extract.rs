@@ -19,3 +19,24 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
         }
     }
 }
+
+/// The pairs of a query string (none without one), each name at most once:
+/// `action=a&action=b` is not "a or b", and taking one of the two would
+/// answer another question than the one asked.
+pub(crate) fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(q) = raw else {
+        return Ok(Vec::new());
+    };
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(q).map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let mut given = std::collections::HashSet::new();
+    for (k, _) in &pairs {
+        if !given.insert(k.as_str()) {
+            return Err(ApiError::parameter(
+                k,
+                format!("query parameter {k:?} given twice"),
+            ));
+        }
+    }
+    Ok(pairs)
+}

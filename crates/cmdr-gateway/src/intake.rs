@@ -208,21 +208,22 @@ fn requested_wait(state: &AppState, query: Option<&str>, headers: &HeaderMap) ->
     let mut wait = None;
     let mut preferred = false;
     if let Some(q) = query {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
-            .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+        let pairs = crate::extract::query_pairs(Some(q))?;
         for (k, v) in pairs {
             match (k.as_str(), v.as_str()) {
                 ("sync", "true" | "1" | "") => wait = Some(config.default_wait),
                 ("sync", "false" | "0") => {}
                 ("sync", other) => {
-                    return Err(ApiError::BadRequest(format!(
-                        "sync must be true or false, not {other:?}"
-                    )))
+                    return Err(ApiError::parameter(
+                        "sync",
+                        format!("sync must be true or false, not {other:?}"),
+                    ))
                 }
                 (other, _) => {
-                    return Err(ApiError::BadRequest(format!(
-                        "unknown query parameter {other:?}"
-                    )))
+                    return Err(ApiError::parameter(
+                        other,
+                        format!("unknown query parameter {other:?}"),
+                    ))
                 }
             }
         }

@@ -117,32 +117,15 @@ fn live_permit(state: &AppState) -> ApiResult<tokio::sync::OwnedSemaphorePermit>
         })
 }
 
-/// The pairs of a query string (none without one).
-fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
-    match raw {
-        Some(q) => {
-            serde_urlencoded::from_str(q).map_err(|e| ApiError::BadRequest(format!("query: {e}")))
-        }
-        None => Ok(Vec::new()),
-    }
-}
-
 fn parse_params(raw: Option<&str>, events: bool) -> ApiResult<(Filter, Option<StartAt>)> {
-    let pairs = query_pairs(raw)?;
+    let pairs = crate::extract::query_pairs(raw)?;
     let mut filter = Filter::default();
     let mut from = None;
     let uuid = |name: &str, v: &str| {
         uuid::Uuid::parse_str(v)
-            .map_err(|_| ApiError::BadRequest(format!("{name} must be a UUID, not {v:?}")))
+            .map_err(|_| ApiError::parameter(name, format!("{name} must be a UUID, not {v:?}")))
     };
-    let mut given = std::collections::HashSet::new();
     for (k, v) in pairs {
-        if !given.insert(k.clone()) {
-            // `action=a&action=b` is not "a or b": refused, not half taken.
-            return Err(ApiError::BadRequest(format!(
-                "query parameter {k:?} given twice"
-            )));
-        }
         match k.as_str() {
             "action" => filter.action = Some(v),
             "key" => filter.key = Some(v),
@@ -152,9 +135,10 @@ fn parse_params(raw: Option<&str>, events: bool) -> ApiResult<(Filter, Option<St
             // Read by the authentication layer, if any (see `auth`).
             crate::auth::ACCESS_TOKEN_PARAM => {}
             other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )))
+                return Err(ApiError::parameter(
+                    other,
+                    format!("unknown query parameter {other:?}"),
+                ))
             }
         }
     }
@@ -245,14 +229,17 @@ async fn event_updates(
 /// (a filter given as on the SSE endpoints, say) is refused as they refuse
 /// an unknown parameter, rather than ignored.
 fn check_ws_query(raw: Option<&str>) -> ApiResult<()> {
-    match query_pairs(raw)?
+    match crate::extract::query_pairs(raw)?
         .into_iter()
         .find(|(k, _)| k != crate::auth::ACCESS_TOKEN_PARAM)
     {
-        Some((other, _)) => Err(ApiError::BadRequest(format!(
-            "unknown query parameter {other:?} (/ws takes only {}; filters go in subscribe messages)",
-            crate::auth::ACCESS_TOKEN_PARAM
-        ))),
+        Some((other, _)) => Err(ApiError::parameter(
+            &other,
+            format!(
+                "unknown query parameter {other:?} (/ws takes only {}; filters go in subscribe messages)",
+                crate::auth::ACCESS_TOKEN_PARAM
+            ),
+        )),
         None => Ok(()),
     }
 }

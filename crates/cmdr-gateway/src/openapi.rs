@@ -31,6 +31,10 @@ fn every_error() -> Vec<ApiError> {
     vec![
         ApiError::MalformedBody(s()),
         ApiError::BadRequest(s()),
+        ApiError::BadParameter {
+            parameter: s(),
+            message: s(),
+        },
         ApiError::Unauthorized(s()),
         ApiError::Forbidden(s()),
         ApiError::NotFound(s()),
@@ -59,7 +63,11 @@ fn every_error() -> Vec<ApiError> {
 
 /// Every problem `code` the server sends, in [`ApiError`]'s order.
 fn problem_codes() -> Vec<&'static str> {
-    every_error().iter().map(ApiError::code).collect()
+    let mut codes: Vec<&'static str> = every_error().iter().map(ApiError::code).collect();
+    // Two kinds share `bad-request`.
+    let mut seen = std::collections::HashSet::new();
+    codes.retain(|c| seen.insert(*c));
+    codes
 }
 
 fn problem(desc: &str) -> Value {
@@ -131,14 +139,14 @@ fn list_params(events: bool) -> Vec<Value> {
         param(
             "since",
             "query",
-            "Only at or after this time (ms since the epoch).",
-            json!({"type": "integer", "minimum": 0}),
+            "Only at or after this time (ms since the epoch, of the id: UUID v7 ids carry the time they were given).",
+            json!({"type": "integer", "minimum": 0, "maximum": i64::MAX}),
         ),
         param(
             "until",
             "query",
-            "Only before this time (ms since the epoch).",
-            json!({"type": "integer", "minimum": 0}),
+            "Only before this time (ms since the epoch, of the id).",
+            json!({"type": "integer", "minimum": 0, "maximum": i64::MAX}),
         ),
         param(
             "order",
@@ -155,7 +163,7 @@ fn list_params(events: bool) -> Vec<Value> {
         param(
             "after",
             "query",
-            "Cursor: the id after which the page starts (from `next`).",
+            "Cursor: the id after which the page starts (from `next`). Listings are ordered by id, given when a command is received, and two commands received together may be indexed in the other order: polling `order=asc&after=LAST` can miss one. To follow every new command or event without a gap, use the live updates.",
             json!({"type": "string", "format": "uuid"}),
         ),
     ];
@@ -312,17 +320,17 @@ fn command_paths() -> Value {
         },
         "/commands/{id}": {"get": {"summary": "A command with its status, outcome and events",
             "parameters": [param("id", "path", "Command id.", json!({"type": "string", "format": "uuid"}))],
-            "responses": {"200": json_ok("The command.", "Command"), "404": problem("Unknown id."), "500": shared("Internal"), "503": shared("Unavailable")}}},
+            "responses": {"200": json_ok("The command.", "Command"), "400": problem("The id in the path is not valid UTF-8 (`bad-request`)."), "404": problem("Unknown id."), "500": shared("Internal"), "503": shared("Unavailable")}}},
         "/events": {"get": {"summary": "List events", "parameters": list_params(true), "responses": {
             "200": json_ok("A page of events.", "EventPage"), "400": problem("Bad or unknown query parameter."),
             "500": shared("Internal"), "503": shared("Unavailable")}}},
         "/events/{id}": {"get": {"summary": "One event",
             "parameters": [param("id", "path", "Event id.", json!({"type": "string", "format": "uuid"}))],
-            "responses": {"200": json_ok("The event.", "Event"), "404": problem("Unknown id."), "500": shared("Internal"), "503": shared("Unavailable")}}},
+            "responses": {"200": json_ok("The event.", "Event"), "400": problem("The id in the path is not valid UTF-8 (`bad-request`)."), "404": problem("Unknown id."), "500": shared("Internal"), "503": shared("Unavailable")}}},
         "/streams/{key}": {"get": {"summary": "The events of one key in log order",
             "parameters": [
                 rest_of_path_param("key", "The key (aggregate id)"),
-                param("after", "query", "Continue after this offset (from `next`).", json!({"type": "integer", "minimum": 0})),
+                param("after", "query", "Continue after this offset (from `next`).", json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})),
                 param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000}))
             ],
             "responses": {"200": json_ok("A page of the stream (empty for an unknown key).", "StreamPage"), "400": problem("Bad or unknown query parameter."),
@@ -352,7 +360,7 @@ fn admin_paths() -> Value {
         "/schemas": {"get": {"summary": "Actions with a registered schema", "responses": {"200": json_ok("The list, by action.", "SchemaList")}}},
         "/schemas/{action}": {
             "get": {"summary": "The latest (or ?version=N) schema of an action",
-                "parameters": [rest_of_path_param("action", "Action name"), param("version", "query", "A version.", json!({"type": "integer", "minimum": 1}))],
+                "parameters": [rest_of_path_param("action", "Action name"), param("version", "query", "A version.", json!({"type": "integer", "minimum": 1, "maximum": u32::MAX}))],
                 "responses": {"200": json_ok("The schema.", "SchemaVersion"), "400": problem("`version` is not a whole number, or an unknown query parameter."),
                     "404": problem("No schema for the action, or no such version.")}},
             "put": {"summary": "Register a new version of an action's schema (JSON Schema 2020-12)",
@@ -388,7 +396,7 @@ fn admin_paths() -> Value {
             "parameters": [
                 param("processor", "query", "Only this processor's (a webhook name or an SDK group).", json!({"type": "string"})),
                 param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
-                param("after", "query", "Cursor: the position after which the page starts (from `next`).", json!({"type": "integer", "minimum": 0}))
+                param("after", "query", "Cursor: the position after which the page starts (from `next`).", json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}))
             ],
             "responses": {"200": json_ok("A page of dead letters.", "DeadLetterPage"), "400": problem("Bad or unknown query parameter."), "500": shared("Internal"), "503": shared("Unavailable")}}}
     })
@@ -473,7 +481,8 @@ fn service_schemas() -> Value {
         "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
             "type": {"type": "string", "description": "/problems/{code}"}, "code": {"enum": problem_codes()},
             "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
-            "errors": {"type": "array", "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}}},
+            "errors": {"type": "array", "description": "What is wrong, each item naming where: `pointer` (a JSON Pointer into the request's body or path) or `parameter` (a query parameter).",
+                "items": {"type": "object", "properties": {"pointer": {"type": "string"}, "parameter": {"type": "string"}, "message": {"type": "string"}}}},
             "rejection": {"type": "object"}, "command": {"type": "object"}}}
     })
 }
@@ -573,29 +582,30 @@ mod tests {
         match e {
             ApiError::MalformedBody(_) => 0,
             ApiError::BadRequest(_) => 1,
-            ApiError::Unauthorized(_) => 2,
-            ApiError::Forbidden(_) => 3,
-            ApiError::NotFound(_) => 4,
-            ApiError::MethodNotAllowed => 5,
-            ApiError::Rejected { .. } => 6,
-            ApiError::RequestTimeout(_) => 7,
-            ApiError::PayloadTooLarge { .. } => 8,
-            ApiError::UnsupportedMediaType(_) => 9,
-            ApiError::Validation(_) => 10,
-            ApiError::SchemaViolation { .. } => 11,
-            ApiError::InvalidSchema(_) => 12,
-            ApiError::InvalidRegistration(_) => 13,
-            ApiError::IdempotencyKeyReused(_) => 14,
-            ApiError::UpgradeRequired(_) => 15,
-            ApiError::Unavailable(_) => 16,
-            ApiError::Internal(_) => 17,
+            ApiError::BadParameter { .. } => 2,
+            ApiError::Unauthorized(_) => 3,
+            ApiError::Forbidden(_) => 4,
+            ApiError::NotFound(_) => 5,
+            ApiError::MethodNotAllowed => 6,
+            ApiError::Rejected { .. } => 7,
+            ApiError::RequestTimeout(_) => 8,
+            ApiError::PayloadTooLarge { .. } => 9,
+            ApiError::UnsupportedMediaType(_) => 10,
+            ApiError::Validation(_) => 11,
+            ApiError::SchemaViolation { .. } => 12,
+            ApiError::InvalidSchema(_) => 13,
+            ApiError::InvalidRegistration(_) => 14,
+            ApiError::IdempotencyKeyReused(_) => 15,
+            ApiError::UpgradeRequired(_) => 16,
+            ApiError::Unavailable(_) => 17,
+            ApiError::Internal(_) => 18,
         }
     }
 
     #[test]
     fn every_error_kind_is_listed_once() {
         let kinds: Vec<usize> = every_error().iter().map(kind).collect();
-        assert_eq!(kinds, (0..=17).collect::<Vec<_>>());
+        assert_eq!(kinds, (0..=18).collect::<Vec<_>>());
     }
 
     #[test]

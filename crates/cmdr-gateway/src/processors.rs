@@ -162,37 +162,36 @@ async fn dead_letters(
     RawQuery(raw): RawQuery,
     neg: Negotiated,
 ) -> ApiResult<Response> {
-    let pairs: Vec<(String, String)> = match raw.as_deref() {
-        Some(q) => serde_urlencoded::from_str(q)
-            .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?,
-        None => Vec::new(),
-    };
+    let pairs = crate::extract::query_pairs(raw.as_deref())?;
     let (mut processor, mut after, mut limit) = (None, None, DEFAULT_DEAD_LETTER_LIMIT);
     for (k, v) in &pairs {
         match k.as_str() {
             "processor" => processor = Some(v.clone()),
             "after" => {
                 after = Some(v.parse::<u64>().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "after must be a position (a whole number), not {v:?}"
-                    ))
+                    ApiError::parameter(
+                        "after",
+                        format!("after must be a position (a whole number), not {v:?}"),
+                    )
                 })?)
             }
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_DEAD_LETTER_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
+            "limit" => limit = v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_DEAD_LETTER_PAGE).contains(n))
+                .ok_or_else(|| {
+                    ApiError::parameter(
+                        "limit",
+                        format!(
                             "limit must be a number from 1 to {MAX_DEAD_LETTER_PAGE}, not {v:?}"
-                        ))
-                    })?
-            }
+                        ),
+                    )
+                })?,
             other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )))
+                return Err(ApiError::parameter(
+                    other,
+                    format!("unknown query parameter {other:?}"),
+                ))
             }
         }
     }

@@ -44,24 +44,21 @@ enum Listing {
 
 fn parse_uuid(name: &str, v: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(v)
-        .map_err(|_| ApiError::BadRequest(format!("{name} must be a UUID, not {v:?}")))
+        .map_err(|_| ApiError::parameter(name, format!("{name} must be a UUID, not {v:?}")))
 }
 
 fn parse_ms(name: &str, v: &str) -> ApiResult<i64> {
     v.parse::<i64>().ok().filter(|t| *t >= 0).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "{name} must be milliseconds since the epoch, not {v:?}"
-        ))
+        ApiError::parameter(
+            name,
+            format!("{name} must be milliseconds since the epoch, not {v:?}"),
+        )
     })
 }
 
 /// Parses listing parameters; keeps the raw pairs to build the `next` link.
 fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<(Query, Vec<(String, String)>)> {
-    let pairs: Vec<(String, String)> = match raw {
-        Some(q) => serde_urlencoded::from_str(q)
-            .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?,
-        None => Vec::new(),
-    };
+    let pairs = crate::extract::query_pairs(raw)?;
     let mut q = Query::default();
     for (k, v) in &pairs {
         match k.as_str() {
@@ -69,9 +66,10 @@ fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<(Query, Vec<(St
             "key" => q.key = Some(v.clone()),
             "status" if listing == Listing::Commands => {
                 q.status = Some(CommandStatus::parse(v).ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "status must be pending, accepted or rejected, not {v:?}"
-                    ))
+                    ApiError::parameter(
+                        "status",
+                        format!("status must be pending, accepted or rejected, not {v:?}"),
+                    )
                 })?)
             }
             "parent" if listing == Listing::Events => q.parent = Some(parse_uuid("parent", v)?),
@@ -84,9 +82,10 @@ fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<(Query, Vec<(St
                     "asc" => Order::Asc,
                     "desc" => Order::Desc,
                     _ => {
-                        return Err(ApiError::BadRequest(format!(
-                            "order must be asc or desc, not {v:?}"
-                        )))
+                        return Err(ApiError::parameter(
+                            "order",
+                            format!("order must be asc or desc, not {v:?}"),
+                        ))
                     }
                 }
             }
@@ -96,16 +95,18 @@ fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<(Query, Vec<(St
                     .ok()
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
                     .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "limit must be a number from 1 to {MAX_LIMIT}, not {v:?}"
-                        ))
+                        ApiError::parameter(
+                            "limit",
+                            format!("limit must be a number from 1 to {MAX_LIMIT}, not {v:?}"),
+                        )
                     })?;
                 q.limit = Some(n);
             }
             other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )))
+                return Err(ApiError::parameter(
+                    other,
+                    format!("unknown query parameter {other:?}"),
+                ))
             }
         }
     }
@@ -239,19 +240,16 @@ async fn get_stream(
     RawQuery(raw): RawQuery,
     neg: Negotiated,
 ) -> ApiResult<Response> {
-    let pairs: Vec<(String, String)> = match raw.as_deref() {
-        Some(q) => serde_urlencoded::from_str(q)
-            .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?,
-        None => Vec::new(),
-    };
+    let pairs = crate::extract::query_pairs(raw.as_deref())?;
     let (mut after, mut limit) = (None, None);
     for (k, v) in &pairs {
         match k.as_str() {
             "after" => {
                 after = Some(v.parse::<u64>().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "after must be an offset (a whole number), not {v:?}"
-                    ))
+                    ApiError::parameter(
+                        "after",
+                        format!("after must be an offset (a whole number), not {v:?}"),
+                    )
                 })?)
             }
             "limit" => {
@@ -260,16 +258,18 @@ async fn get_stream(
                         .ok()
                         .filter(|n| (1..=MAX_LIMIT).contains(n))
                         .ok_or_else(|| {
-                            ApiError::BadRequest(format!(
-                                "limit must be a number from 1 to {MAX_LIMIT}, not {v:?}"
-                            ))
+                            ApiError::parameter(
+                                "limit",
+                                format!("limit must be a number from 1 to {MAX_LIMIT}, not {v:?}"),
+                            )
                         })?,
                 )
             }
             other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {other:?}"
-                )))
+                return Err(ApiError::parameter(
+                    other,
+                    format!("unknown query parameter {other:?}"),
+                ))
             }
         }
     }

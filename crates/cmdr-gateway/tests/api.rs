@@ -371,6 +371,36 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
         assert_eq!(r.body["type"], format!("/problems/{code}"), "{what}");
         assert_eq!(r.body["status"], status.as_u16(), "{what}");
     }
+    // A bad query parameter is named in `errors`.
+    for (uri, parameter) in [
+        ("/commands?limit=0", "limit"),
+        ("/commands?status=done", "status"),
+        ("/commands?order=ASC", "order"),
+        ("/commands?bogus=1", "bogus"),
+        ("/commands?action=a&action=b", "action"),
+        ("/events?after=x", "after"),
+        ("/events?since=-5", "since"),
+        ("/streams/k?after=-1", "after"),
+        ("/dead-letters?limit=0", "limit"),
+        ("/commands/updates?key=a&key=b", "key"),
+        ("/events/updates?root=x", "root"),
+    ] {
+        let r = call(&h, get(uri)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
+        assert_eq!(r.body["code"], "bad-request", "{uri}");
+        assert_eq!(
+            r.body["errors"][0]["parameter"], parameter,
+            "{uri}: {}",
+            r.text
+        );
+        assert!(r.body["errors"][0]["message"].is_string(), "{uri}");
+    }
+    let r = call(
+        &h,
+        post("/commands?sync=maybe", json!({"action": "a", "data": {}})),
+    )
+    .await;
+    assert_eq!(r.body["errors"][0]["parameter"], "sync", "{}", r.text);
     let r = call(
         &h,
         post("/commands", json!({"action": "", "data": 3, "extra": 1})),
@@ -1523,24 +1553,24 @@ async fn schema_paths_are_checked_and_missing_versions_reported_plainly() {
     assert_eq!(call(&h, get("/schemas")).await.body["items"], json!([]));
 
     // A `/` in the action may appear unescaped; the PUT's answers are JSON
-    // with a Location, new (201) or identical (200).
+    // with a Location, new (201) or identical (200). Links encode it.
     for (uri, status) in [
         ("/schemas/billing/pay", StatusCode::CREATED),
         ("/schemas/billing%2Fpay", StatusCode::OK),
     ] {
         let r = call(&h, put(uri, schema.clone())).await;
         assert_eq!(r.status, status, "{}", r.text);
-        assert_eq!(r.headers["location"], "/schemas/billing/pay?version=1");
+        assert_eq!(r.headers["location"], "/schemas/billing%2Fpay?version=1");
         assert_eq!(r.headers["content-type"], "application/json");
     }
     let r = call(&h, get("/schemas/billing/pay")).await;
     assert_eq!(r.body["action"], "billing/pay");
-    assert_eq!(r.body["links"]["latest"], "/schemas/billing/pay");
+    assert_eq!(r.body["links"]["latest"], "/schemas/billing%2Fpay");
     let r = call(&h, get("/schemas")).await;
     assert_eq!(
         r.body["items"],
         json!([{"action": "billing/pay", "version": 1, "versions": 1,
-                "links": {"self": "/schemas/billing/pay"}}])
+                "links": {"self": "/schemas/billing%2Fpay"}}])
     );
 
     let r = call(&h, get("/schemas/billing/pay?version=0")).await;
