@@ -7,8 +7,6 @@
 //! `after` (the cursor); they answer `{"items": [...], "next": link|null}`.
 //! Unknown or invalid parameters are refused with 400.
 
-use std::time::Duration;
-
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
@@ -137,21 +135,24 @@ async fn catch_up(state: &AppState, topic: &str) -> ApiResult<()> {
     index_caught_up(state, topic).await.map(|_| ())
 }
 
-/// Waits (at most the configured index wait per partition) until the index
-/// has caught up with every partition of `topic` as the log ends now;
-/// whether it did.
+/// Waits (at most the configured index wait in all) until the index has
+/// caught up with every partition of `topic` as the log ends now; whether
+/// it did.
 pub(crate) async fn index_caught_up(state: &AppState, topic: &str) -> ApiResult<bool> {
     let info = state.inner.log.topic(topic).await?;
-    let wait: Duration = state.inner.config.index_wait;
-    let mut all = true;
+    let deadline = tokio::time::Instant::now() + state.inner.config.index_wait;
     for p in info.partitions {
-        all &= state
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !state
             .inner
             .index
-            .wait_indexed(topic, p.partition, p.end_offset, wait)
-            .await;
+            .wait_indexed(topic, p.partition, p.end_offset, left)
+            .await
+        {
+            return Ok(false);
+        }
     }
-    Ok(all)
+    Ok(true)
 }
 
 async fn get_command(

@@ -64,18 +64,22 @@ impl<'a> CommandBody<'a> {
         body
     }
 
-    /// An indexed command with its causal events (the outcome event among them).
+    /// An indexed command with its causal events (the outcome event among
+    /// them; without it, as in a listing, the outcome gives only the event's
+    /// id and the status).
     pub fn with_events(view: &'a CommandView, events: &[EventView]) -> Self {
         let mut body = Self::new(&view.command, view.status);
-        body.outcome = view.outcome_event.and_then(|id| {
-            events.iter().find(|e| e.event.id == id).map(|e| {
-                let mut o =
-                    json!({"event": e.event.id, "action": e.event.action, "status": view.status});
-                if let Some(r) = e.event.rejection() {
-                    o["rejection"] = json!(r);
+        body.outcome = view.outcome_event.map(|id| {
+            match events.iter().find(|e| e.event.id == id) {
+                Some(e) => {
+                    let mut o = json!({"event": e.event.id, "action": e.event.action, "status": view.status});
+                    if let Some(r) = e.event.rejection() {
+                        o["rejection"] = json!(r);
+                    }
+                    o
                 }
-                o
-            })
+                None => json!({"event": id, "status": view.status}),
+            }
         });
         body.events = Some(events.iter().map(event_json).collect());
         body

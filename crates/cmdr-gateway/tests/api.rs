@@ -175,6 +175,12 @@ async fn post_then_read_a_command_and_its_outcome() {
     assert_eq!(r.body["items"][0]["id"], ev.id.to_string());
     let r = call(&h, get("/commands?status=accepted")).await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    // A listing's item says which event settled it (no events are loaded).
+    assert_eq!(
+        r.body["items"][0]["outcome"],
+        json!({"event": ev.id.to_string(), "status": "accepted"})
+    );
+    assert!(r.body["items"][0].get("events").is_none());
     let r = call(&h, get(&format!("/events?root={id}"))).await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
 }
