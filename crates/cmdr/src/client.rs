@@ -9,9 +9,14 @@
 //! wait ran out (`202`, `"status": "pending"`: look it up later with
 //! `cmdr get`).
 //!
-//! Every request gives up after [`REQUEST_TIMEOUT`] (connecting, after
-//! [`CONNECT_TIMEOUT`]); `tail` reconnects when its stream stays silent
-//! for [`TAIL_SILENCE`] (the server sends a heartbeat every 15 s).
+//! Every request gives up after [`REQUEST_TIMEOUT`] ([`SYNC_REQUEST_TIMEOUT`]
+//! for `send --sync`; connecting, after [`CONNECT_TIMEOUT`]); `tail`
+//! reconnects when its stream stays silent for [`TAIL_SILENCE`] (the server
+//! sends a heartbeat every 15 s).
+//!
+//! Their output is for pipes too: when the reader goes away (`cmdr tail
+//! ... | head -1`), they stop quietly, as Unix tools do (see
+//! [`quiet_on_closed_pipe`]).
 
 use std::process::ExitCode;
 
@@ -24,9 +29,13 @@ use serde_json::Value;
 pub const DEFAULT_URL: &str = "http://127.0.0.1:3000";
 /// Longest wait for a connection to the server.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Longest wait for a whole answer of `send` or `get` (longer than the
-/// longest sync wait a server allows by default, 60 s).
+/// Longest wait for a whole answer of `send` or `get`.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+/// Longest wait for the answer of `send --sync`: longer than any sync wait
+/// a server may be configured with ([`crate::config::MAX_MAX_WAIT_MS`]), so
+/// a command still pending is told apart (exit 3) from a lost answer.
+pub const SYNC_REQUEST_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_millis(crate::config::MAX_MAX_WAIT_MS + 30_000);
 /// Longest `tail` waits without a byte from the server before it counts the
 /// stream as dropped (three heartbeats).
 pub const TAIL_SILENCE: std::time::Duration = std::time::Duration::from_secs(45);
@@ -91,8 +100,8 @@ pub struct TailArgs {
     /// Only this key.
     #[arg(long)]
     pub key: Option<String>,
-    /// Stop after this many records.
-    #[arg(long)]
+    /// Stop after this many records (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
     #[command(flatten)]
     pub server: ServerArgs,
@@ -122,6 +131,10 @@ fn client(server: &ServerArgs) -> Result<reqwest::Client> {
 /// `base` (the server URL) with `segments` appended to its path, each
 /// percent-encoded as needed.
 fn url_of(base: &str, segments: &[&str]) -> Result<reqwest::Url> {
+    let scheme = base.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("http" | "https")) {
+        anyhow::bail!("--url {base:?} must start with http:// or https:// (e.g. http://{base})");
+    }
     let mut url =
         reqwest::Url::parse(base).with_context(|| format!("--url {base:?} is not a URL"))?;
     url.path_segments_mut()
@@ -174,7 +187,11 @@ pub async fn send(args: SendArgs) -> Result<ExitCode> {
     }
     let mut req = client(&args.server)?
         .post(url.clone())
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(if args.sync {
+            SYNC_REQUEST_TIMEOUT
+        } else {
+            REQUEST_TIMEOUT
+        })
         .json(&body);
     if let Some(k) = args.idempotency_key {
         req = req.header("idempotency-key", k);
@@ -359,5 +376,18 @@ pub async fn tail(args: TailArgs) -> Result<ExitCode> {
         failures += 1;
         eprintln!("stream ended; reconnecting");
         tokio::time::sleep(TAIL_BACKOFF).await;
+    }
+}
+
+/// Makes a write to a closed pipe end the process quietly (status 141, as
+/// for `cat`), as `send`, `get` and `tail` print to standard output: Rust
+/// ignores `SIGPIPE`, so `println!` would panic with a backtrace instead.
+/// Only for these clients: the server must never die of a closed socket.
+pub fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before
+    // any other thread exists, has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

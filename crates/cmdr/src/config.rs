@@ -4,11 +4,11 @@
 //! ```toml
 //! data_dir = "./cmdr-data"      # CMDR_DATA_DIR, --data-dir
 //! listen = "127.0.0.1:3000"     # CMDR_LISTEN, --listen
-//! body_limit = 1048576          # bytes; CMDR_BODY_LIMIT, --body-limit
+//! body_limit = 1048576          # bytes, at most 8 MiB; CMDR_BODY_LIMIT, --body-limit
 //! sync_wait_ms = 5000           # ?sync=true wait; CMDR_SYNC_WAIT_MS
-//! max_wait_ms = 60000           # longest Prefer: wait; CMDR_MAX_WAIT_MS
+//! max_wait_ms = 60000           # longest Prefer: wait, at most 15 min; CMDR_MAX_WAIT_MS
 //! idempotency_ttl_s = 86400     # Idempotency-Key lifetime, 0 = forever; CMDR_IDEMPOTENCY_TTL_S
-//! commands_partitions = 1       # at topic creation only
+//! commands_partitions = 1       # at topic creation only (a warning otherwise)
 //! events_partitions = 1
 //! webhook_timeout_ms = 10000    # one webhook request; CMDR_WEBHOOK_TIMEOUT_MS
 //! webhook_max_attempts = 5      # attempts before a dead letter; CMDR_WEBHOOK_MAX_ATTEMPTS
@@ -25,6 +25,7 @@
 //! drain_timeout_ms = 20000      # then longest wait for open requests to finish; CMDR_DRAIN_TIMEOUT_MS
 //! cors_origins = ["https://app.example.com"]  # browsers elsewhere ("*": any); CMDR_CORS_ORIGINS
 //! log_format = "text"           # or "json", one object per line; CMDR_LOG_FORMAT, --log-format
+//!                               #   (also for reindex)
 //!
 //! # Bearer tokens (`cmdr token new` makes one). Without any, the server is
 //! # open and every principal is "anonymous". SIGHUP rereads them.
@@ -61,6 +62,12 @@ pub const MAX_HEADER_READ_TIMEOUT_S: u64 = 86_400;
 pub const MAX_SHUTDOWN_MS: u64 = 3_600_000;
 /// Largest `max_connections`.
 pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+/// Largest `max_wait_ms`: 15 minutes (`cmdr send --sync` waits that long,
+/// and a little more, for an answer).
+pub const MAX_MAX_WAIT_MS: u64 = 900_000;
+/// Largest `body_limit`: the log's largest record (a command's record is
+/// its body and a little more, so a body near this still gets a 413).
+pub const MAX_BODY_LIMIT: usize = cmdr_log::embedded::DEFAULT_MAX_RECORD_BYTES;
 
 /// Longest webhook request timeout accepted, in ms (one hour).
 pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 3_600_000;
@@ -100,6 +107,10 @@ pub struct StorageArgs {
     /// day). Also read by `reindex`, which must rebuild keys the same way.
     #[arg(long, env = "CMDR_IDEMPOTENCY_TTL_S")]
     pub idempotency_ttl_s: Option<u64>,
+    /// Log lines as text or as JSON objects, one per line (levels and
+    /// targets: RUST_LOG, default info). Default text.
+    #[arg(long, env = "CMDR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Flags of `cmdr serve`.
@@ -162,10 +173,6 @@ pub struct ServeArgs {
     /// separated, each an origin such as http://localhost:5173; "*" for any. Default none.
     #[arg(long = "cors-origin", env = "CMDR_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
-    /// Log lines as text or as JSON objects, one per line (levels and
-    /// targets: RUST_LOG, default info). Default text.
-    #[arg(long, env = "CMDR_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
 }
 
 /// The configuration file's shape; every field optional.
@@ -326,7 +333,6 @@ impl Settings {
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
             cors_origins: Vec::new(),
-            log_format: None,
         };
         Self::resolve_with(&serve, false)
     }
@@ -426,9 +432,17 @@ impl Settings {
             if b == 0 {
                 bail!("body_limit must be at least 1 byte");
             }
+            if b > MAX_BODY_LIMIT {
+                bail!(
+                    "body_limit must be at most {MAX_BODY_LIMIT} (the log's largest record), not {b}"
+                );
+            }
             gateway.body_limit = b;
         }
         if let Some(ms) = args.max_wait_ms.or(file.max_wait_ms) {
+            if ms > MAX_MAX_WAIT_MS {
+                bail!("max_wait_ms must be at most {MAX_MAX_WAIT_MS} (15 minutes), not {ms}");
+            }
             gateway.max_wait = Duration::from_millis(ms);
         }
         match args.sync_wait_ms.or(file.sync_wait_ms) {
@@ -488,7 +502,11 @@ impl Settings {
             events_partitions,
             webhooks,
             example,
-            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            log_format: args
+                .storage
+                .log_format
+                .or(file.log_format)
+                .unwrap_or_default(),
         })
     }
 }
@@ -555,6 +573,7 @@ mod tests {
                 data_dir: Some(dir.join("data")),
                 config,
                 idempotency_ttl_s: None,
+                log_format: None,
             },
             listen: None,
             body_limit: None,
@@ -573,7 +592,6 @@ mod tests {
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
             cors_origins: Vec::new(),
-            log_format: None,
         }
     }
 
@@ -677,6 +695,28 @@ mod tests {
         a.drain_timeout_ms = Some(MAX_SHUTDOWN_MS + 1);
         let err = Settings::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("drain_timeout_ms must be at most"), "{err}");
+    }
+
+    /// Settings past what the rest of the system can honour are refused at
+    /// start rather than silently capped somewhere else.
+    #[test]
+    fn body_limit_and_max_wait_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path(), None);
+        a.body_limit = Some(MAX_BODY_LIMIT);
+        assert_eq!(
+            Settings::resolve(&a).unwrap().gateway.body_limit,
+            MAX_BODY_LIMIT
+        );
+        a.body_limit = Some(MAX_BODY_LIMIT + 1);
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("body_limit must be at most"), "{err}");
+        a.body_limit = None;
+        a.max_wait_ms = Some(MAX_MAX_WAIT_MS + 1);
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("max_wait_ms must be at most"), "{err}");
+        // `send --sync` outwaits the longest wait a server may have.
+        assert!(crate::client::SYNC_REQUEST_TIMEOUT > Duration::from_millis(MAX_MAX_WAIT_MS));
     }
 
     #[test]

@@ -132,6 +132,20 @@ impl Processing {
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let settings = Settings::resolve(&args)?;
     init_logging(settings.log_format);
+    let format = settings.log_format;
+    match serve(args, settings).await {
+        // A log collector reading JSON lines gets why the server stopped
+        // as one of them (as text, `main` prints it).
+        Err(e) if format == LogFormat::Json => {
+            tracing::error!(error = %format!("{e:#}"), "cmdr serve stopped on an error");
+            Ok(ExitCode::FAILURE)
+        }
+        other => other,
+    }
+}
+
+/// [`run`] once logging is set up.
+async fn serve(args: ServeArgs, settings: Settings) -> Result<ExitCode> {
     // First: a SIGHUP during the (maybe long) recovery below must not end
     // the process.
     crate::reload::on_sighup(&args, &settings);
@@ -269,8 +283,15 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
 /// Writes log lines to standard error, filtered by `RUST_LOG` (default
 /// `info`), as text or JSON.
 pub fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let (filter, bad_filter) = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        Err(e) => {
+            // Unset is the common case; a value that does not parse is a
+            // mistake worth a line once logging works.
+            let set = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
+            ("info".into(), set.then(|| e.to_string()))
+        }
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -280,6 +301,9 @@ pub fn init_logging(format: LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    if let Some(e) = bad_filter {
+        tracing::warn!(error = %e, "RUST_LOG is not a valid filter: logging at info");
     }
 }
 
@@ -307,15 +331,27 @@ async fn log_failed(log: &dyn Log) -> String {
     }
 }
 
+/// A signal this soon after the first is the same request: `timeout` and
+/// some supervisors signal the process and then its process group.
+const SAME_SIGNAL: Duration = Duration::from_millis(250);
+
 /// Exits the process at the second SIGTERM/SIGINT (the first starts the
-/// graceful shutdown), or at the first once `stopping_anyway` is set. Every
-/// acknowledged command is already on disk.
+/// graceful shutdown; one within [`SAME_SIGNAL`] of it does not count), or
+/// at the first once `stopping_anyway` is set. Every acknowledged command
+/// is already on disk.
 async fn force_exit_on_second_signal(stopping_anyway: Arc<AtomicBool>) {
-    let mut signals = 0;
+    let mut first: Option<std::time::Instant> = None;
     loop {
         shutdown_signal().await;
-        signals += 1;
-        if signals >= 2 || stopping_anyway.load(Ordering::Acquire) {
+        let again = match first {
+            None => {
+                first = Some(std::time::Instant::now());
+                false
+            }
+            Some(at) if at.elapsed() < SAME_SIGNAL => continue,
+            Some(_) => true,
+        };
+        if again || stopping_anyway.load(Ordering::Acquire) {
             tracing::warn!(
                 "another signal during shutdown: exiting now (acknowledged commands are on disk)"
             );

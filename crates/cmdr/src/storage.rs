@@ -56,11 +56,32 @@ pub async fn open_log(settings: &Settings) -> Result<Arc<dyn Log>> {
         tracing::warn!(?cut, "the log cut a torn or corrupt tail on open");
     }
     let log: Arc<dyn Log> = Arc::new(log);
-    log.create_topic(COMMANDS_TOPIC, settings.commands_partitions)
-        .await
-        .context("creating the commands topic")?;
-    log.create_topic(EVENTS_TOPIC, settings.events_partitions)
-        .await
-        .context("creating the events topic")?;
+    for (topic, partitions, setting) in [
+        (
+            COMMANDS_TOPIC,
+            settings.commands_partitions,
+            "commands_partitions",
+        ),
+        (
+            EVENTS_TOPIC,
+            settings.events_partitions,
+            "events_partitions",
+        ),
+    ] {
+        let info = log
+            .create_topic(topic, partitions)
+            .await
+            .with_context(|| format!("creating the {topic} topic"))?;
+        // A topic keeps the partitions it was created with: more would move
+        // keys to other partitions, and their order with them.
+        if info.partitions.len() != partitions as usize {
+            tracing::warn!(
+                topic,
+                partitions = info.partitions.len(),
+                configured = partitions,
+                "the topic keeps the partitions it was created with; {setting} applies to a new data directory only"
+            );
+        }
+    }
     Ok(log)
 }

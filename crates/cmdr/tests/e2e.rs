@@ -189,6 +189,45 @@ async fn every_endpoint_and_error_over_http() {
         status.success() && out.lines().count() == 2,
         "cmdr tail: {status}\n{out}\n{err}"
     );
+    // A reader that goes away (`| head -1`) stops `tail` quietly, by
+    // SIGPIPE as for any Unix tool, not with a panic (exit 101).
+    {
+        use std::io::BufRead;
+        let mut tail = std::process::Command::new(support::BIN)
+            .args(["tail", "commands", "--from", "start", "--url", &s.url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(tail.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.contains("\"id\""), "{first}");
+        // The reader is dropped: the pipe is closed. New commands make
+        // `tail` write again.
+        for _ in 0..3 {
+            send(
+                c.post(s.at("/commands"))
+                    .json(&json!({"action": "wake", "data": {}})),
+            )
+            .await
+            .expect(202);
+        }
+        let out = tail.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && out.status.code() != Some(101),
+            "{:?}\n{err}",
+            out.status
+        );
+    }
+    // An URL without a scheme gets a hint.
+    let (status, _, err) = run_cli(&["get", sent_id, "--url", "127.0.0.1:3000"]);
+    assert!(
+        status.code() == Some(1) && err.contains("must start with http://"),
+        "{err}"
+    );
     // No processor handles `greet`: a sync send that runs out of waiting
     // says so with exit status 3 (the command is in, its outcome not yet).
     let (status, out, err) = run_cli(&["send", "greet", "--sync", "--url", &s.url]);

@@ -69,6 +69,9 @@ pub struct LogConfig {
     pub preallocate_bytes: u64,
 }
 
+/// Default [`LogConfig::max_record_bytes`]: 8 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
+
 /// Default [`LogConfig::preallocate_bytes`]: 1 MiB.
 pub const DEFAULT_PREALLOCATE: u64 = 1024 * 1024;
 
@@ -82,7 +85,7 @@ impl LogConfig {
         Self {
             dir: dir.into(),
             segment_bytes: 128 * 1024 * 1024,
-            max_record_bytes: 8 * 1024 * 1024,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             index_interval_bytes: 4096,
             max_round_bytes: 8 * 1024 * 1024,
             queue_depth: 65_536,

@@ -16,8 +16,8 @@ mod config;
 pub mod format;
 
 pub use config::{
-    LogConfig, SyncMode, DEFAULT_MAX_LINGER, DEFAULT_PREALLOCATE, MAX_BATCH_BYTES,
-    MAX_SEGMENT_BYTES,
+    LogConfig, SyncMode, DEFAULT_MAX_LINGER, DEFAULT_MAX_RECORD_BYTES, DEFAULT_PREALLOCATE,
+    MAX_BATCH_BYTES, MAX_SEGMENT_BYTES,
 };
 mod consumer;
 mod offsets;
