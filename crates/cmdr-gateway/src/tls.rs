@@ -36,7 +36,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HANDSHAKES: usize = 1024;
 
 /// Finished handshakes waiting for the connection loop to take them.
-const ACCEPTED_BACKLOG: usize = 128;
+pub const ACCEPTED_BACKLOG: usize = 128;
 
 /// Reads a PEM certificate chain (leaf first) and its PEM private key
 /// (PKCS#8, PKCS#1 or SEC1) into a server configuration.

@@ -3,8 +3,11 @@
 //! processes with (1,024) is far below
 //! [`cmdr_gateway::server::DEFAULT_MAX_CONNECTIONS`]. At start-up the soft
 //! limit is raised to the hard one (as Go and the JVM do), and a limit still
-//! too low for the configured connections is reported, at start and again
-//! once the log is open (one descriptor per segment file).
+//! too low for the configured connections is reported at start; once the
+//! log is open (one descriptor per segment file), the connections served at
+//! once are lowered to fit under it, with room kept for the log to grow: a
+//! flood of connections must not take the descriptor a new segment needs,
+//! which would stop the log, and the server with it.
 
 /// Descriptors kept for everything but connections: log segments and their
 /// indexes, the index file, the listener, webhook clients.
@@ -57,13 +60,16 @@ pub fn raise(max_connections: usize) {
 pub fn raise(_max_connections: usize) {}
 
 /// Once the log and index are open (each log segment holds a descriptor, so
-/// a large log holds thousands): warns when what is left under the limit is
-/// below `max_connections`. Linux only (it counts `/proc/self/fd`).
-pub fn check_headroom(max_connections: usize) {
+/// a large log holds thousands): the connections to serve at once,
+/// `max_connections` or fewer, so that connections (and, with TLS,
+/// `other_sockets` more: handshakes in progress) leave [`RESERVED`]
+/// descriptors for the log to grow; lowered with a warning. Linux only (it
+/// counts `/proc/self/fd`); elsewhere `max_connections`.
+pub fn connections_within_limit(max_connections: usize, other_sockets: usize) -> usize {
     #[cfg(target_os = "linux")]
     {
         let Ok(open) = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64) else {
-            return;
+            return max_connections;
         };
         let mut limit = libc::rlimit {
             rlim_cur: 0,
@@ -71,24 +77,47 @@ pub fn check_headroom(max_connections: usize) {
         };
         // SAFETY: `limit` is a valid, writable `rlimit` for the call's duration.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-            return;
+            return max_connections;
         }
-        let left = limit.rlim_cur.saturating_sub(open);
-        if left < max_connections as u64 + 64 {
+        let fits = fitting_connections(limit.rlim_cur, open, other_sockets as u64);
+        if (fits as usize) < max_connections {
             tracing::warn!(
                 open_files = limit.rlim_cur,
                 already_open = open,
                 max_connections,
-                "the log and index already hold {open} files, which leaves {left} for connections, fewer than max_connections: raise `ulimit -n` or lower max_connections"
+                serving = fits,
+                "the open-file limit leaves room for fewer connections than max_connections once the log is open: serving at most {fits} at once (raise `ulimit -n` for more)"
             );
+            return fits as usize;
         }
+        max_connections
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = max_connections;
+    {
+        let _ = other_sockets;
+        max_connections
+    }
+}
+
+/// Connections that fit under an open-file `limit` with `open` descriptors
+/// taken and `other` sockets besides: what is left less [`RESERVED`], or
+/// half of what is left when that is less; at least 1.
+fn fitting_connections(limit: u64, open: u64, other: u64) -> u64 {
+    let left = limit.saturating_sub(open).saturating_sub(other);
+    left.saturating_sub(RESERVED).max(left / 2).max(1)
 }
 
 #[cfg(all(test, unix))]
 mod tests {
+    #[test]
+    fn connections_leave_room_for_the_log() {
+        use super::fitting_connections as fits;
+        assert_eq!(fits(1_048_576, 100, 0), 1_048_576 - 100 - 1024);
+        assert_eq!(fits(1024, 100, 0), 462, "half of what is left");
+        assert_eq!(fits(20_000, 100, 1152), 20_000 - 100 - 1152 - 1024);
+        assert_eq!(fits(100, 200, 0), 1);
+    }
+
     #[test]
     fn the_soft_limit_ends_at_the_hard_limit() {
         super::raise(1);

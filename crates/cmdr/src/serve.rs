@@ -145,14 +145,24 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
 }
 
 /// [`run`] once logging is set up.
-async fn serve(args: ServeArgs, settings: Settings) -> Result<ExitCode> {
+async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
     // First: a SIGHUP during the (maybe long) recovery below must not end
     // the process.
     crate::reload::on_sighup(&args, &settings);
     crate::fd_limit::raise(settings.gateway.max_connections);
     let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
-    crate::fd_limit::check_headroom(settings.gateway.max_connections);
+    // TLS sockets besides the connections: handshakes in progress, and
+    // finished ones not yet taken.
+    let tls_sockets = if settings.gateway.tls.is_some() {
+        cmdr_gateway::tls::MAX_HANDSHAKES + cmdr_gateway::tls::ACCEPTED_BACKLOG
+    } else {
+        0
+    };
+    settings.gateway.max_connections = crate::fd_limit::connections_within_limit(
+        settings.gateway.max_connections,
+        tls_sockets,
+    );
     let indexer = index
         .spawn_indexer(log.clone())
         .await
