@@ -304,9 +304,12 @@ async fn intake(
         BodyKind::Form => CommandRequest::from_value(form_to_value(&bytes)?)
             .map_err(|v| ApiError::Validation(v.0))?,
     };
-    // Validate the data object in place (no copy) against the action's schema.
-    let data = Value::Object(request.data);
-    state.inner.schemas.validate(&request.action, &data)?;
+    // Validate the data object (moved, not copied) against the action's schema.
+    let data = state
+        .inner
+        .schemas
+        .validate(&request.action, Value::Object(request.data))
+        .await?;
     let Value::Object(data) = data else {
         return Err(ApiError::Internal("data changed shape".into()));
     };

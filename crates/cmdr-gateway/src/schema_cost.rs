@@ -23,7 +23,15 @@ const MAX_DEPTH: usize = 1_024;
 
 /// Why `schema` would make validation too costly (or could not be measured),
 /// if so.
+#[cfg(test)]
 pub(crate) fn too_costly(schema: &Value) -> Option<String> {
+    expanded_nodes(schema).err()
+}
+
+/// The nodes `schema` expands to through its references (a bound on the
+/// work, and on the errors, of validating one instance node against it);
+/// why it is refused, if it is too costly or cannot be measured.
+pub(crate) fn expanded_nodes(schema: &Value) -> Result<u64, String> {
     let mut walker = Walker {
         root: schema,
         resources: HashMap::new(),
@@ -34,12 +42,12 @@ pub(crate) fn too_costly(schema: &Value) -> Option<String> {
     };
     walker.index(schema, schema, 0);
     match walker.size(schema, 0) {
-        Ok((n, _)) if n <= MAX_EXPANDED_NODES => None,
-        Ok(_) => Some(format!(
+        Ok((n, _)) if n <= MAX_EXPANDED_NODES => Ok(n),
+        Ok(_) => Err(format!(
             "the schema expands, through its $refs, to more than {MAX_EXPANDED_NODES} nodes: \
              validating a command against it would take too long"
         )),
-        Err(why) => Some(why),
+        Err(why) => Err(why),
     }
 }
 

@@ -3,6 +3,15 @@
 //! are as durable as commands and are replayed at start-up), and compiled
 //! once, when registered or loaded.
 //!
+//! Validating a command can be costly however small the schema was made
+//! (`schema_cost.rs` bounds the schema, not the schema times the data: a
+//! 1 MB array checked against an `anyOf` of a thousand values): a check
+//! over [`INLINE_WORK`] runs on a blocking thread, at most
+//! [`MAX_BLOCKING_CHECKS`] at once, never on the async workers that serve
+//! every other request; `pattern`s backtrack at most [`BACKTRACK_LIMIT`]
+//! steps per string; and an invalid command's errors are all listed only
+//! when listing them is bounded ([`LISTED_WORK`]), else the first one is.
+//!
 //! Log format of a schema record (key = the action), version 1:
 //! `{"action": "...", "version": 1, "schema": {...}, "timestamp": <ms>}`.
 
@@ -43,8 +52,28 @@ pub struct SchemaVersion {
 struct ActionSchemas {
     versions: Vec<SchemaVersion>,
     /// The latest version, compiled.
-    validator: Arc<jsonschema::Validator>,
+    validator: Arc<Compiled>,
 }
+
+/// A compiled schema and the nodes it expands to (see `schema_cost.rs`).
+struct Compiled {
+    validator: jsonschema::Validator,
+    nodes: u64,
+}
+
+/// Work (data nodes × schema nodes) up to which a check runs on the async
+/// worker that received the command: microseconds.
+pub(crate) const INLINE_WORK: u64 = 4096;
+/// Work up to which an invalid command's errors are all collected (the
+/// validator collects every error before handing out the first hundred:
+/// a costly check's list filled gigabytes).
+pub(crate) const LISTED_WORK: u64 = 100_000;
+/// Checks running on blocking threads at once; more wait their turn.
+pub(crate) const MAX_BLOCKING_CHECKS: usize = 4;
+/// Steps a `pattern` with lookaround or backreferences may backtrack on one
+/// string before the string counts as not matching it (the validator's
+/// default, a million, let a 60 KB command take 36 s).
+pub(crate) const BACKTRACK_LIMIT: usize = 10_000;
 
 /// Every action's schemas; the latest version of each compiled.
 pub(crate) struct SchemaRegistry {
@@ -53,6 +82,8 @@ pub(crate) struct SchemaRegistry {
     actions: RwLock<HashMap<String, ActionSchemas>>,
     /// Serializes registrations so versions are numbered without gaps.
     register: tokio::sync::Mutex<()>,
+    /// Turns for checks on blocking threads ([`MAX_BLOCKING_CHECKS`]).
+    blocking: Arc<tokio::sync::Semaphore>,
 }
 
 /// Compiles a schema as JSON Schema 2020-12.
@@ -75,12 +106,58 @@ fn cut(mut s: String, max: usize) -> String {
     s
 }
 
-fn compile(schema: &Value) -> Result<jsonschema::Validator, Vec<Violation>> {
-    if let Some(why) = crate::schema_cost::too_costly(schema) {
-        return Err(vec![Violation::new("", why)]);
+fn compile(schema: &Value) -> Result<Compiled, Vec<Violation>> {
+    let nodes =
+        crate::schema_cost::expanded_nodes(schema).map_err(|why| vec![Violation::new("", why)])?;
+    let validator = jsonschema::draft202012::options()
+        .with_pattern_options(
+            jsonschema::PatternOptions::fancy_regex().backtrack_limit(BACKTRACK_LIMIT),
+        )
+        .build(schema)
+        .map_err(|e| vec![Violation::new(e.instance_path().to_string(), e.to_string())])?;
+    Ok(Compiled { validator, nodes })
+}
+
+/// Nodes of `v` (itself, and every value inside it).
+fn nodes(v: &Value) -> u64 {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nodes).sum::<u64>(),
+        Value::Object(m) => 1 + m.values().map(nodes).sum::<u64>(),
+        _ => 1,
     }
-    jsonschema::draft202012::new(schema)
-        .map_err(|e| vec![Violation::new(e.instance_path().to_string(), e.to_string())])
+}
+
+/// Checks `data` against `schema`; the violations, if any (see the module).
+fn check(schema: &Compiled, data: &Value) -> Option<Vec<Violation>> {
+    let validator = &schema.validator;
+    if validator.is_valid(data) {
+        return None;
+    }
+    let violation = |e: jsonschema::ValidationError<'_>| {
+        Violation::new(
+            format!("/data{}", e.instance_path()),
+            cut(e.to_string(), MAX_VIOLATION_MESSAGE),
+        )
+    };
+    let work = nodes(data).saturating_mul(schema.nodes.max(1));
+    if work <= LISTED_WORK {
+        // Bounded: each message may quote the instance, and a schema can
+        // report the same failure through many paths.
+        let errors: Vec<Violation> = validator
+            .iter_errors(data)
+            .take(MAX_VIOLATIONS)
+            .map(violation)
+            .collect();
+        if !errors.is_empty() {
+            return Some(errors);
+        }
+    }
+    let first = match validator.validate(data) {
+        Err(e) => violation(e),
+        // `is_valid` said otherwise; say so rather than accept.
+        Ok(()) => Violation::new("/data", "does not match the schema"),
+    };
+    Some(vec![first])
 }
 
 impl SchemaRegistry {
@@ -101,16 +178,16 @@ impl SchemaRegistry {
                         tracing::warn!(offset = r.offset, "skipping an unreadable schema record");
                         continue;
                     };
-                    match compile(&v.schema) {
-                        Ok(validator) => {
+                    match compile(&v.schema).map(Arc::new) {
+                        Ok(compiled) => {
                             let entry =
                                 actions
                                     .entry(v.action.clone())
                                     .or_insert_with(|| ActionSchemas {
                                         versions: Vec::new(),
-                                        validator: Arc::new(validator.clone()),
+                                        validator: Arc::clone(&compiled),
                                     });
-                            entry.validator = Arc::new(validator);
+                            entry.validator = compiled;
                             entry.versions.push(v);
                         }
                         Err(e) => {
@@ -124,50 +201,55 @@ impl SchemaRegistry {
             log,
             actions: RwLock::new(actions),
             register: tokio::sync::Mutex::new(()),
+            blocking: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_CHECKS)),
         })
     }
 
-    /// Validates `data` against the latest schema of `action`, if any.
+    /// Validates `data` against the latest schema of `action`, if any, and
+    /// hands it back; off the async workers when costly (see the module).
     ///
     /// # Errors
-    /// [`ApiError::SchemaViolation`] with every violation.
-    pub(crate) fn validate(&self, action: &str, data: &Value) -> ApiResult<()> {
-        let (validator, version) = {
+    /// [`ApiError::SchemaViolation`] with the violations.
+    pub(crate) async fn validate(&self, action: &str, data: Value) -> ApiResult<Value> {
+        let (schema, version) = {
             let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
             match actions.get(action) {
-                None => return Ok(()),
+                None => return Ok(data),
                 Some(a) => (
                     Arc::clone(&a.validator),
                     a.versions.last().map_or(0, |v| v.version),
                 ),
             }
         };
-        if validator.is_valid(data) {
-            return Ok(());
-        }
-        // Bounded: each message may quote the instance, and a schema can
-        // report the same failure through many paths.
-        let errors = validator
-            .iter_errors(data)
-            .take(MAX_VIOLATIONS)
-            .map(|e| {
-                Violation::new(
-                    format!("/data{}", e.instance_path()),
-                    cut(e.to_string(), MAX_VIOLATION_MESSAGE),
-                )
+        let (data, violations) = if nodes(&data).saturating_mul(schema.nodes) <= INLINE_WORK {
+            let violations = check(&schema, &data);
+            (data, violations)
+        } else {
+            let _turn = Arc::clone(&self.blocking)
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
+            tokio::task::spawn_blocking(move || {
+                let violations = check(&schema, &data);
+                (data, violations)
             })
-            .collect();
-        Err(ApiError::SchemaViolation {
-            action: action.to_string(),
-            version,
-            errors,
-        })
+            .await
+            .map_err(|e| ApiError::Internal(format!("schema check: {e}")))?
+        };
+        match violations {
+            None => Ok(data),
+            Some(errors) => Err(ApiError::SchemaViolation {
+                action: action.to_string(),
+                version,
+                errors,
+            }),
+        }
     }
 
     /// Registers a new version (or returns the latest when it is identical).
     /// Returns the version and whether it is new.
     async fn register(&self, action: &str, schema: Value) -> ApiResult<(SchemaVersion, bool)> {
-        let validator = compile(&schema).map_err(ApiError::InvalidSchema)?;
+        let compiled = Arc::new(compile(&schema).map_err(ApiError::InvalidSchema)?);
         let _serial = self.register.lock().await;
         let latest = {
             let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
@@ -198,9 +280,9 @@ impl SchemaRegistry {
             .entry(action.to_string())
             .or_insert_with(|| ActionSchemas {
                 versions: Vec::new(),
-                validator: Arc::new(validator.clone()),
+                validator: Arc::clone(&compiled),
             });
-        entry.validator = Arc::new(validator);
+        entry.validator = compiled;
         entry.versions.push(version.clone());
         Ok((version, true))
     }
@@ -339,4 +421,94 @@ async fn put(
         axum::Json(version_body(&version, &versions)),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use cmdr_log::memory::MemoryLog;
+
+    use super::*;
+
+    async fn registry(action: &str, schema: Value) -> SchemaRegistry {
+        let registry = SchemaRegistry::load(Arc::new(MemoryLog::new()))
+            .await
+            .unwrap();
+        registry.register(action, schema).await.unwrap();
+        registry
+    }
+
+    fn violations(r: ApiResult<Value>) -> Vec<Violation> {
+        match r {
+            Err(ApiError::SchemaViolation { errors, .. }) => errors,
+            other => panic!("not a schema violation: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_invalid_command_gets_every_violation() {
+        let r = registry(
+            "open",
+            json!({"type": "object", "required": ["a", "b"], "properties": {"n": {"type": "integer"}}}),
+        )
+        .await;
+        let errors = violations(r.validate("open", json!({"n": "x"})).await);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(r.validate("open", json!({"a": 1, "b": 2})).await.is_ok());
+        // No schema: handed back as it is.
+        assert_eq!(
+            r.validate("other", json!({"z": 1})).await.unwrap(),
+            json!({"z": 1})
+        );
+    }
+
+    /// Every item failing every branch of a wide `anyOf`: the validator
+    /// would collect items × branches errors before the first hundred are
+    /// taken (10,000 items took gigabytes); past the listed work only the
+    /// first violation is reported.
+    #[tokio::test]
+    async fn a_costly_invalid_command_gets_its_first_violation_only() {
+        let branches: Vec<Value> = (0..1000)
+            .map(|i| json!({"const": format!("v{i}")}))
+            .collect();
+        let r = registry(
+            "enum",
+            json!({"properties": {"a": {"items": {"anyOf": branches}}}}),
+        )
+        .await;
+        let data = json!({"a": vec!["zz"; 300]});
+        let errors = violations(r.validate("enum", data).await);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].pointer, "/data/a/0");
+        let ok = json!({"a": vec!["v7"; 300]});
+        assert_eq!(r.validate("enum", ok.clone()).await.unwrap(), ok);
+    }
+
+    /// A costly check runs off the async worker: on a one-thread runtime,
+    /// another task goes on running while it does.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_costly_check_leaves_the_async_worker_free() {
+        let r = registry(
+            "re",
+            json!({"properties": {"s": {"items": {"pattern": "^(?:(?:(?=a)a|aa)+b|a+c)$"}}}}),
+        )
+        .await;
+        let data = json!({"s": vec!["a".repeat(25) + "c"; 2000]});
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&ticks);
+        let ticker = tokio::spawn(async move {
+            loop {
+                counted.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        let checked = r.validate("re", data).await;
+        let during = ticks.load(Ordering::Relaxed);
+        ticker.abort();
+        assert!(during > 0, "the other task never ran during the check");
+        // Past the backtracking limit a string does not match: refused,
+        // not accepted.
+        assert!(checked.is_err(), "{checked:?}");
+    }
 }

@@ -159,10 +159,8 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
     } else {
         0
     };
-    settings.gateway.max_connections = crate::fd_limit::connections_within_limit(
-        settings.gateway.max_connections,
-        tls_sockets,
-    );
+    settings.gateway.max_connections =
+        crate::fd_limit::connections_within_limit(settings.gateway.max_connections, tls_sockets);
     let indexer = index
         .spawn_indexer(log.clone())
         .await
