@@ -82,10 +82,19 @@ impl CommandRequest {
                 None
             }
         };
-        for unknown in obj.keys() {
+        // Listed up to a bound: a body of 150,000 unknown fields made an
+        // answer of 11 MB.
+        let room = MAX_UNKNOWN_LISTED;
+        for unknown in obj.keys().take(room) {
             violations.push(Violation::new(
                 format!("/{}", escape_pointer(unknown)),
                 "unknown field (expected action, data, key)",
+            ));
+        }
+        if obj.len() > room {
+            violations.push(Violation::new(
+                "",
+                format!("and {} more unknown fields", obj.len() - room),
             ));
         }
         if violations.is_empty() {
@@ -159,8 +168,11 @@ fn key_violation(key: &str) -> Option<Violation> {
     }
 }
 
+/// Most unknown fields of a command listed one by one in its violations.
+pub const MAX_UNKNOWN_LISTED: usize = 100;
+
 /// Escapes one JSON Pointer reference token (RFC 6901).
-pub(crate) fn escape_pointer(token: &str) -> String {
+pub fn escape_pointer(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
@@ -254,6 +266,17 @@ impl CommandStatus {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_listed_up_to_a_bound() {
+        let mut v = json!({"action": "a", "data": {}});
+        for i in 0..(MAX_UNKNOWN_LISTED + 50) {
+            v[format!("x{i}")] = json!(1);
+        }
+        let errors = CommandRequest::from_value(v).unwrap_err().0;
+        assert_eq!(errors.len(), MAX_UNKNOWN_LISTED + 1);
+        assert_eq!(errors.last().unwrap().message, "and 50 more unknown fields");
+    }
 
     #[test]
     fn from_json_answers_as_from_value_does() {

@@ -22,7 +22,9 @@ mod topics;
 mod violation;
 
 pub use action::{validate_action, MAX_ACTION_LEN};
-pub use command::{Command, CommandRequest, CommandStatus, FromJsonError, Meta, MAX_KEY_LEN};
+pub use command::{
+    escape_pointer, Command, CommandRequest, CommandStatus, FromJsonError, Meta, MAX_KEY_LEN,
+};
 pub use event::{Event, EventDraft, Outcome, Rejection, REJECTED_ACTION};
 pub use topics::{header, COMMANDS_TOPIC, EVENTS_TOPIC, SCHEMAS_TOPIC};
 pub use violation::{Violation, Violations};

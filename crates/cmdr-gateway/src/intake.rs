@@ -41,6 +41,16 @@ enum BodyKind {
 }
 
 fn body_kind(headers: &HeaderMap) -> ApiResult<BodyKind> {
+    // A coded body (gzip...) would be read as if it were plain: refused,
+    // as RFC 9110 says of a coding the server does not take.
+    for coding in headers.get_all(header::CONTENT_ENCODING) {
+        let coding = coding.to_str().unwrap_or("?").trim();
+        if !coding.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Encoding {coding:?} is not supported: send the body as it is"
+            )));
+        }
+    }
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType(
             "Content-Type is required (application/json or application/x-www-form-urlencoded)"
@@ -132,11 +142,50 @@ pub(crate) async fn read_body(
     })
 }
 
+/// The fields of a form body, decoded strictly: a field that is not UTF-8
+/// once percent-decoded is refused, not patched with replacement
+/// characters.
+fn form_pairs(body: &[u8]) -> ApiResult<Vec<(String, String)>> {
+    let decode = |part: &[u8]| -> ApiResult<String> {
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        String::from_utf8(bytes).map_err(|_| {
+            ApiError::MalformedBody("a form field is not UTF-8 once percent-decoded".into())
+        })
+    };
+    body.split(|&b| b == b'&')
+        .filter(|field| !field.is_empty())
+        .map(|field| {
+            let (k, v) = match field.iter().position(|&b| b == b'=') {
+                Some(i) => (&field[..i], &field[i + 1..]),
+                None => (field, &field[field.len()..]),
+            };
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
 /// Decodes a form post: `action`, `key`, and either `data` (a JSON object as
-/// text) or `data.NAME` fields (string values).
+/// text) or `data.NAME` fields (string values). A field given twice is
+/// refused: which one counts would depend on who reads the form.
 fn form_to_value(body: &[u8]) -> ApiResult<Value> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_bytes(body).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    let pairs = form_pairs(body)?;
+    let mut seen = std::collections::HashSet::new();
+    for (k, _) in &pairs {
+        if !seen.insert(k.as_str()) {
+            let pointer = match k.strip_prefix("data.") {
+                Some(field) => format!("/data/{}", cmdr_contract::escape_pointer(field)),
+                None => format!("/{}", cmdr_contract::escape_pointer(k)),
+            };
+            return Err(ApiError::Validation(vec![cmdr_contract::Violation::new(
+                pointer,
+                format!("form field {k:?} given twice"),
+            )]));
+        }
+    }
     let mut obj = Map::new();
     let mut data = Map::new();
     for (k, v) in pairs {
@@ -315,9 +364,17 @@ async fn intake(
     };
     let request = CommandRequest { data, ..request };
 
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(v) => Some(validate_key(v.as_bytes())?.to_string()),
-        None => None,
+    let mut keys = headers.get_all("idempotency-key").iter();
+    let idempotency_key = match (keys.next(), keys.next()) {
+        (Some(v), None) => Some(validate_key(v.as_bytes())?.to_string()),
+        (None, _) => None,
+        // Which one is the key would depend on who reads the request (a
+        // proxy may join them into one).
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "Idempotency-Key given more than once".into(),
+            ))
+        }
     };
     let Some(idem) = idempotency_key else {
         let command = new_command(request, principal)?;

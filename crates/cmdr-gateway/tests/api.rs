@@ -294,6 +294,44 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
             StatusCode::BAD_REQUEST,
             "bad-request",
         ),
+        // A coded body would be read as if it were plain.
+        (
+            Request::post("/commands")
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(Body::from(r#"{"action": "a", "data": {}}"#))
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        ),
+        // Which key counts would depend on who reads the request.
+        (
+            Request::post("/commands")
+                .header("content-type", "application/json")
+                .header("idempotency-key", "k-a")
+                .header("idempotency-key", "k-b")
+                .body(Body::from(r#"{"action": "a", "data": {}}"#))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        // Forms: invalid UTF-8 is refused, not replaced; a field given twice too.
+        (
+            Request::post("/commands")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("action=a&data.x=%FF%FE"))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed-body",
+        ),
+        (
+            Request::post("/commands")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("action=a&data.x=1&data.x=2"))
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+        ),
         (
             get("/commands/0190a0a0-0000-7000-8000-000000000000"),
             StatusCode::NOT_FOUND,
