@@ -111,7 +111,9 @@ impl CommandRequest {
     /// well-formed command is decoded straight into its fields, without
     /// first building a JSON value of the whole document (this is on the
     /// path of every posted command); anything else takes the lenient path
-    /// that reports every violation.
+    /// that reports every violation. Text that would not be stored as sent
+    /// (a member given twice, a number beyond 64 bits; see [`crate::exact`])
+    /// is refused too, with a pointer to it.
     ///
     /// # Errors
     /// [`FromJsonError::Malformed`] when `json` is not JSON,
@@ -137,11 +139,21 @@ impl CommandRequest {
             let valid = validate_action(&action, "/action").is_ok()
                 && key.as_deref().and_then(key_violation).is_none();
             if valid {
+                crate::exact::check(json)
+                    .map_err(|v| FromJsonError::Invalid(Violations(vec![v])))?;
                 return Ok(Self { action, data, key });
             }
         }
         let value: Value = serde_json::from_slice(json).map_err(FromJsonError::Malformed)?;
-        Self::from_value(value).map_err(FromJsonError::Invalid)
+        let checked = Self::from_value(value);
+        match (checked, crate::exact::check(json)) {
+            (Ok(request), Ok(())) => Ok(request),
+            (Ok(_), Err(v)) => Err(FromJsonError::Invalid(Violations(vec![v]))),
+            (Err(Violations(mut all)), inexact) => {
+                all.extend(inexact.err());
+                Err(FromJsonError::Invalid(Violations(all)))
+            }
+        }
     }
 }
 
@@ -291,7 +303,6 @@ mod tests {
             r#"{"action": "open", "data": {}, "key": ""}"#.to_string(),
             format!(r#"{{"action": "open", "data": {{}}, "key": {long_key}}}"#),
             r#"{"action": "open", "data": {}, "extra": 1}"#.to_string(),
-            r#"{"action": "a", "data": {}, "action": "b"}"#.to_string(),
             r#"{"action": "open", "data": []}"#.to_string(),
             r#"{"action": 5}"#.to_string(),
             r#""open""#.to_string(),
@@ -311,6 +322,31 @@ mod tests {
             CommandRequest::from_json(b"{oops"),
             Err(FromJsonError::Malformed(_))
         ));
+    }
+
+    /// What a parser would store otherwise than sent is refused, on the
+    /// fast path and the lenient one alike.
+    #[test]
+    fn from_json_refuses_what_would_not_be_stored_as_sent() {
+        for (case, pointer) in [
+            (r#"{"action": "a", "data": {}, "action": "b"}"#, "/action"),
+            (r#"{"action": "a", "data": {"x": 1, "x": 2}}"#, "/data/x"),
+            (
+                r#"{"action": "a", "data": {"n": 18446744073709551617}}"#,
+                "/data/n",
+            ),
+            (
+                r#"{"action": "a", "data": {"n": 1e-400}, "extra": 1}"#,
+                "/data/n",
+            ),
+        ] {
+            match CommandRequest::from_json(case.as_bytes()) {
+                Err(FromJsonError::Invalid(v)) => {
+                    assert!(v.0.iter().any(|v| v.pointer == pointer), "{case}: {v:?}");
+                }
+                other => panic!("{case}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 mod action;
 mod command;
 mod event;
+pub mod exact;
 mod topics;
 mod violation;
 
