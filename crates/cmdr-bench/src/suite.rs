@@ -157,6 +157,11 @@ struct CpuPerRequest {
     server: Option<f64>,
     generator: Option<f64>,
     idle: Option<f64>,
+    /// The share of the machine's CPU time spent neither idle nor by the
+    /// server or this process: other processes, and interrupts. Far above a
+    /// few percent, something else competed for the CPU during the run and
+    /// its figures do not compare with others.
+    other: Option<f64>,
     /// The server's CPU per request by thread name, most first (Linux).
     threads: Vec<(String, f64)>,
 }
@@ -166,10 +171,12 @@ impl CpuPerRequest {
     fn row(&self, label: &str) -> String {
         let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1} µs"));
         format!(
-            "|   {label} | | server {} | load generator {} | machine idle {} | | |",
+            "|   {label} | | server {} | load generator {} | machine idle {}, other work {} | | |",
             us(self.server),
             us(self.generator),
             self.idle
+                .map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}%")),
+            self.other
                 .map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}%"))
         )
     }
@@ -243,16 +250,26 @@ async fn run_measured(load: Load, pid: Option<u32>) -> Result<(LoadReport, CpuPe
         .zip(server_threads())
         .map(|(t0, t1)| threads_per_request(&t0, &t1, report.ok))
         .unwrap_or_default();
-    let per_request = |before: Option<Duration>, after: Option<Duration>| {
-        let spent = after?.checked_sub(before?)?;
+    let spent = |before: Option<Duration>, after: Option<Duration>| after?.checked_sub(before?);
+    let per_request = |spent: Option<Duration>| {
+        let spent = spent?;
         (report.ok > 0).then(|| spent.as_secs_f64() * 1e6 / report.ok as f64)
     };
+    let server_spent = spent(server0, server_cpu());
+    let generator_spent = spent(self0, cpu_time("self"));
+    let machine = machine0.zip(machine1).and_then(|((t0, i0), (t1, i1))| {
+        let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
+        Some((total, i1.saturating_sub(i0)))
+    });
     let cpu = CpuPerRequest {
-        server: per_request(server0, server_cpu()),
-        generator: per_request(self0, cpu_time("self")),
-        idle: machine0.zip(machine1).and_then(|((t0, i0), (t1, i1))| {
-            let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
-            Some(100.0 * i1.saturating_sub(i0) as f64 / total as f64)
+        server: per_request(server_spent),
+        generator: per_request(generator_spent),
+        idle: machine.map(|(total, idle)| 100.0 * idle as f64 / total as f64),
+        other: machine.and_then(|(total, idle)| {
+            // Jiffies are USER_HZ (100) a second.
+            let ours = (server_spent.unwrap_or_default() + generator_spent?).as_secs_f64() * 100.0;
+            let busy = total.saturating_sub(idle) as f64;
+            Some((100.0 * (busy - ours) / total as f64).max(0.0))
         }),
         threads,
     };

@@ -193,6 +193,13 @@ fn form_to_value(body: &[u8]) -> ApiResult<Value> {
             let parsed: Value = serde_json::from_str(&v).map_err(|e| {
                 ApiError::MalformedBody(format!("form field data is not JSON: {e}"))
             })?;
+            // As for a JSON body: stored as sent, or refused.
+            cmdr_contract::exact::check(v.as_bytes()).map_err(|e| {
+                ApiError::Validation(vec![cmdr_contract::Violation::new(
+                    format!("/data{}", e.pointer),
+                    e.message,
+                )])
+            })?;
             obj.insert(k, parsed);
         } else if let Some(field) = k.strip_prefix("data.") {
             data.insert(field.to_string(), Value::String(v));

@@ -332,6 +332,15 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation-failed",
         ),
+        // A form's JSON `data` is held to what a JSON body is.
+        (
+            Request::post("/commands")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("action=a&data=%7B%22x%22%3A1%2C%22x%22%3A2%7D"))
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+        ),
         (
             get("/commands/0190a0a0-0000-7000-8000-000000000000"),
             StatusCode::NOT_FOUND,

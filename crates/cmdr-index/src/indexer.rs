@@ -837,7 +837,7 @@ async fn read_partition(
     mut stop: watch::Receiver<bool>,
 ) {
     // Started small: the records' size is not known yet.
-    let mut batch = cmdr_log::ReadBatch::new(64, READ_BATCH, READ_BATCH_BYTES);
+    let mut batch = cmdr_log::ReadBatch::new(8, READ_BATCH, READ_BATCH_BYTES);
     loop {
         let asked = batch.size();
         let read = tokio::select! {

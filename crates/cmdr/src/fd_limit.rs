@@ -100,11 +100,11 @@ pub fn connections_within_limit(max_connections: usize, other_sockets: usize) ->
 }
 
 /// Connections that fit under an open-file `limit` with `open` descriptors
-/// taken and `other` sockets besides: what is left less [`RESERVED`], or
-/// half of what is left when that is less; at least 1.
+/// taken and `other` sockets besides: what is left less those and
+/// [`RESERVED`], or half of what is left when that is more; at least 1.
 fn fitting_connections(limit: u64, open: u64, other: u64) -> u64 {
-    let left = limit.saturating_sub(open).saturating_sub(other);
-    left.saturating_sub(RESERVED).max(left / 2).max(1)
+    let left = limit.saturating_sub(open);
+    left.saturating_sub(other + RESERVED).max(left / 2).max(1)
 }
 
 #[cfg(all(test, unix))]
@@ -115,6 +115,8 @@ mod tests {
         assert_eq!(fits(1_048_576, 100, 0), 1_048_576 - 100 - 1024);
         assert_eq!(fits(1024, 100, 0), 462, "half of what is left");
         assert_eq!(fits(20_000, 100, 1152), 20_000 - 100 - 1152 - 1024);
+        // A low limit with TLS: half of what is left, not one connection.
+        assert_eq!(fits(1100, 100, 1152), 500);
         assert_eq!(fits(100, 200, 0), 1);
     }
 

@@ -228,7 +228,7 @@ pub(crate) async fn run<D: Dispatch>(
     let poll_context = format!("polling {} for group {}", config.input_topic, config.group);
     let poller = crate::task_guard::AbortOnDrop(tokio::spawn(async move {
         // Started small: the records' size is not known yet.
-        let mut size = cmdr_log::ReadBatch::new(64, POLL_BATCH, POLL_BATCH_BYTES);
+        let mut size = cmdr_log::ReadBatch::new(8, POLL_BATCH, POLL_BATCH_BYTES);
         loop {
             let asked = size.size();
             let batch = consumer
