@@ -129,8 +129,9 @@ fn nodes(v: &Value) -> u64 {
     }
 }
 
-/// Checks `data` against `schema`; the violations, if any (see the module).
-fn check(schema: &Compiled, data: &Value) -> Option<Vec<Violation>> {
+/// Checks `data` against `schema`, a check of `work` (data nodes × schema
+/// nodes); the violations, if any (see the module).
+fn check(schema: &Compiled, data: &Value, work: u64) -> Option<Vec<Violation>> {
     let validator = &schema.validator;
     if validator.is_valid(data) {
         return None;
@@ -141,7 +142,6 @@ fn check(schema: &Compiled, data: &Value) -> Option<Vec<Violation>> {
             cut(e.to_string(), MAX_VIOLATION_MESSAGE),
         )
     };
-    let work = nodes(data).saturating_mul(schema.nodes.max(1));
     if work <= LISTED_WORK {
         // Bounded: each message may quote the instance, and a schema can
         // report the same failure through many paths.
@@ -223,8 +223,9 @@ impl SchemaRegistry {
                 ),
             }
         };
-        let (data, violations) = if nodes(&data).saturating_mul(schema.nodes) <= INLINE_WORK {
-            let violations = check(&schema, &data);
+        let work = nodes(&data).saturating_mul(schema.nodes.max(1));
+        let (data, violations) = if work <= INLINE_WORK {
+            let violations = check(&schema, &data, work);
             (data, violations)
         } else {
             let turn = Arc::clone(&self.blocking)
@@ -235,7 +236,7 @@ impl SchemaRegistry {
                 // Held by the check itself: a request that goes away does
                 // not give the turn back while its check still runs.
                 let _turn = turn;
-                let violations = check(&schema, &data);
+                let violations = check(&schema, &data, work);
                 (data, violations)
             })
             .await
