@@ -29,6 +29,7 @@
 //! [`openapi`] (served at `/openapi.json`) and the repository's README.
 
 pub mod auth;
+mod compression;
 mod config;
 pub mod cors;
 mod error;
@@ -74,12 +75,15 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(intake::router())
         .merge(live::router())
-        .merge(reads::router())
-        .merge(schemas::router())
-        .merge(processors::router())
+        .merge(compression::compressed(
+            Router::new()
+                .merge(reads::router())
+                .merge(schemas::router())
+                .merge(processors::router())
+                .merge(metrics::router())
+                .merge(openapi::router()),
+        ))
         .merge(health::router())
-        .merge(metrics::router())
-        .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -871,6 +871,77 @@ async fn listings_paginate_with_next_links() {
     assert_eq!(seen, (0..7).collect::<Vec<_>>());
 }
 
+/// `req` with `Accept-Encoding: gzip`.
+fn gzip_accepted(mut req: Request<Body>) -> Request<Body> {
+    req.headers_mut()
+        .insert("accept-encoding", "gzip".parse().unwrap());
+    req
+}
+
+/// The raw answer to `req`: status, headers and body bytes as sent.
+async fn call_raw(h: &Harness, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let res = app(h.state.clone()).oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes().to_vec();
+    (parts.status, parts.headers, bytes)
+}
+
+#[tokio::test]
+async fn read_answers_are_gzipped_when_accepted_and_intake_answers_never() {
+    let h = harness(GatewayConfig::default()).await;
+    let (status, headers, _) = call_raw(
+        &h,
+        gzip_accepted(post(
+            "/commands",
+            json!({"action": "tick", "data": {"pad": "x".repeat(4000)}}),
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(headers.get("content-encoding").is_none(), "{headers:?}");
+    for i in 0..20 {
+        call(
+            &h,
+            post("/commands", json!({"action": "tick", "data": {"i": i}})),
+        )
+        .await;
+    }
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        h.state
+            .index()
+            .wait_indexed("commands", 0, 21, Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let plain = call(&h, get("/commands?limit=50")).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(plain.headers.get("content-encoding").is_none());
+    let (status, headers, bytes) = call_raw(&h, gzip_accepted(get("/commands?limit=50"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert!(
+        headers
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("accept-encoding")),
+        "{headers:?}"
+    );
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut json).unwrap();
+    assert!(
+        bytes.len() * 4 < json.len(),
+        "{} -> {}",
+        bytes.len(),
+        json.len()
+    );
+    let body: Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(body["items"], plain.body["items"]);
+    // A small answer is not worth it.
+    let (_, headers, _) = call_raw(&h, gzip_accepted(get("/commands?limit=1&action=none"))).await;
+    assert!(headers.get("content-encoding").is_none(), "{headers:?}");
+}
+
 #[tokio::test]
 async fn websocket_subscribes_filters_and_unsubscribes() {
     use futures::SinkExt;
