@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -96,50 +95,6 @@ pub(crate) fn require_json(headers: &HeaderMap) -> ApiResult<()> {
             "this resource takes application/json".into(),
         )),
     }
-}
-
-/// Reads a body of at most `config.body_limit` bytes, sent within
-/// `config.header_read_timeout` (a client trickling its body cannot hold a
-/// connection and a request for ever).
-///
-/// # Errors
-/// [`ApiError::PayloadTooLarge`] beyond the limit (checked against
-/// `Content-Length` first, then while reading); [`ApiError::RequestTimeout`]
-/// when the body takes too long; [`ApiError::MalformedBody`] when the body
-/// cannot be read.
-pub(crate) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    config: &crate::GatewayConfig,
-) -> ApiResult<Bytes> {
-    let limit = config.body_limit;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let within = config.header_read_timeout;
-    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            ApiError::RequestTimeout(format!(
-                "the body did not arrive within {} s",
-                within.as_secs_f64()
-            ))
-        })?;
-    read.map_err(|e| {
-        let inner = e.into_inner();
-        if inner
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ApiError::MalformedBody(format!("reading the body failed: {inner}"))
-        }
-    })
 }
 
 /// The fields of a form body, decoded strictly: a field that is not UTF-8
@@ -351,7 +306,7 @@ async fn intake(
         // could send commands to a server without tokens.
         crate::cors::check_origin(&headers, state.inner.config.cors.as_ref())?;
     }
-    let bytes = read_body(&headers, body, &state.inner.config).await?;
+    let bytes = crate::body::read_body(&headers, body, &state.inner.config).await?;
     let request = match kind {
         BodyKind::Json => CommandRequest::from_json(&bytes).map_err(|e| match e {
             FromJsonError::Malformed(e) => ApiError::MalformedBody(format!("malformed JSON: {e}")),

@@ -29,6 +29,7 @@
 //! [`openapi`] (served at `/openapi.json`) and the repository's README.
 
 pub mod auth;
+mod body;
 mod compression;
 mod config;
 pub mod cors;

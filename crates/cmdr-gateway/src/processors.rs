@@ -95,7 +95,7 @@ async fn put(
     body: axum::body::Body,
 ) -> ApiResult<Response> {
     crate::intake::require_json(&headers)?;
-    let body = crate::intake::read_body(&headers, body, &state.inner.config).await?;
+    let body = crate::body::read_body(&headers, body, &state.inner.config).await?;
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
     let mut violations: Vec<Violation> = validate_name(&name).err().into_iter().collect();

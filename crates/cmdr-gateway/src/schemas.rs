@@ -400,7 +400,7 @@ async fn put(
     // Reported as an invalid command's action is (`validation-failed`).
     validate_action(&action, "/action").map_err(|v| ApiError::Validation(vec![v]))?;
     crate::intake::require_json(&headers)?;
-    let body = crate::intake::read_body(&headers, body, &state.inner.config).await?;
+    let body = crate::body::read_body(&headers, body, &state.inner.config).await?;
     let schema: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
     if !(schema.is_object() || schema.is_boolean()) {

@@ -1022,3 +1022,38 @@ async fn other_sites_cannot_post_forms_or_open_websockets() {
     send(upgrade(&format!("http://{host}"))).await.expect(101);
     s.stop();
 }
+
+/// A client that sends a whole body far over the limit, without waiting
+/// for `100 Continue`, reads the 413 rather than a broken connection: the
+/// server reads and discards what the client goes on sending.
+#[tokio::test]
+async fn a_body_far_over_the_limit_gets_its_413_not_a_broken_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &["--body-limit", "4096"]).await;
+    let c = client();
+    let big = vec![b'x'; 48 << 20];
+    for declared in [true, false] {
+        let body = if declared {
+            reqwest::Body::from(big.clone())
+        } else {
+            // Chunked: the server learns the size only by reading.
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                big.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+        };
+        send(
+            c.post(s.at("/commands"))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+        .expect_problem(413, "payload-too-large");
+    }
+    // The server is still fine.
+    send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "a", "data": {}})),
+    )
+    .await
+    .expect(202);
+}
