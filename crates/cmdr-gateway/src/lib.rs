@@ -41,6 +41,7 @@ pub mod html;
 mod idempotency;
 mod intake;
 mod live;
+mod log_order;
 mod metrics;
 pub mod negotiate;
 pub mod openapi;

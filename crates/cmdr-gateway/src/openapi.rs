@@ -163,8 +163,14 @@ fn list_params(events: bool) -> Vec<Value> {
         param(
             "after",
             "query",
-            "Cursor: the id after which the page starts (from `next`). Listings are ordered by id, given when a command is received, and two commands received together may be indexed in the other order: polling `order=asc&after=LAST` can miss one. To follow every new command or event without a gap, use the live updates.",
+            "Cursor: the id after which the page starts (from `next`). Listings are ordered by id, given when a command is received, and two commands received together may be indexed in the other order: polling `order=asc&after=LAST` can miss one. To poll for every new command or event without a gap, use `from`.",
             json!({"type": "string", "format": "uuid"}),
+        ),
+        param(
+            "from",
+            "query",
+            "List in log order from a position instead: `start`, `end`, or a position as answered in `position` (or given by live updates: `42`, `42.7` with several partitions). The page then answers the `position` after the last record it read; listing again from it gives exactly the records indexed since, none missed, none repeated. Cannot be combined with `after`, `order`, `since` or `until`.",
+            json!({"type": "string"}),
         ),
     ];
     if events {
@@ -441,8 +447,8 @@ fn resource_schemas() -> Value {
             "key": {"type": "string"}, "timestamp": {"type": "integer"}, "outcome": {"enum": ["accepted", "rejected"]},
             "position": {"type": "object", "properties": {"partition": {"type": "integer"}, "offset": {"type": "integer"}}},
             "links": {"type": "object"}}},
-        "CommandPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Command"}}, "next": {"type": ["string", "null"], "description": "the next page's link; a page may hold fewer than `limit` items and still have one (it examined 20,000 index entries, or holds about 4 MiB): keep going until it is null"}}},
-        "EventPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next": {"type": ["string", "null"], "description": "the next page's link; a page may hold fewer than `limit` items and still have one (it examined 20,000 index entries, or holds about 4 MiB): keep going until it is null"}}},
+        "CommandPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Command"}}, "next": {"type": ["string", "null"], "description": "the next page's link; a page may hold fewer than `limit` items and still have one (it examined 20,000 index entries, or holds about 4 MiB): keep going until it is null"}, "position": {"type": "string", "description": "only with `from`: the position after the last record read; list `from` it later for what is new"}}},
+        "EventPage": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next": {"type": ["string", "null"], "description": "the next page's link; a page may hold fewer than `limit` items and still have one (it examined 20,000 index entries, or holds about 4 MiB): keep going until it is null"}, "position": {"type": "string", "description": "only with `from`: the position after the last record read; list `from` it later for what is new"}}},
         "StreamPage": {"type": "object", "properties": {"key": {"type": "string"}, "items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next": {"type": ["string", "null"], "description": "the next page's link (after=OFFSET)"}}},
         "SchemaVersion": {"type": "object", "properties": {"action": {"type": "string"}, "version": {"type": "integer"}, "schema": {}, "timestamp": {"type": "integer"},
             "versions": {"type": "array", "items": {"type": "integer"}, "description": "every version of the action"},

@@ -5,6 +5,8 @@
 //! `parent`, `root`, `since`, `until` in ms since the epoch), `order`
 //! (`desc`, the default, or `asc`), `limit` (default 100, at most 1000) and
 //! `after` (the cursor); they answer `{"items": [...], "next": link|null}`.
+//! With `from` (a position) instead, a listing is in log order and answers
+//! the `position` to go on from (see [`crate::log_order`]).
 //! Unknown or invalid parameters are refused with 400.
 
 use axum::extract::{RawQuery, State};
@@ -18,6 +20,8 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathParam;
+use crate::follow::{format_position, Filter, StartAt};
+use crate::log_order;
 use crate::negotiate::Negotiated;
 use crate::state::AppState;
 use crate::views::{event_json, CommandBody};
@@ -54,12 +58,34 @@ fn parse_ms(name: &str, v: &str) -> ApiResult<i64> {
     })
 }
 
-/// Parses listing parameters; keeps the raw pairs to build the `next` link.
-fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<(Query, Vec<(String, String)>)> {
+/// Listing parameters as parsed.
+struct Listed {
+    /// The query of an id-ordered listing.
+    q: Query,
+    /// `from`: a listing in log order from this position (see [`log_order`]).
+    from: Option<StartAt>,
+    /// The raw pairs, to build the `next` link.
+    pairs: Vec<(String, String)>,
+}
+
+/// Parses listing parameters.
+fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<Listed> {
     let pairs = crate::extract::query_pairs(raw)?;
     let mut q = Query::default();
+    let mut from = None;
     for (k, v) in &pairs {
         match k.as_str() {
+            "from" => {
+                from = Some(StartAt::parse(v).map_err(|_| {
+                    ApiError::parameter(
+                        "from",
+                        format!(
+                            "from must be start, end or a position like 42 or 42.7 (as \
+                             answered in `position`), not {v:?}"
+                        ),
+                    )
+                })?)
+            }
             "action" => q.action = Some(v.clone()),
             "key" => q.key = Some(v.clone()),
             "status" if listing == Listing::Commands => {
@@ -108,7 +134,56 @@ fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<(Query, Vec<(St
             }
         }
     }
-    Ok((q, pairs))
+    if from.is_some() {
+        // A listing from a position is in log order and goes on from the
+        // position it answers: these have no meaning there.
+        for name in ["after", "order", "since", "until"] {
+            if pairs.iter().any(|(k, _)| k == name) {
+                return Err(ApiError::parameter(
+                    name,
+                    format!(
+                        "{name} cannot be combined with from: a listing from a position \
+                         is in log order and goes on from the position it answers"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Listed { q, from, pairs })
+}
+
+/// The page of a listing in log order, as JSON: `items`, the `position`
+/// to list from next, and a `next` link when more is indexed already.
+async fn log_order_page(
+    state: &AppState,
+    path: &str,
+    topic: log_order::Topic,
+    listed: &Listed,
+    from: &StartAt,
+) -> ApiResult<Value> {
+    let q = &listed.q;
+    let filter = Filter {
+        action: q.action.clone(),
+        key: q.key.clone(),
+        parent: q.parent,
+        root: q.root,
+    };
+    let page = log_order::page(state, topic, from, &filter, q.effective_limit()).await?;
+    let position = format_position(&page.position);
+    let next = page.more.then(|| {
+        let mut kept: Vec<(&str, &str)> = listed
+            .pairs
+            .iter()
+            .filter(|(k, _)| k != "from")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        kept.push(("from", &position));
+        format!(
+            "{path}?{}",
+            serde_urlencoded::to_string(&kept).unwrap_or_default()
+        )
+    });
+    Ok(json!({"items": page.items, "position": position, "next": next}))
 }
 
 /// The link to the page after `next`, keeping the other parameters.
@@ -199,7 +274,13 @@ async fn list_commands(
     RawQuery(raw): RawQuery,
     neg: Negotiated,
 ) -> ApiResult<Response> {
-    let (q, pairs) = parse_query(raw.as_deref(), Listing::Commands)?;
+    let listed = parse_query(raw.as_deref(), Listing::Commands)?;
+    if let Some(from) = &listed.from {
+        let topic = log_order::Topic::Commands(listed.q.status);
+        let page = log_order_page(&state, "/commands", topic, &listed, from).await?;
+        return Ok(neg.render("Commands", page));
+    }
+    let Listed { q, pairs, .. } = listed;
     let page = state.inner.index.list_commands(&q)?;
     let items: Vec<Value> = page
         .items
@@ -226,7 +307,13 @@ async fn list_events(
     RawQuery(raw): RawQuery,
     neg: Negotiated,
 ) -> ApiResult<Response> {
-    let (q, pairs) = parse_query(raw.as_deref(), Listing::Events)?;
+    let listed = parse_query(raw.as_deref(), Listing::Events)?;
+    if let Some(from) = &listed.from {
+        let topic = log_order::Topic::Events;
+        let page = log_order_page(&state, "/events", topic, &listed, from).await?;
+        return Ok(neg.render("Events", page));
+    }
+    let Listed { q, pairs, .. } = listed;
     let page = state.inner.index.list_events(&q)?;
     let items: Vec<Value> = page.items.iter().map(event_json).collect();
     Ok(neg.render(

@@ -23,10 +23,14 @@ struct Harness {
 }
 
 async fn harness(config: GatewayConfig) -> Harness {
+    harness_with_partitions(config, 1).await
+}
+
+async fn harness_with_partitions(config: GatewayConfig, partitions: u32) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(MemLog::new());
-    log.create_topic("commands", 1).await.unwrap();
-    log.create_topic("events", 1).await.unwrap();
+    log.create_topic("commands", partitions).await.unwrap();
+    log.create_topic("events", partitions).await.unwrap();
     let index = Index::open(dir.path().join("index.redb")).unwrap();
     let dyn_log: Arc<dyn Log> = log.clone();
     index.spawn_indexer(dyn_log.clone()).await.unwrap();
@@ -183,6 +187,21 @@ async fn post_then_read_a_command_and_its_outcome() {
     assert!(r.body["items"][0].get("events").is_none());
     let r = call(&h, get(&format!("/events?root={id}"))).await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    // In log order from a position, with the same items.
+    let r = call(&h, get(&format!("/events?from=start&root={id}"))).await;
+    assert_eq!(r.body["items"][0]["id"], ev.id.to_string());
+    assert_eq!(r.body["position"], "1");
+    let r = call(
+        &h,
+        get(&format!("/events?from=0&parent={}", uuid::Uuid::nil())),
+    )
+    .await;
+    assert_eq!(
+        (r.body["items"].clone(), r.body["position"].clone()),
+        (json!([]), json!("1"))
+    );
+    let r = call(&h, get("/commands?from=0&status=accepted")).await;
+    assert_eq!(r.body["items"][0]["outcome"]["status"], "accepted");
 }
 
 #[tokio::test]
@@ -940,6 +959,130 @@ async fn read_answers_are_gzipped_when_accepted_and_intake_answers_never() {
     // A small answer is not worth it.
     let (_, headers, _) = call_raw(&h, gzip_accepted(get("/commands?limit=1&action=none"))).await;
     assert!(headers.get("content-encoding").is_none(), "{headers:?}");
+}
+
+/// Waits until the index has caught up with the end of every partition of
+/// `topic`.
+async fn indexed_all(h: &Harness, topic: &str) {
+    let info = h.log.topic(topic).await.unwrap();
+    for p in info.partitions {
+        assert!(
+            h.state
+                .index()
+                .wait_indexed(topic, p.partition, p.end_offset, Duration::from_secs(10))
+                .await
+        );
+    }
+}
+
+#[tokio::test]
+async fn listings_from_a_position_are_in_log_order_and_miss_nothing() {
+    let h = harness_with_partitions(GatewayConfig::default(), 3).await;
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let r = call(
+            &h,
+            post(
+                "/commands",
+                json!({"action": if i % 2 == 0 { "even" } else { "odd" }, "data": {"i": i}, "key": format!("k{i}")}),
+            ),
+        )
+        .await;
+        sent.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    indexed_all(&h, "commands").await;
+
+    // From the start, page by page, following `next`.
+    let mut next = Some("/commands?from=start&limit=4".to_string());
+    let (mut seen, mut position) = (Vec::new(), String::new());
+    while let Some(uri) = next {
+        let r = call(&h, get(&uri)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        for item in r.body["items"].as_array().unwrap() {
+            assert_eq!(item["status"], "pending");
+            assert!(item["links"]["self"].is_string());
+            seen.push(item["id"].as_str().unwrap().to_string());
+        }
+        position = r.body["position"].as_str().unwrap().to_string();
+        next = r.body["next"].as_str().map(str::to_string);
+    }
+    // Merged across the three partitions by id: the order they were sent in.
+    assert_eq!(seen, sent);
+    assert_eq!(position.split('.').count(), 3);
+
+    // A command logged after that page with an id older than everything
+    // listed: an id-ordered poller misses it, a position does not.
+    let late = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1, 0));
+    let value = json!({"id": late, "action": "odd", "data": {}, "key": "late",
+        "timestamp": 1000, "meta": {"principal": "anonymous"}});
+    h.log
+        .append(
+            "commands",
+            vec![cmdr_log::Record::new(
+                "late",
+                value.to_string().into_bytes(),
+            )],
+        )
+        .await
+        .unwrap();
+    indexed_all(&h, "commands").await;
+    let by_id = call(&h, get(&format!("/commands?order=asc&after={}", sent[9]))).await;
+    assert_eq!(by_id.body["items"], json!([]));
+    let r = call(&h, get(&format!("/commands?from={position}"))).await;
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", r.text);
+    assert_eq!(items[0]["id"], late.to_string());
+    assert!(r.body["next"].is_null());
+    let after_late = r.body["position"].as_str().unwrap().to_string();
+    assert_ne!(after_late, position);
+    // Nothing new: the same position back, no items.
+    let r = call(&h, get(&format!("/commands?from={after_late}"))).await;
+    assert_eq!(
+        (r.body["items"].clone(), r.body["position"].clone()),
+        (json!([]), json!(after_late))
+    );
+
+    // Filters, and the position still goes past what they skip.
+    let r = call(&h, get("/commands?from=start&action=odd&status=pending")).await;
+    let mut odd: Vec<&str> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["data"]["i"]
+                .as_i64()
+                .map_or("late", |i| if i % 2 == 1 { "odd" } else { "even" })
+        })
+        .collect();
+    // (The late one comes after the commands logged before it in its partition.)
+    odd.sort();
+    assert_eq!(odd, ["late", "odd", "odd", "odd", "odd", "odd"]);
+    assert_eq!(r.body["position"], json!(after_late));
+    let r = call(&h, get("/commands?from=start&status=accepted")).await;
+    assert_eq!(r.body["items"], json!([]));
+    let r = call(&h, get("/commands?from=end")).await;
+    assert_eq!(
+        (r.body["items"].clone(), r.body["position"].clone()),
+        (json!([]), json!(after_late))
+    );
+    let r = call(&h, get("/events?from=start")).await;
+    assert_eq!(r.body["items"], json!([]), "{}", r.text);
+
+    // What cannot be combined with a position, and positions that do not fit.
+    for (uri, parameter) in [
+        ("/commands?from=start&order=asc", "order"),
+        (&*format!("/commands?from=start&after={}", sent[0]), "after"),
+        ("/events?from=start&since=5", "since"),
+        ("/commands?from=soon", "from"),
+    ] {
+        let r = call(&h, get(uri)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(r.body["errors"][0]["parameter"], parameter, "{uri}");
+    }
+    for uri in ["/commands?from=1.2", "/commands?from=99.0.0"] {
+        let r = call(&h, get(uri)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
+    }
 }
 
 #[tokio::test]
