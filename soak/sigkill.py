@@ -4,7 +4,8 @@
 Promise under test: a command answered 202/201/409 is never lost across
 SIGKILL; the index (commands, listings, streams, idempotency keys) is
 consistent with the log after a crash; SSE resume with Last-Event-ID neither
-skips nor repeats; killing `cmdr reindex` or start-up recovery loses nothing.
+skips nor repeats, nor does polling `GET /commands?from=POSITION`; killing
+`cmdr reindex` or start-up recovery loses nothing.
 
 Usage:
   cargo build --release -p cmdr
@@ -35,7 +36,7 @@ CONFIG = None
 
 violations = []
 stats = {"acks": 0, "checks": 0, "posts": 0, "unknown": 0, "idem_retries": 0,
-         "sse_records": 0, "reindex_kills": 0, "startup_kills": 0}
+         "sse_records": 0, "polled_records": 0, "reindex_kills": 0, "startup_kills": 0}
 lock = threading.Lock()
 
 
@@ -170,6 +171,7 @@ class World:
         self.sse_seen = []     # ordered command ids the SSE follower got
         self.sse_last = None   # last SSE id (position)
         self.sse_positions = []
+        self.polled = []       # ordered command ids the poller got
 
     def next_n(self):
         with lock:
@@ -333,6 +335,70 @@ class SSE(threading.Thread):
                         self.world.sse_last = ev_id
                 data, ev_id = [], None
         conn.close()
+
+
+# ---------------------------------------------------------------- poller
+class Poller(threading.Thread):
+    """Polls GET /commands?from=POSITION across server restarts."""
+
+    def __init__(self, world):
+        super().__init__(daemon=True)
+        self.world = world
+        self.port = None
+        self.position = "start"
+        self.stop = threading.Event()
+
+    def set_port(self, port):
+        self.port = port
+
+    def run(self):
+        while not self.stop.is_set():
+            port = self.port
+            if port is None:
+                time.sleep(0.05)
+                continue
+            try:
+                path = "/commands?" + urllib.parse.urlencode({"from": self.position, "limit": 1000})
+                st, doc = get_json(port, path, timeout=10)
+            except (OSError, http.client.HTTPException, ValueError):
+                time.sleep(0.05)
+                continue
+            if st != 200:
+                # A position this server gave must stay valid across crashes.
+                check(st != 400, f"poller: {path} -> {st} {doc!r:.200}")
+                time.sleep(0.05)
+                continue
+            with lock:
+                self.world.polled += [it["id"] for it in doc["items"]]
+                stats["polled_records"] += len(doc["items"])
+            self.position = doc["position"]
+            if doc["next"] is None:
+                time.sleep(0.02)
+
+
+def wait_poller_caught_up(world, port, timeout=60):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        end = cmd_end(metrics(port))
+        with lock:
+            n = len(world.polled)
+        if n >= end:
+            return
+        time.sleep(0.1)
+    violation(f"poller did not catch up: {len(world.polled)} < {end}")
+
+
+def verify_polled(world, binary, url, label):
+    with lock:
+        polled = list(world.polled)
+    end = cmd_end(metrics(int(url.rsplit(":", 1)[1])))
+    tail = {r["id"] for r in tail_ids(binary, url, end)}
+    check(len(polled) == len(set(polled)), f"[{label}] poller got duplicates: "
+          f"{len(polled) - len(set(polled))}")
+    pset = set(polled)
+    check(pset <= tail, f"[{label}] poller got ids not in the log: {list(pset - tail)[:3]}")
+    missing = tail - pset
+    check(not missing, f"[{label}] poller missed {len(missing)} log records: {list(missing)[:3]}")
 
 
 # ---------------------------------------------------------------- verification
@@ -585,6 +651,8 @@ def run(args):
             f.write(f"commands_partitions = {args.partitions}\nevents_partitions = {args.partitions}\n")
     sse = SSE(world)
     sse.start()
+    poller = Poller(world)
+    poller.start()
     nsrv = 0
     srv = Server(args.bin, data, args.mode, logdir, nsrv)
     srv.wait_listening()
@@ -593,6 +661,7 @@ def run(args):
         open_accounts(srv.port)
     for cycle in range(args.cycles):
         sse.set_port(srv.port)
+        poller.set_port(srv.port)
         stop = threading.Event()
         threads = [threading.Thread(target=client_loop,
                                     args=(world, srv.port, stop, t, args.mode, random.Random(rng.random())),
@@ -632,6 +701,7 @@ def run(args):
         srv = Server(args.bin, data, args.mode, logdir, nsrv)
         srv.wait_listening()
         sse.set_port(srv.port)
+        poller.set_port(srv.port)
         verify(world, srv, args.bin, args.mode, f"cycle {cycle}")
         if cycle < args.cycles - 1:
             # kill the verified server too (its index loses non-durable commits),
@@ -643,7 +713,10 @@ def run(args):
     # final: let the SSE follower catch up and compare
     wait_sse_caught_up(world, srv.port)
     verify_sse(world, args.bin, srv.url, "final")
+    wait_poller_caught_up(world, srv.port)
+    verify_polled(world, args.bin, srv.url, "final")
     sse.stop.set()
+    poller.stop.set()
     srv.kill()
     print("stats:", json.dumps(stats), flush=True)
     print(f"{len(violations)} violations", flush=True)
