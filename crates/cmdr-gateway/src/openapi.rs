@@ -341,6 +341,14 @@ fn command_paths() -> Value {
             ],
             "responses": {"200": json_ok("A page of the stream (empty for an unknown key).", "StreamPage"), "400": problem("Bad or unknown query parameter."),
                 "500": shared("Internal"), "503": shared("Unavailable")}}},
+        "/streams": {"get": {"summary": "The events of one key in log order, the key in the query (for `.` and `..`, which no path can carry)",
+            "parameters": [
+                param("key", "query", "The key (aggregate id).", json!({"type": "string"})),
+                param("after", "query", "Continue after this offset (from `next`).", json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})),
+                param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000}))
+            ],
+            "responses": {"200": json_ok("A page of the stream (empty for an unknown key).", "StreamPage"), "400": problem("Missing key, or a bad or unknown query parameter."),
+                "500": shared("Internal"), "503": shared("Unavailable")}}},
         "/commands/updates": {"get": {"summary": "New commands as Server-Sent Events (event: command, id: position)",
             "parameters": updates_params(false),
             "responses": updates_responses("command")}},

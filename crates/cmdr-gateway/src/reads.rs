@@ -33,6 +33,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/commands/{id}", get(get_command))
         .route("/events", get(list_events))
         .route("/events/{id}", get(get_event))
+        .route("/streams", get(get_stream_by_query))
         .route("/streams/{*key}", get(get_stream))
 }
 
@@ -199,11 +200,6 @@ fn next_link(path: &str, pairs: &[(String, String)], next: Option<Uuid>) -> Valu
     Value::String(format!("{path}?{qs}"))
 }
 
-/// The path of one key's stream, the key percent-encoded (`a/b` → `/streams/a%2Fb`).
-fn stream_path(key: &str) -> String {
-    format!("/streams/{}", crate::paths::segment(key))
-}
-
 /// Read-your-writes: on a miss, wait (bounded) until the index has caught up
 /// with the end the log has now, so a just-posted id is found.
 async fn catch_up(state: &AppState, topic: &str) -> ApiResult<()> {
@@ -328,10 +324,33 @@ async fn get_stream(
     RawQuery(raw): RawQuery,
     neg: Negotiated,
 ) -> ApiResult<Response> {
-    let pairs = crate::extract::query_pairs(raw.as_deref())?;
-    let (mut after, mut limit) = (None, None);
+    stream(&state, Some(key), raw.as_deref(), neg)
+}
+
+/// `GET /streams?key=K`: the same as `/streams/K`, for keys no path can
+/// carry (`.` and `..`, which clients resolve away as dot segments).
+async fn get_stream_by_query(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    neg: Negotiated,
+) -> ApiResult<Response> {
+    stream(&state, None, raw.as_deref(), neg)
+}
+
+/// A page of one key's stream; the key from the path, or else from the
+/// query's `key`.
+fn stream(
+    state: &AppState,
+    key: Option<String>,
+    raw: Option<&str>,
+    neg: Negotiated,
+) -> ApiResult<Response> {
+    let pairs = crate::extract::query_pairs(raw)?;
+    let in_path = key.is_some();
+    let (mut key, mut after, mut limit) = (key, None, None);
     for (k, v) in &pairs {
         match k.as_str() {
+            "key" if !in_path => key = Some(v.clone()),
             "after" => {
                 after = Some(v.parse::<u64>().map_err(|_| {
                     ApiError::parameter(
@@ -361,15 +380,17 @@ async fn get_stream(
             }
         }
     }
+    let key = key.ok_or_else(|| ApiError::parameter("key", "key is required"))?;
     let page = state.inner.index.stream(&key, after, limit)?;
     let next = page.next.map(|n| {
         let mut qs = vec![("after", n.to_string())];
         if let Some(l) = limit {
             qs.push(("limit", l.to_string()));
         }
+        let path = crate::paths::stream(&key);
+        let joint = if path.contains('?') { '&' } else { '?' };
         format!(
-            "{}?{}",
-            stream_path(&key),
+            "{path}{joint}{}",
             serde_urlencoded::to_string(&qs).unwrap_or_default()
         )
     });
@@ -378,18 +399,4 @@ async fn get_stream(
         &format!("Stream {key}"),
         json!({"key": key, "items": items, "next": next}),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stream_path;
-
-    #[test]
-    fn stream_paths_encode_what_would_break_the_link() {
-        assert_eq!(stream_path("acc-1"), "/streams/acc-1");
-        assert_eq!(stream_path("a/b_c.d~e"), "/streams/a%2Fb_c.d~e");
-        assert_eq!(stream_path("a/../b"), "/streams/a%2F..%2Fb");
-        assert_eq!(stream_path("a?b#c d%e"), "/streams/a%3Fb%23c%20d%25e");
-        assert_eq!(stream_path("ü"), "/streams/%C3%BC");
-    }
 }

@@ -205,6 +205,44 @@ async fn post_then_read_a_command_and_its_outcome() {
 }
 
 #[tokio::test]
+async fn keys_no_path_can_carry_are_read_by_query() {
+    let h = harness(GatewayConfig::default()).await;
+    let r = call(
+        &h,
+        post(
+            "/commands",
+            json!({"action": "open", "data": {}, "key": ".."}),
+        ),
+    )
+    .await;
+    let cid = uuid::Uuid::parse_str(r.body["id"].as_str().unwrap()).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let ev = EventDraft::new("opened", json!({})).into_event(cid, cid, "..", 2);
+        ids.push(ev.id.to_string());
+        h.log
+            .append("events", vec![Record::new("..", ev.to_json())])
+            .await
+            .unwrap();
+    }
+    indexed_all(&h, "events").await;
+    let r = call(&h, get("/streams?key=..&limit=2")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["key"], "..");
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+    let next = r.body["next"].as_str().unwrap().to_string();
+    assert!(next.starts_with("/streams?key=..&after="), "{next}");
+    let r = call(&h, get(&next)).await;
+    assert_eq!(r.body["items"][0]["id"], ids[2].as_str());
+    let r = call(&h, get("/streams")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["errors"][0]["parameter"], "key");
+    let r = call(&h, get("/streams/a?key=b")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["errors"][0]["parameter"], "key");
+}
+
+#[tokio::test]
 async fn sync_waits_for_accepted_rejected_or_times_out() {
     let h = harness(GatewayConfig::default()).await;
     spawn_processor(h.log.clone());

@@ -33,7 +33,7 @@ fn account_json(id: &str, balance: i64) -> Value {
         "balance": balance,
         "links": {
             "self": format!("/accounts/{}", cmdr_gateway::paths::segment(id)),
-            "events": format!("/streams/{}", cmdr_gateway::paths::segment(id)),
+            "events": cmdr_gateway::paths::stream(id),
         },
     })
 }
