@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -329,11 +329,29 @@ async fn list(State(state): State<AppState>, neg: Negotiated) -> Response {
     neg.render("Schemas", json!({"items": state.inner.schemas.summary()}))
 }
 
-/// `GET /schemas/{action}`'s query: an unknown parameter is refused.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VersionParam {
-    version: Option<u32>,
+/// The `version` of `GET /schemas/{action}`'s query, if given; any other
+/// parameter is refused.
+fn version_param(raw: Option<&str>) -> ApiResult<Option<u32>> {
+    let mut version = None;
+    for (k, v) in crate::extract::query_pairs(raw)? {
+        match k.as_str() {
+            "version" => {
+                version = Some(v.parse::<u32>().map_err(|_| {
+                    ApiError::parameter(
+                        "version",
+                        format!("version must be a version number (1, 2, ...), not {v:?}"),
+                    )
+                })?)
+            }
+            other => {
+                return Err(ApiError::parameter(
+                    other,
+                    format!("unknown query parameter {other:?}"),
+                ))
+            }
+        }
+    }
+    Ok(version)
 }
 
 fn version_body(v: &SchemaVersion, all: &[SchemaVersion]) -> Value {
@@ -375,16 +393,16 @@ fn choose<'a>(
 async fn read(
     State(state): State<AppState>,
     PathParam(action): PathParam,
-    query: Result<Query<VersionParam>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw): RawQuery,
     neg: Negotiated,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let version = version_param(raw.as_deref())?;
     let versions = state
         .inner
         .schemas
         .versions(&action)
         .ok_or_else(|| no_schema(&action))?;
-    let chosen = choose(&action, &versions, q.version)?;
+    let chosen = choose(&action, &versions, version)?;
     Ok(neg.render(
         &format!("Schema of {action}"),
         version_body(chosen, &versions),

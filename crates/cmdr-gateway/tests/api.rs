@@ -1884,9 +1884,16 @@ async fn schema_paths_are_checked_and_missing_versions_reported_plainly() {
         r.body["detail"],
         "action \"billing/pay\" has no schema version 0"
     );
-    let r = call(&h, get("/schemas/billing/pay?version=x")).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.body["code"], "bad-request");
+    for (uri, parameter) in [
+        ("/schemas/billing/pay?version=x", "version"),
+        ("/schemas/billing/pay?version=1&version=1", "version"),
+        ("/schemas/billing/pay?v=1", "v"),
+    ] {
+        let r = call(&h, get(uri)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.body["code"], "bad-request");
+        assert_eq!(r.body["errors"][0]["parameter"], parameter, "{uri}");
+    }
 }
 
 /// `/ws` takes only `access_token`: filters go in subscribe messages.

@@ -208,13 +208,20 @@ pub async fn send(args: SendArgs) -> Result<ExitCode> {
 /// the reverse, nothing listening) each get a hint.
 fn unreachable_server(e: reqwest::Error, what: &str) -> anyhow::Error {
     let mut chain = String::new();
+    let mut innermost = String::new();
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(c) = cause {
-        chain.push_str(&format!("{c}: "));
+        innermost = c.to_string();
+        chain.push_str(&format!("{innermost}: "));
         cause = c.source();
     }
     let https = e.url().is_some_and(|u| u.scheme() == "https");
-    let hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+    let refused = chain.contains("certificate") || chain.contains("UnknownIssuer");
+    if refused {
+        // The layers above the TLS error only repeat it.
+        chain = format!("the server's certificate was refused ({innermost})");
+    }
+    let hint = if refused {
         Some("the server's certificate is not trusted: pass --ca-cert with the CA (or the self-signed certificate) that signed it")
     } else if !https && chain.contains("invalid HTTP version") {
         Some("the server may speak HTTPS: try an https:// --url")
