@@ -11,6 +11,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 /// Default longest wait a client may ask for with `Prefer: wait=N`.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
+/// Default [`GatewayConfig::max_index_lag`]: about a second of the
+/// intake's full rate on a small machine.
+pub const DEFAULT_MAX_INDEX_LAG: u64 = 20_000;
 
 /// Configuration of the HTTP gateway.
 #[derive(Debug, Clone)]
@@ -24,6 +27,12 @@ pub struct GatewayConfig {
     /// How long an idempotent POST, or a read of an id not yet indexed, waits
     /// for the index to catch up with the log. Default 5 s.
     pub index_wait: Duration,
+    /// Backpressure: how many commands a partition's index may fall behind
+    /// its log before the intake's answers wait (at most `index_wait`) for
+    /// it to come back within reach. Writers that wait for their answers
+    /// then slow to the index's pace, so reads of what they wrote keep
+    /// finding it. Default [`DEFAULT_MAX_INDEX_LAG`].
+    pub max_index_lag: u64,
     /// The accepted bearer tokens (replaceable while serving); `None` (the
     /// default): no authentication, every principal is [`crate::auth::ANONYMOUS`].
     pub tokens: Option<Arc<TokenTable>>,
@@ -58,6 +67,7 @@ impl Default for GatewayConfig {
             default_wait: DEFAULT_WAIT,
             max_wait: DEFAULT_MAX_WAIT,
             index_wait: Duration::from_secs(5),
+            max_index_lag: DEFAULT_MAX_INDEX_LAG,
             tokens: None,
             tls: None,
             header_read_timeout: crate::server::HEADER_READ_TIMEOUT,

@@ -504,7 +504,29 @@ async fn append(
         .first()
         .ok_or_else(|| ApiError::Internal("append returned no position".into()))?;
     state.inner.metrics.appended.inc();
+    hold_for_index(state, at.partition, at.offset).await;
     Ok((at.partition, at.offset))
+}
+
+/// Backpressure: when the index is more than
+/// [`crate::GatewayConfig::max_index_lag`] commands behind the one just
+/// appended at `offset` of `partition`, waits (at most the index wait)
+/// until it is back within that reach. The command is on disk already; only
+/// its answer waits, so a writer that waits for its answers goes at the
+/// index's pace instead of leaving it ever further behind (a read of a
+/// just-acknowledged id would then time out).
+async fn hold_for_index(state: &AppState, partition: u32, offset: u64) {
+    let config = &state.inner.config;
+    let index = &state.inner.index;
+    let behind = offset.saturating_sub(index.position(COMMANDS_TOPIC, partition));
+    if behind <= config.max_index_lag {
+        return;
+    }
+    state.inner.metrics.held_for_index.inc();
+    let within = offset - config.max_index_lag;
+    index
+        .wait_indexed(COMMANDS_TOPIC, partition, within, config.index_wait)
+        .await;
 }
 
 /// [`respond_with`] for a command just appended (pending), whose log value

@@ -31,6 +31,9 @@ type Labels = Vec<(&'static str, String)>;
 pub(crate) struct Metrics {
     /// Commands appended to the log (acknowledged).
     pub appended: Counter,
+    /// Answers held back because the index was too far behind (see
+    /// [`crate::GatewayConfig::max_index_lag`]).
+    pub held_for_index: Counter,
     /// `POST /commands` answers, by status code.
     pub answers: Family<Labels, Counter>,
     /// The `202`, `201` and `409` members of `answers`, held so that counting
@@ -51,6 +54,7 @@ impl Default for Metrics {
         });
         Self {
             appended: Counter::default(),
+            held_for_index: Counter::default(),
             answers,
             common,
         }
@@ -86,6 +90,11 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         "commands_appended",
         "Commands appended to the log (each on disk before its answer)",
         shared.metrics.appended.clone(),
+    );
+    registry.register(
+        "commands_held_for_index",
+        "Answers to POST /commands held back while the index was more than max_index_lag commands behind",
+        shared.metrics.held_for_index.clone(),
     );
     registry.register(
         "command_answers",

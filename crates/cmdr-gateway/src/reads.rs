@@ -200,10 +200,30 @@ fn next_link(path: &str, pairs: &[(String, String)], next: Option<Uuid>) -> Valu
     Value::String(format!("{path}?{qs}"))
 }
 
-/// Read-your-writes: on a miss, wait (bounded) until the index has caught up
-/// with the end the log has now, so a just-posted id is found.
-async fn catch_up(state: &AppState, topic: &str) -> ApiResult<()> {
-    index_caught_up(state, topic).await.map(|_| ())
+/// Read-your-writes: `lookup`, and on a miss, again once the index has
+/// caught up (within the configured wait) with the end the log has now, so
+/// that a just-posted id is found. A miss after the index failed to catch
+/// up in time says nothing (the id may be in the part of the log not
+/// indexed yet): that is a 503 to retry, never `not_found`.
+async fn find<T>(
+    state: &AppState,
+    topic: &str,
+    lookup: impl Fn() -> ApiResult<Option<T>>,
+    not_found: impl FnOnce() -> ApiError,
+) -> ApiResult<T> {
+    if let Some(found) = lookup()? {
+        return Ok(found);
+    }
+    let caught_up = index_caught_up(state, topic).await?;
+    match lookup()? {
+        Some(found) => Ok(found),
+        None if caught_up => Err(not_found()),
+        None => Err(ApiError::Unavailable(format!(
+            "not found yet, but the index is behind the log by more than it \
+             could index in {} ms: retry",
+            state.inner.config.index_wait.as_millis()
+        ))),
+    }
 }
 
 /// Waits (at most the configured index wait in all) until the index has
@@ -234,13 +254,8 @@ async fn get_command(
     let not_found = || ApiError::NotFound(format!("no command with id {id:?}"));
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let index = &state.inner.index;
-    let tree = match index.command_tree(uuid)? {
-        Some(t) => t,
-        None => {
-            catch_up(&state, COMMANDS_TOPIC).await?;
-            index.command_tree(uuid)?.ok_or_else(not_found)?
-        }
-    };
+    let lookup = || Ok(index.command_tree(uuid)?);
+    let tree = find(&state, COMMANDS_TOPIC, lookup, not_found).await?;
     Ok(neg.render(
         &format!("Command {uuid}"),
         CommandBody::with_tree(&tree).to_value(),
@@ -255,13 +270,8 @@ async fn get_event(
     let not_found = || ApiError::NotFound(format!("no event with id {id:?}"));
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let index = &state.inner.index;
-    let view = match index.event(uuid)? {
-        Some(v) => v,
-        None => {
-            catch_up(&state, EVENTS_TOPIC).await?;
-            index.event(uuid)?.ok_or_else(not_found)?
-        }
-    };
+    let lookup = || Ok(index.event(uuid)?);
+    let view = find(&state, EVENTS_TOPIC, lookup, not_found).await?;
     Ok(neg.render(&format!("Event {uuid}"), event_json(&view)))
 }
 

@@ -242,6 +242,79 @@ async fn keys_no_path_can_carry_are_read_by_query() {
     assert_eq!(r.body["errors"][0]["parameter"], "key");
 }
 
+/// A miss while the index is behind the log is no proof that the id does
+/// not exist: 503 with `Retry-After`, not 404.
+#[tokio::test]
+async fn a_miss_while_the_index_lags_is_a_503_not_a_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemLog::new());
+    log.create_topic("commands", 1).await.unwrap();
+    log.create_topic("events", 1).await.unwrap();
+    // No indexer runs: the index stays where it is.
+    let index = Index::open(dir.path().join("index.redb")).unwrap();
+    let config = GatewayConfig {
+        index_wait: Duration::from_millis(50),
+        ..GatewayConfig::default()
+    };
+    let state = AppState::new(log.clone(), index, config).await.unwrap();
+    let h = Harness {
+        log: log.clone(),
+        state,
+        _dir: dir,
+    };
+    let unknown = "/commands/01900000-0000-7000-8000-000000000000";
+    // Nothing logged: the index has all of it, so a miss is a 404.
+    assert_eq!(call(&h, get(unknown)).await.status, StatusCode::NOT_FOUND);
+    let r = call(&h, post("/commands", json!({"action": "a", "data": {}}))).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    for uri in [format!("/commands/{id}"), unknown.to_string()] {
+        let r = call(&h, get(&uri)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{uri}: {}",
+            r.text
+        );
+        assert_eq!(r.body["code"], "unavailable");
+        assert_eq!(r.headers["retry-after"], "1");
+    }
+}
+
+/// Backpressure: past `max_index_lag` commands behind, answers wait for
+/// the index (here it never comes: each waits `index_wait`, then answers).
+#[tokio::test]
+async fn answers_wait_while_the_index_is_too_far_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(MemLog::new());
+    log.create_topic("commands", 1).await.unwrap();
+    log.create_topic("events", 1).await.unwrap();
+    let index = Index::open(dir.path().join("index.redb")).unwrap();
+    let config = GatewayConfig {
+        index_wait: Duration::from_millis(20),
+        max_index_lag: 2,
+        ..GatewayConfig::default()
+    };
+    let state = AppState::new(log.clone(), index, config).await.unwrap();
+    let h = Harness {
+        log: log.clone(),
+        state,
+        _dir: dir,
+    };
+    let held = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("cmdr_commands_held_for_index_total "))
+            .map(|n| n.to_string())
+    };
+    for _ in 0..5 {
+        let r = call(&h, post("/commands", json!({"action": "a", "data": {}}))).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
+    // Offsets 0, 1 and 2 are within reach of an index at 0; 3 and 4 are not.
+    let r = call(&h, get("/metrics")).await;
+    assert_eq!(held(&r.text).as_deref(), Some("2"), "{}", r.text);
+    assert_eq!(commands_in_log(&h).await, 5);
+}
+
 #[tokio::test]
 async fn sync_waits_for_accepted_rejected_or_times_out() {
     let h = harness(GatewayConfig::default()).await;

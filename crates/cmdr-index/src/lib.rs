@@ -329,10 +329,11 @@ impl Index {
             .positions
             .read()
             .unwrap_or_else(|p| p.into_inner());
+        // A few entries (topics × partitions): a scan, with no key to build.
         positions
-            .get(&(topic.to_string(), partition))
-            .copied()
-            .unwrap_or(0)
+            .iter()
+            .find(|((t, p), _)| *p == partition && t == topic)
+            .map_or(0, |(_, o)| *o)
     }
 
     /// Waits until the index has indexed `topic`/`partition` up to (excluding)
