@@ -23,6 +23,8 @@
 //! max_connections = 10000       # served at once, more wait to be accepted; CMDR_MAX_CONNECTIONS
 //! shutdown_delay_ms = 0         # at SIGTERM, /readyz 503 but serving on this long; CMDR_SHUTDOWN_DELAY_MS
 //! drain_timeout_ms = 20000      # then longest wait for open requests to finish; CMDR_DRAIN_TIMEOUT_MS
+//! index_wait_ms = 5000          # a read of an id not indexed yet waits this long for the index; CMDR_INDEX_WAIT_MS
+//! max_index_lag = 20000         # answers wait while the index is further behind; CMDR_MAX_INDEX_LAG
 //! cors_origins = ["https://app.example.com"]  # browsers elsewhere ("*": any); CMDR_CORS_ORIGINS
 //! log_format = "text"           # or "json", one object per line; CMDR_LOG_FORMAT, --log-format
 //!                               #   (also for reindex)
@@ -58,6 +60,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const MAX_PARTITIONS: u32 = 1024;
 /// Largest `header_read_timeout_s`: a day.
 pub const MAX_HEADER_READ_TIMEOUT_S: u64 = 86_400;
+/// Largest `index_wait_ms`: a minute (a read waiting longer helps nobody).
+const MAX_INDEX_WAIT_MS: u64 = 60_000;
+/// Largest `max_index_lag`: a billion commands (in effect, no backpressure).
+const MAX_MAX_INDEX_LAG: u64 = 1_000_000_000;
 /// Largest `shutdown_delay_ms` and `drain_timeout_ms`: an hour.
 pub const MAX_SHUTDOWN_MS: u64 = 3_600_000;
 /// Largest `max_connections`.
@@ -169,6 +175,14 @@ pub struct ServeArgs {
     /// Longest a shutdown then waits for open requests to finish, in ms. Default 20000.
     #[arg(long, env = "CMDR_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// How long a read of an id not indexed yet (or an idempotent POST)
+    /// waits for the index to catch up with the log, in ms. Default 5000.
+    #[arg(long, env = "CMDR_INDEX_WAIT_MS")]
+    pub index_wait_ms: Option<u64>,
+    /// Backpressure: how many commands a partition's index may be behind
+    /// its log before answers to POST /commands wait for it. Default 20000.
+    #[arg(long, env = "CMDR_MAX_INDEX_LAG")]
+    pub max_index_lag: Option<u64>,
     /// Origins allowed to call the API from a browser (CORS), comma
     /// separated, each an origin such as http://localhost:5173; "*" for any. Default none.
     #[arg(long = "cors-origin", env = "CMDR_CORS_ORIGINS", value_delimiter = ',')]
@@ -199,6 +213,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     shutdown_delay_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
+    index_wait_ms: Option<u64>,
+    max_index_lag: Option<u64>,
     cors_origins: Option<Vec<String>>,
     log_format: Option<LogFormat>,
     tokens: Option<Vec<TokenEntry>>,
@@ -332,6 +348,8 @@ impl Settings {
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
+            index_wait_ms: None,
+            max_index_lag: None,
             cors_origins: Vec::new(),
         };
         Self::resolve_with(&serve, false)
@@ -393,6 +411,18 @@ impl Settings {
                 );
             }
             gateway.header_read_timeout = Duration::from_secs(s);
+        }
+        if let Some(ms) = args.index_wait_ms.or(file.index_wait_ms) {
+            if !(1..=MAX_INDEX_WAIT_MS).contains(&ms) {
+                bail!("index_wait_ms must be from 1 to {MAX_INDEX_WAIT_MS}, not {ms}");
+            }
+            gateway.index_wait = Duration::from_millis(ms);
+        }
+        if let Some(n) = args.max_index_lag.or(file.max_index_lag) {
+            if !(1..=MAX_MAX_INDEX_LAG).contains(&n) {
+                bail!("max_index_lag must be from 1 to {MAX_MAX_INDEX_LAG}, not {n}");
+            }
+            gateway.max_index_lag = n;
         }
         if let Some(n) = args.max_connections.or(file.max_connections) {
             if !(1..=MAX_MAX_CONNECTIONS).contains(&n) {
@@ -591,6 +621,8 @@ mod tests {
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
+            index_wait_ms: None,
+            max_index_lag: None,
             cors_origins: Vec::new(),
         }
     }
@@ -695,6 +727,26 @@ mod tests {
         a.drain_timeout_ms = Some(MAX_SHUTDOWN_MS + 1);
         let err = Settings::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("drain_timeout_ms must be at most"), "{err}");
+    }
+
+    #[test]
+    fn index_wait_and_max_index_lag_come_from_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cmdr.toml");
+        std::fs::write(&file, "index_wait_ms = 1500\nmax_index_lag = 500\n").unwrap();
+        let mut a = args(dir.path(), Some(file));
+        let g = Settings::resolve(&a).unwrap().gateway;
+        assert_eq!(g.index_wait, Duration::from_millis(1500));
+        assert_eq!(g.max_index_lag, 500);
+        a.max_index_lag = Some(7);
+        assert_eq!(Settings::resolve(&a).unwrap().gateway.max_index_lag, 7);
+        a.max_index_lag = Some(0);
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("max_index_lag must be from 1"), "{err}");
+        a.max_index_lag = None;
+        a.index_wait_ms = Some(MAX_INDEX_WAIT_MS + 1);
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("index_wait_ms must be from 1"), "{err}");
     }
 
     /// Settings past what the rest of the system can honour are refused at
