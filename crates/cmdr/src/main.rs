@@ -42,7 +42,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP gateway and the index on the embedded log.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Send a command to a running server.
     Send(client::SendArgs),
     /// Show a command (with its status and events) or an event by id.
@@ -79,7 +79,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Send(args) => client::send(args).await,
             Command::Get(args) => client::get(args).await,
             Command::Tail(args) => client::tail(args).await,
