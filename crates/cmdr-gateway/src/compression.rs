@@ -10,7 +10,7 @@
 
 use axum::Router;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 
 use crate::state::AppState;
 
@@ -19,14 +19,18 @@ use crate::state::AppState;
 pub const MIN_COMPRESSED_BYTES: u16 = 1024;
 
 /// `router` with its answers gzipped for clients that accept it (see the
-/// module documentation), when over [`MIN_COMPRESSED_BYTES`]; adds
-/// `Vary: Accept-Encoding`.
+/// module documentation), when over [`MIN_COMPRESSED_BYTES`] (those then
+/// carry `Vary: Accept-Encoding`), at gzip's fastest level: the
+/// compression runs on the thread serving the request, and a page of
+/// several megabytes at the default level would hold it for long.
 pub(crate) fn compressed(router: Router<AppState>) -> Router<AppState> {
     let predicate = SizeAbove::new(MIN_COMPRESSED_BYTES)
         .and(NotForContentType::SSE)
         .and(NotForContentType::IMAGES);
     router.layer(
         // Built with gzip only (the `compression-gzip` feature).
-        CompressionLayer::new().compress_when(predicate),
+        CompressionLayer::new()
+            .quality(CompressionLevel::Fastest)
+            .compress_when(predicate),
     )
 }

@@ -13,37 +13,57 @@
 //! repeated, whatever order their ids are in.
 //!
 //! Within a page, records of different partitions are merged by id (time);
-//! each partition stays in its log order.
+//! each partition stays in its log order. Only filters on what a record
+//! says for ever (`action`, `key`, `parent`, `root` as the index resolved
+//! it) are taken: a status changes after the position has gone past.
+//!
+//! A page holds, per partition, only the offset, id, size and verdict of
+//! the records read ahead (their values are dropped once probed), reads
+//! at most [`READ_BYTES`] at a time in all, and gives other tasks a turn
+//! after each read.
 
 use std::collections::VecDeque;
 
-use cmdr_contract::{CommandStatus, COMMANDS_TOPIC, EVENTS_TOPIC};
+use cmdr_contract::{COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_index::{MAX_PAGE_BYTES, MAX_SCAN};
-use cmdr_log::{ReadBatch, StoredRecord};
+use cmdr_log::ReadBatch;
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::follow::{self, Filter, StartAt};
 use crate::state::AppState;
 use crate::views::{event_json, CommandBody};
 
-/// Bytes of records held for one page while merging the partitions, all
-/// partitions together (one record larger than a partition's share is
-/// still read, alone).
-const READ_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of records one read of a partition may bring, all partitions'
+/// shares together (a record larger than a share is still read, alone).
+pub const READ_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most records read from one partition at once.
 const READ_RECORDS: usize = 1024;
 
-/// Which topic a listing reads, and the status filter of commands.
+/// Which topic a listing reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Topic {
-    /// The commands topic, optionally only commands with this status.
-    Commands(Option<CommandStatus>),
+    /// The commands topic.
+    Commands,
     /// The events topic.
     Events,
+}
+
+/// What a listing in log order keeps: the record's own `action` and `key`,
+/// and, for events, the `parent` and the `root` the index resolved.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogFilter {
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this key.
+    pub key: Option<String>,
+    /// Only events caused by this command or event.
+    pub parent: Option<Uuid>,
+    /// Only events of this command's causal tree.
+    pub root: Option<Uuid>,
 }
 
 /// One page of a listing in log order.
@@ -61,9 +81,19 @@ struct IdProbe {
     id: Uuid,
 }
 
+/// A record read ahead: all a page keeps of it until its turn.
+struct Ahead {
+    offset: u64,
+    /// `None` when the value has no readable id (skipped).
+    id: Option<Uuid>,
+    /// Whether its `action` and `key` pass the filter.
+    passes: bool,
+    bytes: usize,
+}
+
 /// One partition's records read ahead, not yet taken into the page.
 struct Head {
-    records: VecDeque<(Option<Uuid>, StoredRecord)>,
+    records: VecDeque<Ahead>,
     /// The next offset to read from the log.
     next: u64,
     /// Where the index has got: nothing at or past it is read.
@@ -71,27 +101,32 @@ struct Head {
     batch: ReadBatch,
 }
 
-/// A page of `topic` from `from`: at most `limit` items passing `filter`
-/// (and the status of [`Topic::Commands`]), reading at most
-/// [`MAX_SCAN`] records and about [`MAX_PAGE_BYTES`] of items.
+/// A page of `topic` from `from`: at most `limit` items passing `filter`,
+/// reading at most [`MAX_SCAN`] records and about [`MAX_PAGE_BYTES`] of
+/// items.
 ///
 /// # Errors
-/// [`crate::ApiError::BadRequest`] for a position that does not fit the
-/// topic (see [`follow::resolve`]); log and index errors.
+/// A 400 naming `from` for a position that does not fit the topic (see
+/// [`follow::resolve`]); log and index errors.
 pub(crate) async fn page(
     state: &AppState,
     topic: Topic,
     from: &StartAt,
-    filter: &Filter,
+    filter: &LogFilter,
     limit: usize,
 ) -> ApiResult<LogPage> {
     let name = match topic {
-        Topic::Commands(_) => COMMANDS_TOPIC,
+        Topic::Commands => COMMANDS_TOPIC,
         Topic::Events => EVENTS_TOPIC,
     };
     let log = &state.inner.log;
     let index = &state.inner.index;
-    let mut position = follow::resolve(log.as_ref(), name, from).await?;
+    let mut position = follow::resolve(log.as_ref(), name, from)
+        .await
+        .map_err(|e| match e {
+            ApiError::BadRequest(m) => ApiError::parameter("from", m),
+            other => other,
+        })?;
     let share = (READ_BYTES / position.len().max(1)).max(64 * 1024);
     let mut heads: Vec<Head> = position
         .iter()
@@ -100,9 +135,14 @@ pub(crate) async fn page(
             records: VecDeque::new(),
             next,
             end: index.position(name, p as u32),
-            batch: ReadBatch::new(16, READ_RECORDS, share),
+            batch: ReadBatch::new(1, READ_RECORDS, share),
         })
         .collect();
+    let record_filter = Filter {
+        action: filter.action.clone(),
+        key: filter.key.clone(),
+        ..Filter::default()
+    };
     let (mut items, mut scanned, mut bytes) = (Vec::new(), 0usize, 0usize);
     loop {
         if items.len() >= limit || scanned >= MAX_SCAN || bytes >= MAX_PAGE_BYTES {
@@ -122,18 +162,25 @@ pub(crate) async fn page(
                 head.batch.observe(&read);
                 head.next = read.last().map_or(head.end, |r| r.offset + 1);
                 head.records.extend(read.into_iter().map(|r| {
-                    let id = serde_json::from_slice::<IdProbe>(&r.value)
-                        .ok()
-                        .map(|i| i.id);
-                    (id, r)
+                    Ahead {
+                        offset: r.offset,
+                        id: serde_json::from_slice::<IdProbe>(&r.value)
+                            .ok()
+                            .map(|i| i.id),
+                        passes: record_filter.matches(&r.value),
+                        bytes: r.value.len(),
+                    }
                 }));
+                // Reads of the embedded log do not wait: let the other
+                // tasks of this thread have a turn.
+                tokio::task::yield_now().await;
             }
         }
         // The partition whose next record has the smallest id (records
         // without a readable id first: they are skipped at once).
         let Some(p) = (0..heads.len())
             .filter(|&p| !heads[p].records.is_empty())
-            .min_by_key(|&p| heads[p].records.front().map(|(id, _)| *id))
+            .min_by_key(|&p| heads[p].records.front().map(|r| r.id))
         else {
             return Ok(LogPage {
                 items,
@@ -141,29 +188,37 @@ pub(crate) async fn page(
                 more: false,
             });
         };
-        let Some((id, record)) = heads[p].records.pop_front() else {
+        let Some(record) = heads[p].records.pop_front() else {
             continue;
         };
         position[p] = record.offset + 1;
         scanned += 1;
-        let Some(id) = id.filter(|_| filter.matches(&record.value)) else {
+        let Some(id) = record.id.filter(|_| record.passes) else {
             continue;
         };
+        // The index keeps the first of a record logged twice: this one
+        // only if it is that one.
+        let here =
+            |at: &cmdr_index::LogPosition| at.partition == p as u32 && at.offset == record.offset;
         let item = match topic {
-            Topic::Commands(status) => index
-                .command(id)?
-                .filter(|v| status.is_none_or(|s| v.status == s))
-                .map(|v| {
-                    let mut json = CommandBody::with_events(&v, &[]).to_value();
-                    if let Value::Object(m) = &mut json {
-                        m.remove("events");
-                    }
-                    json
-                }),
-            Topic::Events => index.event(id)?.map(|v| event_json(&v)),
+            Topic::Commands => index.command(id)?.filter(|v| here(&v.position)).map(|v| {
+                let mut json = CommandBody::with_events(&v, &[]).to_value();
+                if let Value::Object(m) = &mut json {
+                    m.remove("events");
+                }
+                json
+            }),
+            Topic::Events => index
+                .event(id)?
+                .filter(|v| {
+                    here(&v.position)
+                        && filter.parent.is_none_or(|x| v.event.parent == x)
+                        && filter.root.is_none_or(|x| v.event.root == Some(x))
+                })
+                .map(|v| event_json(&v)),
         };
         if let Some(item) = item {
-            bytes += record.value.len();
+            bytes += record.bytes;
             items.push(item);
         }
     }

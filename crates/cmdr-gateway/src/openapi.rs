@@ -169,7 +169,7 @@ fn list_params(events: bool) -> Vec<Value> {
         param(
             "from",
             "query",
-            "List in log order from a position instead: `start`, `end`, or a position as answered in `position` (or given by live updates: `42`, `42.7` with several partitions). The page then answers the `position` after the last record it read; listing again from it gives exactly the records indexed since, none missed, none repeated. Cannot be combined with `after`, `order`, `since` or `until`.",
+            "List in log order from a position instead: `start`, `end`, or a position as answered in `position` (or given by live updates: `42`, `42.7` with several partitions). The page then answers the `position` after the last record it read; listing again from it gives exactly the records indexed since, none missed, none repeated. Cannot be combined with `after`, `order`, `since`, `until` or `status` (a status changes after the position has gone past).",
             json!({"type": "string"}),
         ),
     ];

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::PathParam;
-use crate::follow::{format_position, Filter, StartAt};
+use crate::follow::{format_position, StartAt};
 use crate::log_order;
 use crate::negotiate::Negotiated;
 use crate::state::AppState;
@@ -149,6 +149,16 @@ fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<Listed> {
                 ));
             }
         }
+        if q.status.is_some() {
+            // A pending command skipped now would never be listed once
+            // settled: the position has gone past it.
+            return Err(ApiError::parameter(
+                "status",
+                "status cannot be combined with from: a status changes after the \
+                 position has gone past the command (read each command's status in \
+                 the items, or list by status without from)",
+            ));
+        }
     }
     Ok(Listed { q, from, pairs })
 }
@@ -163,7 +173,7 @@ async fn log_order_page(
     from: &StartAt,
 ) -> ApiResult<Value> {
     let q = &listed.q;
-    let filter = Filter {
+    let filter = log_order::LogFilter {
         action: q.action.clone(),
         key: q.key.clone(),
         parent: q.parent,
@@ -282,7 +292,7 @@ async fn list_commands(
 ) -> ApiResult<Response> {
     let listed = parse_query(raw.as_deref(), Listing::Commands)?;
     if let Some(from) = &listed.from {
-        let topic = log_order::Topic::Commands(listed.q.status);
+        let topic = log_order::Topic::Commands;
         let page = log_order_page(&state, "/commands", topic, &listed, from).await?;
         return Ok(neg.render("Commands", page));
     }

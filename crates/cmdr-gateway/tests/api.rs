@@ -200,8 +200,26 @@ async fn post_then_read_a_command_and_its_outcome() {
         (r.body["items"].clone(), r.body["position"].clone()),
         (json!([]), json!("1"))
     );
-    let r = call(&h, get("/commands?from=0&status=accepted")).await;
+    let r = call(&h, get("/commands?from=0")).await;
     assert_eq!(r.body["items"][0]["outcome"]["status"], "accepted");
+    // An event logged without a root: both listings use the root the index
+    // worked out from its parent.
+    let mut child = EventDraft::new("noted", json!({})).into_event(ev.id, cid, "acc-1", 3);
+    child.root = None;
+    h.log
+        .append("events", vec![Record::new("acc-1", child.to_json())])
+        .await
+        .unwrap();
+    indexed_all(&h, "events").await;
+    let by_id = call(&h, get(&format!("/events?root={id}&order=asc"))).await;
+    let by_position = call(&h, get(&format!("/events?from=start&root={id}"))).await;
+    assert_eq!(
+        by_id.body["items"].as_array().unwrap().len(),
+        2,
+        "{}",
+        by_id.text
+    );
+    assert_eq!(by_position.body["items"], by_id.body["items"]);
 }
 
 #[tokio::test]
@@ -1154,7 +1172,7 @@ async fn listings_from_a_position_are_in_log_order_and_miss_nothing() {
     );
 
     // Filters, and the position still goes past what they skip.
-    let r = call(&h, get("/commands?from=start&action=odd&status=pending")).await;
+    let r = call(&h, get("/commands?from=start&action=odd")).await;
     let mut odd: Vec<&str> = r.body["items"]
         .as_array()
         .unwrap()
@@ -1169,8 +1187,6 @@ async fn listings_from_a_position_are_in_log_order_and_miss_nothing() {
     odd.sort();
     assert_eq!(odd, ["late", "odd", "odd", "odd", "odd", "odd"]);
     assert_eq!(r.body["position"], json!(after_late));
-    let r = call(&h, get("/commands?from=start&status=accepted")).await;
-    assert_eq!(r.body["items"], json!([]));
     let r = call(&h, get("/commands?from=end")).await;
     assert_eq!(
         (r.body["items"].clone(), r.body["position"].clone()),
@@ -1185,15 +1201,32 @@ async fn listings_from_a_position_are_in_log_order_and_miss_nothing() {
         (&*format!("/commands?from=start&after={}", sent[0]), "after"),
         ("/events?from=start&since=5", "since"),
         ("/commands?from=soon", "from"),
+        // A status changes after the position has gone past a command.
+        ("/commands?from=start&status=accepted", "status"),
+        // Positions that do not fit the topic.
+        ("/commands?from=1.2", "from"),
+        ("/commands?from=99.0.0", "from"),
     ] {
         let r = call(&h, get(uri)).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(r.body["errors"][0]["parameter"], parameter, "{uri}");
     }
-    for uri in ["/commands?from=1.2", "/commands?from=99.0.0"] {
-        let r = call(&h, get(uri)).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
-    }
+
+    // A command logged twice is indexed once, and listed once.
+    h.log
+        .append(
+            "commands",
+            vec![cmdr_log::Record::new(
+                "late",
+                value.to_string().into_bytes(),
+            )],
+        )
+        .await
+        .unwrap();
+    indexed_all(&h, "commands").await;
+    let r = call(&h, get(&format!("/commands?from={after_late}"))).await;
+    assert_eq!(r.body["items"], json!([]), "{}", r.text);
+    assert_ne!(r.body["position"], json!(after_late));
 }
 
 #[tokio::test]
