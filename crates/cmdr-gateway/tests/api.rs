@@ -27,13 +27,24 @@ async fn harness(config: GatewayConfig) -> Harness {
 }
 
 async fn harness_with_partitions(config: GatewayConfig, partitions: u32) -> Harness {
+    harness_of(config, partitions, true).await
+}
+
+/// A harness whose index never moves: no indexer runs.
+async fn harness_without_indexer(config: GatewayConfig) -> Harness {
+    harness_of(config, 1, false).await
+}
+
+async fn harness_of(config: GatewayConfig, partitions: u32, indexer: bool) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(MemLog::new());
     log.create_topic("commands", partitions).await.unwrap();
     log.create_topic("events", partitions).await.unwrap();
     let index = Index::open(dir.path().join("index.redb")).unwrap();
     let dyn_log: Arc<dyn Log> = log.clone();
-    index.spawn_indexer(dyn_log.clone()).await.unwrap();
+    if indexer {
+        index.spawn_indexer(dyn_log.clone()).await.unwrap();
+    }
     let state = AppState::new(dyn_log, index, config).await.unwrap();
     Harness {
         log,
@@ -264,22 +275,11 @@ async fn keys_no_path_can_carry_are_read_by_query() {
 /// not exist: 503 with `Retry-After`, not 404.
 #[tokio::test]
 async fn a_miss_while_the_index_lags_is_a_503_not_a_404() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(MemLog::new());
-    log.create_topic("commands", 1).await.unwrap();
-    log.create_topic("events", 1).await.unwrap();
-    // No indexer runs: the index stays where it is.
-    let index = Index::open(dir.path().join("index.redb")).unwrap();
-    let config = GatewayConfig {
+    let h = harness_without_indexer(GatewayConfig {
         index_wait: Duration::from_millis(50),
         ..GatewayConfig::default()
-    };
-    let state = AppState::new(log.clone(), index, config).await.unwrap();
-    let h = Harness {
-        log: log.clone(),
-        state,
-        _dir: dir,
-    };
+    })
+    .await;
     let unknown = "/commands/01900000-0000-7000-8000-000000000000";
     // Nothing logged: the index has all of it, so a miss is a 404.
     assert_eq!(call(&h, get(unknown)).await.status, StatusCode::NOT_FOUND);
@@ -302,22 +302,12 @@ async fn a_miss_while_the_index_lags_is_a_503_not_a_404() {
 /// the index (here it never comes: each waits `index_wait`, then answers).
 #[tokio::test]
 async fn answers_wait_while_the_index_is_too_far_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(MemLog::new());
-    log.create_topic("commands", 1).await.unwrap();
-    log.create_topic("events", 1).await.unwrap();
-    let index = Index::open(dir.path().join("index.redb")).unwrap();
-    let config = GatewayConfig {
+    let h = harness_without_indexer(GatewayConfig {
         index_wait: Duration::from_millis(20),
         max_index_lag: 2,
         ..GatewayConfig::default()
-    };
-    let state = AppState::new(log.clone(), index, config).await.unwrap();
-    let h = Harness {
-        log: log.clone(),
-        state,
-        _dir: dir,
-    };
+    })
+    .await;
     let held = |text: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix("cmdr_commands_held_for_index_total "))
@@ -1054,14 +1044,7 @@ async fn read_answers_are_gzipped_when_accepted_and_intake_answers_never() {
         )
         .await;
     }
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        h.state
-            .index()
-            .wait_indexed("commands", 0, 21, Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
+    indexed_all(&h, "commands").await;
     let plain = call(&h, get("/commands?limit=50")).await;
     assert_eq!(plain.status, StatusCode::OK);
     assert!(plain.headers.get("content-encoding").is_none());
