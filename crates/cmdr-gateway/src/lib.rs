@@ -62,7 +62,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 pub use auth::{Grant, Principal, Role, TokenError, TokenTable, Tokens};
-pub use config::{GatewayConfig, DEFAULT_BODY_LIMIT, DEFAULT_MAX_WAIT, DEFAULT_WAIT};
+pub use config::{
+    GatewayConfig, DEFAULT_BODY_LIMIT, DEFAULT_MAX_INDEX_LAG, DEFAULT_MAX_WAIT, DEFAULT_WAIT,
+};
 pub use error::{ApiError, ApiResult, PROBLEM_JSON};
 pub use idempotency::{MAX_IN_FLIGHT_KEYS, MAX_KEY_LEN};
 pub use live::{
