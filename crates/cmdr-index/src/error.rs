@@ -57,7 +57,13 @@ impl IndexError {
     pub fn is_damage(&self) -> bool {
         match self {
             Self::Db { error, .. } => match &**error {
-                redb::Error::Corrupted(_) | redb::Error::TableTypeMismatch { .. } => true,
+                // Stored table metadata that is not what this layout
+                // writes: damage (or a file in another layout).
+                redb::Error::Corrupted(_)
+                | redb::Error::TableTypeMismatch { .. }
+                | redb::Error::TypeDefinitionChanged { .. }
+                | redb::Error::TableIsMultimap(_)
+                | redb::Error::TableIsNotMultimap(_) => true,
                 // A length or pointer that leads past the end of the file,
                 // or a header that is not redb's.
                 redb::Error::Io(e) => matches!(
@@ -74,5 +80,31 @@ impl IndexError {
     /// Whether the index file is open in another process (or twice in this one).
     pub fn is_locked(&self) -> bool {
         matches!(self, Self::Db { error, .. } if matches!(**error, redb::Error::DatabaseAlreadyOpen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IndexError;
+
+    fn db(error: redb::Error) -> IndexError {
+        IndexError::Db {
+            path: "index.redb".into(),
+            error: Box::new(error),
+        }
+    }
+
+    /// Damage met in the damaged-file test: a flipped byte in a table's
+    /// stored type definition.
+    #[test]
+    fn stored_table_definitions_that_differ_are_damage() {
+        let changed = db(redb::Error::TypeDefinitionChanged {
+            name: redb::TypeName::new("u64"),
+            alignment: 1,
+            width: Some(452_984_840),
+        });
+        assert!(changed.is_damage());
+        assert!(db(redb::Error::TableIsMultimap("meta".into())).is_damage());
+        assert!(!db(redb::Error::DatabaseAlreadyOpen).is_damage());
     }
 }
