@@ -46,7 +46,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let log =
         state.inner.log.topic(COMMANDS_TOPIC).await.is_ok() && state.inner.log.failure().is_none();
     let shutting_down = state.is_leaving();
-    let ready = indexer && caught_up && log && !shutting_down;
+    let mut checks = json!({"indexer": indexer, "index_caught_up": caught_up, "log": log, "shutting_down": shutting_down});
+    let mut ready = indexer && caught_up && log && !shutting_down;
+    for (name, passed) in state.readiness() {
+        ready &= passed;
+        checks[name] = json!(passed);
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -54,7 +59,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     let body = json!({
         "status": if ready { "ready" } else { "not-ready" },
-        "checks": {"indexer": indexer, "index_caught_up": caught_up, "log": log, "shutting_down": shutting_down},
+        "checks": checks,
     });
     (status, Json(body)).into_response()
 }

@@ -72,7 +72,7 @@ pub use live::{
 };
 pub use processors::DEFAULT_DEAD_LETTER_LIMIT;
 pub use schemas::SchemaVersion;
-pub use state::AppState;
+pub use state::{AppState, ReadinessCheck};
 
 /// The whole API as a router with its state.
 pub fn app(state: AppState) -> Router {

@@ -49,7 +49,13 @@ pub(crate) struct Shared {
     pub(crate) live: Arc<tokio::sync::Semaphore>,
     /// Counters of `/metrics` that only intake knows.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The application's own readiness checks (see
+    /// [`AppState::add_readiness_check`]).
+    pub(crate) readiness: std::sync::RwLock<Vec<(String, ReadinessCheck)>>,
 }
+
+/// A readiness check of the application's: whether what it names is ready.
+pub type ReadinessCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl AppState {
     /// Builds the state: loads every registered schema and webhook processor
@@ -89,8 +95,32 @@ impl AppState {
                 leaving: std::sync::atomic::AtomicBool::new(false),
                 live: Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS)),
                 metrics: crate::metrics::Metrics::default(),
+                readiness: std::sync::RwLock::default(),
             }),
         })
+    }
+
+    /// Adds a check to `/readyz`: it answers 503 while `check` returns
+    /// false, and lists it under `checks.{name}`. For what an application
+    /// serves beside the API, e.g. a read model replaying the log at
+    /// start-up, so that a load balancer sends no reads before it is whole.
+    pub fn add_readiness_check(&self, name: impl Into<String>, check: ReadinessCheck) {
+        self.inner
+            .readiness
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.into(), check));
+    }
+
+    /// The application's readiness checks, by name, as they are now.
+    pub(crate) fn readiness(&self) -> Vec<(String, bool)> {
+        self.inner
+            .readiness
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, check)| (name.clone(), check()))
+            .collect()
     }
 
     /// The index.

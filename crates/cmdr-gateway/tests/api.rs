@@ -890,6 +890,33 @@ async fn form_posts_html_pages_and_self_description() {
     assert_eq!(call(&h, get("/readyz")).await.status, StatusCode::OK);
 }
 
+/// An application's own readiness check holds `/readyz` until it passes.
+#[tokio::test]
+async fn readiness_waits_for_the_applications_checks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let h = harness(GatewayConfig::default()).await;
+    indexed_all(&h, "commands").await;
+    let model = Arc::new(AtomicBool::new(false));
+    let seen = model.clone();
+    h.state
+        .add_readiness_check("read_model", Arc::new(move || seen.load(Ordering::Acquire)));
+    let r = call(&h, get("/readyz")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.body["checks"]["read_model"], false);
+    model.store(true, Ordering::Release);
+    // Ready once the index also says it has caught up (it soon does).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = call(&h, get("/readyz")).await;
+        if r.status == StatusCode::OK || tokio::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["checks"]["read_model"], true);
+}
+
 #[tokio::test]
 async fn schemas_that_would_make_validation_too_costly_are_refused() {
     let h = harness(GatewayConfig::default()).await;

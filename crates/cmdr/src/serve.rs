@@ -212,6 +212,11 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
             "the accounts example",
             cmdr_processor::example::run(log.clone(), balances.clone(), stopped),
         );
+        let replayed = balances.clone();
+        state.add_readiness_check(
+            "accounts_example",
+            std::sync::Arc::new(move || replayed.is_replayed()),
+        );
         router = router.merge(crate::example::router(balances));
         tracing::info!("running the accounts example (GET /accounts)");
     }

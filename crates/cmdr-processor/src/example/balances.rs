@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cmdr_contract::{Event, EVENTS_TOPIC};
@@ -23,6 +23,8 @@ pub struct Balances {
     ledger: Ledger,
     /// Events applied so far (any action), so callers can wait for catch-up.
     applied: Arc<AtomicU64>,
+    /// Whether the replay of the topic as it was at the start is done.
+    replayed: Arc<AtomicBool>,
 }
 
 impl Balances {
@@ -49,6 +51,7 @@ impl Balances {
             this.applied.fetch_add(1, Ordering::Release);
         };
         let positions = replay(log.as_ref(), EVENTS_TOPIC, &apply).await?;
+        self.replayed.store(true, Ordering::Release);
         follow(log, EVENTS_TOPIC, positions, Arc::new(apply), shutdown).await
     }
 
@@ -60,6 +63,12 @@ impl Balances {
     /// Every open account's balance.
     pub fn all(&self) -> BTreeMap<String, i64> {
         self.ledger.all()
+    }
+
+    /// Whether the events logged before [`Balances::run`] started are all
+    /// applied (until then, balances are those of the past).
+    pub fn is_replayed(&self) -> bool {
+        self.replayed.load(Ordering::Acquire)
     }
 
     /// How many events have been applied.
