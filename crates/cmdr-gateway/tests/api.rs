@@ -1114,6 +1114,20 @@ async fn indexed_all(h: &Harness, topic: &str) {
     }
 }
 
+/// Appends `value` to the commands topic as it is, under `key`.
+async fn append_command_json(h: &Harness, key: &str, value: &Value) {
+    h.log
+        .append(
+            "commands",
+            vec![cmdr_log::Record::new(
+                key.to_string(),
+                value.to_string().into_bytes(),
+            )],
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn listings_from_a_position_are_in_log_order_and_miss_nothing() {
     let h = harness_with_partitions(GatewayConfig::default(), 3).await;
@@ -1154,16 +1168,7 @@ async fn listings_from_a_position_are_in_log_order_and_miss_nothing() {
     let late = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1, 0));
     let value = json!({"id": late, "action": "odd", "data": {}, "key": "late",
         "timestamp": 1000, "meta": {"principal": "anonymous"}});
-    h.log
-        .append(
-            "commands",
-            vec![cmdr_log::Record::new(
-                "late",
-                value.to_string().into_bytes(),
-            )],
-        )
-        .await
-        .unwrap();
+    append_command_json(&h, "late", &value).await;
     indexed_all(&h, "commands").await;
     let by_id = call(&h, get(&format!("/commands?order=asc&after={}", sent[9]))).await;
     assert_eq!(by_id.body["items"], json!([]));
@@ -1223,16 +1228,7 @@ async fn listings_from_a_position_are_in_log_order_and_miss_nothing() {
     }
 
     // A command logged twice is indexed once, and listed once.
-    h.log
-        .append(
-            "commands",
-            vec![cmdr_log::Record::new(
-                "late",
-                value.to_string().into_bytes(),
-            )],
-        )
-        .await
-        .unwrap();
+    append_command_json(&h, "late", &value).await;
     indexed_all(&h, "commands").await;
     let r = call(&h, get(&format!("/commands?from={after_late}"))).await;
     assert_eq!(r.body["items"], json!([]), "{}", r.text);
