@@ -269,16 +269,16 @@ def client_loop(world, port, stop, tid, mode, rng):
             violation(f"unexpected status {st} for POST {path}: {data[:300]!r}")
 
 
-# ---------------------------------------------------------------- SSE follower
-class SSE(threading.Thread):
-    """Follows /commands/updates across server restarts with Last-Event-ID."""
+# ---------------------------------------------------------------- readers
+class Reader(threading.Thread):
+    """Reads from whichever server is up (set_port), step after step, until
+    stopped; a step that fails on a dying server is tried again."""
 
     def __init__(self, world):
         super().__init__(daemon=True)
         self.world = world
         self.port = None
         self.stop = threading.Event()
-        self.connected = threading.Event()
 
     def set_port(self, port):
         self.port = port
@@ -290,10 +290,21 @@ class SSE(threading.Thread):
                 time.sleep(0.05)
                 continue
             try:
-                self.follow(port)
+                self.step(port)
             except (OSError, http.client.HTTPException, ValueError):
-                pass
-            time.sleep(0.05)
+                time.sleep(0.05)
+
+
+class SSE(Reader):
+    """Follows /commands/updates across server restarts with Last-Event-ID."""
+
+    def __init__(self, world):
+        super().__init__(world)
+        self.connected = threading.Event()
+
+    def step(self, port):
+        self.follow(port)
+        time.sleep(0.05)
 
     def follow(self, port):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
@@ -337,43 +348,27 @@ class SSE(threading.Thread):
         conn.close()
 
 
-# ---------------------------------------------------------------- poller
-class Poller(threading.Thread):
+class Poller(Reader):
     """Polls GET /commands?from=POSITION across server restarts."""
 
     def __init__(self, world):
-        super().__init__(daemon=True)
-        self.world = world
-        self.port = None
+        super().__init__(world)
         self.position = "start"
-        self.stop = threading.Event()
 
-    def set_port(self, port):
-        self.port = port
-
-    def run(self):
-        while not self.stop.is_set():
-            port = self.port
-            if port is None:
-                time.sleep(0.05)
-                continue
-            try:
-                path = "/commands?" + urllib.parse.urlencode({"from": self.position, "limit": 1000})
-                st, doc = get_json(port, path, timeout=10)
-            except (OSError, http.client.HTTPException, ValueError):
-                time.sleep(0.05)
-                continue
-            if st != 200:
-                # A position this server gave must stay valid across crashes.
-                check(st != 400, f"poller: {path} -> {st} {doc!r:.200}")
-                time.sleep(0.05)
-                continue
-            with lock:
-                self.world.polled += [it["id"] for it in doc["items"]]
-                stats["polled_records"] += len(doc["items"])
-            self.position = doc["position"]
-            if doc["next"] is None:
-                time.sleep(0.02)
+    def step(self, port):
+        path = "/commands?" + urllib.parse.urlencode({"from": self.position, "limit": 1000})
+        st, doc = get_json(port, path, timeout=10)
+        if st != 200:
+            # A position this server gave must stay valid across crashes.
+            check(st != 400, f"poller: {path} -> {st} {doc!r:.200}")
+            time.sleep(0.05)
+            return
+        with lock:
+            self.world.polled += [it["id"] for it in doc["items"]]
+            stats["polled_records"] += len(doc["items"])
+        self.position = doc["position"]
+        if doc["next"] is None:
+            time.sleep(0.02)
 
 
 def wait_poller_caught_up(world, port, timeout=60):
