@@ -4,5 +4,6 @@
 //! read as ratios.
 
 pub mod http;
+pub mod live;
 pub mod log;
 pub mod suite;

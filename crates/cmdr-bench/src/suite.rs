@@ -79,7 +79,7 @@ fn command_body(keys: Keys, conn: usize, n: u64) -> Bytes {
     ))
 }
 
-fn post(
+pub(crate) fn post(
     addr: SocketAddr,
     path: &str,
     connections: usize,
@@ -153,8 +153,9 @@ fn stat_jiffies(stat: &str) -> Option<(u64, u64)> {
 /// generator during `run`, in µs, and the share of the machine's CPU time
 /// that stayed idle.
 #[derive(Debug, Clone)]
-struct CpuPerRequest {
-    server: Option<f64>,
+pub(crate) struct CpuPerRequest {
+    /// The server's CPU per request.
+    pub(crate) server: Option<f64>,
     generator: Option<f64>,
     idle: Option<f64>,
     /// The share of the machine's CPU time spent neither idle nor by the
@@ -168,7 +169,7 @@ struct CpuPerRequest {
 
 impl CpuPerRequest {
     /// The table row that reports these figures under `label`.
-    fn row(&self, label: &str) -> String {
+    pub(crate) fn row(&self, label: &str) -> String {
         let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1} µs"));
         format!(
             "|   {label} | | server {} | load generator {} | machine idle {}, other work {} | | |",
@@ -238,7 +239,10 @@ fn median(mut runs: Vec<(LoadReport, CpuPerRequest)>) -> Option<(LoadReport, Cpu
 }
 
 /// Runs `load`, measuring the CPU the server `pid` and this process spend.
-async fn run_measured(load: Load, pid: Option<u32>) -> Result<(LoadReport, CpuPerRequest), String> {
+pub(crate) async fn run_measured(
+    load: Load,
+    pid: Option<u32>,
+) -> Result<(LoadReport, CpuPerRequest), String> {
     let server_pid = pid.map(|p| p.to_string());
     let server_cpu = || server_pid.as_deref().and_then(cpu_time);
     let server_threads = || server_pid.as_deref().and_then(thread_cpu);

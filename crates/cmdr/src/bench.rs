@@ -5,6 +5,9 @@
 //! - `cmdr bench http`: starts a real `cmdr serve` on a temporary data
 //!   directory and loads `POST /commands` and `GET /commands/{id}`, with a
 //!   bare `202` handler measured the same way as the ceiling;
+//! - `cmdr bench live`: starts a real `cmdr serve` and loads `POST
+//!   /commands` while N clients follow `GET /commands/updates`, at each
+//!   subscriber count: what live subscribers cost the writers;
 //! - `cmdr bench sync`: starts `cmdr serve --example accounts` and loads
 //!   `POST /commands?sync=true` (each answered once the processor accepted it).
 //!
@@ -30,6 +33,8 @@ pub enum BenchCommand {
     Http(HttpArgs),
     /// Synchronous round trips through the example accounts processor.
     Sync(HttpArgs),
+    /// Async POST /commands while SSE subscribers follow every command.
+    Live(LiveArgs),
     /// Serves the bare ceiling handler (`bench http` runs it as a child
     /// process, like the server under test).
     #[command(hide = true)]
@@ -82,6 +87,21 @@ pub struct HttpArgs {
     keys: cmdr_bench::suite::Keys,
 }
 
+/// Options of the live-updates benchmark.
+#[derive(clap::Args)]
+pub struct LiveArgs {
+    /// Seconds each load step runs (at most a day).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    seconds: u64,
+    /// Writer connections, each with one POST /commands in flight.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    writers: u64,
+    /// Subscriber counts to run, comma separated (each at most 4,096, the
+    /// server's limit of live streams).
+    #[arg(long, value_delimiter = ',', default_value = "0,10,100,1000")]
+    subscribers: Vec<usize>,
+}
+
 /// Runs a benchmark and prints its report.
 pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
     match cmd {
@@ -127,6 +147,36 @@ pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
                 ))
             });
             let report = suite::sync(&opts, body).await.map_err(anyhow::Error::msg)?;
+            println!("{report}");
+        }
+        BenchCommand::Live(args) => {
+            let most = args.subscribers.iter().copied().max().unwrap_or(0);
+            if most > cmdr_gateway::MAX_LIVE_STREAMS {
+                bail!(
+                    "--subscribers: at most {} (the server's limit of live streams), not {most}",
+                    cmdr_gateway::MAX_LIVE_STREAMS
+                );
+            }
+            // One socket per subscriber and writer in this process.
+            crate::fd_limit::raise(most + args.writers as usize);
+            let server = Server::start(&[]).await?;
+            let opts = cmdr_bench::live::LiveOptions {
+                addr: server.addr,
+                pid: Some(server.pid()),
+                step: Duration::from_secs(args.seconds),
+                writers: args.writers as usize,
+                subscribers: args.subscribers.clone(),
+                keys: cmdr_bench::suite::Keys::PerConnection,
+            };
+            println!(
+                "# cmdr bench live: {}s per step, {} writer connections, server pid {}\n",
+                args.seconds,
+                args.writers,
+                server.pid()
+            );
+            let report = cmdr_bench::live::run(&opts)
+                .await
+                .map_err(anyhow::Error::msg)?;
             println!("{report}");
         }
         BenchCommand::BareServer(args) => {
