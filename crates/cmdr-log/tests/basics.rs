@@ -6,10 +6,13 @@ use std::time::Duration;
 use cmdr_log::embedded::{EmbeddedLog, LogConfig};
 use cmdr_log::{Log, LogError, OffsetCommit, Record, StartPosition};
 
+/// Small segments and index intervals; a tail cache of a few records, so
+/// that reads of all but the latest ones go to the files.
 fn config(dir: &tempfile::TempDir) -> LogConfig {
     LogConfig::new(dir.path())
         .segment_bytes(4096)
         .index_interval_bytes(256)
+        .tail_cache_bytes(2048)
 }
 
 /// An embedded log in `dir` with topics `in` and `out`, one partition each.
@@ -49,6 +52,58 @@ fn index_files_open(dir: &tempfile::TempDir) -> usize {
         .filter(|p| p.extension().is_some_and(|x| x != "log"))
         .filter(|p| p.starts_with(&topic))
         .count()
+}
+
+/// The tail cache answers exactly what the files do: the same records,
+/// keys, headers (a consumer group's commit header included), timestamps
+/// and partitions.
+#[tokio::test]
+async fn the_tail_cache_answers_what_the_files_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let cached = || LogConfig::new(dir.path()).tail_cache_bytes(1 << 20);
+    let log = EmbeddedLog::open(cached()).await.unwrap();
+    log.create_topic("t", 3).await.unwrap();
+    log.create_topic("in", 1).await.unwrap();
+    for i in 0..60u64 {
+        let mut rec = Record::new(format!("k{}", i % 5), format!("value-{i}"))
+            .with_header("h", format!("header-{i}"));
+        if i % 3 == 0 {
+            rec.key = None;
+        }
+        if i % 4 == 0 {
+            rec = rec.with_timestamp(1_000 + i as i64);
+        }
+        if i % 10 == 0 {
+            let c = OffsetCommit {
+                group: "g".into(),
+                topic: "in".into(),
+                partition: 0,
+                next_offset: i,
+                expected: None,
+            };
+            log.append_with_commit("t", vec![rec, Record::new("k1", "more")], c)
+                .await
+                .unwrap();
+        } else {
+            log.append("t", vec![rec]).await.unwrap();
+        }
+    }
+    let read_all = |log: EmbeddedLog| async move {
+        let mut all = Vec::new();
+        for p in 0..3 {
+            all.push(log.read("t", p, 0, 1000).await.unwrap());
+        }
+        all
+    };
+    let from_memory = read_all(log.clone()).await;
+    assert_eq!(from_memory.iter().map(Vec::len).sum::<usize>(), 66);
+    assert!(from_memory
+        .iter()
+        .flatten()
+        .any(|r| r.headers.iter().any(|h| h.name != "h")));
+    drop(log);
+    let reopened = EmbeddedLog::open(cached()).await.unwrap();
+    assert_eq!(from_memory, read_all(reopened).await);
 }
 
 #[tokio::test]

@@ -67,6 +67,11 @@ pub struct LogConfig {
     /// the segment is sealed and when the log is next opened (recovery tells
     /// them from a torn write). Default [`DEFAULT_PREALLOCATE`]; 0 turns it off.
     pub preallocate_bytes: u64,
+    /// Bytes of each partition's most recent records kept in memory, so
+    /// that readers following the tail (the indexer, live subscribers,
+    /// processors) read them from there rather than each from the file.
+    /// Default [`DEFAULT_TAIL_CACHE`]; 0 turns it off.
+    pub tail_cache_bytes: usize,
 }
 
 /// Default [`LogConfig::max_record_bytes`]: 8 MiB.
@@ -74,6 +79,9 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
 
 /// Default [`LogConfig::preallocate_bytes`]: 1 MiB.
 pub const DEFAULT_PREALLOCATE: u64 = 1024 * 1024;
+
+/// Default [`LogConfig::tail_cache_bytes`]: 1 MiB per partition.
+pub const DEFAULT_TAIL_CACHE: usize = 1024 * 1024;
 
 /// Default [`LogConfig::max_linger`]: 250 µs (and at most half the previous
 /// round's sync time).
@@ -92,6 +100,7 @@ impl LogConfig {
             sync: SyncMode::Always,
             max_linger: DEFAULT_MAX_LINGER,
             preallocate_bytes: DEFAULT_PREALLOCATE,
+            tail_cache_bytes: DEFAULT_TAIL_CACHE,
         }
     }
 
@@ -116,6 +125,12 @@ impl LogConfig {
     /// Sets [`LogConfig::preallocate_bytes`].
     pub fn preallocate_bytes(mut self, bytes: u64) -> Self {
         self.preallocate_bytes = bytes;
+        self
+    }
+
+    /// Sets [`LogConfig::tail_cache_bytes`].
+    pub fn tail_cache_bytes(mut self, bytes: usize) -> Self {
+        self.tail_cache_bytes = bytes;
         self
     }
 

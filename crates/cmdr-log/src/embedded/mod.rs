@@ -24,6 +24,7 @@ mod offsets;
 mod partition;
 mod recovery;
 mod segment;
+mod tail;
 mod writer;
 
 pub use recovery::Truncation;

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::format::DiskRecord;
 use super::segment::Segment;
+use super::tail::TailCache;
 use crate::{LogError, Result, StoredRecord};
 
 /// One partition of a topic, shared by its writer and every reader.
@@ -31,6 +32,8 @@ pub(crate) struct Partition {
     index_interval: u32,
     /// Held while such a rebuild runs, so that readers take turns at it.
     repairing: std::sync::Mutex<()>,
+    /// The most recent durable records, which tail readers take from memory.
+    tail: RwLock<TailCache>,
 }
 
 impl Partition {
@@ -43,6 +46,7 @@ impl Partition {
         end: u64,
         max_record: usize,
         index_interval: u32,
+        tail_cache: usize,
     ) -> Self {
         Self {
             topic: topic.to_string(),
@@ -53,6 +57,7 @@ impl Partition {
             max_record,
             index_interval,
             repairing: std::sync::Mutex::new(()),
+            tail: RwLock::new(TailCache::new(end, tail_cache)),
         }
     }
 
@@ -71,8 +76,16 @@ impl Partition {
         self.end.subscribe()
     }
 
-    /// Makes offsets below `end` readable and wakes tail waiters.
-    pub fn publish_end(&self, end: u64) {
+    /// Makes offsets below `end` readable and wakes tail waiters;
+    /// `records` (those up to `end` not yet published, in order) go into
+    /// the tail cache first.
+    pub fn publish_end(&self, end: u64, records: Vec<StoredRecord>) {
+        if !records.is_empty() {
+            self.tail
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(records);
+        }
         self.end.send_replace(end);
     }
 
@@ -114,6 +127,14 @@ impl Partition {
             });
         }
         let want = max.min((end - from) as usize);
+        if let Some(recent) = self
+            .tail
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(from, want)
+        {
+            return Ok(recent);
+        }
         let mut out = Vec::with_capacity(want.min(4096));
         let mut i = segs.partition_point(|s| s.base <= from).saturating_sub(1);
         let mut next = from;

@@ -233,6 +233,7 @@ pub(crate) fn recover_topic(
             end,
             max,
             config.index_interval_bytes,
+            config.tail_cache_bytes,
         )));
     }
     Ok(Recovered {

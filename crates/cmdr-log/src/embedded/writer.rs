@@ -17,7 +17,7 @@ use super::offsets::{sync_dir, CommitHeader, OffsetStore, COMMIT_HEADER};
 use super::partition::Partition;
 use super::segment::Segment;
 use super::{LogConfig, Reserved, SyncMode, MAX_BATCH_BYTES};
-use crate::{partition_for_key, Appended, Header, LogError, Record, Result};
+use crate::{partition_for_key, Appended, Header, LogError, Record, Result, StoredRecord};
 
 /// A request to a topic writer.
 pub(crate) enum Request {
@@ -339,6 +339,10 @@ impl TopicWriter {
             })
             .collect();
         let mut entries: Vec<Vec<(u32, u32, i64)>> = vec![Vec::new(); n as usize];
+        // The records as readers will see them, for each partition's tail
+        // cache once they are durable.
+        let cache = self.config.tail_cache_bytes > 0;
+        let mut fresh: Vec<Vec<StoredRecord>> = vec![Vec::new(); n as usize];
 
         let result = (|| -> Result<()> {
             for &p in &touched {
@@ -378,6 +382,18 @@ impl TopicWriter {
                     }
                     let before = pw.buf.len();
                     format::encode_ref(&disk, &mut pw.buf);
+                    if cache {
+                        let mut headers = rec.headers.clone();
+                        headers.extend(extra.clone());
+                        fresh[p].push(StoredRecord {
+                            partition: p as u32,
+                            offset,
+                            timestamp,
+                            key: rec.key.clone(),
+                            headers,
+                            value: rec.value.clone(),
+                        });
+                    }
                     pw.since_index += (pw.buf.len() - before) as u64;
                     positions[bi][ri] = Appended {
                         partition: p as u32,
@@ -459,7 +475,8 @@ impl TopicWriter {
             let max_ts = positions_max_ts(&plan[p], &positions).max(pw.max_ts);
             pw.max_ts = max_ts;
             pw.active.publish(pw.size, max_ts, &entries[p]);
-            pw.part.publish_end(pw.next_offset);
+            pw.part
+                .publish_end(pw.next_offset, std::mem::take(&mut fresh[p]));
         }
         for ((records, commit, reply), pos) in batch.drain(..).zip(positions) {
             if let Some(c) = &commit {
