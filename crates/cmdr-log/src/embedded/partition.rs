@@ -45,8 +45,7 @@ impl Partition {
         segments: Vec<Arc<Segment>>,
         end: u64,
         max_record: usize,
-        index_interval: u32,
-        tail_cache: usize,
+        config: &super::LogConfig,
     ) -> Self {
         Self {
             topic: topic.to_string(),
@@ -55,9 +54,9 @@ impl Partition {
             segments: RwLock::new(segments),
             end: watch::Sender::new(end),
             max_record,
-            index_interval,
+            index_interval: config.index_interval_bytes,
             repairing: std::sync::Mutex::new(()),
-            tail: RwLock::new(TailCache::new(end, tail_cache)),
+            tail: RwLock::new(TailCache::new(end, config.tail_cache_bytes)),
         }
     }
 

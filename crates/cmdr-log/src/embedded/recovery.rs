@@ -226,14 +226,7 @@ pub(crate) fn recover_topic(
         }
         let end = scan.next_offset;
         out.push(Arc::new(Partition::new(
-            name,
-            p as u32,
-            st.dir,
-            st.segs,
-            end,
-            max,
-            config.index_interval_bytes,
-            config.tail_cache_bytes,
+            name, p as u32, st.dir, st.segs, end, max, config,
         )));
     }
     Ok(Recovered {
