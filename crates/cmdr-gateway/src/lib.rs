@@ -51,6 +51,7 @@ mod reads;
 mod schema_cost;
 mod schemas;
 pub mod server;
+mod sse;
 mod state;
 pub mod tls;
 mod views;

@@ -21,7 +21,6 @@
 //! token it was opened with (1008, policy violation).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +29,7 @@ use axum::extract::ws::{close_code, CloseFrame};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Extension;
 use axum::Router;
@@ -40,7 +38,6 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::{Credential, Role};
 use crate::error::{ApiError, ApiResult};
@@ -185,23 +182,7 @@ async fn sse(
     } else {
         "event"
     };
-    let stream = ReceiverStream::new(rx).map(move |u| {
-        let Some(value) = u.value else {
-            // An id alone: no event for the client, but its resume position
-            // (an EventSource's `lastEventId`) moves on.
-            return Ok::<_, Infallible>(SseEvent::default().id(u.position));
-        };
-        let mut data = String::from_utf8_lossy(&value).into_owned();
-        if data.contains('\r') {
-            // Outside JSON strings a CR is only whitespace (inside, it must be escaped);
-            // SSE would read it as a line break.
-            data = data.replace('\r', " ");
-        }
-        Ok::<_, Infallible>(SseEvent::default().event(name).id(u.position).data(data))
-    });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
-        .into_response())
+    Ok(crate::sse::response(rx, name, HEARTBEAT))
 }
 
 async fn command_updates(
@@ -303,8 +284,17 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
         async move {
             // A record's share of its follower's buffer is given back once
             // it is written (`held` dropped at the end of each turn).
-            while let Some((msg, _held)) = out_rx.recv().await {
-                if sink.send(msg).await.is_err() {
+            let mut ready = Vec::with_capacity(WS_BUFFER);
+            while out_rx.recv_many(&mut ready, WS_BUFFER).await > 0 {
+                // Every message ready goes out in one flush.
+                let mut sent = true;
+                for (msg, _held) in ready.drain(..) {
+                    if sink.feed(msg).await.is_err() {
+                        sent = false;
+                        break;
+                    }
+                }
+                if !sent || sink.flush().await.is_err() {
                     break;
                 }
                 let ms = born.elapsed().as_millis() as u64;
@@ -447,6 +437,29 @@ fn client_message(text: &str) -> Result<ClientMessage, (Option<String>, String)>
 /// [`crate::follow::FOLLOW_BUFFER_BYTES`]).
 type Outgoing = (Message, Option<tokio::sync::OwnedSemaphorePermit>);
 
+/// The `record` message of subscription `sub_json` (its id as a JSON
+/// string) for the record `value` at `position`. The record's JSON goes in
+/// as it is, checked but not parsed into a tree and written out again:
+/// every subscriber sends every record. A value that is not JSON (never
+/// written by cmdr or its processors) goes as `null`.
+fn record_message(sub_json: &str, position: &str, value: &[u8]) -> Message {
+    let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(value).is_ok();
+    let record = match std::str::from_utf8(value) {
+        Ok(text) if is_json => text,
+        _ => "null",
+    };
+    let mut msg = String::with_capacity(record.len() + sub_json.len() + position.len() + 64);
+    msg.push_str(r#"{"type":"record","subscription":"#);
+    msg.push_str(sub_json);
+    msg.push_str(r#","position":""#);
+    // Positions are digits and dots.
+    msg.push_str(position);
+    msg.push_str(r#"","record":"#);
+    msg.push_str(record);
+    msg.push('}');
+    Message::Text(msg.into())
+}
+
 fn text_message(value: serde_json::Value) -> Message {
     Message::Text(value.to_string().into())
 }
@@ -488,6 +501,7 @@ async fn subscribe(
     let permit = live_permit(state)?;
     let log = state.inner.log.clone();
     let sub = id.to_string();
+    let sub_json = serde_json::Value::from(id).to_string();
     let task = tokio::spawn(async move {
         let (tx, mut rx) = mpsc::channel::<Update>(SSE_BUFFER);
         // Stopped with this task, however it ends (an abort included).
@@ -525,11 +539,9 @@ async fn subscribe(
                 }
                 continue;
             };
-            let record: serde_json::Value =
-                serde_json::from_slice(&value).unwrap_or(serde_json::Value::Null);
-            let msg = json!({"type": "record", "subscription": sub, "position": u.position, "record": record});
+            let msg = record_message(&sub_json, &u.position, &value);
             last = Some(u.position);
-            if out.send((text_message(msg), u.held)).await.is_err() {
+            if out.send((msg, u.held)).await.is_err() {
                 break;
             }
         }
@@ -551,6 +563,29 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_messages_carry_the_record_as_it_is() {
+        let parsed = |value: &[u8]| {
+            let sub = serde_json::Value::from(r#"s"1"#).to_string();
+            let Message::Text(text) = record_message(&sub, "4.2", value) else {
+                panic!("a text message");
+            };
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        let record = r#"{"id":"x","data":{"n":[1, 2]},"s":"caf\u00e9 é"}"#.as_bytes();
+        assert_eq!(
+            parsed(record),
+            json!({"type": "record", "subscription": "s\"1", "position": "4.2",
+                   "record": serde_json::from_slice::<serde_json::Value>(record).unwrap()})
+        );
+        assert_eq!(parsed(b"not json")["record"], serde_json::Value::Null);
+        assert_eq!(
+            parsed(b"{\"a\":\"\xff\"}")["record"],
+            serde_json::Value::Null
+        );
+        assert_eq!(parsed(b"{} {}")["record"], serde_json::Value::Null);
+    }
 
     #[test]
     fn the_websocket_endpoint_takes_only_an_access_token() {

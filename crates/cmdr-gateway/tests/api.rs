@@ -1378,8 +1378,10 @@ async fn event_updates_filter_and_resume_from_a_position() {
                     text.push_str(&String::from_utf8_lossy(&data));
                 }
             }
+            // Updates ready together come in one chunk: the first `want`.
             text.split("\n\n")
                 .filter(|b| b.contains("data:"))
+                .take(want)
                 .map(|b| {
                     let id = b
                         .lines()
