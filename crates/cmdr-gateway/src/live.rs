@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, watch};
 use crate::auth::{Credential, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::follow::{follow, resolve, Filter, StartAt, Update};
-use crate::server::ConnectionSlot;
+use crate::server::{ConnectionSlot, LiveStreamFlag};
 use crate::state::AppState;
 
 /// Updates buffered per SSE client; when full the follower waits (the client
@@ -148,6 +148,7 @@ async fn sse(
     raw: Option<String>,
     headers: HeaderMap,
     credential: Option<Credential>,
+    live: Option<Extension<LiveStreamFlag>>,
 ) -> ApiResult<Response> {
     let (filter, from) = parse_params(raw.as_deref(), topic == EVENTS_TOPIC)?;
     let resume = match headers.get("last-event-id").map(|v| v.to_str()) {
@@ -182,7 +183,10 @@ async fn sse(
     } else {
         "event"
     };
-    Ok(crate::sse::response(rx, name, HEARTBEAT))
+    // At shutdown, the connection is closed rather than drained while the
+    // stream lasts (see `server`).
+    let guard = live.map(|Extension(flag)| flag.raise(state.shutdown_signal()));
+    Ok(crate::sse::response(rx, name, HEARTBEAT, guard))
 }
 
 async fn command_updates(
@@ -190,9 +194,10 @@ async fn command_updates(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     credential: Option<Extension<Credential>>,
+    live: Option<Extension<LiveStreamFlag>>,
 ) -> ApiResult<Response> {
     let credential = credential.map(|Extension(c)| c);
-    sse(state, COMMANDS_TOPIC, raw, headers, credential).await
+    sse(state, COMMANDS_TOPIC, raw, headers, credential, live).await
 }
 
 async fn event_updates(
@@ -200,9 +205,10 @@ async fn event_updates(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     credential: Option<Extension<Credential>>,
+    live: Option<Extension<LiveStreamFlag>>,
 ) -> ApiResult<Response> {
     let credential = credential.map(|Extension(c)| c);
-    sse(state, EVENTS_TOPIC, raw, headers, credential).await
+    sse(state, EVENTS_TOPIC, raw, headers, credential, live).await
 }
 
 /// Checks `/ws`'s query: it takes only `access_token` (read by the

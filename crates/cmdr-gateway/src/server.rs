@@ -12,7 +12,11 @@
 //! gateway closes its sockets itself at shutdown, with 1001), or after
 //! the drain timeout ([`DRAIN_TIMEOUT`] by default) with the stragglers
 //! left behind (a client reading an answer at a trickle cannot keep the
-//! process from stopping before an orchestrator kills it).
+//! process from stopping before an orchestrator kills it). A connection
+//! serving a live stream (Server-Sent Events) is closed at once instead:
+//! its client resumes from the last message it got, and a reader too slow
+//! to take the stream's last bytes would otherwise hold the shutdown for
+//! the whole drain timeout.
 //!
 //! It serves at most a set number of connections at once
 //! ([`DEFAULT_MAX_CONNECTIONS`] by default): at the limit it stops
@@ -24,6 +28,7 @@
 //! task.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +59,42 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionSlot {
     _permit: Arc<OwnedSemaphorePermit>,
+}
+
+/// Set while a connection serves a live stream (see the module
+/// documentation), in the extensions of every `GET` request for a path
+/// ending in `/updates`: the stream's handler raises it for as long as its
+/// answer lasts ([`LiveStreamFlag::raise`]).
+#[derive(Debug, Clone)]
+pub(crate) struct LiveStreamFlag(Arc<AtomicBool>);
+
+impl LiveStreamFlag {
+    /// Marks the connection as serving a live stream until the returned
+    /// guard is dropped (with the stream's body), unless `shutdown` (the
+    /// gateway's signal, which ends the stream) is set by then: the
+    /// stream's last bytes must not hold the shutdown either.
+    pub(crate) fn raise(&self, shutdown: watch::Receiver<bool>) -> LiveStreamGuard {
+        self.0.store(true, Ordering::Relaxed);
+        LiveStreamGuard {
+            flag: Arc::clone(&self.0),
+            shutdown,
+        }
+    }
+}
+
+/// Lowers its [`LiveStreamFlag`] when dropped, outside a shutdown.
+#[derive(Debug)]
+pub(crate) struct LiveStreamGuard {
+    flag: Arc<AtomicBool>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Drop for LiveStreamGuard {
+    fn drop(&mut self) {
+        if !*self.shutdown.borrow() {
+            self.flag.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Limits of [`serve_connections`].
@@ -113,10 +154,16 @@ pub(crate) async fn serve_connections<L>(
         let slot = ConnectionSlot {
             _permit: Arc::new(slot),
         };
+        let live = LiveStreamFlag(Arc::new(AtomicBool::new(false)));
+        let flag = live.clone();
         let service = TowerToHyperService::new(router.clone().map_request(
             move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                 if req.headers().contains_key(axum::http::header::UPGRADE) {
                     req.extensions_mut().insert(slot.clone());
+                }
+                if req.method() == axum::http::Method::GET && req.uri().path().ends_with("/updates")
+                {
+                    req.extensions_mut().insert(flag.clone());
                 }
                 req
             },
@@ -138,6 +185,10 @@ pub(crate) async fn serve_connections<L>(
                         break;
                     }
                     _ = stopping.changed(), if !draining => {
+                        if live.0.load(Ordering::Relaxed) {
+                            // Nothing to finish: the client resumes.
+                            break;
+                        }
                         draining = true;
                         conn.as_mut().graceful_shutdown();
                     }

@@ -15,6 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::follow::Update;
+use crate::server::LiveStreamGuard;
 
 /// Most updates framed into one chunk.
 const UPDATES_PER_CHUNK: usize = 256;
@@ -66,15 +67,17 @@ pub(crate) fn frame(out: &mut BytesMut, event: &str, update: &Update) {
 }
 
 /// The response streaming `updates` as SSE messages named `event`, with a
-/// heartbeat comment after every `heartbeat` without one.
+/// heartbeat comment after every `heartbeat` without one; `guard` is
+/// dropped with the body.
 pub(crate) fn response(
     updates: mpsc::Receiver<Update>,
     event: &'static str,
     heartbeat: Duration,
+    guard: Option<LiveStreamGuard>,
 ) -> Response {
     let chunks = futures::stream::unfold(
-        (updates, Vec::with_capacity(UPDATES_PER_CHUNK)),
-        move |(mut rx, mut ready)| async move {
+        (updates, Vec::with_capacity(UPDATES_PER_CHUNK), guard),
+        move |(mut rx, mut ready, guard)| async move {
             let chunk =
                 match tokio::time::timeout(heartbeat, rx.recv_many(&mut ready, UPDATES_PER_CHUNK))
                     .await
@@ -92,7 +95,7 @@ pub(crate) fn response(
                         out.freeze()
                     }
                 };
-            Some((Ok::<_, std::convert::Infallible>(chunk), (rx, ready)))
+            Some((Ok::<_, std::convert::Infallible>(chunk), (rx, ready, guard)))
         },
     );
     (
@@ -141,7 +144,7 @@ mod tests {
         for i in 0..3 {
             tx.send(update(&i.to_string(), Some("{}"))).await.unwrap();
         }
-        let mut body = response(rx, "command", Duration::from_millis(50)).into_body();
+        let mut body = response(rx, "command", Duration::from_millis(50), None).into_body();
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(
             first.iter().filter(|b| **b == b'\n').count(),

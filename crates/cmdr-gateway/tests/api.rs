@@ -1867,6 +1867,41 @@ async fn slow_bodies_time_out_and_do_not_hold_a_shutdown() {
     server.stop().await;
 }
 
+/// A live stream whose reader has stopped reading does not hold a
+/// shutdown for the drain timeout: its connection is closed at once (the
+/// client resumes from the last message it got).
+#[tokio::test]
+async fn a_stalled_live_stream_does_not_hold_a_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let h = harness(GatewayConfig {
+        drain_timeout: Duration::from_secs(120),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let server = Served::start(&h).await;
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /commands/updates?from=start HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 256];
+    let n = stalled.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    // Far more than the socket buffers, the follower's and hyper's hold.
+    let value = format!(r#"{{"x":"{}"}}"#, "a".repeat(256 * 1024));
+    for _ in 0..160 {
+        h.log
+            .append("commands", vec![Record::new("k", value.clone())])
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Within `Served::stop`'s 10 s, not after the 120 s drain timeout.
+    server.stop().await;
+    drop(stalled);
+}
+
 /// Browsers' live clients authenticate with `?access_token=`; taking the
 /// token's read role away (a table replacement, as SIGHUP does) ends the
 /// streams it opened:
