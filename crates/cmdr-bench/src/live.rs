@@ -5,8 +5,10 @@
 //! messages the server delivered, and how long after the load every
 //! subscriber had them all.
 //!
-//! Each subscriber is a bare TCP client that counts the `event:` lines it
-//! reads, so the load generator spends little on them.
+//! An SSE subscriber is a bare TCP client that counts the `event:` lines
+//! it reads, so the load generator spends little on them; a WebSocket
+//! subscriber (`--protocol ws`) subscribes on `/ws` and counts `record`
+//! messages.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -36,6 +38,40 @@ pub struct LiveOptions {
     pub subscribers: Vec<usize>,
     /// The keys the writers' commands carry.
     pub keys: Keys,
+    /// How subscribers follow.
+    pub protocol: Protocol,
+}
+
+/// How the subscribers of a live-updates run follow the commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// `GET /commands/updates`, Server-Sent Events.
+    #[default]
+    Sse,
+    /// A subscription on `GET /ws`.
+    WebSocket,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    /// `sse` or `ws`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sse" => Ok(Self::Sse),
+            "ws" | "websocket" => Ok(Self::WebSocket),
+            other => Err(format!("expected sse or ws, got {other:?}")),
+        }
+    }
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sse => "SSE",
+            Self::WebSocket => "WebSocket",
+        }
+    }
 }
 
 /// Longest wait, after the load, for every subscriber to have every command.
@@ -114,6 +150,39 @@ async fn subscriber(
     }
 }
 
+/// One WebSocket subscriber: subscribes to every command, signals `ready`
+/// once subscribed, then counts `record` messages into `seen` until the
+/// socket closes.
+async fn ws_subscriber(
+    addr: SocketAddr,
+    seen: Arc<AtomicU64>,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> Result<(), String> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .map_err(|e| format!("the server refused a subscriber: {e}"))?;
+    let subscribe = r#"{"op":"subscribe","id":"bench","topic":"commands"}"#;
+    ws.send(Message::text(subscribe))
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(msg) = ws.next().await {
+        let Message::Text(text) = msg.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        if text.starts_with(r#"{"type":"record""#) {
+            seen.fetch_add(1, Ordering::Relaxed);
+        } else if text.contains(r#""type":"subscribed""#) {
+            let _ = ready.send(()).await;
+        } else if text.contains(r#""type":"error""#) {
+            return Err(format!("the server refused a subscription: {text}"));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the live-updates suite and returns its report.
 ///
 /// # Errors
@@ -129,7 +198,11 @@ pub async fn run(opts: &LiveOptions) -> Result<String, String> {
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(n.max(1));
         let mut tasks = JoinSet::new();
         for seen in &counts {
-            tasks.spawn(subscriber(opts.addr, Arc::clone(seen), ready_tx.clone()));
+            let (seen, ready) = (Arc::clone(seen), ready_tx.clone());
+            match opts.protocol {
+                Protocol::Sse => tasks.spawn(subscriber(opts.addr, seen, ready)),
+                Protocol::WebSocket => tasks.spawn(ws_subscriber(opts.addr, seen, ready)),
+            };
         }
         drop(ready_tx);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -174,7 +247,7 @@ pub async fn run(opts: &LiveOptions) -> Result<String, String> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         tasks.abort_all();
-        let label = format!("POST /commands, {n} SSE subscribers");
+        let label = format!("POST /commands, {n} {} subscribers", opts.protocol.name());
         let _ = writeln!(out, "{}", report.row(&label));
         let _ = writeln!(out, "{}", cpu.row("CPU per command in this step"));
         if n == 0 {

@@ -100,6 +100,10 @@ pub struct LiveArgs {
     /// server's limit of live streams).
     #[arg(long, value_delimiter = ',', default_value = "0,10,100,1000")]
     subscribers: Vec<usize>,
+    /// How subscribers follow: `sse` (GET /commands/updates) or `ws` (a
+    /// subscription on GET /ws).
+    #[arg(long, default_value = "sse")]
+    protocol: cmdr_bench::live::Protocol,
 }
 
 /// Runs a benchmark and prints its report.
@@ -167,11 +171,13 @@ pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
                 writers: args.writers as usize,
                 subscribers: args.subscribers.clone(),
                 keys: cmdr_bench::suite::Keys::PerConnection,
+                protocol: args.protocol,
             };
             println!(
-                "# cmdr bench live: {}s per step, {} writer connections, server pid {}\n",
+                "# cmdr bench live: {}s per step, {} writer connections, {:?} subscribers, server pid {}\n",
                 args.seconds,
                 args.writers,
+                args.protocol,
                 server.pid()
             );
             let report = cmdr_bench::live::run(&opts)
