@@ -53,6 +53,27 @@ macro_rules! scan_secondary {
     }};
 }
 
+/// The first id at or beyond `from` (in `order`, within `[lo, hi]`) of a
+/// secondary index `(prefix, id)`, as `Result<Option<u128>>`. `from` lies
+/// within `[lo, hi]`.
+macro_rules! seek_secondary {
+    ($table:expr, $path:expr, $prefix:expr, $from:expr, $lo:expr, $hi:expr, $order:expr) => {{
+        let (a, b) = match $order {
+            Order::Asc => ($from, $hi),
+            Order::Desc => ($lo, $from),
+        };
+        let mut range = $table.range(($prefix, a)..=($prefix, b)).db($path)?;
+        let row = match $order {
+            Order::Asc => range.next(),
+            Order::Desc => range.next_back(),
+        };
+        match row {
+            Some(row) => Ok::<_, crate::IndexError>(Some(row.db($path)?.0.value().1)),
+            None => Ok(None),
+        }
+    }};
+}
+
 /// Collects a page: `visit` is called per candidate id with the loaded item
 /// when it matches; stops at the limit, after [`MAX_SCAN`] candidates, or
 /// past [`MAX_PAGE_BYTES`] of items (as `weigh` reckons them).
@@ -256,6 +277,44 @@ impl Index {
             if let (false, Some(o)) = (done, own) {
                 // The last candidate: the page ends here either way.
                 let _ = check(o)?;
+            }
+        } else if let (Some(action), Some(status)) = (q.action.as_deref(), q.status) {
+            // Both indexes, each seeking to where the other stands (a
+            // zig-zag join): a rare combination costs about as many seeks
+            // as the rarer of the two has entries in the range, instead of a
+            // scan of the commoner's that ends page after page empty.
+            let by_action = txn.open_table(tables::COMMANDS_BY_ACTION).db(path)?;
+            let by_status = txn.open_table(tables::COMMANDS_BY_STATUS).db(path)?;
+            let (a, s) = (name_hash(action), status_code(status));
+            let mut at = match q.order {
+                Order::Asc => lo,
+                Order::Desc => hi,
+            };
+            loop {
+                let Some(x) = seek_secondary!(by_action, path, a, at, lo, hi, q.order)? else {
+                    break;
+                };
+                let Some(y) = seek_secondary!(by_status, path, s, x, lo, hi, q.order)? else {
+                    break;
+                };
+                if x == y {
+                    let item = get_command(&txn, self, x)?.filter(&matches);
+                    if c.offer(x, item).is_break() {
+                        break;
+                    }
+                    let next = match q.order {
+                        Order::Asc => x.checked_add(1).filter(|n| *n <= hi),
+                        Order::Desc => x.checked_sub(1).filter(|n| *n >= lo),
+                    };
+                    let Some(next) = next else { break };
+                    at = next;
+                } else {
+                    // No id from `x` to just before `y` has both: examined.
+                    if c.offer(x, None).is_break() {
+                        break;
+                    }
+                    at = y;
+                }
             }
         } else if let Some(action) = q.action.as_deref() {
             scan_secondary!(
