@@ -289,7 +289,8 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
         let delivered = Arc::clone(&delivered);
         async move {
             // A record's share of its follower's buffer is given back once
-            // it is written (`held` dropped at the end of each turn).
+            // its message is handed to the socket (`held` dropped after
+            // each `feed`; the socket's own buffer is bounded).
             let mut ready = Vec::with_capacity(WS_BUFFER);
             while out_rx.recv_many(&mut ready, WS_BUFFER).await > 0 {
                 // Every message ready goes out in one flush.
@@ -447,7 +448,11 @@ type Outgoing = (Message, Option<tokio::sync::OwnedSemaphorePermit>);
 /// string) for the record `value` at `position`. The record's JSON goes in
 /// as it is, checked but not parsed into a tree and written out again:
 /// every subscriber sends every record. A value that is not JSON (never
-/// written by cmdr or its processors) goes as `null`.
+/// written by cmdr or its processors) goes as `null`. The check is the
+/// RFC's grammar: a record nested close to serde_json's default depth
+/// limit (128) is sent, one level deeper inside the message, though a
+/// client parsing with that limit would refuse it (cmdr's intake takes
+/// nothing deeper than that limit).
 fn record_message(sub_json: &str, position: &str, value: &[u8]) -> Message {
     let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(value).is_ok();
     let record = match std::str::from_utf8(value) {

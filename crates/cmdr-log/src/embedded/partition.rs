@@ -115,6 +115,16 @@ impl Partition {
         if from >= end || max == 0 {
             return Ok(Vec::new());
         }
+        let want = max.min((end - from) as usize);
+        // The cache holds only offsets past every segment's start.
+        if let Some(recent) = self
+            .tail
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(from, want)
+        {
+            return Ok(recent);
+        }
         let segs = self.segments();
         let start = segs.first().map_or(0, |s| s.base);
         if from < start {
@@ -124,15 +134,6 @@ impl Partition {
                 offset: from,
                 start,
             });
-        }
-        let want = max.min((end - from) as usize);
-        if let Some(recent) = self
-            .tail
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .read(from, want)
-        {
-            return Ok(recent);
         }
         let mut out = Vec::with_capacity(want.min(4096));
         let mut i = segs.partition_point(|s| s.base <= from).saturating_sub(1);

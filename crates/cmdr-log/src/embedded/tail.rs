@@ -1,9 +1,9 @@
-//! The tail cache: a partition's most recent durable records, kept in
-//! memory as the writer published them, so that the readers that follow
+//! The tail cache: a partition's most recent records, kept in memory as the
+//! writer published them (once durable, in the default sync mode), so that the readers that follow
 //! the tail (the indexer, live subscribers, processors) take them from
 //! memory instead of each reading and checking them from the file again.
 //!
-//! It holds a contiguous run of offsets ending at the durable end, bounded
+//! It holds a contiguous run of offsets ending at the published end, bounded
 //! in bytes; a read from an offset inside it is answered from it, any other
 //! read goes to the segments. The records share their payloads with the
 //! appends that wrote them (reference-counted [`bytes::Bytes`]).
@@ -14,6 +14,11 @@ use crate::StoredRecord;
 
 /// Bytes a record is counted for beyond its key, headers and value.
 const RECORD_OVERHEAD: usize = 96;
+
+/// The smallest capacity that can hold a record (one costs at least
+/// [`RECORD_OVERHEAD`], and at most a quarter of the capacity is kept):
+/// below it the writer does not fill the cache at all.
+pub(crate) const SMALLEST_USEFUL: usize = 4 * RECORD_OVERHEAD;
 
 /// A partition's recent records; see the module documentation.
 #[derive(Debug)]
@@ -48,7 +53,7 @@ impl TailCache {
                 .sum::<usize>()
     }
 
-    /// Adds the records of a round just made durable, in offset order and
+    /// Adds the records of a round about to be published, in offset order and
     /// following on from the last one held. A record over a quarter of the
     /// capacity is not kept (nor, the run being contiguous, anything before
     /// it).

@@ -341,7 +341,7 @@ impl TopicWriter {
         let mut entries: Vec<Vec<(u32, u32, i64)>> = vec![Vec::new(); n as usize];
         // The records as readers will see them, for each partition's tail
         // cache once they are durable.
-        let cache = self.config.tail_cache_bytes > 0;
+        let cache = self.config.tail_cache_bytes >= super::tail::SMALLEST_USEFUL;
         let mut fresh: Vec<Vec<StoredRecord>> = vec![Vec::new(); n as usize];
 
         let result = (|| -> Result<()> {
