@@ -70,6 +70,7 @@ pub use error::{ApiError, ApiResult, PROBLEM_JSON};
 pub use idempotency::{MAX_IN_FLIGHT_KEYS, MAX_KEY_LEN};
 pub use live::{
     HEARTBEAT, MAX_LIVE_STREAMS, MAX_SUBSCRIPTIONS, MAX_WS_MESSAGE, SSE_BUFFER, WS_BUFFER,
+    WS_READ_BUFFER, WS_WRITE_BUFFER,
 };
 pub use processors::DEFAULT_DEAD_LETTER_LIMIT;
 pub use schemas::SchemaVersion;
