@@ -6,7 +6,9 @@ use crate::Violation;
 pub const MAX_ACTION_LEN: usize = 200;
 
 /// Checks an action name: non-empty, at most [`MAX_ACTION_LEN`] bytes, made of
-/// ASCII letters, digits, `-`, `_`, `.` and `/`.
+/// ASCII letters, digits, `-`, `_`, `.` and `/`, and neither `.` nor `..`
+/// (an action names its schema's URL, `/schemas/{action}`, and clients
+/// resolve those two away in a path, even percent-encoded).
 ///
 /// # Errors
 /// A [`Violation`] at `pointer` saying what is wrong.
@@ -18,6 +20,12 @@ pub fn validate_action(action: &str, pointer: &str) -> Result<(), Violation> {
         return Err(Violation::new(
             pointer,
             format!("action must be at most {MAX_ACTION_LEN} bytes"),
+        ));
+    }
+    if action == "." || action == ".." {
+        return Err(Violation::new(
+            pointer,
+            format!("action must not be {action:?} (it cannot be named in a URL path)"),
         ));
     }
     if let Some(c) = action
@@ -43,5 +51,9 @@ mod tests {
         assert!(validate_action("", "/action").is_err());
         assert!(validate_action("has space", "/action").is_err());
         assert!(validate_action(&"a".repeat(201), "/action").is_err());
+        assert!(validate_action(".", "/action").is_err());
+        assert!(validate_action("..", "/action").is_err());
+        assert!(validate_action("...", "/action").is_ok());
+        assert!(validate_action("./x", "/action").is_ok());
     }
 }
