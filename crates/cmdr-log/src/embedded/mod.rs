@@ -17,7 +17,7 @@ pub mod format;
 
 pub use config::{
     LogConfig, SyncMode, DEFAULT_MAX_LINGER, DEFAULT_MAX_RECORD_BYTES, DEFAULT_PREALLOCATE,
-    MAX_BATCH_BYTES, MAX_SEGMENT_BYTES,
+    DEFAULT_TAIL_CACHE, MAX_BATCH_BYTES, MAX_SEGMENT_BYTES,
 };
 mod consumer;
 mod offsets;
