@@ -2,8 +2,9 @@
 //! `POST /commands` while N clients follow `GET /commands/updates`
 //! (Server-Sent Events), and the report shows what the subscribers cost the
 //! writers (throughput, latency, server CPU per command), how many
-//! messages the server delivered, and how long after the load every
-//! subscriber had them all.
+//! messages the server delivered, how long after the command was received
+//! each update arrived, and how long after the load every subscriber had
+//! them all.
 //!
 //! An SSE subscriber is a bare TCP client that counts the `event:` lines
 //! it reads, so the load generator spends little on them; a WebSocket
@@ -13,9 +14,10 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -77,42 +79,90 @@ impl Protocol {
 /// Longest wait, after the load, for every subscriber to have every command.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
 
-/// Counts SSE messages with an `event:` field in a byte stream split
-/// anywhere: the pattern `\nevent:` is matched across reads.
-#[derive(Debug, Default)]
-struct EventCounter {
-    matched: usize,
+/// What one subscriber has received: the commands, and how long after
+/// its `timestamp` (set when the server received it) each arrived.
+#[derive(Debug)]
+struct Tally {
+    seen: AtomicU64,
+    latency_ms: Mutex<Histogram<u64>>,
 }
 
-impl EventCounter {
-    const PATTERN: &'static [u8] = b"\nevent:";
+impl Tally {
+    fn new() -> Result<Self, String> {
+        Ok(Self {
+            seen: AtomicU64::new(0),
+            latency_ms: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000, 3).map_err(|e| e.to_string())?,
+            ),
+        })
+    }
 
-    /// Events that begin in `chunk`.
-    fn feed(&mut self, chunk: &[u8]) -> u64 {
-        let mut found = 0;
-        for &b in chunk {
-            if b == Self::PATTERN[self.matched] {
-                self.matched += 1;
-                if self.matched == Self::PATTERN.len() {
-                    found += 1;
-                    self.matched = 0;
-                }
-            } else {
-                // Only the pattern's first byte is a newline, so a mismatch
-                // restarts the match at this byte.
-                self.matched = usize::from(b == b'\n');
+    fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
+    }
+
+    /// Counts a command that arrived as `json` (its record, or a message
+    /// holding it) now.
+    fn arrived(&self, json: &[u8]) {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        if let Some(ts) = timestamp_of(json) {
+            let ago = now_ms().saturating_sub(ts);
+            if let Ok(mut h) = self.latency_ms.lock() {
+                h.saturating_record(ago.max(1));
             }
         }
-        found
     }
 }
 
-/// One subscriber: opens the stream, signals `ready` once the server's
-/// first bytes arrive, then counts events into `seen` until the connection
-/// ends.
+/// Milliseconds since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The first `"timestamp":N` in `json` (the benchmark's commands carry no
+/// such field in their data, so this is the command's own).
+fn timestamp_of(json: &[u8]) -> Option<u64> {
+    const FIELD: &[u8] = b"\"timestamp\":";
+    let at = memchr::memmem::find(json, FIELD)? + FIELD.len();
+    let digits = json[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&json[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Splits a byte stream cut anywhere into lines (without their `\n`).
+#[derive(Debug, Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    /// Feeds `chunk`, calling `line` with each line it completes.
+    fn feed(&mut self, chunk: &[u8], mut line: impl FnMut(&[u8])) {
+        let mut rest = chunk;
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            if self.partial.is_empty() {
+                line(&rest[..i]);
+            } else {
+                self.partial.extend_from_slice(&rest[..i]);
+                line(&self.partial);
+                self.partial.clear();
+            }
+            rest = &rest[i + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+    }
+}
+
+/// One SSE subscriber: opens the stream, signals `ready` once the server's
+/// first bytes arrive, then tallies each message's command (its `data:`
+/// line) until the connection ends.
 async fn subscriber(
     addr: SocketAddr,
-    seen: Arc<AtomicU64>,
+    tally: Arc<Tally>,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> Result<(), String> {
     let mut stream = TcpStream::connect(addr)
@@ -126,7 +176,7 @@ async fn subscriber(
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut counter = EventCounter::default();
+    let mut lines = Lines::default();
     let mut first = true;
     loop {
         let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
@@ -143,19 +193,21 @@ async fn subscriber(
             first = false;
             let _ = ready.send(()).await;
         }
-        let found = counter.feed(&buf[..n]);
-        if found > 0 {
-            seen.fetch_add(found, Ordering::Relaxed);
-        }
+        // The chunk-size lines of the chunked encoding never start so.
+        lines.feed(&buf[..n], |line| {
+            if let Some(data) = line.strip_prefix(b"data: ") {
+                tally.arrived(data);
+            }
+        });
     }
 }
 
 /// One WebSocket subscriber: subscribes to every command, signals `ready`
-/// once subscribed, then counts `record` messages into `seen` until the
-/// socket closes.
+/// once subscribed, then tallies `record` messages until the socket
+/// closes.
 async fn ws_subscriber(
     addr: SocketAddr,
-    seen: Arc<AtomicU64>,
+    tally: Arc<Tally>,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> Result<(), String> {
     use futures::{SinkExt, StreamExt};
@@ -173,7 +225,7 @@ async fn ws_subscriber(
             continue;
         };
         if text.starts_with(r#"{"type":"record""#) {
-            seen.fetch_add(1, Ordering::Relaxed);
+            tally.arrived(text.as_bytes());
         } else if text.contains(r#""type":"subscribed""#) {
             let _ = ready.send(()).await;
         } else if text.contains(r#""type":"error""#) {
@@ -194,14 +246,16 @@ pub async fn run(opts: &LiveOptions) -> Result<String, String> {
     // each step's extra CPU per delivered message is measured from.
     let mut alone: Option<f64> = None;
     for &n in &opts.subscribers {
-        let counts: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let counts: Vec<Arc<Tally>> = (0..n)
+            .map(|_| Tally::new().map(Arc::new))
+            .collect::<Result<_, _>>()?;
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(n.max(1));
         let mut tasks = JoinSet::new();
-        for seen in &counts {
-            let (seen, ready) = (Arc::clone(seen), ready_tx.clone());
+        for tally in &counts {
+            let (tally, ready) = (Arc::clone(tally), ready_tx.clone());
             match opts.protocol {
-                Protocol::Sse => tasks.spawn(subscriber(opts.addr, seen, ready)),
-                Protocol::WebSocket => tasks.spawn(ws_subscriber(opts.addr, seen, ready)),
+                Protocol::Sse => tasks.spawn(subscriber(opts.addr, tally, ready)),
+                Protocol::WebSocket => tasks.spawn(ws_subscriber(opts.addr, tally, ready)),
             };
         }
         drop(ready_tx);
@@ -228,17 +282,12 @@ pub async fn run(opts: &LiveOptions) -> Result<String, String> {
         );
         let (report, cpu) = suite::run_measured(load, opts.pid).await?;
         let load_end = Instant::now();
-        let total = |counts: &[Arc<AtomicU64>]| -> u64 {
-            counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-        };
+        let total = |counts: &[Arc<Tally>]| -> u64 { counts.iter().map(|c| c.seen()).sum() };
         let during = total(&counts);
         // Every subscriber saw at least the acknowledged commands (the
         // requests cut off at the deadline may add a few more).
         let caught_up = loop {
-            if counts
-                .iter()
-                .all(|c| c.load(Ordering::Relaxed) >= report.ok)
-            {
+            if counts.iter().all(|c| c.seen() >= report.ok) {
                 break Some(load_end.elapsed());
             }
             if load_end.elapsed() > CATCH_UP_LIMIT {
@@ -270,6 +319,20 @@ pub async fn run(opts: &LiveOptions) -> Result<String, String> {
                 "|   delivered | | {:.0} messages/s during the load | all caught up {caught} | server CPU per message {extra} | | |",
                 during as f64 / secs,
             );
+            let mut latency =
+                Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).map_err(|e| e.to_string())?;
+            for tally in &counts {
+                if let Ok(h) = tally.latency_ms.lock() {
+                    latency.add(&*h).map_err(|e| e.to_string())?;
+                }
+            }
+            let _ = writeln!(
+                out,
+                "|   update latency (command received → update read), ms | | p50 {} | p99 {} | p99.9 {} | | |",
+                latency.value_at_quantile(0.5),
+                latency.value_at_quantile(0.99),
+                latency.value_at_quantile(0.999),
+            );
         }
         if let Some((rss, peak)) = opts.pid.and_then(suite::memory_mib) {
             let _ = writeln!(
@@ -290,14 +353,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn events_are_counted_across_any_split() {
-        let stream = b"HTTP/1.1 200 OK\r\n\r\nid: 0\n\nevent: command\nid: 1\ndata: {\"event: x\"}\n\n:\n\nevent: command\nid: 2\ndata: {}\n\n";
+    fn lines_are_split_across_any_cut_and_timestamps_read() {
+        let stream = b"HTTP/1.1 200 OK\r\n\r\n1f\r\nid: 0\n\nevent: command\nid: 1\ndata: {\"data\":{},\"timestamp\":17}\n\n\r\n";
         for cut in 0..stream.len() {
-            let mut c = EventCounter::default();
-            let n = c.feed(&stream[..cut]) + c.feed(&stream[cut..]);
-            assert_eq!(n, 2, "split at {cut}");
+            let mut lines = Lines::default();
+            let mut data = Vec::new();
+            let mut take = |l: &[u8]| {
+                if let Some(d) = l.strip_prefix(b"data: ") {
+                    data.push(timestamp_of(d));
+                }
+            };
+            lines.feed(&stream[..cut], &mut take);
+            lines.feed(&stream[cut..], &mut take);
+            assert_eq!(data, [Some(17)], "cut at {cut}");
         }
-        let mut c = EventCounter::default();
-        assert_eq!(c.feed(b"\n\nevent:"), 1, "a newline run still matches");
+        assert_eq!(timestamp_of(b"{\"id\":1}"), None);
+        let tally = Tally::new().unwrap();
+        tally.arrived(format!(r#"{{"timestamp":{}}}"#, now_ms() - 5).as_bytes());
+        assert_eq!(tally.seen(), 1);
+        let h = tally.latency_ms.lock().unwrap();
+        assert!((5..1000).contains(&h.max()), "{}", h.max());
     }
 }
