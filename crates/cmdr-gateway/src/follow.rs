@@ -10,8 +10,9 @@
 //! repeated. Updates go through a channel bounded by the caller; when the
 //! client is slow the follower stops reading until there is room, so memory
 //! stays bounded and the client catches up from the log later. Under load a
-//! follower at the tail reads at most once per [`FOLLOW_LINGER`], so that
-//! many subscribers cost a few large writes rather than one per record.
+//! follower at the tail reads at most once per [`linger`] (longer the more
+//! followers there are, at most [`FOLLOW_LINGER`]), so that many
+//! subscribers cost a few large writes rather than one per record.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -31,14 +32,29 @@ pub const FOLLOW_BATCH: usize = 256;
 /// records are read a few at a time.
 pub const FOLLOW_BATCH_BYTES: usize = 1024 * 1024;
 
-/// How long a follower that has just read up to the tail waits before it
-/// reads again: under load records come in many small rounds, and it then
-/// reads and sends them together, without a wake-up per round. Reading
-/// nothing then, it waits for the log, and an idle follower reads a new
-/// record at once. With a hundred subscribers, this and one write per
-/// read (see `sse`) took the server's CPU per delivered record from about 4
-/// to under 2 µs (`cmdr bench live`).
+/// Longest a follower that has just read up to the tail waits before it
+/// reads again (see [`linger`]).
 pub const FOLLOW_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A follower's share of [`linger`]: the wait grows with the followers, so
+/// that together they wake at most about 10,000 times a second.
+pub const LINGER_PER_FOLLOWER: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// How long a follower that has just read up to the tail waits before it
+/// reads again, with `followers` following at once: [`LINGER_PER_FOLLOWER`]
+/// each, at most [`FOLLOW_LINGER`]. Under load records come in many small
+/// rounds; a follower then reads and sends them together, without a
+/// wake-up and a write per round, which is most of what many subscribers
+/// cost (with 100 of them, this and one write per read took the server's
+/// CPU per delivered record from about 4 to under 2 µs, `cmdr bench
+/// live`). A few followers barely wait, and reading nothing after the
+/// wait, a follower waits for the log: an idle one reads a new record at
+/// once.
+pub fn linger(followers: usize) -> std::time::Duration {
+    LINGER_PER_FOLLOWER
+        .saturating_mul(u32::try_from(followers).unwrap_or(u32::MAX))
+        .min(FOLLOW_LINGER)
+}
 
 /// Where following starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +213,10 @@ pub async fn resolve(log: &dyn Log, topic: &str, at: &StartAt) -> ApiResult<Vec<
 }
 
 /// Follows `topic` from `pos`, sending matching records to `tx` until the
-/// receiver is dropped, the server shuts down or the log fails.
+/// receiver is dropped, the server shuts down or the log fails. `places`
+/// is the semaphore of the live streams' places, one taken by each
+/// follower (of [`crate::MAX_LIVE_STREAMS`]): how many are taken sets the
+/// [`linger`].
 pub async fn follow(
     log: Arc<dyn Log>,
     topic: &'static str,
@@ -205,6 +224,7 @@ pub async fn follow(
     filter: Filter,
     tx: mpsc::Sender<Update>,
     mut shutdown: watch::Receiver<bool>,
+    places: Arc<tokio::sync::Semaphore>,
 ) {
     // The position last told to the client.
     let mut told = format_position(&pos);
@@ -286,7 +306,8 @@ pub async fn follow(
             // Just read something: under load more comes in many small
             // rounds, so wait a little and read them together (no wake-up
             // per round). Reading nothing then, wait for the log.
-            let due = last_read.take().map(|t| t + FOLLOW_LINGER);
+            let followers = crate::MAX_LIVE_STREAMS.saturating_sub(places.available_permits());
+            let due = last_read.take().map(|t| t + linger(followers));
             if let Some(due) = due.filter(|due| tokio::time::Instant::now() < *due) {
                 tokio::select! {
                     () = tokio::time::sleep_until(due) => continue,
@@ -331,7 +352,16 @@ mod tests {
         }
         let (tx, mut rx) = mpsc::channel(64);
         let (_stop, stopped) = watch::channel(false);
-        let follower = tokio::spawn(follow(log, "t", vec![0], Filter::default(), tx, stopped));
+        let places = Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS));
+        let follower = tokio::spawn(follow(
+            log,
+            "t",
+            vec![0],
+            Filter::default(),
+            tx,
+            stopped,
+            places,
+        ));
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let mut records = 0;
         while let Ok(u) = rx.try_recv() {
@@ -342,6 +372,16 @@ mod tests {
             "{records} records of 1 MiB held"
         );
         follower.abort();
+    }
+
+    #[test]
+    fn the_linger_grows_with_the_followers_up_to_its_bound() {
+        use std::time::Duration;
+        assert_eq!(linger(0), Duration::ZERO);
+        assert_eq!(linger(1), Duration::from_micros(100));
+        assert_eq!(linger(10), Duration::from_millis(1));
+        assert_eq!(linger(100), FOLLOW_LINGER);
+        assert_eq!(linger(usize::MAX), FOLLOW_LINGER);
     }
 
     #[test]

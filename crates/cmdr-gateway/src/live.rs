@@ -180,6 +180,7 @@ async fn sse(
         filter,
         tx,
         stop_signal(&state, credential),
+        Arc::clone(&state.inner.live),
     );
     // The follower ends when the client is gone (its channel closes); the
     // stream's place among the live ones is freed with it.
@@ -522,6 +523,7 @@ async fn subscribe(
     let told = start.clone();
     let permit = live_permit(state)?;
     let log = state.inner.log.clone();
+    let places = Arc::clone(&state.inner.live);
     let sub = id.to_string();
     let sub_json = serde_json::Value::from(id).to_string();
     let task = tokio::spawn(async move {
@@ -534,6 +536,7 @@ async fn subscribe(
             filter,
             tx,
             stop.clone(),
+            places,
         )));
         let mut last = None;
         loop {
