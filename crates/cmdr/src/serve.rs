@@ -149,6 +149,11 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
     // First: a SIGHUP during the (maybe long) recovery below must not end
     // the process.
     crate::reload::on_sighup(&args, &settings);
+    // Listened to from here on, before anything is served: a listener made
+    // later would miss a signal sent before it (a supervisor's SIGTERM
+    // soon after start, or the second one that forces the exit).
+    let mut first_signal = Signals::listen().context("listening for SIGTERM and SIGINT")?;
+    let more_signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
     crate::fd_limit::raise(settings.gateway.max_connections);
     let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
@@ -252,11 +257,14 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
     // Set once shutdown has begun for any reason but a signal: then the
     // first signal already forces the exit.
     let stopping_anyway = Arc::new(AtomicBool::new(false));
-    let force = tokio::spawn(force_exit_on_second_signal(Arc::clone(&stopping_anyway)));
+    let force = tokio::spawn(force_exit_on_second_signal(
+        more_signals,
+        Arc::clone(&stopping_anyway),
+    ));
     let stopping_state = state.clone();
     let shutdown = async move {
         let cause = tokio::select! {
-            () = shutdown_signal() => StopCause::Signal,
+            () = first_signal.next() => StopCause::Signal,
             // Logged, and reported at exit, by the processing task.
             () = failed => StopCause::ProcessorFailed,
             () = stopped(&watched) => StopCause::Fault("the indexer stopped".to_string()),
@@ -352,10 +360,10 @@ const SAME_SIGNAL: Duration = Duration::from_millis(250);
 /// graceful shutdown; one within [`SAME_SIGNAL`] of it does not count), or
 /// at the first once `stopping_anyway` is set. Every acknowledged command
 /// is already on disk.
-async fn force_exit_on_second_signal(stopping_anyway: Arc<AtomicBool>) {
+async fn force_exit_on_second_signal(mut signals: Signals, stopping_anyway: Arc<AtomicBool>) {
     let mut first: Option<std::time::Instant> = None;
     loop {
-        shutdown_signal().await;
+        signals.next().await;
         let again = match first {
             None => {
                 first = Some(std::time::Instant::now());
@@ -373,24 +381,40 @@ async fn force_exit_on_second_signal(stopping_anyway: Arc<AtomicBool>) {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT (Ctrl-C), each heard by every `Signals` that exists
+/// when it comes.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts listening.
+    fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves at the next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
