@@ -418,3 +418,27 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A signal sent after `Signals::listen` and before anyone waits is
+    /// still heard: a listener made when its task first runs missed it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_signal_before_the_wait_is_heard() {
+        let mut signals = Signals::listen().unwrap();
+        // SAFETY: raising a signal this process handles (tokio's handler
+        // is installed by `listen`).
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        tokio::time::timeout(Duration::from_secs(10), signals.next())
+            .await
+            .expect("the SIGTERM sent before the wait is heard");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+        tokio::time::timeout(Duration::from_secs(10), signals.next())
+            .await
+            .expect("and so is a SIGINT");
+    }
+}
