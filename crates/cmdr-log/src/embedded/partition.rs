@@ -32,7 +32,7 @@ pub(crate) struct Partition {
     index_interval: u32,
     /// Held while such a rebuild runs, so that readers take turns at it.
     repairing: std::sync::Mutex<()>,
-    /// The most recent durable records, which tail readers take from memory.
+    /// The most recent published records, which tail readers take from memory.
     tail: RwLock<TailCache>,
 }
 

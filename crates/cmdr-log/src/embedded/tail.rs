@@ -1,7 +1,8 @@
 //! The tail cache: a partition's most recent records, kept in memory as the
-//! writer published them (once durable, in the default sync mode), so that the readers that follow
-//! the tail (the indexer, live subscribers, processors) take them from
-//! memory instead of each reading and checking them from the file again.
+//! writer published them (once durable, in the default sync mode), so that
+//! the readers that follow the tail (the indexer, live subscribers,
+//! processors) take them from memory instead of each reading and checking
+//! them from the file again.
 //!
 //! It holds a contiguous run of offsets ending at the published end, bounded
 //! in bytes; a read from an offset inside it is answered from it, any other
