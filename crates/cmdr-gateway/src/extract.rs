@@ -22,8 +22,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
 
 /// The pairs of a query string (none without one), each name at most once:
 /// `action=a&action=b` is not "a or b", and taking one of the two would
-/// answer another question than the one asked.
-pub(crate) fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+/// answer another question than the one asked. Routes merged beside the
+/// API (the accounts example's) parse their queries with it too.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] for a malformed query, or naming the parameter
+/// given twice.
+pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     let Some(q) = raw else {
         return Ok(Vec::new());
     };

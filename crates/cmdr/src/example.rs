@@ -3,19 +3,22 @@
 //! over HTTP. The processing layer knows no HTTP, so its routes live here and
 //! are merged beside the API (`app(state).merge(router(balances))`).
 //!
-//! - `GET /accounts`: `{"items": [{"id", "balance", "links"}]}`, by id;
+//! - `GET /accounts`: `{"items": [{"id", "balance", "links"}], "next"}`, by
+//!   id, a page at a time (`limit`, 100 by default, at most 1,000; `after`,
+//!   an account id; `next` is the following page's link, or `null`);
 //! - `GET /accounts/{id}`: `{"id", "balance", "links"}`, or 404 `not-found`.
 //!
 //! Both answer HTML when the client prefers it, like every GET of the API.
 //! The balances are a read model: they follow the events topic and may lag an
 //! accepted command by a few milliseconds.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use cmdr_gateway::negotiate::Negotiated;
-use cmdr_gateway::{ApiError, ApiResult};
+use cmdr_gateway::{query_pairs, ApiError, ApiResult};
+use cmdr_index::{DEFAULT_LIMIT, MAX_LIMIT};
 use cmdr_processor::example::Balances;
 use serde_json::{json, Value};
 
@@ -38,13 +41,49 @@ fn account_json(id: &str, balance: i64) -> Value {
     })
 }
 
-async fn list(State(balances): State<Balances>, neg: Negotiated) -> Response {
-    let items: Vec<Value> = balances
-        .all()
+async fn list(
+    State(balances): State<Balances>,
+    RawQuery(query): RawQuery,
+    neg: Negotiated,
+) -> ApiResult<Response> {
+    let mut limit = DEFAULT_LIMIT;
+    let mut after = None;
+    for (name, value) in query_pairs(query.as_deref())? {
+        match name.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::parameter(
+                            "limit",
+                            format!("limit must be a number from 1 to {MAX_LIMIT}, not {value:?}"),
+                        )
+                    })?;
+            }
+            "after" => after = Some(value),
+            other => {
+                return Err(ApiError::parameter(
+                    other,
+                    format!("unknown query parameter {other:?} (limit and after are known)"),
+                ))
+            }
+        }
+    }
+    let (page, more) = balances.page(after.as_deref(), limit);
+    let next = match page.last() {
+        Some((last, _)) if more => Value::String(format!(
+            "/accounts?after={}&limit={limit}",
+            cmdr_gateway::paths::segment(last)
+        )),
+        _ => Value::Null,
+    };
+    let items: Vec<Value> = page
         .iter()
         .map(|(id, balance)| account_json(id, *balance))
         .collect();
-    neg.render("Accounts", json!({ "items": items }))
+    Ok(neg.render("Accounts", json!({ "items": items, "next": next })))
 }
 
 async fn one(

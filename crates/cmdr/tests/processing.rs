@@ -148,6 +148,29 @@ async fn accounts_example_outcomes_read_model_and_cli() {
         .map(|a| a["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["acc-1", "acc-2"], "{}", r.text);
+    assert!(r.body["next"].is_null(), "{}", r.text);
+    // A page at a time: `limit`, then the `next` link to the end.
+    let r = send(client().get(s.at("/accounts?limit=1")))
+        .await
+        .expect(200);
+    assert_eq!(r.body["items"][0]["id"], "acc-1", "{}", r.text);
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(1));
+    let next = r.body["next"].as_str().expect("a next link").to_string();
+    assert_eq!(next, "/accounts?after=acc-1&limit=1");
+    let r = send(client().get(s.at(&next))).await.expect(200);
+    assert_eq!(r.body["items"][0]["id"], "acc-2", "{}", r.text);
+    assert!(r.body["next"].is_null(), "{}", r.text);
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "page=2",
+        "after=a&after=b",
+    ] {
+        send(client().get(s.at(&format!("/accounts?{bad}"))))
+            .await
+            .expect_problem(400, "bad-request");
+    }
     let r = send(
         client()
             .get(s.at("/accounts/acc-1"))

@@ -65,6 +65,11 @@ impl Balances {
         self.ledger.all()
     }
 
+    /// A page of open accounts in id order: see [`Ledger::page`].
+    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<(String, i64)>, bool) {
+        self.ledger.page(after, limit)
+    }
+
     /// Whether the events logged before [`Balances::run`] started are all
     /// applied (until then, balances are those of the past).
     pub fn is_replayed(&self) -> bool {
