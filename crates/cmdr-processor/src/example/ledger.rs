@@ -134,6 +134,6 @@ mod tests {
         let (from_gap, _) = ledger.page(Some("bb"), 10);
         assert_eq!(from_gap.len(), 3);
         assert_eq!(ledger.page(Some("e"), 10), (Vec::new(), false));
-        assert_eq!(ledger.page(None, 5).1, false);
+        assert!(!ledger.page(None, 5).1);
     }
 }
