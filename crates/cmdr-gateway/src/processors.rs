@@ -21,7 +21,7 @@ use axum::routing::get;
 use axum::Router;
 use cmdr_contract::{Violation, COMMANDS_TOPIC};
 use cmdr_processor::dead_letter::{StoredDeadLetter, MAX_DEAD_LETTER_PAGE};
-use cmdr_processor::webhook::registry::validate_name;
+use cmdr_processor::webhook::registry::{redacted_url, validate_name};
 use cmdr_processor::webhook::runner::group_name;
 use cmdr_processor::webhook::RegistryError;
 use cmdr_processor::WebhookRegistration;
@@ -48,8 +48,8 @@ fn processor_json(name: &str, r: &WebhookRegistration) -> Value {
     json!({
         "name": name,
         "actions": r.actions,
-        "url": r.url,
-        // The secret itself is never shown.
+        // Credentials in the URL and the secret itself are never shown.
+        "url": redacted_url(&r.url),
         "signed": r.secret.is_some(),
         "group": group_name(name, &r.actions),
         "links": {

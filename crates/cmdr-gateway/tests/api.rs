@@ -1489,6 +1489,38 @@ async fn processors_are_registered_read_and_deleted() {
             .url,
         "http://127.0.0.1:9/v2"
     );
+    // Credentials in the URL are used, never shown.
+    let r = call(
+        &h,
+        put(
+            "/processors/payments",
+            json!({"actions": ["pay", "refund"], "url": "http://user:s3cret@127.0.0.1:9/v2"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.body["url"], "http://user:***@127.0.0.1:9/v2",
+        "{}",
+        r.text
+    );
+    for path in ["/processors/payments", "/processors"] {
+        let r = call(&h, get(path)).await;
+        assert!(
+            r.text.contains("user:***@") && !r.text.contains("s3cret"),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(
+        h.state
+            .webhooks()
+            .get("payments")
+            .await
+            .unwrap()
+            .unwrap()
+            .url,
+        "http://user:s3cret@127.0.0.1:9/v2"
+    );
 
     let r = call(&h, put("/processors/a%20b", json!({"actions": "pay"}))).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);

@@ -175,6 +175,28 @@ fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `url` with the credentials it may carry (`http://user:password@host/`,
+/// sent as Basic auth) hidden: the password becomes `***`, or a user name
+/// given alone (often a token) does. What the API shows of a registration,
+/// and what an error names, to readers who must not learn them.
+pub fn redacted_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{}{shown}{}", &url[..scheme_end], &rest[at..])
+}
+
 /// Checks a processor name: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `-`
 /// or `_` (it becomes part of a consumer group name).
 ///
@@ -503,5 +525,22 @@ mod tests {
         assert_eq!(signed.secret.as_deref(), Some("0123456789abcdef"));
         assert!(validate_name("billing_v2").is_ok());
         assert!(validate_name("a/b").is_err());
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_hidden() {
+        for (url, shown) in [
+            (
+                "http://user:s3cret@127.0.0.1:9/x",
+                "http://user:***@127.0.0.1:9/x",
+            ),
+            ("https://t0ken@example.com", "https://***@example.com"),
+            ("http://a:b:c@h/p?q=u:v@w", "http://a:***@h/p?q=u:v@w"),
+            ("http://h/p?next=x@y", "http://h/p?next=x@y"),
+            ("http://127.0.0.1:9/x", "http://127.0.0.1:9/x"),
+            ("http://u:p@w@h/", "http://u:***@h/"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
     }
 }
