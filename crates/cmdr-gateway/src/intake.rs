@@ -127,6 +127,17 @@ fn form_pairs(body: &[u8]) -> ApiResult<Vec<(String, String)>> {
 /// text) or `data.NAME` fields (string values). A field given twice is
 /// refused: which one counts would depend on who reads the form.
 fn form_to_value(body: &[u8]) -> ApiResult<Value> {
+    // `curl -d '{"action": ...}'` sends JSON labelled as a form: read as
+    // one, it would be refused for a missing `action` and a field named
+    // after the whole body. Form encoders (browsers too) never send a raw
+    // `{`: they percent-encode it.
+    if body.trim_ascii_start().starts_with(b"{") {
+        return Err(ApiError::UnsupportedMediaType(
+            "the body is JSON but its Content-Type says application/x-www-form-urlencoded \
+             (what curl -d sends unless told otherwise): send Content-Type: application/json"
+                .into(),
+        ));
+    }
     let pairs = form_pairs(body)?;
     let mut seen = std::collections::HashSet::new();
     for (k, _) in &pairs {

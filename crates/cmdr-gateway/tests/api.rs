@@ -470,6 +470,15 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation-failed",
         ),
+        // JSON labelled as a form (curl -d's default): told to say JSON.
+        (
+            Request::post("/commands")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(r#" {"action": "a", "data": {}}"#))
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        ),
         // A form's JSON `data` is held to what a JSON body is.
         (
             Request::post("/commands")
