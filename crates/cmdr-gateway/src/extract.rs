@@ -20,20 +20,55 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     }
 }
 
+/// The `name=value` pairs of `application/x-www-form-urlencoded` bytes (a
+/// form body or a query string), decoded strictly: `+` is a space, and a
+/// name or value that is not UTF-8 once percent-decoded is refused, not
+/// patched with replacement characters (which would make `key=%FF` a
+/// filter for U+FFFD). The error is the offending field as sent.
+pub(crate) fn decode_urlencoded(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let decode = |part: &[u8]| -> Option<String> {
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        String::from_utf8(bytes).ok()
+    };
+    bytes
+        .split(|&b| b == b'&')
+        .filter(|field| !field.is_empty())
+        .map(|field| {
+            let (k, v) = match field.iter().position(|&b| b == b'=') {
+                Some(i) => (&field[..i], &field[i + 1..]),
+                None => (field, &field[field.len()..]),
+            };
+            match (decode(k), decode(v)) {
+                (Some(k), Some(v)) => Ok((k, v)),
+                _ => Err(String::from_utf8_lossy(field).into_owned()),
+            }
+        })
+        .collect()
+}
+
 /// The pairs of a query string (none without one), each name at most once:
 /// `action=a&action=b` is not "a or b", and taking one of the two would
 /// answer another question than the one asked. Routes merged beside the
 /// API (the accounts example's) parse their queries with it too.
 ///
 /// # Errors
-/// [`ApiError::BadRequest`] for a malformed query, or naming the parameter
-/// given twice.
+/// [`ApiError::BadRequest`] for a parameter that is not UTF-8 once
+/// percent-decoded, or naming the parameter given twice.
 pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     let Some(q) = raw else {
         return Ok(Vec::new());
     };
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(q).map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let pairs = decode_urlencoded(q.as_bytes()).map_err(|field| {
+        let name = field.split('=').next().unwrap_or_default();
+        ApiError::parameter(
+            name,
+            format!("query parameter {field:?} is not UTF-8 once percent-decoded"),
+        )
+    })?;
     let mut given = std::collections::HashSet::new();
     for (k, _) in &pairs {
         if !given.insert(k.as_str()) {
@@ -44,4 +79,23 @@ pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError>
         }
     }
     Ok(pairs)
+}
+
+/// A `key` filter: 1 to [`cmdr_contract::MAX_KEY_LEN`] bytes, as keys are.
+/// An empty one would match nothing and say nothing of why.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming `key`.
+pub(crate) fn key_filter(v: &str) -> Result<String, ApiError> {
+    if v.is_empty() || v.len() > cmdr_contract::MAX_KEY_LEN {
+        return Err(ApiError::parameter(
+            "key",
+            format!(
+                "key must be 1 to {} bytes, not {}",
+                cmdr_contract::MAX_KEY_LEN,
+                v.len()
+            ),
+        ));
+    }
+    Ok(v.to_string())
 }

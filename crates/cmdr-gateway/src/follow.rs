@@ -90,6 +90,22 @@ impl StartAt {
     }
 }
 
+/// The `from` query parameter: [`StartAt::parse`], refused naming it.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] with the parameter `from`.
+pub fn parse_from(v: &str) -> ApiResult<StartAt> {
+    StartAt::parse(v).map_err(|_| {
+        ApiError::parameter(
+            "from",
+            format!(
+                "from must be start, end or a position like 42 or 42.7 (as answered in \
+                 `position` or an update's id), not {v:?}"
+            ),
+        )
+    })
+}
+
 /// Formats a position.
 pub fn format_position(pos: &[u64]) -> String {
     let mut s = String::with_capacity(pos.len() * 8);

@@ -97,30 +97,12 @@ pub(crate) fn require_json(headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-/// The fields of a form body, decoded strictly: a field that is not UTF-8
-/// once percent-decoded is refused, not patched with replacement
-/// characters.
+/// The fields of a form body, decoded strictly (see
+/// [`crate::extract::decode_urlencoded`]).
 fn form_pairs(body: &[u8]) -> ApiResult<Vec<(String, String)>> {
-    let decode = |part: &[u8]| -> ApiResult<String> {
-        let spaced: Vec<u8> = part
-            .iter()
-            .map(|&b| if b == b'+' { b' ' } else { b })
-            .collect();
-        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
-        String::from_utf8(bytes).map_err(|_| {
-            ApiError::MalformedBody("a form field is not UTF-8 once percent-decoded".into())
-        })
-    };
-    body.split(|&b| b == b'&')
-        .filter(|field| !field.is_empty())
-        .map(|field| {
-            let (k, v) = match field.iter().position(|&b| b == b'=') {
-                Some(i) => (&field[..i], &field[i + 1..]),
-                None => (field, &field[field.len()..]),
-            };
-            Ok((decode(k)?, decode(v)?))
-        })
-        .collect()
+    crate::extract::decode_urlencoded(body).map_err(|_| {
+        ApiError::MalformedBody("a form field is not UTF-8 once percent-decoded".into())
+    })
 }
 
 /// Decodes a form post: `action`, `key`, and either `data` (a JSON object as

@@ -134,10 +134,10 @@ fn parse_params(raw: Option<&str>, events: bool) -> ApiResult<(Filter, Option<St
     for (k, v) in pairs {
         match k.as_str() {
             "action" => filter.action = Some(v),
-            "key" => filter.key = Some(v),
+            "key" => filter.key = Some(crate::extract::key_filter(&v)?),
             "parent" if events => filter.parent = Some(uuid("parent", &v)?),
             "root" if events => filter.root = Some(uuid("root", &v)?),
-            "from" => from = Some(StartAt::parse(&v)?),
+            "from" => from = Some(crate::follow::parse_from(&v)?),
             // Read by the authentication layer, if any (see `auth`).
             crate::auth::ACCESS_TOKEN_PARAM => {}
             other => {

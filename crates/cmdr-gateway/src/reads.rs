@@ -76,19 +76,9 @@ fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<Listed> {
     let mut from = None;
     for (k, v) in &pairs {
         match k.as_str() {
-            "from" => {
-                from = Some(StartAt::parse(v).map_err(|_| {
-                    ApiError::parameter(
-                        "from",
-                        format!(
-                            "from must be start, end or a position like 42 or 42.7 (as \
-                             answered in `position`), not {v:?}"
-                        ),
-                    )
-                })?)
-            }
+            "from" => from = Some(crate::follow::parse_from(v)?),
             "action" => q.action = Some(v.clone()),
-            "key" => q.key = Some(v.clone()),
+            "key" => q.key = Some(crate::extract::key_filter(v)?),
             "status" if listing == Listing::Commands => {
                 q.status = Some(CommandStatus::parse(v).ok_or_else(|| {
                     ApiError::parameter(
@@ -370,7 +360,7 @@ fn stream(
     let (mut key, mut after, mut limit) = (key, None, None);
     for (k, v) in &pairs {
         match k.as_str() {
-            "key" if !in_path => key = Some(v.clone()),
+            "key" if !in_path => key = Some(crate::extract::key_filter(v)?),
             "after" => {
                 after = Some(v.parse::<u64>().map_err(|_| {
                     ApiError::parameter(

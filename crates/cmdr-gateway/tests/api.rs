@@ -584,6 +584,14 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
         ("/dead-letters?limit=0", "limit"),
         ("/commands/updates?key=a&key=b", "key"),
         ("/events/updates?root=x", "root"),
+        ("/commands/updates?from=abc", "from"),
+        ("/commands?from=abc", "from"),
+        // Keys are 1 to 1024 bytes of UTF-8: no filter matches otherwise.
+        ("/commands?key=", "key"),
+        ("/commands?key=%FF", "key"),
+        ("/events/updates?key=", "key"),
+        ("/streams?key=", "key"),
+        ("/events?action=%C3%28", "action"),
     ] {
         let r = call(&h, get(uri)).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
