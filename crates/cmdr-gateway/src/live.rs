@@ -357,7 +357,17 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
                 break;
             }
         };
-        let Some(Ok(msg)) = msg else { break };
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                if is_too_long(e) {
+                    // Said, not only dropped: the client learns why.
+                    close = Some((close_code::SIZE, "a message may be at most 64 KiB"));
+                }
+                break;
+            }
+            None => break,
+        };
         let text = match msg {
             Message::Text(t) => t.to_string(),
             Message::Close(_) => break,
@@ -419,6 +429,14 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
     }
     drop(out_tx);
     let _ = writer.await;
+}
+
+/// Whether a read failed on a message over [`MAX_WS_MESSAGE`] (the
+/// connection is still open: it can be closed with 1009, "message too big").
+fn is_too_long(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)))
 }
 
 /// Reads a client's message, refusing unknown fields (a misspelt filter
