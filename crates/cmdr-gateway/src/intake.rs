@@ -627,6 +627,12 @@ async fn respond_with(
     Ok(res)
 }
 
+/// Longest a sync wait goes on once a shutdown has begun (and at most half
+/// the drain timeout): the processors run until requests are drained, so an
+/// outcome due in a moment still reaches its client, and a wait for one that
+/// is not answers `202` before the drain would cut its connection.
+pub const SHUTDOWN_WAIT_GRACE: Duration = Duration::from_secs(5);
+
 /// The answer for a settled command (201, or the 409 rejection as an
 /// error) once its outcome is indexed within `wait`; `None` if it is not.
 async fn outcome_within(
@@ -641,12 +647,23 @@ async fn outcome_within(
         Ok(matches!(state.inner.index.command(id)?, Some(v) if v.status != CommandStatus::Pending))
     };
     let mut shutdown = state.shutdown_signal();
-    let woken = settled_now(state)?
-        || tokio::select! {
-            r = tokio::time::timeout(wait, waiter.wait()) => r.is_ok(),
-            // Shutting down: answer pending now rather than hold the drain.
-            _ = shutdown.wait_for(|s| *s) => false,
-        };
+    let deadline = tokio::time::Instant::now() + wait;
+    let woken = settled_now(state)? || {
+        let outcome = waiter.wait();
+        tokio::pin!(outcome);
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, &mut outcome) => r.is_ok(),
+            // (The guard `wait_for` gives is dropped at once: it is not `Send`.)
+            () = async { drop(shutdown.wait_for(|s| *s).await) } => {
+                // Shutting down: processors go on while requests drain, so
+                // the outcome may yet come; waited for a little longer, but
+                // never for the whole drain.
+                let grace = (state.inner.config.drain_timeout / 2).min(SHUTDOWN_WAIT_GRACE);
+                let until = deadline.min(tokio::time::Instant::now() + grace);
+                tokio::time::timeout_at(until, &mut outcome).await.is_ok()
+            }
+        }
+    };
     if woken && settled_now(state)? {
         return settled(state, neg, id).await.map(Some);
     }

@@ -324,6 +324,44 @@ async fn answers_wait_while_the_index_is_too_far_behind() {
 }
 
 #[tokio::test]
+async fn a_sync_wait_under_way_at_shutdown_still_gets_an_outcome_that_comes_soon() {
+    let h = harness(GatewayConfig::default()).await;
+    let state = h.state.clone();
+    let waiting = tokio::spawn(async move {
+        let req = post(
+            "/commands?sync=true",
+            json!({"action": "later", "data": {}}),
+        );
+        let res = app(state).oneshot(req).await.unwrap();
+        res.status()
+    });
+    // The command is in the log and its client waits: the shutdown begins.
+    let record = loop {
+        let records = h.log.read("commands", 0, 0, 1).await.unwrap();
+        if let Some(r) = records.into_iter().next() {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let c = Command::from_json(&record.value).unwrap();
+    h.state.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "answered before its outcome came");
+    // The processor, still running during the drain, settles it.
+    let mut e = EventDraft::new("done", json!({})).into_event(c.id, c.id, &c.key, 1);
+    e.outcome = Some(Outcome::Accepted);
+    h.log
+        .append("events", vec![Record::new(e.key.clone(), e.to_json())])
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered within the grace")
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
 async fn sync_waits_for_accepted_rejected_or_times_out() {
     let h = harness(GatewayConfig::default()).await;
     spawn_processor(h.log.clone());

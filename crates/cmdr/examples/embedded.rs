@@ -16,7 +16,8 @@
 //! # 409, rejection `name-required`
 //! ```
 //!
-//! Ctrl-C stops it in order: HTTP drains (sync waits still get their outcome),
+//! Ctrl-C stops it in order: HTTP drains (sync waits get an outcome that
+//! comes within 5 s; the processor still runs),
 //! then the processor, then the indexer; finally the log is synced.
 
 use std::path::PathBuf;

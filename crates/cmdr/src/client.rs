@@ -66,9 +66,13 @@ pub struct SendArgs {
     /// Ordering key (aggregate id).
     #[arg(long)]
     pub key: Option<String>,
-    /// Wait for the outcome.
+    /// Wait for the outcome (as long as the server's `sync_wait_ms`).
     #[arg(long)]
     pub sync: bool,
+    /// Wait for the outcome this long (`Prefer: wait=N`; the server caps it
+    /// at its `max_wait_ms`); implies --sync.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
     /// Idempotency-Key header (retries return the first answer).
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -148,6 +152,12 @@ fn url_of(base: &str, segments: &[&str]) -> Result<reqwest::Url> {
 /// status (see the module); `sync`: the request waited for an outcome.
 async fn print_response(res: reqwest::Response, sync: bool) -> Result<ExitCode> {
     let status = res.status();
+    let applied = res
+        .headers()
+        .get("preference-applied")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("wait="))
+        .map(str::to_string);
     let text = res.text().await.context("reading the response")?;
     let pretty = serde_json::from_str::<Value>(&text)
         .ok()
@@ -158,7 +168,10 @@ async fn print_response(res: reqwest::Response, sync: bool) -> Result<ExitCode> 
         // A sync wait that ran out: the command is in, its outcome not yet.
         let pending = status == reqwest::StatusCode::ACCEPTED && sync;
         Ok(if pending {
-            eprintln!("no outcome yet: the command is pending");
+            match applied {
+                Some(secs) => eprintln!("no outcome within {secs} s: the command is pending"),
+                None => eprintln!("no outcome yet: the command is pending"),
+            }
             ExitCode::from(3)
         } else {
             ExitCode::SUCCESS
@@ -182,12 +195,13 @@ pub async fn send(args: SendArgs) -> Result<ExitCode> {
         body["key"] = Value::String(k);
     }
     let mut url = url_of(&args.server.url, &["commands"])?;
-    if args.sync {
+    let sync = args.sync || args.wait.is_some();
+    if args.sync && args.wait.is_none() {
         url.set_query(Some("sync=true"));
     }
     let mut req = client(&args.server)?
         .post(url.clone())
-        .timeout(if args.sync {
+        .timeout(if sync {
             SYNC_REQUEST_TIMEOUT
         } else {
             REQUEST_TIMEOUT
@@ -196,11 +210,14 @@ pub async fn send(args: SendArgs) -> Result<ExitCode> {
     if let Some(k) = args.idempotency_key {
         req = req.header("idempotency-key", k);
     }
+    if let Some(secs) = args.wait {
+        req = req.header("prefer", format!("wait={secs}"));
+    }
     let res = req
         .send()
         .await
         .map_err(|e| unreachable_server(e, &format!("POST {url}")))?;
-    print_response(res, args.sync).await
+    print_response(res, sync).await
 }
 
 /// A request that got no answer, as an error that says what to try: the
