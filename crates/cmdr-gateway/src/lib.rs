@@ -88,10 +88,14 @@ pub fn app(state: AppState) -> Router {
                 .merge(schemas::router())
                 .merge(processors::router())
                 .merge(metrics::router())
-                .merge(openapi::router()),
+                .merge(openapi::router())
+                .layer(axum::middleware::from_fn(negotiate::problems_as_pages)),
         ))
         .merge(health::router())
-        .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .fallback(|neg: negotiate::Negotiated| async move {
+            let res = ApiError::NotFound("no such resource".into()).into_response();
+            negotiate::problem_page(neg, res).await
+        })
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }

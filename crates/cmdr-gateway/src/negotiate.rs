@@ -1,12 +1,20 @@
 //! Content negotiation for GET resources: JSON by default, an HTML page when
 //! the client prefers `text/html` (a browser), so the API explains itself.
 
-use axum::extract::FromRequestParts;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
+
+use crate::error::PROBLEM_JSON;
+
+/// Most bytes of a problem document shown as a page: problems are made
+/// here and small, so a larger one stays JSON.
+const MAX_PROBLEM_BYTES: usize = 256 * 1024;
 
 /// Whether the client asked for HTML: an `Accept` header that rates
 /// `text/html` above every JSON type (by `q`, then by order), as browsers do.
@@ -65,6 +73,48 @@ impl Negotiated {
         vary_on_accept(&mut res);
         res
     }
+}
+
+/// `res` as an HTML page when it is a problem document and the client
+/// prefers HTML (`neg`): a browser that posted a form or followed a link
+/// sees an error as it sees every resource, the problem's fields on a page,
+/// with the status and headers of the JSON answer. Anything else is
+/// returned as it is.
+pub(crate) async fn problem_page(neg: Negotiated, res: Response) -> Response {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    if !neg.html || !is_problem {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // An error cannot happen with the problems made here; the page then
+    // shows the status alone.
+    let bytes = axum::body::to_bytes(body, MAX_PROBLEM_BYTES)
+        .await
+        .unwrap_or_default();
+    let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let title = problem
+        .get("title")
+        .and_then(Value::as_str)
+        .unwrap_or("Error");
+    let page = crate::html::page(title, &problem);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut res = Response::from_parts(parts, Body::from(page));
+    vary_on_accept(&mut res);
+    res
+}
+
+/// Middleware: [`problem_page`] for every answer of the routes it wraps.
+pub(crate) async fn problems_as_pages(request: Request, next: Next) -> Response {
+    let neg = Negotiated::from_accept(request.headers().get(header::ACCEPT));
+    let res = next.run(request).await;
+    problem_page(neg, res).await
 }
 
 /// Marks `res` as chosen by the request's `Accept` header.

@@ -362,6 +362,70 @@ async fn a_sync_wait_under_way_at_shutdown_still_gets_an_outcome_that_comes_soon
 }
 
 #[tokio::test]
+async fn browsers_get_errors_as_pages_and_api_clients_as_problems() {
+    let h = harness(GatewayConfig::default()).await;
+    let browser = "text/html,application/xhtml+xml,*/*;q=0.8";
+    let unknown = "/commands/0190a0a0-0000-7000-8000-000000000000";
+    let form = |accept: &str| {
+        Request::post("/commands")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", accept)
+            .body(Body::from("action=a&data=%7Bbad"))
+            .unwrap()
+    };
+    let read = |path: &str, accept: &str| {
+        Request::get(path)
+            .header("accept", accept)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for (req, status, code) in [
+        (read(unknown, browser), StatusCode::NOT_FOUND, "not-found"),
+        (
+            read("/nowhere", browser),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            read("/commands?limit=0", browser),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (form(browser), StatusCode::BAD_REQUEST, "malformed-body"),
+    ] {
+        let what = format!("{} {}", req.method(), req.uri());
+        let r = call(&h, req).await;
+        assert_eq!(r.status, status, "{what}: {}", r.text);
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{what}: {:?}",
+            r.headers
+        );
+        assert!(
+            r.text.contains("<html") && r.text.contains(code),
+            "{what}: {}",
+            r.text
+        );
+        assert_eq!(r.headers["vary"], "accept", "{what}");
+    }
+    for req in [read(unknown, "application/json"), form("*/*")] {
+        let r = call(&h, req).await;
+        assert_eq!(
+            r.headers["content-type"], "application/problem+json",
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(
+        h.log.topic("commands").await.unwrap().partitions[0].end_offset,
+        0
+    );
+}
+
+#[tokio::test]
 async fn sync_waits_for_accepted_rejected_or_times_out() {
     let h = harness(GatewayConfig::default()).await;
     spawn_processor(h.log.clone());
