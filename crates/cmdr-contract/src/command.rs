@@ -144,7 +144,20 @@ impl CommandRequest {
                 return Ok(Self { action, data, key });
             }
         }
-        let value: Value = serde_json::from_slice(json).map_err(FromJsonError::Malformed)?;
+        let value: Value = match serde_json::from_slice(json) {
+            Ok(value) => value,
+            Err(e) => {
+                // A number past a double's range is valid JSON that serde
+                // cannot hold: refused like an integer past 64 bits, with
+                // its pointer, rather than as malformed.
+                if e.is_syntax() && e.to_string().starts_with("number out of range") {
+                    if let Err(v) = crate::exact::check(json) {
+                        return Err(FromJsonError::Invalid(Violations(vec![v])));
+                    }
+                }
+                return Err(FromJsonError::Malformed(e));
+            }
+        };
         let checked = Self::from_value(value);
         match (checked, crate::exact::check(json)) {
             (Ok(request), Ok(())) => Ok(request),
@@ -339,6 +352,8 @@ mod tests {
                 r#"{"action": "a", "data": {"n": 1e-400}, "extra": 1}"#,
                 "/data/n",
             ),
+            // Past a double: serde cannot even read it.
+            (r#"{"action": "a", "data": {"n": [1e400]}}"#, "/data/n/0"),
         ] {
             match CommandRequest::from_json(case.as_bytes()) {
                 Err(FromJsonError::Invalid(v)) => {

@@ -171,6 +171,11 @@ fn number_problem(token: &str) -> Option<String> {
         });
     }
     let value: f64 = token.parse().ok()?;
+    if value.is_infinite() {
+        return Some(format!(
+            "the number {token} is too large for a 64-bit double: send it as a string"
+        ));
+    }
     let mantissa = token.split(['e', 'E']).next().unwrap_or("");
     let nonzero = mantissa.bytes().any(|b| matches!(b, b'1'..=b'9'));
     if value == 0.0 && nonzero {
@@ -236,6 +241,13 @@ mod tests {
         wide.push("\"k7\": 0".into());
         let (p, _) = problem(&format!("{{\"data\": {{{}}}}}", wide.join(", "))).unwrap();
         assert_eq!(p, "/data/k7");
+    }
+
+    #[test]
+    fn numbers_past_a_double_are_found_with_their_pointer() {
+        let v = check(br#"{"data": {"big": [1, -1.5e400]}}"#).unwrap_err();
+        assert_eq!(v.pointer, "/data/big/1");
+        assert!(v.message.contains("too large"), "{}", v.message);
     }
 
     #[test]
