@@ -198,9 +198,15 @@ fn preferred_wait(headers: &HeaderMap) -> ApiResult<Option<u64>> {
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value);
-            let secs: u64 = n.parse().map_err(|_| {
-                ApiError::BadRequest(format!("Prefer: wait={value} is not a number of seconds"))
-            })?;
+            // Digits past u64 are a long wait all the same: clamped later.
+            let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+            let secs: u64 = n
+                .parse()
+                .ok()
+                .or(digits.then_some(u64::MAX))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("Prefer: wait={value} is not a number of seconds"))
+                })?;
             wait = Some(secs);
         }
     }
@@ -751,6 +757,12 @@ mod tests {
         assert_eq!(wait(&[]).ok(), Some(None));
         assert!(wait(&["wait=soon"]).is_err());
         assert!(wait(&["wait=-1"]).is_err());
+        assert!(wait(&["wait="]).is_err());
+        // Longer than any maximum: clamped like any long wait.
+        assert_eq!(
+            wait(&["wait=99999999999999999999"]).ok(),
+            Some(Some(u64::MAX))
+        );
     }
 
     #[test]

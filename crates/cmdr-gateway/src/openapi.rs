@@ -127,6 +127,12 @@ fn param(name: &str, location: &str, desc: &str, schema: Value) -> Value {
     json!({"name": name, "in": location, "required": location == "path", "description": desc, "schema": schema})
 }
 
+/// `param` marked as required.
+fn required(mut param: Value) -> Value {
+    param["required"] = Value::Bool(true);
+    param
+}
+
 fn list_params(events: bool) -> Vec<Value> {
     let mut p = vec![
         param(
@@ -135,7 +141,7 @@ fn list_params(events: bool) -> Vec<Value> {
             "Only this action.",
             json!({"type": "string"}),
         ),
-        param("key", "query", "Only this key.", json!({"type": "string"})),
+        param("key", "query", "Only this key.", json!({"type": "string", "minLength": 1})),
         param(
             "since",
             "query",
@@ -170,7 +176,7 @@ fn list_params(events: bool) -> Vec<Value> {
             "from",
             "query",
             "List in log order from a position instead: `start`, `end`, or a position as answered in `position` (or given by live updates: `42`, `42.7` with several partitions). The page then answers the `position` after the last record it read; listing again from it gives exactly the records indexed since, none missed, none repeated. Cannot be combined with `after`, `order`, `since`, `until` or `status` (a status changes after the position has gone past).",
-            json!({"type": "string"}),
+            json!({"type": "string", "pattern": FROM_PATTERN}),
         ),
     ];
     if events {
@@ -207,6 +213,9 @@ fn access_token_param() -> Value {
     )
 }
 
+/// What `from` takes (see `follow::StartAt::parse`).
+const FROM_PATTERN: &str = r"^(start|earliest|end|latest|now|[0-9]+(\.[0-9]+)*)$";
+
 /// Where a live stream or subscription starts (see `follow::StartAt`).
 const FROM_DESCRIPTION: &str = "Where to start: `end` (the default; also `latest` or `now`): only records appended from now on; `start` (also `earliest`): the oldest record still in the log; or a position (an SSE id: one offset per partition joined by '.', e.g. 42 or 42.7).";
 
@@ -216,7 +225,7 @@ fn updates_params(events: bool) -> Vec<Value> {
             "from",
             "query",
             FROM_DESCRIPTION,
-            json!({"type": "string", "examples": ["end", "start", "42", "42.7"]}),
+            json!({"type": "string", "pattern": FROM_PATTERN, "examples": ["end", "start", "42", "42.7"]}),
         ),
         param(
             "action",
@@ -224,7 +233,7 @@ fn updates_params(events: bool) -> Vec<Value> {
             "Only this action.",
             json!({"type": "string"}),
         ),
-        param("key", "query", "Only this key.", json!({"type": "string"})),
+        param("key", "query", "Only this key.", json!({"type": "string", "minLength": 1})),
         access_token_param(),
         param(
             "Last-Event-ID",
@@ -343,7 +352,7 @@ fn command_paths() -> Value {
                 "500": shared("Internal"), "503": shared("Unavailable")}}},
         "/streams": {"get": {"summary": "The events of one key in log order, the key in the query (for `.` and `..`, which no path can carry)",
             "parameters": [
-                param("key", "query", "The key (aggregate id).", json!({"type": "string"})),
+                required(param("key", "query", "The key (aggregate id).", json!({"type": "string", "minLength": 1}))),
                 param("after", "query", "Continue after this offset (from `next`).", json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})),
                 param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000}))
             ],
@@ -439,7 +448,7 @@ fn service_paths() -> Value {
 fn resource_schemas() -> Value {
     json!({
         "CommandRequest": {"type": "object", "required": ["action", "data"], "additionalProperties": false, "properties": {
-            "action": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$"},
+            "action": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$", "not": {"enum": [".", ".."]}},
             "data": {"type": "object"},
             "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024, "description": "Ordering key; absent or null: the command id. At most 1024 bytes of UTF-8 (maxLength counts characters, so a key of multi-byte characters is refused below 1024 of them)."}}},
         "Command": {"type": "object", "properties": {
@@ -466,7 +475,7 @@ fn resource_schemas() -> Value {
             "links": {"type": "object", "properties": {"self": {"type": "string"}}}}},
         "SchemaList": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/SchemaSummary"}}}},
         "ProcessorRequest": {"type": "object", "required": ["actions", "url"], "additionalProperties": false, "properties": {
-            "actions": {"type": "array", "minItems": 1, "maxItems": 1000, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$"}},
+            "actions": {"type": "array", "minItems": 1, "maxItems": 1000, "uniqueItems": true, "items": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$", "not": {"enum": [".", ".."]}}},
             "url": {"type": "string", "pattern": "^https?://[^/?#\\s]+([/?#]|$)", "maxLength": 2048, "description": "http:// or https:// and a host"},
             "secret": {"type": ["string", "null"], "minLength": 16, "maxLength": 256, "pattern": "^[!-~]*$", "description": "16 to 256 printable ASCII characters without spaces; signs each request (cmdr-signature header, see WEBHOOKS.md); never shown back. Absent or null: requests are not signed."}}},
         "Processor": {"type": "object", "properties": {
@@ -680,6 +689,34 @@ mod tests {
                     "{method} {path}"
                 );
             }
+        }
+    }
+
+    /// The document's patterns say what the server takes: `from` what
+    /// `StartAt::parse` reads, an action what the contract accepts.
+    #[test]
+    fn documented_patterns_agree_with_the_parsers() {
+        let from = jsonschema::validator_for(&json!({"type": "string", "pattern": FROM_PATTERN}))
+            .expect("a valid pattern");
+        for v in [
+            "start", "earliest", "end", "latest", "now", "0", "42.7", "1.2.3", "", "4x", "4.",
+            ".4", "-1", "start.1",
+        ] {
+            assert_eq!(
+                from.is_valid(&json!(v)),
+                crate::follow::StartAt::parse(v).is_ok(),
+                "from={v:?}"
+            );
+        }
+        let doc = document();
+        let action = &doc["components"]["schemas"]["CommandRequest"]["properties"]["action"];
+        let action = jsonschema::validator_for(action).expect("a valid schema");
+        for a in ["pay", "billing/pay", "a.b", ".", "..", "...", "", "a b"] {
+            assert_eq!(
+                action.is_valid(&json!(a)),
+                cmdr_contract::validate_action(a, "/action").is_ok(),
+                "action {a:?}"
+            );
         }
     }
 }

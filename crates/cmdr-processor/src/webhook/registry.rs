@@ -172,7 +172,14 @@ fn check_url(url: &str) -> Result<(), String> {
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err("url must name a host, e.g. http://127.0.0.1:8080/handle".into());
     }
-    Ok(())
+    // Read as the HTTP client will read it: a URL it cannot call (a port
+    // past 65535, a host with control characters) is refused now, not
+    // found out by every command failing its attempts.
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(_) => Err("url must name a host, e.g. http://127.0.0.1:8080/handle".into()),
+        Err(e) => Err(format!("url is not a valid URL: {e}")),
+    }
 }
 
 /// `url` with the credentials it may carry (`http://user:password@host/`,
@@ -525,6 +532,22 @@ mod tests {
         assert_eq!(signed.secret.as_deref(), Some("0123456789abcdef"));
         assert!(validate_name("billing_v2").is_ok());
         assert!(validate_name("a/b").is_err());
+        // Only what the HTTP client can call.
+        for url in [
+            "http://a\u{8}b/",
+            "http://exa%mple/",
+            "http://a:99999/",
+            "http://[zz]/",
+            "https://:80/",
+        ] {
+            let err = WebhookRegistration::from_value(json!({"actions": ["pay"], "url": url}))
+                .unwrap_err();
+            assert_eq!(err.0[0].pointer, "/url", "{url}");
+        }
+        for url in ["http://localhost:8080", "https://user:pw@example.com/a?b#c"] {
+            WebhookRegistration::from_value(json!({"actions": ["pay"], "url": url}))
+                .unwrap_or_else(|e| panic!("{url}: {e:?}"));
+        }
     }
 
     #[test]
