@@ -99,3 +99,19 @@ pub(crate) fn key_filter(v: &str) -> Result<String, ApiError> {
     }
     Ok(v.to_string())
 }
+
+/// A `limit` query parameter: a page size from 1 to `max`.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming `limit`.
+pub fn limit_param(v: &str, max: usize) -> Result<usize, ApiError> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::parameter(
+                "limit",
+                format!("limit must be a number from 1 to {max}, not {v:?}"),
+            )
+        })
+}

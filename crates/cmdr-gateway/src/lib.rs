@@ -67,7 +67,7 @@ pub use config::{
     GatewayConfig, DEFAULT_BODY_LIMIT, DEFAULT_MAX_INDEX_LAG, DEFAULT_MAX_WAIT, DEFAULT_WAIT,
 };
 pub use error::{ApiError, ApiResult, PROBLEM_JSON};
-pub use extract::query_pairs;
+pub use extract::{limit_param, query_pairs};
 pub use idempotency::{MAX_IN_FLIGHT_KEYS, MAX_KEY_LEN};
 pub use live::{
     HEARTBEAT, MAX_LIVE_STREAMS, MAX_SUBSCRIPTIONS, MAX_WS_MESSAGE, SSE_BUFFER, WS_BUFFER,

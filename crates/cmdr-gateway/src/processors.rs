@@ -175,20 +175,7 @@ async fn dead_letters(
                     )
                 })?)
             }
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_DEAD_LETTER_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::parameter(
-                            "limit",
-                            format!(
-                            "limit must be a number from 1 to {MAX_DEAD_LETTER_PAGE}, not {v:?}"
-                        ),
-                        )
-                    })?
-            }
+            "limit" => limit = crate::extract::limit_param(v, MAX_DEAD_LETTER_PAGE)?,
             other => {
                 return Err(ApiError::parameter(
                     other,

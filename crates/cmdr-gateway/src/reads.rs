@@ -104,19 +104,7 @@ fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<Listed> {
                     }
                 }
             }
-            "limit" => {
-                let n = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::parameter(
-                            "limit",
-                            format!("limit must be a number from 1 to {MAX_LIMIT}, not {v:?}"),
-                        )
-                    })?;
-                q.limit = Some(n);
-            }
+            "limit" => q.limit = Some(crate::extract::limit_param(v, MAX_LIMIT)?),
             other => {
                 return Err(ApiError::parameter(
                     other,
@@ -369,19 +357,7 @@ fn stream(
                     )
                 })?)
             }
-            "limit" => {
-                limit = Some(
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::parameter(
-                                "limit",
-                                format!("limit must be a number from 1 to {MAX_LIMIT}, not {v:?}"),
-                            )
-                        })?,
-                )
-            }
+            "limit" => limit = Some(crate::extract::limit_param(v, MAX_LIMIT)?),
             other => {
                 return Err(ApiError::parameter(
                     other,

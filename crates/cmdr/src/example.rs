@@ -17,7 +17,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use cmdr_gateway::negotiate::Negotiated;
-use cmdr_gateway::{query_pairs, ApiError, ApiResult};
+use cmdr_gateway::{limit_param, query_pairs, ApiError, ApiResult};
 use cmdr_index::{DEFAULT_LIMIT, MAX_LIMIT};
 use cmdr_processor::example::Balances;
 use serde_json::{json, Value};
@@ -50,18 +50,7 @@ async fn list(
     let mut after = None;
     for (name, value) in query_pairs(query.as_deref())? {
         match name.as_str() {
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::parameter(
-                            "limit",
-                            format!("limit must be a number from 1 to {MAX_LIMIT}, not {value:?}"),
-                        )
-                    })?;
-            }
+            "limit" => limit = limit_param(&value, MAX_LIMIT)?,
             "after" => after = Some(value),
             other => {
                 return Err(ApiError::parameter(
