@@ -1589,34 +1589,21 @@ async fn processors_are_registered_read_and_deleted() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let after = h.log.topic("_cmdr_processors").await.unwrap().partitions[0].end_offset;
     assert_eq!(after, records);
-    let r = call(
-        &h,
+    let put_url = |url: &str| {
         put(
             "/processors/payments",
-            json!({"actions": ["pay", "refund"], "url": "http://127.0.0.1:9/v2"}),
-        ),
-    )
-    .await;
+            json!({"actions": ["pay", "refund"], "url": url}),
+        )
+    };
+    let stored_url = || async {
+        let registration = h.state.webhooks().get("payments").await.unwrap();
+        registration.unwrap().url
+    };
+    let r = call(&h, put_url("http://127.0.0.1:9/v2")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(
-        h.state
-            .webhooks()
-            .get("payments")
-            .await
-            .unwrap()
-            .unwrap()
-            .url,
-        "http://127.0.0.1:9/v2"
-    );
+    assert_eq!(stored_url().await, "http://127.0.0.1:9/v2");
     // Credentials in the URL are used, never shown.
-    let r = call(
-        &h,
-        put(
-            "/processors/payments",
-            json!({"actions": ["pay", "refund"], "url": "http://user:s3cret@127.0.0.1:9/v2"}),
-        ),
-    )
-    .await;
+    let r = call(&h, put_url("http://user:s3cret@127.0.0.1:9/v2")).await;
     assert_eq!(
         r.body["url"], "http://user:***@127.0.0.1:9/v2",
         "{}",
@@ -1630,16 +1617,7 @@ async fn processors_are_registered_read_and_deleted() {
             r.text
         );
     }
-    assert_eq!(
-        h.state
-            .webhooks()
-            .get("payments")
-            .await
-            .unwrap()
-            .unwrap()
-            .url,
-        "http://user:s3cret@127.0.0.1:9/v2"
-    );
+    assert_eq!(stored_url().await, "http://user:s3cret@127.0.0.1:9/v2");
 
     let r = call(&h, put("/processors/a%20b", json!({"actions": "pay"}))).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
