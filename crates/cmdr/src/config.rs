@@ -355,10 +355,19 @@ impl Settings {
         Self::resolve_with(&serve, false)
     }
 
-    /// Merges defaults, file, environment and flags, validates, and creates
-    /// the data directory if it is missing.
+    /// Merges defaults, file, environment and flags, and validates: the
+    /// settings of `cmdr serve` (its data directory may not exist yet: see
+    /// [`Settings::make_data_dir`]).
     pub fn resolve(args: &ServeArgs) -> Result<Self> {
         Self::resolve_with(args, true)
+    }
+
+    /// Creates the data directory if it is missing: done by `cmdr serve`
+    /// once it listens, so that a start refused for its address leaves
+    /// nothing behind.
+    pub fn make_data_dir(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))
     }
 
     /// `create` is false for storage-only settings: the data directory must
@@ -512,10 +521,8 @@ impl Settings {
                 data_dir.display()
             );
         }
-        if create {
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-        } else if !data_dir.is_dir() {
+        // Serving makes a missing one, once it listens (`make_data_dir`).
+        if !create && !data_dir.is_dir() {
             bail!(
                 "no log to reindex: data directory {} does not exist (is --data-dir right?)",
                 data_dir.display()
@@ -676,6 +683,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let defaults = Settings::resolve(&args(dir.path(), None)).unwrap();
         assert_eq!(defaults.idempotency_ttl, Some(Duration::from_secs(86_400)));
+        // `reindex` needs the directory that serving makes.
+        defaults.make_data_dir().unwrap();
 
         let file = dir.path().join("cmdr.toml");
         std::fs::write(&file, "idempotency_ttl_s = 0\n").unwrap();

@@ -155,6 +155,13 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
     let mut first_signal = Signals::listen().context("listening for SIGTERM and SIGINT")?;
     let more_signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
     crate::fd_limit::raise(settings.gateway.max_connections);
+    // Bound before the data directory is opened (or made): a taken port
+    // stops the start with nothing created, recovered or started. Clients
+    // that connect during recovery wait in the backlog until it is done.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    settings.make_data_dir()?;
     let index = storage::open_index(&settings)?;
     let log = storage::open_log(&settings).await?;
     // TLS sockets besides the connections: handshakes in progress, and
@@ -174,10 +181,6 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
     let state = AppState::new(log.clone(), index, settings.gateway.clone())
         .await
         .context("loading schemas and processors")?;
-    // Bound before any processor starts, so a taken port stops nothing midway.
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     if let Some(Example::Accounts) = settings.example {
         // Before any webhook runner starts: none may have these actions too.
         state

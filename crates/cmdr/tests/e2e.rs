@@ -441,6 +441,14 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         !status.success() && err.contains("tokens entry 1") && err.contains("sha256"),
         "{err}"
     );
+    // A taken port: refused before the data directory is made.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap().to_string();
+    let fresh = dir.path().join("fresh");
+    let f = fresh.to_str().unwrap();
+    let (status, _, err) = run_cli(&["serve", "--data-dir", f, "--listen", &at]);
+    assert!(!status.success() && err.contains("cannot listen"), "{err}");
+    assert!(!fresh.exists(), "a failed start left {f} behind");
     std::fs::write(&cfg, "commands_partitions = 0\n").unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
     assert!(
