@@ -150,7 +150,7 @@ impl CommandRequest {
                 // A number past a double's range is valid JSON that serde
                 // cannot hold: refused like an integer past 64 bits, with
                 // its pointer, rather than as malformed.
-                if e.is_syntax() && e.to_string().starts_with("number out of range") {
+                if crate::exact::is_out_of_range(&e) {
                     if let Err(v) = crate::exact::check(json) {
                         return Err(FromJsonError::Invalid(Violations(vec![v])));
                     }

@@ -158,6 +158,13 @@ fn member_name(raw: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
+/// Whether serde_json refused text only for a number past a double's
+/// range: valid JSON, which [`check`] then locates (with its pointer), so
+/// that it is refused as such numbers are, not as malformed text.
+pub fn is_out_of_range(e: &serde_json::Error) -> bool {
+    e.is_syntax() && e.to_string().starts_with("number out of range")
+}
+
 /// Why a number token would not be stored as sent, if so.
 fn number_problem(token: &str) -> Option<String> {
     if !token.contains(['.', 'e', 'E']) {

@@ -138,16 +138,26 @@ fn form_to_value(body: &[u8]) -> ApiResult<Value> {
     let mut data = Map::new();
     for (k, v) in pairs {
         if k == "data" {
-            let parsed: Value = serde_json::from_str(&v).map_err(|e| {
-                ApiError::MalformedBody(format!("form field data is not JSON: {e}"))
-            })?;
-            // As for a JSON body: stored as sent, or refused.
-            cmdr_contract::exact::check(v.as_bytes()).map_err(|e| {
+            // As for a JSON body: stored as sent, or refused (a number past
+            // a double, which serde cannot read, with its pointer too).
+            let exact = cmdr_contract::exact::check(v.as_bytes()).map_err(|e| {
                 ApiError::Validation(vec![cmdr_contract::Violation::new(
                     format!("/data{}", e.pointer),
                     e.message,
                 )])
-            })?;
+            });
+            let parsed: Value = match serde_json::from_str(&v) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    if cmdr_contract::exact::is_out_of_range(&e) {
+                        exact?;
+                    }
+                    return Err(ApiError::MalformedBody(format!(
+                        "form field data is not JSON: {e}"
+                    )));
+                }
+            };
+            exact?;
             obj.insert(k, parsed);
         } else if let Some(field) = k.strip_prefix("data.") {
             data.insert(field.to_string(), Value::String(v));

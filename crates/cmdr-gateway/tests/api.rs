@@ -581,7 +581,16 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
         ),
-        // A form's JSON `data` is held to what a JSON body is.
+        // A form's JSON `data` is held to what a JSON body is, numbers
+        // past a double included.
+        (
+            Request::post("/commands")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("action=a&data=%7B%22n%22%3A1e400%7D"))
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+        ),
         (
             Request::post("/commands")
                 .header("content-type", "application/x-www-form-urlencoded")
