@@ -314,7 +314,7 @@ fn command_paths() -> Value {
                 ],
                 "requestBody": {"required": true, "description": format!("JSON: {JSON_BODY} Or a form (application/x-www-form-urlencoded)."), "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/CommandRequest"}},
-                    "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {"action": {"type": "string"}, "key": {"type": "string", "description": "empty: no key"}, "data": {"type": "string", "description": "a JSON object as text; or data.NAME fields"}}}}
+                    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["action"], "properties": {"action": {"type": "string"}, "key": {"type": "string", "description": "empty: no key"}, "data": {"type": "string", "description": "a JSON object as text (not with data.NAME fields)"}}, "patternProperties": {"^data\\.": {"type": "string", "description": "data.NAME: the data member NAME, a string"}}, "additionalProperties": false, "description": "Each field at most once; a raw `{` starting the body is JSON sent with the wrong Content-Type (415)."}}
                 }},
                 "responses": {
                     "202": with_preference_applied(with_location(json_ok("Appended; outcome pending (or still pending after the wait).", "Command"), "/commands/{id}")),
