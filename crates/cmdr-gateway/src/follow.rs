@@ -78,10 +78,17 @@ impl StartAt {
             "end" | "latest" | "now" => Ok(Self::End),
             pos => pos
                 .split('.')
-                .map(|n| n.parse::<u64>())
-                .collect::<Result<Vec<_>, _>>()
+                // Digits only: `u64`'s parser would also take a `+`.
+                .map(|n| {
+                    if n.bytes().all(|b| b.is_ascii_digit()) {
+                        n.parse::<u64>().ok()
+                    } else {
+                        None
+                    }
+                })
+                .collect::<Option<Vec<_>>>()
                 .map(Self::Position)
-                .map_err(|_| {
+                .ok_or_else(|| {
                     ApiError::BadRequest(format!(
                         "invalid position {pos:?} (start, end, or offsets like 42 or 42.7)"
                     ))

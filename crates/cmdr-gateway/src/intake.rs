@@ -269,8 +269,8 @@ async fn post_command(
         Err(e) => e.into_response(),
     };
     state.inner.metrics.answered(res.status().as_u16());
-    if neg.html && !res.status().is_success() {
-        // A browser's form post: its error as a page too.
+    if !res.status().is_success() {
+        // A browser's form post gets its error as a page too.
         return Box::pin(crate::negotiate::problem_page(neg, res)).await;
     }
     res

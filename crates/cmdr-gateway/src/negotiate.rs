@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::error::PROBLEM_JSON;
 
 /// Most bytes of a problem document shown as a page: problems are made
-/// here and small, so a larger one stays JSON.
+/// here and small; a larger one (say, quoting a huge query) stays JSON.
 const MAX_PROBLEM_BYTES: usize = 256 * 1024;
 
 /// Whether the client asked for HTML: an `Accept` header that rates
@@ -85,7 +85,17 @@ pub(crate) async fn problem_page(neg: Negotiated, res: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if !neg.html || !is_problem {
+    if !is_problem {
+        return res;
+    }
+    let mut res = res;
+    // The JSON and the page are two answers to one URL: a cache must keep
+    // them apart.
+    vary_on_accept(&mut res);
+    let small = axum::body::HttpBody::size_hint(res.body())
+        .upper()
+        .is_some_and(|n| n <= MAX_PROBLEM_BYTES as u64);
+    if !neg.html || !small {
         return res;
     }
     let (mut parts, body) = res.into_parts();
@@ -105,13 +115,13 @@ pub(crate) async fn problem_page(neg: Negotiated, res: Response) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
-    let mut res = Response::from_parts(parts, Body::from(page));
-    vary_on_accept(&mut res);
-    res
+    Response::from_parts(parts, Body::from(page))
 }
 
-/// Middleware: [`problem_page`] for every answer of the routes it wraps.
-pub(crate) async fn problems_as_pages(request: Request, next: Next) -> Response {
+/// Middleware: every problem answer of the routes it wraps as an HTML page
+/// for clients that prefer HTML, and marked `Vary: Accept` for all (the
+/// API's reads; the accounts example's routes too).
+pub async fn problems_as_pages(request: Request, next: Next) -> Response {
     let neg = Negotiated::from_accept(request.headers().get(header::ACCEPT));
     let res = next.run(request).await;
     problem_page(neg, res).await

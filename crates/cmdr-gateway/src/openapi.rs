@@ -700,7 +700,7 @@ mod tests {
             .expect("a valid pattern");
         for v in [
             "start", "earliest", "end", "latest", "now", "0", "42.7", "1.2.3", "", "4x", "4.",
-            ".4", "-1", "start.1",
+            ".4", "-1", "+5", "1.+2", "start.1",
         ] {
             assert_eq!(
                 from.is_valid(&json!(v)),

@@ -413,6 +413,7 @@ async fn browsers_get_errors_as_pages_and_api_clients_as_problems() {
     }
     for req in [read(unknown, "application/json"), form("*/*")] {
         let r = call(&h, req).await;
+        assert_eq!(r.headers["vary"], "accept", "{}", r.text);
         assert_eq!(
             r.headers["content-type"], "application/problem+json",
             "{}",

@@ -169,7 +169,9 @@ async fn print_response(res: reqwest::Response, sync: bool) -> Result<ExitCode> 
         let pending = status == reqwest::StatusCode::ACCEPTED && sync;
         Ok(if pending {
             match applied {
-                Some(secs) => eprintln!("no outcome within {secs} s: the command is pending"),
+                Some(secs) => eprintln!(
+                    "no outcome yet (asked to wait up to {secs} s): the command is pending"
+                ),
                 None => eprintln!("no outcome yet: the command is pending"),
             }
             ExitCode::from(3)

@@ -27,6 +27,9 @@ pub fn router(balances: Balances) -> Router {
     Router::new()
         .route("/accounts", get(list))
         .route("/accounts/{id}", get(one))
+        .layer(axum::middleware::from_fn(
+            cmdr_gateway::negotiate::problems_as_pages,
+        ))
         .with_state(balances)
 }
 

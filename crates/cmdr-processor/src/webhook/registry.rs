@@ -175,33 +175,42 @@ fn check_url(url: &str) -> Result<(), String> {
     // Read as the HTTP client will read it: a URL it cannot call (a port
     // past 65535, a host with control characters) is refused now, not
     // found out by every command failing its attempts.
-    match reqwest::Url::parse(url) {
-        Ok(parsed) if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-        Ok(_) => Err("url must name a host, e.g. http://127.0.0.1:8080/handle".into()),
-        Err(e) => Err(format!("url is not a valid URL: {e}")),
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("url is not a valid URL: {e}"))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("url must name a host, e.g. http://127.0.0.1:8080/handle".into());
     }
+    // Credentials that are not UTF-8 once decoded are not sent as Basic
+    // auth: the client would keep them in the URL, and name it in errors.
+    let utf8 = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .is_ok()
+    };
+    if !utf8(parsed.username()) || !parsed.password().is_none_or(utf8) {
+        return Err("url's user name and password must be UTF-8 once percent-decoded".into());
+    }
+    Ok(())
 }
 
 /// `url` with the credentials it may carry (`http://user:password@host/`,
 /// sent as Basic auth) hidden: the password becomes `***`, or a user name
 /// given alone (often a token) does. What the API shows of a registration,
-/// and what an error names, to readers who must not learn them.
+/// and what an error names, to readers who must not learn them. The URL is
+/// read as the HTTP client reads it (a `\` ends the host, as in browsers).
 pub fn redacted_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        // Never registered so; all the same, nothing after `//` is shown.
+        let scheme = url.split("//").next().unwrap_or_default();
+        return format!("{scheme}//***");
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    } else if !parsed.username().is_empty() {
+        let _ = parsed.set_username("***");
+    } else {
         return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_len];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let shown = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_string(),
-    };
-    format!("{}{shown}{}", &url[..scheme_end], &rest[at..])
+    }
+    parsed.to_string()
 }
 
 /// Checks a processor name: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `-`
@@ -539,6 +548,8 @@ mod tests {
             "http://a:99999/",
             "http://[zz]/",
             "https://:80/",
+            // Not sent as Basic auth by the client, which would name it.
+            "http://%FF:s3cret@127.0.0.1:9/hook",
         ] {
             let err = WebhookRegistration::from_value(json!({"actions": ["pay"], "url": url}))
                 .unwrap_err();
@@ -557,11 +568,17 @@ mod tests {
                 "http://user:s3cret@127.0.0.1:9/x",
                 "http://user:***@127.0.0.1:9/x",
             ),
-            ("https://t0ken@example.com", "https://***@example.com"),
+            ("https://t0ken@example.com", "https://***@example.com/"),
             ("http://a:b:c@h/p?q=u:v@w", "http://a:***@h/p?q=u:v@w"),
             ("http://h/p?next=x@y", "http://h/p?next=x@y"),
             ("http://127.0.0.1:9/x", "http://127.0.0.1:9/x"),
             ("http://u:p@w@h/", "http://u:***@h/"),
+            // A backslash ends the host, for the client as in browsers.
+            (
+                "http://t0ken@127.0.0.1:9\\x:y@z/h",
+                "http://***@127.0.0.1:9/x:y@z/h",
+            ),
+            ("nota url :s3cret@", "nota url :s3cret@//***"),
         ] {
             assert_eq!(redacted_url(url), shown, "{url}");
         }

@@ -231,6 +231,12 @@ fn describe(e: &reqwest::Error) -> String {
         }
         source = cause.source();
     }
+    // The client names the URL, credentials included when it could not
+    // send them as Basic auth: the text goes into rejections and dead
+    // letters, which any reader may see.
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), &super::registry::redacted_url(url.as_str()));
+    }
     text
 }
 
@@ -408,6 +414,25 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_error_does_not_show_credentials_in_its_url() {
+        // Credentials that are not UTF-8 stay in the URL the client names
+        // (registrations refuse them; older ones may hold them). Nothing
+        // listens on port 1 of loopback: the connection is refused.
+        let e = crate::tls::client_builder(None)
+            .expect("a client builder")
+            .build()
+            .expect("a client")
+            .post("http://%FF:s3cret@127.0.0.1:1/pay")
+            .send()
+            .await
+            .expect_err("nothing listens there");
+        assert!(e.to_string().contains("s3cret"), "the client names it: {e}");
+        let said = describe(&e);
+        assert!(!said.contains("s3cret"), "{said}");
+        assert!(said.contains("127.0.0.1:1"), "{said}");
+    }
     use cmdr_contract::{header, CommandRequest, Meta};
     use cmdr_log::memory::MemoryLog;
     use serde_json::json;
