@@ -532,6 +532,10 @@ async fn subscribe(
             )))
         }
     };
+    // As on the query strings: an empty key would match nothing.
+    if let Some(key) = &filter.key {
+        crate::extract::key_filter(key)?;
+    }
     let at = from
         .map(StartAt::parse)
         .transpose()?

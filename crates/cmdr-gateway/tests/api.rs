@@ -1446,6 +1446,21 @@ async fn websocket_subscribes_filters_and_unsubscribes() {
             "{m}"
         );
     }
+    // An empty key matches nothing: refused, as on the query strings.
+    let bad = json!({"op": "subscribe", "id": "s5", "topic": "commands", "key": ""});
+    ws.send(Message::Text(bad.to_string().into()))
+        .await
+        .unwrap();
+    let m = next_text(&mut ws).await;
+    assert_eq!(
+        (m["type"].as_str(), m["id"].as_str()),
+        (Some("error"), Some("s5")),
+        "{m}"
+    );
+    assert!(
+        m["message"].as_str().unwrap().contains("key must be"),
+        "{m}"
+    );
 
     // Shutdown ends the socket and the server drains.
     server.stop().await;
