@@ -364,6 +364,24 @@ mod tests {
         }
     }
 
+    /// Decimals are read as the nearest double, as JavaScript's
+    /// `JSON.parse` and Python's `json` read them, up to the largest double
+    /// (serde_json's default, faster reading was one double off for some,
+    /// and refused the largest one).
+    #[test]
+    fn decimals_are_stored_as_the_nearest_double() {
+        let long = format!("17976931348623157{}.0", "0".repeat(289));
+        let json = format!(
+            r#"{{"action": "a", "data": {{"long": {long}, "max": 1.7976931348623158e308, "tie": 9007199254740993.0}}}}"#
+        );
+        let req = CommandRequest::from_json(json.as_bytes()).unwrap();
+        let cmd = Command::from_request(req, 1, Meta::new()).unwrap();
+        let stored: Value = serde_json::from_slice(&cmd.to_json()).unwrap();
+        assert_eq!(stored["data"]["long"].as_f64(), Some(1.797_693_134_862_315_6e305));
+        assert_eq!(stored["data"]["max"].as_f64(), Some(f64::MAX));
+        assert_eq!(stored["data"]["tie"].as_f64(), Some(9_007_199_254_740_992.0));
+    }
+
     #[test]
     fn reports_every_violation_with_a_pointer() {
         let err = CommandRequest::from_value(json!({"action": "", "data": [], "key": 3, "x/y": 1}))
