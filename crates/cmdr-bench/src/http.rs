@@ -236,3 +236,39 @@ pub async fn spawn_bare_server() -> std::io::Result<SocketAddr> {
     tokio::spawn(serve_bare(listener));
     Ok(addr)
 }
+
+/// The body of `GET path` on `addr`, on a connection of its own, when it
+/// answers `200`.
+///
+/// # Errors
+/// When the server cannot be reached or answers another status.
+pub async fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let (mut sender, driver) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(driver);
+    let req = Request::builder()
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?
+        .to_bytes();
+    if status != StatusCode::OK {
+        return Err(format!("GET {path} answered {status}"));
+    }
+    String::from_utf8(body.to_vec()).map_err(|e| format!("GET {path}: {e}"))
+}

@@ -165,6 +165,63 @@ pub(crate) struct CpuPerRequest {
     other: Option<f64>,
     /// The server's CPU per request by thread name, most first (Linux).
     threads: Vec<(String, f64)>,
+    /// What the server's log writer did for the commands topic meanwhile,
+    /// when its `/metrics` tells.
+    rounds: Option<Rounds>,
+}
+
+/// The commands topic's write rounds during a run: how many commands one
+/// round (one write and one `fdatasync`) carried, and how long syncs took.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rounds {
+    /// Rounds per second.
+    per_sec: f64,
+    /// Records per round.
+    records_per_round: f64,
+    /// Mean time of one `fdatasync`, µs.
+    sync_us: f64,
+}
+
+impl Rounds {
+    /// The table row that reports these figures.
+    fn row(&self) -> String {
+        format!(
+            "|   log writer in this step | | {:.0} rounds/s | {:.1} commands per round | fdatasync {:.0} µs on average | | |",
+            self.per_sec, self.records_per_round, self.sync_us
+        )
+    }
+}
+
+/// The commands topic's log counters in a `/metrics` text: rounds, records
+/// written, syncs and sync seconds.
+fn commands_log_counters(metrics: &str) -> Option<[f64; 4]> {
+    let value = |name: &str| {
+        let prefix = format!("cmdr_log_{name}{{topic=\"commands\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse::<f64>().ok())
+    };
+    Some([
+        value("rounds_total")?,
+        value("records_written_total")?,
+        value("syncs_total")?,
+        value("sync_seconds_total")?,
+    ])
+}
+
+/// The server's commands-topic log counters now, if its `/metrics` has them.
+async fn log_counters(addr: SocketAddr) -> Option<[f64; 4]> {
+    commands_log_counters(&http::get_text(addr, "/metrics").await.ok()?)
+}
+
+/// The rounds between two readings of [`log_counters`], `seconds` apart.
+fn rounds_between(before: [f64; 4], after: [f64; 4], seconds: f64) -> Option<Rounds> {
+    let [rounds, records, syncs, sync_secs] = [0, 1, 2, 3].map(|i| after[i] - before[i]);
+    (rounds > 0.0 && syncs > 0.0 && seconds > 0.0).then(|| Rounds {
+        per_sec: rounds / seconds,
+        records_per_round: records / rounds,
+        sync_us: sync_secs * 1e6 / syncs,
+    })
 }
 
 impl CpuPerRequest {
@@ -276,6 +333,7 @@ pub(crate) async fn run_measured(
             Some((100.0 * (busy - ours) / total as f64).max(0.0))
         }),
         threads,
+        rounds: None,
     };
     Ok((report, cpu))
 }
@@ -314,7 +372,13 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
                 StatusCode::ACCEPTED,
                 opts.keys,
             );
-            let (real, cpu) = run_measured(load, opts.pid).await?;
+            let counters = log_counters(opts.addr).await;
+            let started = std::time::Instant::now();
+            let (real, mut cpu) = run_measured(load, opts.pid).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            if let (Some(before), Some(after)) = (counters, log_counters(opts.addr).await) {
+                cpu.rounds = rounds_between(before, after, seconds);
+            }
             collect_ids(&real, &mut ids);
             reals.push((real, cpu));
         }
@@ -347,6 +411,9 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
                 "|   server CPU per command by thread | | {} | | | | |",
                 by_thread.join(", ")
             );
+        }
+        if let Some(rounds) = cpu.rounds {
+            let _ = writeln!(out, "{}", rounds.row());
         }
         let memory = opts.pid.and_then(memory_mib);
         if let Some((rss, peak)) = memory {
@@ -513,6 +580,27 @@ fn collect_ids(report: &LoadReport, ids: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_rounds_are_read_off_the_commands_topic_counters() {
+        let metrics = |rounds: u32, records: u32, syncs: u32, secs: f64| {
+            format!(
+                "cmdr_log_rounds_total{{topic=\"events\"}} 7\n\
+                 cmdr_log_rounds_total{{topic=\"commands\"}} {rounds}\n\
+                 cmdr_log_records_written_total{{topic=\"commands\"}} {records}\n\
+                 cmdr_log_syncs_total{{topic=\"commands\"}} {syncs}\n\
+                 cmdr_log_sync_seconds_total{{topic=\"commands\"}} {secs}\n# EOF\n"
+            )
+        };
+        let before = commands_log_counters(&metrics(10, 100, 10, 0.001)).unwrap();
+        let after = commands_log_counters(&metrics(110, 2100, 110, 0.013)).unwrap();
+        let r = rounds_between(before, after, 2.0).unwrap();
+        assert_eq!(r.per_sec, 50.0);
+        assert_eq!(r.records_per_round, 20.0);
+        assert!((r.sync_us - 120.0).abs() < 1e-6, "{r:?}");
+        assert!(commands_log_counters("cmdr_commands_appended_total 3\n").is_none());
+        assert!(rounds_between(before, before, 2.0).is_none());
+    }
 
     #[test]
     fn cpu_time_reads_utime_and_stime_after_any_command_name() {

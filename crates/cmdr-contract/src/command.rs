@@ -377,9 +377,15 @@ mod tests {
         let req = CommandRequest::from_json(json.as_bytes()).unwrap();
         let cmd = Command::from_request(req, 1, Meta::new()).unwrap();
         let stored: Value = serde_json::from_slice(&cmd.to_json()).unwrap();
-        assert_eq!(stored["data"]["long"].as_f64(), Some(1.797_693_134_862_315_6e305));
+        assert_eq!(
+            stored["data"]["long"].as_f64(),
+            Some(1.797_693_134_862_315_6e305)
+        );
         assert_eq!(stored["data"]["max"].as_f64(), Some(f64::MAX));
-        assert_eq!(stored["data"]["tie"].as_f64(), Some(9_007_199_254_740_992.0));
+        assert_eq!(
+            stored["data"]["tie"].as_f64(),
+            Some(9_007_199_254_740_992.0)
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! Counters that only intake can know (commands appended, answers by status)
 //! live in [`Metrics`].
 
+use std::sync::atomic::AtomicU64;
+
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +17,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -127,6 +129,8 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         lag,
     );
 
+    register_write_stats(registry, shared.log.as_ref()).await?;
+
     let gauge = |value: usize| {
         let g: Gauge = Gauge::default();
         g.set(gauge_value(value as u64));
@@ -182,6 +186,64 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
     Ok(res)
+}
+
+/// What each topic's log writer has done (logs that keep count: the
+/// embedded log): rounds, records and bytes written, syncs and their time.
+/// Records per round is how much group commit shares; sync seconds per sync
+/// is what the disk takes to make a round durable.
+async fn register_write_stats(registry: &mut Registry, log: &dyn cmdr_log::Log) -> ApiResult<()> {
+    let rounds: Family<Labels, Counter> = Family::default();
+    let records: Family<Labels, Counter> = Family::default();
+    let bytes: Family<Labels, Counter> = Family::default();
+    let syncs: Family<Labels, Counter> = Family::default();
+    let sync_seconds: Family<Labels, Counter<f64, AtomicU64>> = Family::default();
+    let mut any = false;
+    for topic in log.topics().await? {
+        let Some(stats) = log.write_stats(&topic.name) else {
+            continue;
+        };
+        any = true;
+        let labels = vec![("topic", topic.name.clone())];
+        rounds.get_or_create(&labels).inc_by(stats.rounds);
+        records.get_or_create(&labels).inc_by(stats.records);
+        bytes.get_or_create(&labels).inc_by(stats.bytes);
+        syncs.get_or_create(&labels).inc_by(stats.syncs);
+        sync_seconds
+            .get_or_create(&labels)
+            .inc_by(stats.sync_time.as_secs_f64());
+    }
+    if !any {
+        return Ok(());
+    }
+    registry.register(
+        "log_rounds",
+        "Write rounds of each topic's log writer since start (group commit: one write and one sync per touched partition for all the appends queued)",
+        rounds,
+    );
+    registry.register(
+        "log_records_written",
+        "Records written by each topic's log writer since start",
+        records,
+    );
+    registry.register_with_unit(
+        "log_written",
+        "Bytes of records written by each topic's log writer since start",
+        Unit::Bytes,
+        bytes,
+    );
+    registry.register(
+        "log_syncs",
+        "fdatasync calls on each topic's segment files since start",
+        syncs,
+    );
+    registry.register_with_unit(
+        "log_sync",
+        "Time each topic's log writer waited for its fdatasync calls since start",
+        Unit::Seconds,
+        sync_seconds,
+    );
+    Ok(())
 }
 
 /// Resident bytes and threads of this process, from `/proc/self/status`

@@ -165,6 +165,32 @@ pub trait Log: Send + Sync + 'static {
     fn failure(&self) -> Option<String> {
         None
     }
+
+    /// What the writer of `topic` has done since the log was opened, for
+    /// logs that write and sync (the embedded log); `None` for others and
+    /// for an unknown topic.
+    fn write_stats(&self, _topic: &str) -> Option<WriteStats> {
+        None
+    }
+}
+
+/// What a topic's writer has done since the log was opened: how much group
+/// commit shares (records per round) and what durability costs (syncs and
+/// the time they took). Counters only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Rounds written: each is one write per touched partition, then (when
+    /// every append is synced) a sync of each, before any is acknowledged.
+    pub rounds: u64,
+    /// Records written.
+    pub records: u64,
+    /// Bytes written: the records as encoded on disk.
+    pub bytes: u64,
+    /// `fdatasync` calls on the topic's segment files.
+    pub syncs: u64,
+    /// How long the writer waited for those calls, in all (the syncs of one
+    /// round's partitions run at once and count once).
+    pub sync_time: std::time::Duration,
 }
 
 /// One member of a consumer group: reads the partitions assigned to it.

@@ -754,3 +754,37 @@ async fn a_group_file_that_cannot_be_written_does_not_stop_appends() {
     assert!(dir.path().join("groups/g.json").exists());
     assert_eq!(log.committed("g", "in", 0).await.unwrap(), Some(1));
 }
+
+/// The writer counts its rounds, records, bytes and syncs: one batch over
+/// two partitions is one round with a sync of each.
+#[tokio::test]
+async fn write_stats_count_rounds_records_and_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(&dir)).await.unwrap();
+    log.create_topic("t", 2).await.unwrap();
+    assert_eq!(log.write_stats("t"), Some(cmdr_log::WriteStats::default()));
+    assert_eq!(log.write_stats("missing"), None);
+    let at = log
+        .append(
+            "t",
+            vec![
+                Record::new("a", "1"),
+                Record::new("b", "2"),
+                Record::new("a", "3"),
+            ],
+        )
+        .await
+        .unwrap();
+    let touched: std::collections::HashSet<u32> = at.iter().map(|a| a.partition).collect();
+    let stats = log.write_stats("t").unwrap();
+    assert_eq!((stats.rounds, stats.records), (1, 3));
+    assert_eq!(stats.syncs, touched.len() as u64);
+    assert!(
+        stats.bytes > 3 && stats.sync_time > Duration::ZERO,
+        "{stats:?}"
+    );
+    log.append("t", vec![Record::new("a", "4")]).await.unwrap();
+    let later = log.write_stats("t").unwrap();
+    assert_eq!((later.rounds, later.records), (2, 4));
+    assert!(later.bytes > stats.bytes && later.syncs > stats.syncs);
+}

@@ -249,6 +249,26 @@ async fn every_endpoint_and_error_over_http() {
     // A URL that is not a cmdr server's is an error, not endless retries.
     let (status, _, err) = run_cli(&["tail", "events", "--url", &format!("{}/docs#", s.url)]);
     assert!(!status.success(), "{err}");
+
+    // The log writer's counters: every command written since start was
+    // written in some round and synced.
+    let metrics = send(c.get(s.at("/metrics"))).await.expect(200).text;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{metrics}"))
+    };
+    let written = value("cmdr_log_records_written_total{topic=\"commands\"}");
+    assert_eq!(
+        written,
+        value("cmdr_log_end_offset{topic=\"commands\",partition=\"0\"}")
+    );
+    let rounds = value("cmdr_log_rounds_total{topic=\"commands\"}");
+    assert!(rounds >= 1.0 && rounds <= written, "{metrics}");
+    assert!(value("cmdr_log_syncs_total{topic=\"commands\"}") >= rounds);
+    assert!(value("cmdr_log_sync_seconds_total{topic=\"commands\"}") > 0.0);
+    assert!(value("cmdr_log_written_bytes_total{topic=\"commands\"}") > written);
     s.stop();
 }
 

@@ -77,6 +77,8 @@ struct TopicHandle {
     in_flight: Arc<InFlight>,
     /// Why the writer refuses every append, once a failed write could not be undone.
     failed: Arc<OnceLock<String>>,
+    /// What the writer has done (see [`crate::WriteStats`]).
+    counters: Arc<writer::WriteCounters>,
 }
 
 /// `topic.json`: what a topic is.
@@ -280,6 +282,7 @@ impl EmbeddedLog {
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let in_flight = Arc::new(InFlight::default());
         let failed = Arc::new(OnceLock::new());
+        let counters = Arc::new(writer::WriteCounters::default());
         let writer = TopicWriter::new(
             &rec.partitions,
             rec.next_round,
@@ -287,6 +290,7 @@ impl EmbeddedLog {
             offsets.clone(),
             in_flight.clone(),
             failed.clone(),
+            counters.clone(),
         );
         if let SyncMode::Interval(every) = config.sync {
             writer::spawn_ticker(tx.downgrade(), every);
@@ -307,6 +311,7 @@ impl EmbeddedLog {
                 tx,
                 in_flight,
                 failed,
+                counters,
             }),
             rec.truncations,
         ))
@@ -439,6 +444,10 @@ impl EmbeddedLog {
 impl Log for EmbeddedLog {
     fn max_record_bytes(&self) -> Option<usize> {
         Some(self.inner.config.max_record_bytes)
+    }
+
+    fn write_stats(&self, topic: &str) -> Option<crate::WriteStats> {
+        Some(self.handle(topic).ok()?.counters.snapshot())
     }
 
     fn failure(&self) -> Option<String> {

@@ -5,7 +5,7 @@
 //! A round starts only after the previous one is on disk, which is what makes
 //! recovery's "only the last round can be incomplete" argument hold.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,9 @@ use super::offsets::{sync_dir, CommitHeader, OffsetStore, COMMIT_HEADER};
 use super::partition::Partition;
 use super::segment::Segment;
 use super::{LogConfig, Reserved, SyncMode, MAX_BATCH_BYTES};
-use crate::{partition_for_key, Appended, Header, LogError, Record, Result, StoredRecord};
+use crate::{
+    partition_for_key, Appended, Header, LogError, Record, Result, StoredRecord, WriteStats,
+};
 
 /// A request to a topic writer.
 pub(crate) enum Request {
@@ -83,6 +85,46 @@ pub(crate) struct TopicWriter {
     in_flight: Arc<InFlight>,
     /// How long the last round's syncs took: bounds the wait for followers.
     last_sync: Duration,
+    /// Rounds, records and syncs so far (see [`WriteStats`]).
+    counters: Arc<WriteCounters>,
+}
+
+/// The counters behind [`WriteStats`], kept by the writer and read by
+/// [`crate::Log::write_stats`].
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounters {
+    rounds: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    syncs: AtomicU64,
+    sync_nanos: AtomicU64,
+}
+
+impl WriteCounters {
+    /// The counters as they are now.
+    pub fn snapshot(&self) -> WriteStats {
+        WriteStats {
+            rounds: self.rounds.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            sync_time: Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Counts `files` syncs that took `took` together.
+    fn synced(&self, files: usize, took: Duration) {
+        self.syncs.fetch_add(files as u64, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Counts one round that wrote `records` records in `bytes` bytes.
+    fn wrote(&self, records: usize, bytes: usize) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 /// Counts the appends callers have started and not yet seen answered, so the
@@ -136,6 +178,7 @@ impl TopicWriter {
         offsets: Arc<OffsetStore>,
         in_flight: Arc<InFlight>,
         failed: Arc<OnceLock<String>>,
+        counters: Arc<WriteCounters>,
     ) -> Self {
         let parts = partitions
             .iter()
@@ -168,6 +211,7 @@ impl TopicWriter {
             failed,
             in_flight,
             last_sync: Duration::ZERO,
+            counters,
         }
     }
 
@@ -288,7 +332,9 @@ impl TopicWriter {
 
     fn sync_dirty(&mut self) -> std::result::Result<(), SyncFailure> {
         for pw in self.parts.iter_mut().filter(|p| p.dirty) {
+            let t = Instant::now();
             pw.active.sync().map_err(SyncFailure::Segment)?;
+            self.counters.synced(1, t.elapsed());
             pw.dirty = false;
         }
         self.offsets.persist_dirty().map_err(SyncFailure::Groups)
@@ -439,6 +485,7 @@ impl TopicWriter {
                     touched.iter().map(|&p| &*self.parts[p].active).collect();
                 sync_all(&segments)?;
                 self.last_sync = t.elapsed();
+                self.counters.synced(segments.len(), self.last_sync);
             }
             Ok(())
         })();
@@ -466,6 +513,9 @@ impl TopicWriter {
             return;
         }
 
+        let written: usize = touched.iter().map(|&p| self.parts[p].buf.len()).sum();
+        let records: usize = touched.iter().map(|&p| plan[p].len()).sum();
+        self.counters.wrote(records, written);
         for &p in &touched {
             let pw = &mut self.parts[p];
             let count = plan[p].len() as u64;
@@ -509,7 +559,9 @@ impl TopicWriter {
         // get ahead of records of other partitions and topics not synced
         // yet; `cmdr serve` always syncs before answering.)
         if pw.dirty {
+            let t = Instant::now();
             pw.active.sync()?;
+            self.counters.synced(1, t.elapsed());
         }
         self.offsets.persist_dirty()?;
         let seg = Arc::new(Segment::create(&pw.part.dir, pw.next_offset)?);
