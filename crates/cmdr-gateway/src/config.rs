@@ -43,6 +43,10 @@ pub struct GatewayConfig {
     /// body (408 `request-timeout` then), and longest a keep-alive
     /// connection may idle. Default [`crate::server::HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// Longest a client may take none of the bytes sent to it before its
+    /// connection is closed (a live stream's reader that stopped reading).
+    /// Default [`crate::send_timeout::SEND_TIMEOUT`].
+    pub send_timeout: Duration,
     /// Longest a shutdown waits for open connections to finish. Default
     /// [`crate::server::DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
@@ -71,6 +75,7 @@ impl Default for GatewayConfig {
             tokens: None,
             tls: None,
             header_read_timeout: crate::server::HEADER_READ_TIMEOUT,
+            send_timeout: crate::send_timeout::SEND_TIMEOUT,
             drain_timeout: crate::server::DRAIN_TIMEOUT,
             shutdown_delay: Duration::ZERO,
             max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,

@@ -50,6 +50,7 @@ mod processors;
 mod reads;
 mod schema_cost;
 mod schemas;
+pub mod send_timeout;
 pub mod server;
 mod sse;
 mod state;
@@ -209,6 +210,7 @@ pub async fn serve_router(
         header_read: state.inner.config.header_read_timeout,
         drain: state.inner.config.drain_timeout,
         max_connections: state.inner.config.max_connections,
+        send: state.inner.config.send_timeout,
     };
     if let Some(tls) = state.inner.config.tls.clone() {
         let listener = tls::TlsListener::new(listener, tls)?;

@@ -18,6 +18,9 @@
 //! to take the stream's last bytes would otherwise hold the shutdown for
 //! the whole drain timeout.
 //!
+//! A connection whose client takes none of the bytes sent to it for the
+//! send timeout ([`crate::send_timeout`]) is closed, whatever it serves.
+//!
 //! It serves at most a set number of connections at once
 //! ([`DEFAULT_MAX_CONNECTIONS`] by default): at the limit it stops
 //! accepting, so further clients wait in the kernel's listen backlog
@@ -38,6 +41,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
+
+use crate::send_timeout::{Progress, Watched};
 
 /// Longest a client may take to send a request's headers, and longest a
 /// keep-alive connection may stay idle between requests.
@@ -106,6 +111,8 @@ pub(crate) struct Limits {
     pub drain: Duration,
     /// See [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// See [`crate::send_timeout::SEND_TIMEOUT`].
+    pub send: Duration,
 }
 
 /// Serves `router` on the connections of `listener` until `shutdown`
@@ -168,8 +175,12 @@ pub(crate) async fn serve_connections<L>(
                 req
             },
         ));
+        let progress = Arc::new(Progress::default());
         let conn = http
-            .serve_connection(TokioIo::new(io), service)
+            .serve_connection(
+                TokioIo::new(Watched::new(io, Arc::clone(&progress))),
+                service,
+            )
             .with_upgrades();
         let mut stopping = stopping.clone();
         let closed = closed.clone();
@@ -182,6 +193,10 @@ pub(crate) async fn serve_connections<L>(
                         if let Err(e) = result {
                             tracing::debug!(?peer, error = %e, "connection ended with an error");
                         }
+                        break;
+                    }
+                    () = progress.stalled(limits.send) => {
+                        tracing::debug!(?peer, "the client took nothing for the send timeout; closing");
                         break;
                     }
                     _ = stopping.changed(), if !draining => {

@@ -6,19 +6,23 @@
 //! rather than one per record: with a hundred subscribers, writes are most
 //! of what delivering updates costs.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::follow::Update;
 use crate::server::LiveStreamGuard;
 
-/// Most updates framed into one chunk.
+/// Most updates taken from the follower at once.
 const UPDATES_PER_CHUNK: usize = 256;
+
+/// Most bytes framed into one chunk (a larger update goes alone).
+pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
 
 /// The heartbeat: an SSE comment, which clients ignore but which keeps
 /// proxies and the peer's idle timers from closing the stream.
@@ -69,35 +73,28 @@ pub(crate) fn frame(out: &mut BytesMut, event: &str, update: &Update) {
 /// The response streaming `updates` as SSE messages named `event`, with a
 /// heartbeat comment after every `heartbeat` without one; `guard` is
 /// dropped with the body.
+///
+/// A chunk holds at most [`CHUNK_BYTES`] (or one larger update), and its
+/// records keep their share of the follower's buffer until hyper asks for
+/// the next chunk, having taken this one: the follower's bound then covers
+/// the bytes waiting for a slow client, not only those in the channel.
 pub(crate) fn response(
     updates: mpsc::Receiver<Update>,
     event: &'static str,
     heartbeat: Duration,
     guard: Option<LiveStreamGuard>,
 ) -> Response {
-    let chunks = futures::stream::unfold(
-        (updates, Vec::with_capacity(UPDATES_PER_CHUNK), guard),
-        move |(mut rx, mut ready, guard)| async move {
-            let chunk =
-                match tokio::time::timeout(heartbeat, rx.recv_many(&mut ready, UPDATES_PER_CHUNK))
-                    .await
-                {
-                    Err(_) => Bytes::from_static(HEARTBEAT_COMMENT),
-                    // The follower has ended.
-                    Ok(0) => return None,
-                    Ok(_) => {
-                        let mut out = BytesMut::new();
-                        // Each update gives its share of the follower's buffer
-                        // back as it is dropped here, once framed.
-                        for update in ready.drain(..) {
-                            frame(&mut out, event, &update);
-                        }
-                        out.freeze()
-                    }
-                };
-            Some((Ok::<_, std::convert::Infallible>(chunk), (rx, ready, guard)))
-        },
-    );
+    let state = Chunker {
+        rx: updates,
+        ready: VecDeque::with_capacity(UPDATES_PER_CHUNK),
+        received: Vec::with_capacity(UPDATES_PER_CHUNK),
+        held: Vec::new(),
+        _guard: guard,
+    };
+    let chunks = futures::stream::unfold(state, move |mut state| async move {
+        let chunk = state.next_chunk(event, heartbeat).await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), state))
+    });
     (
         [
             (
@@ -111,9 +108,64 @@ pub(crate) fn response(
         .into_response()
 }
 
+/// The body's state between chunks.
+struct Chunker {
+    rx: mpsc::Receiver<Update>,
+    /// Updates received and not framed yet.
+    ready: VecDeque<Update>,
+    /// Where `recv_many` puts what it takes.
+    received: Vec<Update>,
+    /// The follower's buffer shares of the last chunk's records.
+    held: Vec<OwnedSemaphorePermit>,
+    _guard: Option<LiveStreamGuard>,
+}
+
+impl Chunker {
+    /// The next chunk: the updates ready (waiting for some if there are
+    /// none), or a heartbeat after `heartbeat` without any; `None` once the
+    /// follower has ended.
+    async fn next_chunk(&mut self, event: &str, heartbeat: Duration) -> Option<Bytes> {
+        // Asked for the next chunk: the last one is taken.
+        self.held.clear();
+        if self.ready.is_empty() {
+            let wait = self.rx.recv_many(&mut self.received, UPDATES_PER_CHUNK);
+            match tokio::time::timeout(heartbeat, wait).await {
+                Err(_) => return Some(Bytes::from_static(HEARTBEAT_COMMENT)),
+                Ok(0) => return None,
+                Ok(_) => self.ready.extend(self.received.drain(..)),
+            }
+        }
+        let (mut take, mut size) = (0, 0);
+        for update in &self.ready {
+            let n = framed_len(event, update);
+            if take > 0 && size + n > CHUNK_BYTES {
+                break;
+            }
+            take += 1;
+            size += n;
+        }
+        let mut out = BytesMut::with_capacity(size);
+        for mut update in self.ready.drain(..take) {
+            frame(&mut out, event, &update);
+            self.held.extend(update.held.take());
+        }
+        Some(out.freeze())
+    }
+}
+
+/// About the bytes [`frame`] gives `update` (exact for a one-line record).
+fn framed_len(event: &str, update: &Update) -> usize {
+    let value = update
+        .value
+        .as_ref()
+        .map_or(0, |v| v.len() + event.len() + 16);
+    update.position.len() + value + 8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn update(position: &str, value: Option<&str>) -> Update {
         Update {
@@ -155,5 +207,36 @@ mod tests {
         assert_eq!(&beat[..], HEARTBEAT_COMMENT);
         drop(tx);
         assert!(body.frame().await.is_none(), "ends with the follower");
+    }
+
+    /// Large records go out a chunk of at most `CHUNK_BYTES` at a time, and
+    /// hold their share of the follower's buffer until the next chunk is
+    /// asked for: a client that takes nothing holds the follower back
+    /// instead of the server framing ever more for it.
+    #[tokio::test]
+    async fn chunks_are_bounded_and_hold_their_records_until_taken() {
+        use http_body_util::BodyExt;
+        let record = format!("\"{}\"", "x".repeat(100_000));
+        let budget = Arc::new(tokio::sync::Semaphore::new(10));
+        let (tx, rx) = mpsc::channel(16);
+        for i in 0..8 {
+            let mut u = update(&i.to_string(), Some(&record));
+            u.held = Some(Arc::clone(&budget).try_acquire_owned().unwrap());
+            tx.send(u).await.unwrap();
+        }
+        let mut body = response(rx, "command", Duration::from_secs(60), None).into_body();
+        let mut taken = 0;
+        while taken < 8 {
+            let chunk = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert!(chunk.len() <= CHUNK_BYTES, "{} bytes", chunk.len());
+            let messages = chunk.windows(4).filter(|w| w == b"id: ").count();
+            assert!(messages >= 1);
+            taken += messages;
+            // This chunk's records still hold their shares.
+            assert_eq!(budget.available_permits(), 2 + taken - messages);
+        }
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(budget.available_permits(), 10, "all given back");
     }
 }

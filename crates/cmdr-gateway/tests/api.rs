@@ -2448,3 +2448,61 @@ async fn a_subscription_tells_its_positions_past_skipped_records() {
         json!({"type": "position", "subscription": "s", "position": "2"})
     );
 }
+
+/// The live streams open, from `/metrics`.
+async fn live_streams(h: &Harness) -> u64 {
+    let r = call(h, get("/metrics")).await;
+    r.text
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdr_live_streams ")?.parse().ok())
+        .unwrap()
+}
+
+/// A client that opens a live stream and then reads nothing is cut off
+/// after the send timeout, and its place among the live streams is freed.
+#[tokio::test]
+async fn a_live_stream_whose_client_reads_nothing_is_closed_after_the_send_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let h = harness(GatewayConfig {
+        send_timeout: Duration::from_secs(1),
+        ..GatewayConfig::default()
+    })
+    .await;
+    // Far more than the socket buffers hold.
+    let big = axum::body::Bytes::from(format!("\"{}\"", "x".repeat(100_000)));
+    for _ in 0..4 {
+        let records = (0..50)
+            .map(|i| Record::new(format!("k{i}"), big.clone()))
+            .collect();
+        h.log.append("commands", records).await.unwrap();
+    }
+    let server = Served::start(&h).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /commands/updates?from=start HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let open = tokio::time::Instant::now();
+    while live_streams(&h).await == 0 {
+        assert!(
+            open.elapsed() < Duration::from_secs(5),
+            "the stream never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Still open for a while (the send timeout has not passed)...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(live_streams(&h).await, 1);
+    // ...then closed.
+    while live_streams(&h).await == 1 {
+        assert!(
+            open.elapsed() < Duration::from_secs(15),
+            "the stalled stream was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+    server.stop().await;
+}
