@@ -262,16 +262,28 @@ pub fn reread_tokens(args: &ServeArgs) -> Result<Option<cmdr_gateway::Tokens>> {
 /// `ADDR:PORT`, where ADDR is an IP address or a host name (`localhost`),
 /// which is resolved now and its first address taken.
 fn listen_address(text: &str) -> Result<SocketAddr> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    let not_addr = || format!("listen address {text:?} is not ADDR:PORT (e.g. 127.0.0.1:3000)");
-    let (host, port) = text.rsplit_once(':').with_context(not_addr)?;
-    port.parse::<u16>().with_context(not_addr)?;
+    let Some(host) = listen_host(text)? else {
+        return Ok(text.parse()?);
+    };
     std::net::ToSocketAddrs::to_socket_addrs(text)
         .with_context(|| format!("listen address {text:?}: cannot resolve {host:?}"))?
         .next()
         .with_context(|| format!("listen address {text:?}: {host:?} has no address"))
+}
+
+/// Checks the form `ADDR:PORT` without resolving anything: the host name
+/// to resolve, or `None` for an IP address.
+fn listen_host(text: &str) -> Result<Option<&str>> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(None);
+    }
+    let not_addr = || format!("listen address {text:?} is not ADDR:PORT (e.g. 127.0.0.1:3000)");
+    let (host, port) = text.rsplit_once(':').with_context(not_addr)?;
+    port.parse::<u16>().with_context(not_addr)?;
+    if host.is_empty() {
+        bail!(not_addr());
+    }
+    Ok(Some(host))
 }
 
 /// The PEM files HTTPS is served with.
@@ -299,7 +311,8 @@ pub struct Settings {
     pub tls_files: Option<TlsFiles>,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Listen address.
+    /// Listen address (for storage-only settings, [`Settings::for_storage`],
+    /// `127.0.0.1:0` when it is given as a host name: not resolved).
     pub listen: SocketAddr,
     /// Gateway settings.
     pub gateway: cmdr_gateway::GatewayConfig,
@@ -393,7 +406,16 @@ impl Settings {
             .clone()
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen = listen_address(&listen_text)?;
+        // Resolved only to serve: `reindex` and a token reload must not
+        // fail for a name this machine cannot resolve at the moment.
+        let listen = if create {
+            listen_address(&listen_text)?
+        } else {
+            listen_host(&listen_text)?;
+            listen_text
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        };
         let tls_files = match (
             args.tls_cert.clone().or(file.tls_cert),
             args.tls_key.clone().or(file.tls_key),
@@ -787,10 +809,37 @@ mod tests {
             "127.0.0.1:3000".parse::<SocketAddr>().unwrap()
         );
         assert!(listen_address("localhost:3005").unwrap().ip().is_loopback());
-        for bad in ["localhost", "localhost:http", "127.0.0.1:70000", ":"] {
+        for bad in ["localhost", "localhost:http", "127.0.0.1:70000", ":", ":80"] {
             let err = listen_address(bad).unwrap_err().to_string();
             assert!(err.contains("is not ADDR:PORT"), "{bad}: {err}");
         }
+    }
+
+    /// `reindex` (storage-only settings) checks the listen address's form
+    /// but resolves no name: a maintenance host may not resolve the
+    /// service's.
+    #[test]
+    fn storage_settings_do_not_resolve_the_listen_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let file = dir.path().join("cmdr.toml");
+        let storage = |listen: &str| {
+            std::fs::write(
+                &file,
+                format!("data_dir = {data:?}\nlisten = \"{listen}\"\n"),
+            )
+            .unwrap();
+            Settings::for_storage(&StorageArgs {
+                data_dir: None,
+                config: Some(file.clone()),
+                idempotency_ttl_s: None,
+                log_format: None,
+            })
+        };
+        storage("nohost.invalid:3000").unwrap();
+        let err = storage("nohost.invalid").unwrap_err().to_string();
+        assert!(err.contains("is not ADDR:PORT"), "{err}");
     }
 
     #[test]
