@@ -995,6 +995,9 @@ async fn readiness_fails_first_and_serving_goes_on_for_the_shutdown_delay() {
     )
     .await
     .expect(202);
+    // Each answer tells a keep-alive client to take its next request
+    // elsewhere (a new connection), instead of racing the drain.
+    assert_eq!(sent.header("connection"), "close");
     let id = sent.body["id"].as_str().unwrap().to_string();
     send(s.client.get(s.at(&format!("/commands/{id}"))))
         .await
