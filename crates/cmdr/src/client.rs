@@ -261,6 +261,16 @@ fn unreachable_server(e: reqwest::Error, what: &str) -> anyhow::Error {
 /// `cmdr get`: a command, or else an event.
 pub async fn get(args: GetArgs) -> Result<ExitCode> {
     let client = client(&args.server)?;
+    // Ids are UUIDs: anything else names no command or event, and some
+    // names another resource (`.`, `..` and `updates` would list the
+    // commands or open their live stream).
+    if uuid::Uuid::parse_str(&args.id).is_err() {
+        eprintln!(
+            "404 Not Found\nno command or event has id {:?} (ids are UUIDs)",
+            args.id
+        );
+        return Ok(ExitCode::from(1));
+    }
     let fetch = |kind: &'static str| {
         let client = client.clone();
         let url = url_of(&args.server.url, &[kind, &args.id]);

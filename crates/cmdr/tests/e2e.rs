@@ -240,8 +240,17 @@ async fn every_endpoint_and_error_over_http() {
     let (status, out, err) = run_cli(&["send", "greet", "--wait", "1", "--url", &s.url]);
     assert_eq!(status.code(), Some(3), "cmdr send --wait 1: {out}\n{err}");
     assert!(err.contains("wait up to 1 s"), "{err}");
-    // An id is one path segment, whatever it holds; an unknown one is a 404.
-    let (status, _, err) = run_cli(&["get", "x?y=1/../z", "--url", &s.url]);
+    // An id that is no UUID names nothing (`..` or `updates` would name
+    // other resources); an unknown one is a 404 from the server.
+    for id in ["x?y=1/../z", "..", ".", "updates"] {
+        let (status, out, err) = run_cli(&["get", id, "--url", &s.url]);
+        assert!(
+            status.code() == Some(1) && err.contains("ids are UUIDs") && out.is_empty(),
+            "{id}: {out}\n{err}"
+        );
+    }
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (status, _, err) = run_cli(&["get", &unknown, "--url", &s.url]);
     assert!(
         status.code() == Some(1) && err.contains("no command or event has id"),
         "{err}"
