@@ -13,8 +13,9 @@
 /// indexes, the index file, the listener, webhook clients.
 const RESERVED: u64 = 1024;
 
-/// Raises the soft open-file limit to the hard limit; warns when it stays
-/// below `max_connections` plus [`RESERVED`].
+/// Raises the soft open-file limit to the hard limit; where connections
+/// are not fitted under it later (not Linux), warns when it stays below
+/// `max_connections` plus [`RESERVED`].
 #[cfg(unix)]
 pub fn raise(max_connections: usize) {
     let mut limit = libc::rlimit {
@@ -45,8 +46,10 @@ pub fn raise(max_connections: usize) {
             tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise the open-file limit");
         }
     }
+    // On Linux the connections are fitted under the limit once the log is
+    // open, with its own warning ([`connections_within_limit`]).
     let needed = max_connections as u64 + RESERVED;
-    if limit.rlim_cur < needed {
+    if cfg!(not(target_os = "linux")) && limit.rlim_cur < needed {
         tracing::warn!(
             open_files = limit.rlim_cur,
             max_connections,
