@@ -1,10 +1,10 @@
 //! The Server-Sent Events body of a live stream: the updates of a
 //! follower, framed as SSE messages, with a heartbeat comment when idle.
 //!
-//! Every update ready when the body is polled goes out in one chunk, so a
-//! subscriber that is behind, or a round of many records, costs one write
-//! rather than one per record: with a hundred subscribers, writes are most
-//! of what delivering updates costs.
+//! The updates ready when the body is polled go out in one chunk (up to
+//! [`CHUNK_BYTES`]), so a subscriber that is behind, or a round of many
+//! records, costs one write rather than one per record: with a hundred
+//! subscribers, writes are most of what delivering updates costs.
 
 use std::collections::VecDeque;
 use std::time::Duration;
