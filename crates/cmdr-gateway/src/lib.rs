@@ -202,11 +202,16 @@ pub async fn serve_router(
     // Again, for the routes merged into [`app`]'s (they had none).
     let router = router.method_not_allowed_fallback(method_not_allowed);
     let mut app = catch_panics(authenticated(router, &state));
+    if let Some(origins) = &state.inner.config.cors {
+        // Outside authentication: preflights carry no token.
+        app = app.layer(cors::layer(origins));
+    }
     // Once leaving (the shutdown delay), every answer says `Connection:
     // close`: a keep-alive client sends its next request on a new
     // connection, which a load balancer sends elsewhere, instead of on one
     // the drain may be closing as it sends (a reset the client cannot tell
-    // from a lost request). Not on a WebSocket's upgrade.
+    // from a lost request). Not on a WebSocket's upgrade; outside CORS, so
+    // preflights say it too.
     let leaving = state.clone();
     app = app.layer(tower::util::MapResponseLayer::new(
         move |mut res: axum::response::Response| {
@@ -219,10 +224,6 @@ pub async fn serve_router(
             res
         },
     ));
-    if let Some(origins) = &state.inner.config.cors {
-        // Outside authentication: preflights carry no token.
-        app = app.layer(cors::layer(origins));
-    }
     let limits = server::Limits {
         header_read: state.inner.config.header_read_timeout,
         drain: state.inner.config.drain_timeout,

@@ -239,7 +239,7 @@ async fn register_write_stats(registry: &mut Registry, log: &dyn cmdr_log::Log) 
     );
     registry.register_with_unit(
         "log_sync",
-        "Time each topic's log writer waited for its fdatasync calls since start",
+        "Time each topic's fdatasync calls took since start, summed (calls run at once each count)",
         Unit::Seconds,
         sync_seconds,
     );

@@ -7,8 +7,11 @@
 //! for it for ever: no heartbeat gets out to find it gone. `Watched`
 //! wraps a connection's socket and notes when a write first finds the
 //! socket full; `Progress::stalled` resolves once no write has gone
-//! through for the timeout since then. A client reading slowly still takes
-//! bytes and is never cut off; WebSockets have their own rule (pings).
+//! through for the timeout since then. The clock restarts with every write
+//! that goes through: a client that reads keeps its connection, unless it
+//! takes so little that the kernel does not call its socket writable
+//! again within the timeout (about a third of the send buffer), as with
+//! nginx. WebSockets have their own rule (pings).
 
 use std::io::IoSlice;
 use std::pin::Pin;

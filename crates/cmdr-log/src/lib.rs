@@ -188,8 +188,9 @@ pub struct WriteStats {
     pub bytes: u64,
     /// `fdatasync` calls on the topic's segment files.
     pub syncs: u64,
-    /// How long the writer waited for those calls, in all (the syncs of one
-    /// round's partitions run at once and count once).
+    /// How long those calls took, summed (the syncs of one round's
+    /// partitions run at once, each counted with its own time), so that
+    /// `sync_time / syncs` is what one sync takes.
     pub sync_time: std::time::Duration,
 }
 

@@ -162,7 +162,7 @@ pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
                 );
             }
             // One socket per subscriber and writer in this process.
-            crate::fd_limit::raise(most + args.writers as usize);
+            crate::fd_limit::raise(most + args.writers as usize, false);
             let server = Server::start(&[]).await?;
             let opts = cmdr_bench::live::LiveOptions {
                 addr: server.addr,

@@ -13,11 +13,12 @@
 /// indexes, the index file, the listener, webhook clients.
 const RESERVED: u64 = 1024;
 
-/// Raises the soft open-file limit to the hard limit; where connections
-/// are not fitted under it later (not Linux), warns when it stays below
-/// `max_connections` plus [`RESERVED`].
+/// Raises the soft open-file limit to the hard limit; warns when it stays
+/// below `max_connections` plus [`RESERVED`], unless `fitted_later`: the
+/// caller fits its connections under the limit once its files are open
+/// ([`connections_within_limit`], which warns then).
 #[cfg(unix)]
-pub fn raise(max_connections: usize) {
+pub fn raise(max_connections: usize, fitted_later: bool) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -46,10 +47,8 @@ pub fn raise(max_connections: usize) {
             tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise the open-file limit");
         }
     }
-    // On Linux the connections are fitted under the limit once the log is
-    // open, with its own warning ([`connections_within_limit`]).
     let needed = max_connections as u64 + RESERVED;
-    if cfg!(not(target_os = "linux")) && limit.rlim_cur < needed {
+    if !fitted_later && limit.rlim_cur < needed {
         tracing::warn!(
             open_files = limit.rlim_cur,
             max_connections,
@@ -60,7 +59,7 @@ pub fn raise(max_connections: usize) {
 
 /// Elsewhere the limit is left as it is.
 #[cfg(not(unix))]
-pub fn raise(_max_connections: usize) {}
+pub fn raise(_max_connections: usize, _fitted_later: bool) {}
 
 /// Once the log and index are open (each log segment holds a descriptor, so
 /// a large log holds thousands): the connections to serve at once,
@@ -125,7 +124,7 @@ mod tests {
 
     #[test]
     fn the_soft_limit_ends_at_the_hard_limit() {
-        super::raise(1);
+        super::raise(1, false);
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,

@@ -154,7 +154,9 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
     // soon after start, or the second one that forces the exit).
     let mut first_signal = Signals::listen().context("listening for SIGTERM and SIGINT")?;
     let more_signals = Signals::listen().context("listening for SIGTERM and SIGINT")?;
-    crate::fd_limit::raise(settings.gateway.max_connections);
+    // On Linux the connections are fitted under the limit once the log is
+    // open (below), which warns then.
+    crate::fd_limit::raise(settings.gateway.max_connections, cfg!(target_os = "linux"));
     // Bound before the data directory is opened (or made): a taken port
     // stops the start with nothing created, recovered or started. Clients
     // that connect during recovery wait in the backlog until it is done.

@@ -112,7 +112,7 @@ impl WriteCounters {
         }
     }
 
-    /// Counts `files` syncs that took `took` together.
+    /// Counts `files` syncs that took `took` in all (each its own time).
     fn synced(&self, files: usize, took: Duration) {
         self.syncs.fetch_add(files as u64, Ordering::Relaxed);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
@@ -483,9 +483,9 @@ impl TopicWriter {
                 let t = Instant::now();
                 let segments: Vec<&Segment> =
                     touched.iter().map(|&p| &*self.parts[p].active).collect();
-                sync_all(&segments)?;
+                let synced = sync_all(&segments)?;
                 self.last_sync = t.elapsed();
-                self.counters.synced(segments.len(), self.last_sync);
+                self.counters.synced(segments.len(), synced);
             }
             Ok(())
         })();
@@ -616,13 +616,18 @@ impl PartWriter {
 
 /// `fdatasync`s every segment, in parallel when there are several (one
 /// partition's sync does not wait for another's: on most disks several
-/// concurrent syncs cost little more than one). Every result is checked.
-fn sync_all(segments: &[&Segment]) -> Result<()> {
+/// concurrent syncs cost little more than one). Every result is checked;
+/// returns the syncs' times, summed.
+fn sync_all(segments: &[&Segment]) -> Result<Duration> {
     let Some((first, rest)) = segments.split_first() else {
-        return Ok(());
+        return Ok(Duration::ZERO);
+    };
+    let timed = |seg: &Segment| {
+        let t = Instant::now();
+        seg.sync().map(|()| t.elapsed())
     };
     if rest.is_empty() {
-        return first.sync();
+        return timed(first);
     }
     std::thread::scope(|scope| {
         // A segment whose helper thread could not start is synced here instead.
@@ -631,11 +636,11 @@ fn sync_all(segments: &[&Segment]) -> Result<()> {
             .map(|seg| {
                 let helper = std::thread::Builder::new()
                     .name("cmdr-log-sync".into())
-                    .spawn_scoped(scope, || seg.sync());
+                    .spawn_scoped(scope, || timed(seg));
                 (seg, helper.ok())
             })
             .collect();
-        let mut result = first.sync();
+        let mut result = timed(first);
         for (seg, helper) in others {
             let r = match helper {
                 Some(h) => h.join().unwrap_or_else(|_| {
@@ -644,11 +649,12 @@ fn sync_all(segments: &[&Segment]) -> Result<()> {
                         seg.path.display()
                     )))
                 }),
-                None => seg.sync(),
+                None => timed(seg),
             };
-            if result.is_ok() {
-                result = r;
-            }
+            result = match (result, r) {
+                (Ok(a), Ok(b)) => Ok(a + b),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            };
         }
         result
     })
