@@ -20,6 +20,7 @@
 //! webhook_ca_cert = "ca.pem"    # trust this CA for https:// webhooks too; CMDR_WEBHOOK_CA_CERT
 //! header_read_timeout_s = 30    # request headers and keep-alive idle; CMDR_HEADER_READ_TIMEOUT_S
 //!                               #   (above a load balancer's idle timeout)
+//! send_timeout_s = 45           # a client taking no bytes this long is cut off; CMDR_SEND_TIMEOUT_S
 //! max_connections = 10000       # served at once, more wait to be accepted; CMDR_MAX_CONNECTIONS
 //! shutdown_delay_ms = 0         # at SIGTERM, /readyz 503 but serving on this long; CMDR_SHUTDOWN_DELAY_MS
 //! drain_timeout_ms = 20000      # then longest wait for open requests to finish; CMDR_DRAIN_TIMEOUT_MS
@@ -58,7 +59,7 @@ pub const DEFAULT_DATA_DIR: &str = "./cmdr-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 /// Most partitions a topic may be created with.
 pub const MAX_PARTITIONS: u32 = 1024;
-/// Largest `header_read_timeout_s`: a day.
+/// Largest `header_read_timeout_s` and `send_timeout_s`: a day.
 pub const MAX_HEADER_READ_TIMEOUT_S: u64 = 86_400;
 /// Largest `index_wait_ms`: a minute (a read waiting longer helps nobody).
 const MAX_INDEX_WAIT_MS: u64 = 60_000;
@@ -164,6 +165,11 @@ pub struct ServeArgs {
     /// keep-alive connection may idle, in seconds. Default 30.
     #[arg(long, env = "CMDR_HEADER_READ_TIMEOUT_S")]
     pub header_read_timeout_s: Option<u64>,
+    /// Longest a client may take none of the bytes sent to it (a live
+    /// stream's reader that stopped reading) before its connection is
+    /// closed, in seconds. Default 45.
+    #[arg(long, env = "CMDR_SEND_TIMEOUT_S")]
+    pub send_timeout_s: Option<u64>,
     /// Most connections served at once; further clients wait in the listen
     /// backlog until one closes. Default 10000.
     #[arg(long, env = "CMDR_MAX_CONNECTIONS")]
@@ -210,6 +216,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     webhook_ca_cert: Option<PathBuf>,
     header_read_timeout_s: Option<u64>,
+    send_timeout_s: Option<u64>,
     max_connections: Option<usize>,
     shutdown_delay_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
@@ -358,6 +365,7 @@ impl Settings {
             tls_key: None,
             webhook_ca_cert: None,
             header_read_timeout_s: None,
+            send_timeout_s: None,
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
@@ -442,6 +450,12 @@ impl Settings {
                 );
             }
             gateway.header_read_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = args.send_timeout_s.or(file.send_timeout_s) {
+            if !(1..=MAX_HEADER_READ_TIMEOUT_S).contains(&s) {
+                bail!("send_timeout_s must be from 1 to {MAX_HEADER_READ_TIMEOUT_S}, not {s}");
+            }
+            gateway.send_timeout = Duration::from_secs(s);
         }
         if let Some(ms) = args.index_wait_ms.or(file.index_wait_ms) {
             if !(1..=MAX_INDEX_WAIT_MS).contains(&ms) {
@@ -647,6 +661,7 @@ mod tests {
             tls_key: None,
             webhook_ca_cert: None,
             header_read_timeout_s: None,
+            send_timeout_s: None,
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
@@ -741,6 +756,25 @@ mod tests {
         a.max_connections = Some(0);
         let err = Settings::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("max_connections must be from 1"), "{err}");
+    }
+
+    #[test]
+    fn send_timeout_comes_from_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cmdr.toml");
+        let mut a = args(dir.path(), None);
+        let g = Settings::resolve(&a).unwrap().gateway;
+        assert_eq!(g.send_timeout, cmdr_gateway::send_timeout::SEND_TIMEOUT);
+        std::fs::write(&file, "send_timeout_s = 120\n").unwrap();
+        a.storage.config = Some(file);
+        let g = Settings::resolve(&a).unwrap().gateway;
+        assert_eq!(g.send_timeout, Duration::from_secs(120));
+        a.send_timeout_s = Some(5);
+        let g = Settings::resolve(&a).unwrap().gateway;
+        assert_eq!(g.send_timeout, Duration::from_secs(5));
+        a.send_timeout_s = Some(0);
+        let err = Settings::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("send_timeout_s must be from 1"), "{err}");
     }
 
     #[test]

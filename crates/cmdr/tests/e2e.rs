@@ -456,6 +456,8 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         !status.success() && err.contains("header_read_timeout_s"),
         "{err}"
     );
+    let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--send-timeout-s", "0"]);
+    assert!(!status.success() && err.contains("send_timeout_s"), "{err}");
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "listen = 3\n").unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);
