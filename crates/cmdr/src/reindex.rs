@@ -11,7 +11,10 @@ use crate::storage;
 
 /// Rebuilds the index.
 pub async fn run(args: StorageArgs) -> Result<ExitCode> {
-    let settings = Settings::for_storage(&args)?;
+    let Some(settings) = crate::serve::settings_or_report(Settings::for_storage(&args), &args)?
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
     // The log's recovery says on standard error what it cut, if anything.
     crate::serve::init_logging(settings.log_format);
     let log_dir = storage::log_dir(&settings);

@@ -130,7 +130,9 @@ impl Processing {
 
 /// Runs the server.
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
-    let settings = Settings::resolve(&args)?;
+    let Some(settings) = settings_or_report(Settings::resolve(&args), &args.storage)? else {
+        return Ok(ExitCode::FAILURE);
+    };
     init_logging(settings.log_format);
     let format = settings.log_format;
     match serve(args, settings).await {
@@ -304,6 +306,23 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The settings, or why they were refused. Asked (by flag or environment)
+/// for JSON log lines, the refusal is one of them (logged here: `None`);
+/// otherwise it is the error, which `main` prints as text.
+pub fn settings_or_report(
+    settings: Result<Settings>,
+    storage: &crate::config::StorageArgs,
+) -> Result<Option<Settings>> {
+    match settings {
+        Err(e) if storage.log_format == Some(LogFormat::Json) => {
+            init_logging(LogFormat::Json);
+            tracing::error!(error = %format!("{e:#}"), "the settings are refused");
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
 }
 
 /// Writes log lines to standard error, filtered by `RUST_LOG` (default

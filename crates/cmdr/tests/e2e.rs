@@ -440,6 +440,25 @@ async fn log_lines_can_be_json_for_collectors() {
             "{line}"
         );
     }
+    // Settings refused: said as a JSON line too, with exit status 1.
+    let d = data.to_str().unwrap();
+    let (status, out, err) = run_cli(&[
+        "serve",
+        "--data-dir",
+        d,
+        "--log-format",
+        "json",
+        "--listen",
+        "nohost",
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(err.trim())
+        .unwrap_or_else(|e| panic!("not one JSON line ({e}): {err:?}"));
+    assert_eq!(v["level"], "ERROR", "{err}");
+    assert!(
+        v["error"].as_str().unwrap().contains("listen address"),
+        "{err}"
+    );
 }
 
 #[test]
