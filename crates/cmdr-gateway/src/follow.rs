@@ -172,10 +172,28 @@ impl Filter {
     }
 }
 
-/// Bytes of record values a follower's updates may hold at once, queued
-/// for its client or not yet sent on: beyond it the follower waits, as for
-/// a full channel. A larger record is sent alone.
+/// Most bytes of record values a follower's updates may hold at once,
+/// queued for its client or not yet sent on: beyond it the follower waits,
+/// as for a full channel. A larger record is sent alone. With many live
+/// streams open each gets less (see [`follow_buffer_bytes`]).
 pub const FOLLOW_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Fewest bytes a follower may hold, however many live streams are open.
+pub const MIN_FOLLOW_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The bytes all live streams together may hold in their followers'
+/// buffers, about, when each client reads nothing: each follower's share
+/// is taken as it starts (see [`follow_buffer_bytes`]).
+pub const LIVE_BUFFER_BYTES: usize = 256 * 1024 * 1024;
+
+/// A follower's buffer when `open` live streams are open (this one
+/// included): an equal share of [`LIVE_BUFFER_BYTES`], from
+/// [`MIN_FOLLOW_BUFFER_BYTES`] to [`FOLLOW_BUFFER_BYTES`]. A hundred
+/// streams get 2.5 MiB each; past a thousand, 256 KiB (so 4,096 clients
+/// that read nothing hold about 1 GiB, not 16).
+pub fn follow_buffer_bytes(open: usize) -> usize {
+    (LIVE_BUFFER_BYTES / open.max(1)).clamp(MIN_FOLLOW_BUFFER_BYTES, FOLLOW_BUFFER_BYTES)
+}
 
 /// One record passed to a client, or where the follower has got to.
 #[derive(Debug)]
@@ -187,7 +205,7 @@ pub struct Update {
     /// so that a client resuming from it does not read them again (or,
     /// having seen nothing yet, miss what came meanwhile).
     pub value: Option<Bytes>,
-    /// The value's share of [`FOLLOW_BUFFER_BYTES`], given back when the
+    /// The value's share of its follower's buffer, given back when the
     /// update is dropped (once sent on).
     pub held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -256,7 +274,9 @@ pub async fn follow(
         value: None,
         held: None,
     };
-    let budget = Arc::new(tokio::sync::Semaphore::new(FOLLOW_BUFFER_BYTES));
+    let open = crate::MAX_LIVE_STREAMS.saturating_sub(places.available_permits());
+    let buffer = follow_buffer_bytes(open);
+    let budget = Arc::new(tokio::sync::Semaphore::new(buffer));
     if tx.send(start).await.is_err() {
         return;
     }
@@ -285,7 +305,7 @@ pub async fn follow(
                 progressed = true;
                 if filter.matches(&r.value) {
                     told = format_position(&pos);
-                    let share = r.value.len().clamp(1, FOLLOW_BUFFER_BYTES) as u32;
+                    let share = r.value.len().clamp(1, buffer) as u32;
                     let held = tokio::select! {
                         p = Arc::clone(&budget).acquire_many_owned(share) => p.ok(),
                         _ = tx.closed() => return,
@@ -361,40 +381,54 @@ pub async fn follow(
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_follower_buffer_shrinks_with_the_live_streams_open() {
+        assert_eq!(follow_buffer_bytes(0), FOLLOW_BUFFER_BYTES);
+        assert_eq!(follow_buffer_bytes(64), FOLLOW_BUFFER_BYTES);
+        assert_eq!(follow_buffer_bytes(128), 2 * 1024 * 1024);
+        assert_eq!(follow_buffer_bytes(4096), MIN_FOLLOW_BUFFER_BYTES);
+    }
+
     /// A client that reads nothing holds at most the buffer's bytes of
-    /// records (and one more), not a channel full of large ones.
+    /// records (and one more), not a channel full of large ones; with
+    /// many streams open, less.
     #[tokio::test]
     async fn a_client_that_reads_nothing_holds_a_bounded_number_of_bytes() {
         let log = Arc::new(cmdr_log::memory::MemoryLog::new());
         log.create_topic("t", 1).await.unwrap();
         for i in 0..20u8 {
-            let value = vec![b'a' + i; 1024 * 1024];
+            let value = vec![b'a' + i; 256 * 1024];
             log.append("t", vec![cmdr_log::Record::new("k", value)])
                 .await
                 .unwrap();
         }
-        let (tx, mut rx) = mpsc::channel(64);
-        let (_stop, stopped) = watch::channel(false);
-        let places = Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS));
-        let follower = tokio::spawn(follow(
-            log,
-            "t",
-            vec![0],
-            Filter::default(),
-            tx,
-            stopped,
-            places,
-        ));
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let mut records = 0;
-        while let Ok(u) = rx.try_recv() {
-            records += usize::from(u.value.is_some());
+        // Alone: 4 MiB, 16 of these records (and one more). With all but
+        // 16 places taken: 256 KiB, one record (and one more).
+        for (taken, most) in [(0, 17), (crate::MAX_LIVE_STREAMS - 16, 2)] {
+            let (tx, mut rx) = mpsc::channel(64);
+            let (_stop, stopped) = watch::channel(false);
+            let places = Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS));
+            let _taken = places.clone().try_acquire_many_owned(taken as u32).unwrap();
+            let follower = tokio::spawn(follow(
+                log.clone(),
+                "t",
+                vec![0],
+                Filter::default(),
+                tx,
+                stopped,
+                places,
+            ));
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let mut records = 0;
+            while let Ok(u) = rx.try_recv() {
+                records += usize::from(u.value.is_some());
+            }
+            assert!(
+                (1..=most).contains(&records),
+                "{taken} places taken: {records} records of 256 KiB held"
+            );
+            follower.abort();
         }
-        assert!(
-            (1..=5).contains(&records),
-            "{records} records of 1 MiB held"
-        );
-        follower.abort();
     }
 
     #[test]

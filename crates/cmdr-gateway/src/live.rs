@@ -471,7 +471,7 @@ fn client_message(text: &str) -> Result<ClientMessage, (Option<String>, String)>
 
 /// A message for the socket's writer, with the share of its follower's
 /// buffer a record holds until it is written (see
-/// [`crate::follow::FOLLOW_BUFFER_BYTES`]).
+/// [`crate::follow::follow_buffer_bytes`]).
 type Outgoing = (Message, Option<tokio::sync::OwnedSemaphorePermit>);
 
 /// The `record` message of subscription `sub_json` (its id as a JSON
