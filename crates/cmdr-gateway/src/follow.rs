@@ -189,8 +189,9 @@ pub const LIVE_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 /// A follower's buffer when `open` live streams are open (this one
 /// included): an equal share of [`LIVE_BUFFER_BYTES`], from
 /// [`MIN_FOLLOW_BUFFER_BYTES`] to [`FOLLOW_BUFFER_BYTES`]. A hundred
-/// streams get 2.5 MiB each; past a thousand, 256 KiB (so 4,096 clients
-/// that read nothing hold about 1 GiB, not 16).
+/// streams get 2.5 MiB each; past a thousand, 256 KiB. Each keeps the share
+/// it started with, so 4,096 clients that read nothing, opened one after
+/// another, hold under 2 GiB (16 GiB at 4 MiB each).
 pub fn follow_buffer_bytes(open: usize) -> usize {
     (LIVE_BUFFER_BYTES / open.max(1)).clamp(MIN_FOLLOW_BUFFER_BYTES, FOLLOW_BUFFER_BYTES)
 }
