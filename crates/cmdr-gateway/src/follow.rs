@@ -211,6 +211,24 @@ pub struct Update {
     pub held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+/// Values at least this large are copied out of the read that brought
+/// them before they wait for the client (see [`own_value`]).
+const COPY_VALUES_FROM: usize = 4096;
+
+/// A record's value as a follower keeps it until its client takes it. A
+/// value read from a segment file shares that read's buffer (up to
+/// [`FOLLOW_BATCH_BYTES`]), which it would keep whole while it waits: a
+/// large one is copied out, so that the follower's buffer counts what it
+/// holds. (Small ones come many to a read; framing copies every value once
+/// more anyway.)
+fn own_value(value: Bytes) -> Bytes {
+    if value.len() >= COPY_VALUES_FROM {
+        Bytes::copy_from_slice(&value)
+    } else {
+        value
+    }
+}
+
 /// Resolves where to start in `topic`.
 ///
 /// # Errors
@@ -282,7 +300,9 @@ pub async fn follow(
         return;
     }
     // Started small: the records' size is not known yet.
-    let mut batch = cmdr_log::ReadBatch::new(8, FOLLOW_BATCH, FOLLOW_BATCH_BYTES);
+    // Reads no larger than the buffer: a follower waiting for room holds
+    // the read it is in.
+    let mut batch = cmdr_log::ReadBatch::new(8, FOLLOW_BATCH, FOLLOW_BATCH_BYTES.min(buffer));
     // When the follower last read records, while it has not waited since.
     let mut last_read = None;
     loop {
@@ -314,7 +334,7 @@ pub async fn follow(
                     };
                     let update = Update {
                         position: told.clone(),
-                        value: Some(r.value),
+                        value: Some(own_value(r.value)),
                         held,
                     };
                     if tx.send(update).await.is_err() {
