@@ -16,7 +16,7 @@
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,21 +29,27 @@ use tokio::time::Instant;
 /// ([`crate::HEARTBEAT`]), as for a WebSocket that answers no ping.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// The instant all stall times are counted from.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
 /// Whether a connection's writes go through, shared by its socket
 /// ([`Watched`]) and its connection task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Progress {
-    /// When a write first found the socket full, in µs after [`epoch`]
-    /// plus one; 0 while writes go through.
+    /// When the connection was accepted: what stall times count from.
+    epoch: Instant,
+    /// When a write first found the socket full, in µs after `epoch` plus
+    /// one; 0 while writes go through.
     blocked_since: AtomicU64,
     /// Told when a stall begins.
     blocked: Notify,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            blocked_since: AtomicU64::new(0),
+            blocked: Notify::new(),
+        }
+    }
 }
 
 impl Progress {
@@ -51,7 +57,7 @@ impl Progress {
     /// one that went through starts the clock).
     fn blocked(&self) {
         if self.blocked_since.load(Ordering::Relaxed) == 0 {
-            let now = u64::try_from(epoch().elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+            let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
             self.blocked_since.store(now + 1, Ordering::Relaxed);
             self.blocked.notify_one();
         }
@@ -74,7 +80,7 @@ impl Progress {
                 self.blocked.notified().await;
                 continue;
             }
-            tokio::time::sleep_until(epoch() + Duration::from_micros(since - 1) + timeout).await;
+            tokio::time::sleep_until(self.epoch + Duration::from_micros(since - 1) + timeout).await;
             if self.blocked_since.load(Ordering::Relaxed) == since {
                 return;
             }
