@@ -62,6 +62,11 @@ pub struct GatewayConfig {
     /// Origins allowed to call the API from a browser (see [`crate::cors`]);
     /// `None` (the default): no CORS headers, same-origin pages only.
     pub cors: Option<crate::cors::CorsOrigins>,
+    /// Bytes kept free in the data directory's file system: under it,
+    /// clients' writes get `507` (see [`crate::disk_space`]); 0 keeps no
+    /// reserve. Only applied once [`crate::AppState::watch_disk_space`] is
+    /// called. Default [`crate::disk_space::DEFAULT_MIN_FREE_BYTES`].
+    pub min_free_bytes: u64,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +85,7 @@ impl Default for GatewayConfig {
             shutdown_delay: Duration::ZERO,
             max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
             cors: None,
+            min_free_bytes: crate::disk_space::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }

@@ -92,6 +92,18 @@ pub enum ApiError {
     /// (answered with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`).
     #[error("{0}")]
     UpgradeRequired(String),
+    /// 507 `insufficient-storage`: the data directory's free space is under
+    /// the reserve (see [`crate::disk_space`]); answered with `Retry-After`.
+    #[error(
+        "the data directory has {free} bytes free, under the {min_free} kept in reserve \
+         (min_free_bytes): nothing was appended; writes are taken again once space is freed"
+    )]
+    InsufficientStorage {
+        /// Bytes free at the last reading.
+        free: u64,
+        /// The reserve.
+        min_free: u64,
+    },
     /// 503 `unavailable`: the log or index cannot serve now (shutting down,
     /// overloaded, failed).
     #[error("{0}")]
@@ -130,6 +142,7 @@ impl ApiError {
             | Self::InvalidRegistration(_)
             | Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
+            Self::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -154,6 +167,7 @@ impl ApiError {
             Self::InvalidRegistration(_) => "invalid-registration",
             Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
             Self::UpgradeRequired(_) => "upgrade-required",
+            Self::InsufficientStorage { .. } => "insufficient-storage",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -178,6 +192,7 @@ impl ApiError {
             Self::InvalidRegistration(_) => "Invalid processor registration",
             Self::IdempotencyKeyReused(_) => "Idempotency-Key reused",
             Self::UpgradeRequired(_) => "Upgrade required",
+            Self::InsufficientStorage { .. } => "Insufficient storage",
             Self::Unavailable(_) => "Service unavailable",
             Self::Internal(_) => "Internal server error",
         }
@@ -266,6 +281,10 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::Unavailable(_)) {
             // A guess, but better than a client's tight loop.
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, Self::InsufficientStorage { .. }) {
+            // Someone must free space: not a matter of a second.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         }
         if matches!(self, Self::Unauthorized(_)) {
             headers.insert(

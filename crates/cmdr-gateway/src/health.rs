@@ -1,7 +1,11 @@
 //! `GET /healthz` (the process answers and its log can still take appends)
 //! and `GET /readyz` (the indexer is running and has caught up with the log
-//! as it was at start, the log answers and can take appends, not shutting
-//! down), plus the `/` home page.
+//! as it was at start, the log answers and can take appends, the data
+//! directory's free space is above the reserve, not shutting down), plus
+//! the `/` home page.
+//!
+//! A data directory short of space fails only `/readyz`: restarting the
+//! process would not free any, and reads go on (see [`crate::disk_space`]).
 //!
 //! A log that can no longer take appends until it is reopened (a write
 //! that failed and could not be undone) fails both: an orchestrator then
@@ -48,6 +52,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let shutting_down = state.is_leaving();
     let mut checks = json!({"indexer": indexer, "index_caught_up": caught_up, "log": log, "shutting_down": shutting_down});
     let mut ready = indexer && caught_up && log && !shutting_down;
+    if let Some(space) = state.disk_space() {
+        let room = !space.is_low();
+        checks["disk_space"] = json!(room);
+        ready &= room;
+    }
     for (name, passed) in state.readiness() {
         ready &= passed;
         checks[name] = json!(passed);

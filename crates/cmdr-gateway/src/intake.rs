@@ -503,6 +503,8 @@ async fn append(
     json: Bytes,
     idem: Option<(&str, &str)>,
 ) -> ApiResult<(u32, u64)> {
+    // Twice: the log's record, and the index's copy of the command.
+    state.check_disk_space(json.len().saturating_mul(2)).await?;
     let mut record = Record::new(command.key.clone(), json)
         .with_header(log_header::ACTION, command.action.clone())
         .with_header(log_header::CONTENT_TYPE, &b"application/json"[..])
@@ -512,7 +514,13 @@ async fn append(
             .with_header(log_header::IDEMPOTENCY_KEY, key.to_string())
             .with_header(log_header::IDEMPOTENCY_HASH, hash.to_string());
     }
-    let appended = state.inner.log.append(COMMANDS_TOPIC, vec![record]).await?;
+    let appended = match state.inner.log.append(COMMANDS_TOPIC, vec![record]).await {
+        Ok(appended) => appended,
+        Err(e) => {
+            state.recheck_disk_space();
+            return Err(e.into());
+        }
+    };
     let at = appended
         .first()
         .ok_or_else(|| ApiError::Internal("append returned no position".into()))?;

@@ -33,6 +33,7 @@ mod body;
 mod compression;
 mod config;
 pub mod cors;
+pub mod disk_space;
 mod error;
 mod extract;
 pub mod follow;

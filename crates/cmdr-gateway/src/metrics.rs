@@ -169,6 +169,26 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         gauge(usize::try_from(dead_letters).unwrap_or(usize::MAX)),
     );
 
+    if let Some(space) = state.disk_space() {
+        let bytes = |value: u64| {
+            let g: Gauge = Gauge::default();
+            g.set(gauge_value(value));
+            g
+        };
+        registry.register_with_unit(
+            "data_dir_free",
+            "Free space of the data directory's file system at the last reading (once a second)",
+            Unit::Bytes,
+            bytes(space.free()),
+        );
+        registry.register_with_unit(
+            "data_dir_min_free",
+            "The reserve (min_free_bytes): under it, clients' writes get 507",
+            Unit::Bytes,
+            bytes(space.min_free()),
+        );
+    }
+
     if let Some((rss, threads)) = process_status() {
         // Unprefixed: the names every Prometheus client uses for them.
         let process = root.sub_registry_with_prefix("process");

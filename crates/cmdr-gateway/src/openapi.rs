@@ -56,6 +56,10 @@ fn every_error() -> Vec<ApiError> {
         ApiError::InvalidRegistration(Vec::new()),
         ApiError::IdempotencyKeyReused(s()),
         ApiError::UpgradeRequired(s()),
+        ApiError::InsufficientStorage {
+            free: 0,
+            min_free: 0,
+        },
         ApiError::Unavailable(s()),
         ApiError::Internal(s()),
     ]
@@ -116,6 +120,11 @@ fn shared_responses() -> Value {
         "MethodNotAllowed": {
             "description": "A method the path does not have, on any path (`method-not-allowed`).",
             "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path has."}},
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        },
+        "InsufficientStorage": {
+            "description": "The data directory's free space is under the reserve (`min_free_bytes`): nothing was written; writes are taken again once space is freed (`insufficient-storage`).",
+            "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "30 (seconds)"}},
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         },
         "Unavailable": problem("The log is closed or the index has stopped: shutting down or failed (`unavailable`)."),
@@ -326,6 +335,7 @@ fn command_paths() -> Value {
                     "415": problem("Unsupported or missing Content-Type."),
                     "422": problem("Invalid command (`validation-failed`), schema violation (`schema-violation`; errors: [{pointer, message}]) or Idempotency-Key reused (`idempotency-key-reused`)."),
                     "500": shared("Internal"),
+                    "507": shared("InsufficientStorage"),
                     "503": problem("Shutting down, the log closed, too many idempotency keys in flight, or the index still catching up for an idempotent request (`unavailable`); nothing was appended.")
                 }
             },
@@ -394,7 +404,7 @@ fn admin_paths() -> Value {
                     "200": with_location(json_only("Identical to the latest version; nothing changed.", "SchemaVersion"), "/schemas/{action}?version=N"),
                     "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
                     "422": problem("An invalid action name in the path (`validation-failed`, errors: [{pointer: /action, message}]; checked first), or not a valid JSON Schema (`invalid-schema`)."),
-                    "500": shared("Internal"), "503": shared("Unavailable")}}
+                    "500": shared("Internal"), "503": shared("Unavailable"), "507": shared("InsufficientStorage")}}
         },
         "/processors": {"get": {"summary": "Registered webhook processors", "responses": {"200": json_ok("Every registration, by name.", "ProcessorList"), "500": shared("Internal"), "503": shared("Unavailable")}}},
         "/processors/{name}": {
@@ -410,10 +420,10 @@ fn admin_paths() -> Value {
                     "200": with_location(json_only("Replaced (or identical: nothing written).", "Processor"), "/processors/{name}"),
                     "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
                     "422": problem("Invalid name or registration (`invalid-registration`, errors: [{pointer, message}]); the pointer `/name` is the path parameter `name`, the others point into the body (`/actions/1`, `/url`, `/secret`, an unknown field), or an action another processor already handles."),
-                    "500": shared("Internal"), "503": shared("Unavailable")}},
+                    "500": shared("Internal"), "503": shared("Unavailable"), "507": shared("InsufficientStorage")}},
             "delete": {"summary": "Remove a webhook processor (its runner stops)",
                 "parameters": [param("name", "path", "Processor name.", json!({"type": "string"}))],
-                "responses": {"204": {"description": "Removed."}, "404": problem("No such processor (or an invalid name)."), "500": shared("Internal"), "503": shared("Unavailable")}}
+                "responses": {"204": {"description": "Removed."}, "404": problem("No such processor (or an invalid name)."), "500": shared("Internal"), "503": shared("Unavailable"), "507": shared("InsufficientStorage")}}
         },
         "/dead-letters": {"get": {"summary": "Inputs no attempt could handle, oldest first",
             "parameters": [
@@ -500,7 +510,7 @@ fn service_schemas() -> Value {
             "checks": {"type": "object", "description": "With `failing` only.", "properties": {"log": {"type": "boolean"}}}}},
         "Readiness": {"type": "object", "properties": {
             "status": {"enum": ["ready", "not-ready"]},
-            "checks": {"type": "object", "properties": {"indexer": {"type": "boolean"}, "index_caught_up": {"type": "boolean"}, "log": {"type": "boolean"}, "shutting_down": {"type": "boolean"}}}}},
+            "checks": {"type": "object", "properties": {"indexer": {"type": "boolean"}, "index_caught_up": {"type": "boolean"}, "log": {"type": "boolean"}, "shutting_down": {"type": "boolean"}, "disk_space": {"type": "boolean", "description": "The data directory's free space is above the reserve (min_free_bytes); while false, writes get 507."}}, "additionalProperties": {"type": "boolean", "description": "The application's own checks (e.g. accounts_example)."}}}},
         "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
             "type": {"type": "string", "description": "/problems/{code}"}, "code": {"enum": problem_codes()},
             "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
@@ -620,15 +630,16 @@ mod tests {
             ApiError::InvalidRegistration(_) => 14,
             ApiError::IdempotencyKeyReused(_) => 15,
             ApiError::UpgradeRequired(_) => 16,
-            ApiError::Unavailable(_) => 17,
-            ApiError::Internal(_) => 18,
+            ApiError::InsufficientStorage { .. } => 17,
+            ApiError::Unavailable(_) => 18,
+            ApiError::Internal(_) => 19,
         }
     }
 
     #[test]
     fn every_error_kind_is_listed_once() {
         let kinds: Vec<usize> = every_error().iter().map(kind).collect();
-        assert_eq!(kinds, (0..=18).collect::<Vec<_>>());
+        assert_eq!(kinds, (0..=19).collect::<Vec<_>>());
     }
 
     #[test]

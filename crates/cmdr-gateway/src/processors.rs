@@ -112,6 +112,7 @@ async fn put(
     let webhooks = &state.inner.webhooks;
     let previous = webhooks.get(&name).await?;
     if previous.as_ref() != Some(&registration) {
+        state.check_disk_space(body.len()).await?;
         webhooks
             .put(&name, registration.clone())
             .await
@@ -134,7 +135,11 @@ async fn put(
 }
 
 async fn delete(State(state): State<AppState>, PathParam(name): PathParam) -> ApiResult<Response> {
-    if validate_name(&name).is_err() || !state.inner.webhooks.delete(&name).await? {
+    if validate_name(&name).is_err() || state.inner.webhooks.get(&name).await?.is_none() {
+        return Err(unknown(&name));
+    }
+    state.check_disk_space(name.len()).await?;
+    if !state.inner.webhooks.delete(&name).await? {
         return Err(unknown(&name));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

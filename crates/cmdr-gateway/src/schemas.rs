@@ -427,6 +427,16 @@ async fn put(
             "a JSON Schema is an object or a boolean",
         )]));
     }
+    let unchanged = state
+        .inner
+        .schemas
+        .versions(&action)
+        .and_then(|v| v.last().map(|latest| latest.schema == schema))
+        .unwrap_or(false);
+    if !unchanged {
+        // The same schema again writes nothing, so it is answered anyway.
+        state.check_disk_space(body.len()).await?;
+    }
     let (version, created) = state.inner.schemas.register(&action, schema).await?;
     let versions = state.inner.schemas.versions(&action).unwrap_or_default();
     let status = if created {

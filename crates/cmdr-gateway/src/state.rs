@@ -10,6 +10,7 @@ use cmdr_processor::{DeadLetters, ProcessorError, WebhookRegistry};
 use tokio::sync::watch;
 
 use crate::config::GatewayConfig;
+use crate::disk_space::DiskSpace;
 use crate::idempotency::InFlightKeys;
 use crate::schemas::SchemaRegistry;
 
@@ -52,6 +53,9 @@ pub(crate) struct Shared {
     /// The application's own readiness checks (see
     /// [`AppState::add_readiness_check`]).
     pub(crate) readiness: std::sync::RwLock<Vec<(String, ReadinessCheck)>>,
+    /// The data directory's free-space reserve, once watched (see
+    /// [`AppState::watch_disk_space`]).
+    pub(crate) disk: std::sync::OnceLock<Arc<crate::disk_space::DiskSpace>>,
 }
 
 /// A readiness check of the application's: whether what it names is ready.
@@ -96,6 +100,7 @@ impl AppState {
                 live: Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_STREAMS)),
                 metrics: crate::metrics::Metrics::default(),
                 readiness: std::sync::RwLock::default(),
+                disk: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -110,6 +115,71 @@ impl AppState {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push((name.into(), check));
+    }
+
+    /// Keeps [`GatewayConfig::min_free_bytes`] free in the file system of
+    /// `data_dir` (see [`crate::disk_space`]): reads its free space now and
+    /// then every second on the current runtime, for as long as the state
+    /// lives. Once under the reserve, clients' writes get `507` and
+    /// `/readyz` fails. A second call changes nothing.
+    pub fn watch_disk_space(&self, data_dir: impl Into<std::path::PathBuf>) -> Arc<DiskSpace> {
+        let space = self.inner.disk.get_or_init(|| {
+            let space = Arc::new(DiskSpace::new(data_dir, self.inner.config.min_free_bytes));
+            DiskSpace::spawn_watch(&space);
+            if space.is_low() {
+                tracing::warn!(
+                    dir = %space.dir().display(),
+                    free_bytes = space.free(),
+                    min_free_bytes = space.min_free(),
+                    "the data directory's free space is under the reserve: \
+                     serving reads, refusing writes (507) until space is freed"
+                );
+            }
+            space
+        });
+        Arc::clone(space)
+    }
+
+    /// The data directory's free-space reserve, if watched.
+    pub(crate) fn disk_space(&self) -> Option<&DiskSpace> {
+        self.inner.disk.get().map(Arc::as_ref)
+    }
+
+    /// `Ok` when a client's write of about `bytes` may be appended (and
+    /// then counted off the free space): refused with
+    /// [`ApiError::InsufficientStorage`] while the free space is under the
+    /// reserve. When the writes taken since the last reading may have
+    /// reached the reserve, the free space is read again first.
+    pub(crate) async fn check_disk_space(
+        &self,
+        bytes: usize,
+    ) -> Result<(), crate::error::ApiError> {
+        let Some(space) = self.inner.disk.get() else {
+            return Ok(());
+        };
+        if !space.is_low() && space.maybe_low() {
+            let reading = Arc::clone(space);
+            // A failed task changes nothing: the count stays, and refuses.
+            let _ = tokio::task::spawn_blocking(move || reading.check()).await;
+        }
+        if space.is_low() || space.maybe_low() {
+            return Err(crate::error::ApiError::InsufficientStorage {
+                free: space.estimate(),
+                min_free: space.min_free(),
+            });
+        }
+        space.charge(bytes as u64);
+        Ok(())
+    }
+
+    /// After an append failed: reads the free space again at once (off the
+    /// async workers), so that a disk that just filled stops the next
+    /// writes without waiting for the watcher's next turn.
+    pub(crate) fn recheck_disk_space(&self) {
+        if let Some(space) = self.inner.disk.get() {
+            let space = Arc::clone(space);
+            drop(tokio::task::spawn_blocking(move || space.check()));
+        }
     }
 
     /// The application's readiness checks, by name, as they are now.

@@ -21,6 +21,8 @@
 //! header_read_timeout_s = 30    # request headers and keep-alive idle; CMDR_HEADER_READ_TIMEOUT_S
 //!                               #   (above a load balancer's idle timeout)
 //! send_timeout_s = 45           # a client taking no bytes this long is cut off; CMDR_SEND_TIMEOUT_S
+//! min_free_bytes = 268435456   # under it writes get 507 and /readyz fails, 0: no reserve;
+//!                               #   CMDR_MIN_FREE_BYTES, --min-free-bytes
 //! max_connections = 10000       # served at once, more wait to be accepted; CMDR_MAX_CONNECTIONS
 //! shutdown_delay_ms = 0         # at SIGTERM, /readyz 503 but serving on this long; CMDR_SHUTDOWN_DELAY_MS
 //! drain_timeout_ms = 20000      # then longest wait for open requests to finish; CMDR_DRAIN_TIMEOUT_MS
@@ -170,6 +172,11 @@ pub struct ServeArgs {
     /// closed, in seconds. Default 45.
     #[arg(long, env = "CMDR_SEND_TIMEOUT_S")]
     pub send_timeout_s: Option<u64>,
+    /// Bytes kept free in the data directory's file system: below it,
+    /// clients' writes get 507 and /readyz fails, while reads, indexing and
+    /// processors go on; 0 keeps no reserve. Default 268435456 (256 MiB).
+    #[arg(long, env = "CMDR_MIN_FREE_BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// Most connections served at once; further clients wait in the listen
     /// backlog until one closes. Default 10000.
     #[arg(long, env = "CMDR_MAX_CONNECTIONS")]
@@ -217,6 +224,7 @@ struct FileConfig {
     webhook_ca_cert: Option<PathBuf>,
     header_read_timeout_s: Option<u64>,
     send_timeout_s: Option<u64>,
+    min_free_bytes: Option<u64>,
     max_connections: Option<usize>,
     shutdown_delay_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
@@ -366,6 +374,7 @@ impl Settings {
             webhook_ca_cert: None,
             header_read_timeout_s: None,
             send_timeout_s: None,
+            min_free_bytes: None,
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
@@ -456,6 +465,9 @@ impl Settings {
                 bail!("send_timeout_s must be from 1 to {MAX_HEADER_READ_TIMEOUT_S}, not {s}");
             }
             gateway.send_timeout = Duration::from_secs(s);
+        }
+        if let Some(n) = args.min_free_bytes.or(file.min_free_bytes) {
+            gateway.min_free_bytes = n;
         }
         if let Some(ms) = args.index_wait_ms.or(file.index_wait_ms) {
             if !(1..=MAX_INDEX_WAIT_MS).contains(&ms) {
@@ -662,6 +674,7 @@ mod tests {
             webhook_ca_cert: None,
             header_read_timeout_s: None,
             send_timeout_s: None,
+            min_free_bytes: None,
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
@@ -756,6 +769,26 @@ mod tests {
         a.max_connections = Some(0);
         let err = Settings::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("max_connections must be from 1"), "{err}");
+    }
+
+    #[test]
+    fn min_free_bytes_comes_from_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cmdr.toml");
+        let mut a = args(dir.path(), None);
+        let g = Settings::resolve(&a).unwrap().gateway;
+        assert_eq!(
+            g.min_free_bytes,
+            cmdr_gateway::disk_space::DEFAULT_MIN_FREE_BYTES
+        );
+        std::fs::write(&file, "min_free_bytes = 1073741824\n").unwrap();
+        a.storage.config = Some(file);
+        assert_eq!(
+            Settings::resolve(&a).unwrap().gateway.min_free_bytes,
+            1 << 30
+        );
+        a.min_free_bytes = Some(0);
+        assert_eq!(Settings::resolve(&a).unwrap().gateway.min_free_bytes, 0);
     }
 
     #[test]

@@ -185,6 +185,7 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
     let state = AppState::new(log.clone(), index, settings.gateway.clone())
         .await
         .context("loading schemas and processors")?;
+    state.watch_disk_space(&settings.data_dir);
     if let Some(Example::Accounts) = settings.example {
         // Before any webhook runner starts: none may have these actions too.
         state

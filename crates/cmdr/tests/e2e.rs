@@ -508,6 +508,115 @@ fn bad_configuration_is_refused_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn under_the_free_space_reserve_writes_get_507_and_reads_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = client();
+    // A first run with room takes a command and a schema.
+    let s = Server::start(&data, &[]).await;
+    let first = send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "open", "data": {}, "key": "k"})),
+    )
+    .await
+    .expect(202);
+    let id = first.body["id"].as_str().unwrap().to_string();
+    let schema = json!({"type": "object"});
+    send(c.put(s.at("/schemas/open")).json(&schema))
+        .await
+        .expect(201);
+    let metrics = send(c.get(s.at("/metrics"))).await.expect(200).text;
+    assert!(metrics.contains("cmdr_data_dir_free_bytes "), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "cmdr_data_dir_min_free_bytes {}",
+            cmdr_gateway::disk_space::DEFAULT_MIN_FREE_BYTES
+        )),
+        "{metrics}"
+    );
+    s.stop();
+
+    // More free space asked for than any disk has: started, but short.
+    let s = Server::start_unready(&data, &["--min-free-bytes", "18446744073709551615"]).await;
+    let ready = loop {
+        let r = send(c.get(s.at("/readyz"))).await;
+        if r.body["checks"]["index_caught_up"] == true {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert_eq!(ready.body["checks"]["disk_space"], false, "{}", ready.text);
+    assert_eq!(ready.body["checks"]["log"], true, "{}", ready.text);
+    send(c.get(s.at("/healthz"))).await.expect(200);
+    assert!(s.output().contains("under the reserve"), "{}", s.output());
+
+    let refused = send(
+        c.post(s.at("/commands"))
+            .header("idempotency-key", "short-1")
+            .json(&json!({"action": "open", "data": {}, "key": "k"})),
+    )
+    .await
+    .expect_problem(507, "insufficient-storage");
+    assert_eq!(refused.header("retry-after"), "30");
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("min_free_bytes"),
+        "{}",
+        refused.text
+    );
+    // Still 422 for a command that is not valid: the reserve is checked last.
+    send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "", "data": {}})),
+    )
+    .await
+    .expect_problem(422, "validation-failed");
+    send(c.put(s.at("/schemas/open")).json(&json!({"type": "array"})))
+        .await
+        .expect_problem(507, "insufficient-storage");
+    // The same schema again writes nothing, so it is answered.
+    send(c.put(s.at("/schemas/open")).json(&schema))
+        .await
+        .expect(200);
+    send(c.put(s.at("/processors/p")).json(&json!({
+        "url": "http://127.0.0.1:9/", "actions": ["open"]
+    })))
+    .await
+    .expect_problem(507, "insufficient-storage");
+    // Reads go on, and nothing was appended.
+    send(c.get(s.at(&format!("/commands/{id}"))))
+        .await
+        .expect(200);
+    let listed = send(c.get(s.at("/commands"))).await.expect(200);
+    assert_eq!(
+        listed.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.text
+    );
+    let metrics = send(c.get(s.at("/metrics"))).await.expect(200).text;
+    assert!(
+        metrics.contains("cmdr_command_answers_total{status=\"507\"} 1"),
+        "{metrics}"
+    );
+    s.stop();
+
+    // With no reserve the idempotency key was never bound: it takes the command.
+    let s = Server::start(&data, &["--min-free-bytes", "0"]).await;
+    send(
+        c.post(s.at("/commands"))
+            .header("idempotency-key", "short-1")
+            .json(&json!({"action": "open", "data": {}, "key": "k"})),
+    )
+    .await
+    .expect(202);
+    s.stop();
+}
+
+#[tokio::test]
 async fn https_serves_the_api_and_the_command_line_trusts_a_given_ca() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(dir.path());

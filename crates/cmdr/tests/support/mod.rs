@@ -41,6 +41,21 @@ impl Server {
     /// Like [`Server::start`], checking readiness with `client` (one that
     /// trusts the server's certificate, for HTTPS).
     pub async fn start_with(data_dir: &Path, args: &[&str], client: reqwest::Client) -> Server {
+        let mut server = Self::launch(data_dir, args, client);
+        server.wait_for("/readyz").await;
+        server
+    }
+
+    /// Like [`Server::start`], but waits only until `/healthz` answers: for
+    /// a server that is not meant to become ready.
+    pub async fn start_unready(data_dir: &Path, args: &[&str]) -> Server {
+        let mut server = Self::launch(data_dir, args, client());
+        server.wait_for("/healthz").await;
+        server
+    }
+
+    /// Starts the binary and reads the address it prints.
+    fn launch(data_dir: &Path, args: &[&str], client: reqwest::Client) -> Server {
         let stderr_path = data_dir.with_extension(format!("stderr-{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -87,7 +102,6 @@ impl Server {
             .strip_prefix("cmdr listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}\n{}", server.output()))
             .to_string();
-        server.wait_ready().await;
         server
     }
 
@@ -100,11 +114,11 @@ impl Server {
         )
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_for(&mut self, path: &str) {
         let client = self.client.clone();
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await {
+            if let Ok(r) = client.get(format!("{}{path}", self.url)).send().await {
                 if r.status().is_success() {
                     return;
                 }
