@@ -5,7 +5,7 @@
 //! start again until space is freed. So the gateway keeps a reserve
 //! ([`crate::GatewayConfig::min_free_bytes`]): once the file system of the
 //! data directory has less than that free, clients' writes (`POST
-//! /commands`, `PUT /schemas/…`, `PUT`/`DELETE /processors/…`) are refused
+//! /commands`, `PUT`/`DELETE /schemas/…`, `PUT`/`DELETE /processors/…`) are refused
 //! with `507 insufficient-storage` and `/readyz` fails its `disk_space`
 //! check, while reads go on. What the reserve is for goes on too: the
 //! indexer indexes what was acknowledged, and processors append the events

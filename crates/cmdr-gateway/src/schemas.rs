@@ -12,8 +12,14 @@
 //! steps per string; and an invalid command's errors are all listed only
 //! when listing them is bounded ([`LISTED_WORK`]), else the first one is.
 //!
+//! `DELETE /schemas/{action}` removes an action's schema: its commands are
+//! no longer checked. The removal is a version too, and the earlier ones
+//! stay readable (`?version=N`); a later `PUT` registers the next version.
+//!
 //! Log format of a schema record (key = the action), version 1:
-//! `{"action": "...", "version": 1, "schema": {...}, "timestamp": <ms>}`.
+//! `{"action": "...", "version": 1, "schema": {...}, "timestamp": <ms>}`;
+//! a removal: `{"action": "...", "version": 3, "schema": null, "removed":
+//! true, "timestamp": <ms>}`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -47,12 +53,16 @@ pub struct SchemaVersion {
     pub schema: Value,
     /// When it was registered, ms since the epoch.
     pub timestamp: i64,
+    /// This version removed the action's schema (`schema` is `null`):
+    /// from it on, the action's commands are not checked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 struct ActionSchemas {
     versions: Vec<SchemaVersion>,
-    /// The latest version, compiled.
-    validator: Arc<Compiled>,
+    /// The latest version, compiled; `None` once it removed the schema.
+    validator: Option<Arc<Compiled>>,
 }
 
 /// A compiled schema and the nodes it expands to (see `schema_cost.rs`).
@@ -180,16 +190,21 @@ impl SchemaRegistry {
                         tracing::warn!(offset = r.offset, "skipping an unreadable schema record");
                         continue;
                     };
-                    match compile(&v.schema).map(Arc::new) {
-                        Ok(compiled) => {
+                    let compiled = if v.removed {
+                        Ok(None)
+                    } else {
+                        compile(&v.schema).map(|c| Some(Arc::new(c)))
+                    };
+                    match compiled {
+                        Ok(validator) => {
                             let entry =
                                 actions
                                     .entry(v.action.clone())
                                     .or_insert_with(|| ActionSchemas {
                                         versions: Vec::new(),
-                                        validator: Arc::clone(&compiled),
+                                        validator: None,
                                     });
-                            entry.validator = compiled;
+                            entry.validator = validator;
                             entry.versions.push(v);
                         }
                         Err(e) => {
@@ -216,11 +231,14 @@ impl SchemaRegistry {
         let (schema, version) = {
             let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
             match actions.get(action) {
-                None => return Ok(data),
-                Some(a) => (
-                    Arc::clone(&a.validator),
-                    a.versions.last().map_or(0, |v| v.version),
+                Some(ActionSchemas {
+                    validator: Some(validator),
+                    versions,
+                }) => (
+                    Arc::clone(validator),
+                    versions.last().map_or(0, |v| v.version),
                 ),
+                _ => return Ok(data),
             }
         };
         let work = nodes(&data).saturating_mul(schema.nodes.max(1));
@@ -262,10 +280,43 @@ impl SchemaRegistry {
             actions.get(action).and_then(|a| a.versions.last().cloned())
         };
         if let Some(latest) = &latest {
-            if latest.schema == schema {
+            if !latest.removed && latest.schema == schema {
                 return Ok((latest.clone(), false));
             }
         }
+        let version = self
+            .append(action, latest.as_ref(), schema, Some(compiled))
+            .await?;
+        Ok((version, true))
+    }
+
+    /// Removes `action`'s schema: appends a version that says so.
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] when the action has no schema (never had
+    /// one, or it is removed already).
+    async fn remove(&self, action: &str) -> ApiResult<SchemaVersion> {
+        let _serial = self.register.lock().await;
+        let latest = {
+            let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
+            actions.get(action).and_then(|a| a.versions.last().cloned())
+        };
+        match &latest {
+            Some(l) if !l.removed => self.append(action, Some(l), Value::Null, None).await,
+            _ => Err(no_schema(action)),
+        }
+    }
+
+    /// Appends the version after `latest`, with `schema` (compiled as
+    /// `compiled`), or the removal when `compiled` is `None`, and makes it
+    /// the action's latest. Registrations hold [`Self::register`].
+    async fn append(
+        &self,
+        action: &str,
+        latest: Option<&SchemaVersion>,
+        schema: Value,
+        compiled: Option<Arc<Compiled>>,
+    ) -> ApiResult<SchemaVersion> {
         let version = SchemaVersion {
             action: action.to_string(),
             version: match latest {
@@ -276,6 +327,7 @@ impl SchemaRegistry {
             },
             schema,
             timestamp: cmdr_contract::now_ms(),
+            removed: compiled.is_none(),
         };
         let value = serde_json::to_vec(&version).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.log
@@ -286,11 +338,11 @@ impl SchemaRegistry {
             .entry(action.to_string())
             .or_insert_with(|| ActionSchemas {
                 versions: Vec::new(),
-                validator: Arc::clone(&compiled),
+                validator: None,
             });
         entry.validator = compiled;
         entry.versions.push(version.clone());
-        Ok((version, true))
+        Ok(version)
     }
 
     fn versions(&self, action: &str) -> Option<Vec<SchemaVersion>> {
@@ -303,7 +355,7 @@ impl SchemaRegistry {
         let mut out: Vec<Value> = actions
             .iter()
             .filter_map(|(name, a)| {
-                let latest = a.versions.last()?;
+                let latest = a.versions.last().filter(|l| !l.removed)?;
                 Some(json!({
                     "action": name,
                     "version": latest.version,
@@ -317,12 +369,12 @@ impl SchemaRegistry {
     }
 }
 
-/// Routes: `GET /schemas`, `GET|PUT /schemas/{action}` (the action is the
-/// rest of the path: action names may contain `/`).
+/// Routes: `GET /schemas`, `GET|PUT|DELETE /schemas/{action}` (the action
+/// is the rest of the path: action names may contain `/`).
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/schemas", get(list))
-        .route("/schemas/{*action}", get(read).put(put))
+        .route("/schemas/{*action}", get(read).put(put).delete(delete))
 }
 
 async fn list(State(state): State<AppState>, neg: Negotiated) -> Response {
@@ -359,6 +411,7 @@ fn version_body(v: &SchemaVersion, all: &[SchemaVersion]) -> Value {
         "action": v.action,
         "version": v.version,
         "schema": v.schema,
+        "removed": v.removed,
         "timestamp": v.timestamp,
         "versions": all.iter().map(|x| x.version).collect::<Vec<_>>(),
         "links": {
@@ -383,7 +436,14 @@ fn choose<'a>(
     version: Option<u32>,
 ) -> ApiResult<&'a SchemaVersion> {
     match version {
-        None => all.last().ok_or_else(|| no_schema(action)),
+        None => match all.last() {
+            Some(l) if l.removed => Err(ApiError::NotFound(format!(
+                "the schema of action {action:?} was removed (version {}); \
+                 ?version=N reads the earlier ones",
+                l.version
+            ))),
+            latest => latest.ok_or_else(|| no_schema(action)),
+        },
         Some(n) => all.iter().find(|v| v.version == n).ok_or_else(|| {
             ApiError::NotFound(format!("action {action:?} has no schema version {n}"))
         }),
@@ -431,7 +491,10 @@ async fn put(
         .inner
         .schemas
         .versions(&action)
-        .and_then(|v| v.last().map(|latest| latest.schema == schema))
+        .and_then(|v| {
+            v.last()
+                .map(|latest| !latest.removed && latest.schema == schema)
+        })
         .unwrap_or(false);
     if !unchanged {
         // The same schema again writes nothing, so it is answered anyway.
@@ -455,6 +518,25 @@ async fn put(
         axum::Json(version_body(&version, &versions)),
     )
         .into_response())
+}
+
+/// `DELETE /schemas/{action}`: `204`, and the action's commands are no
+/// longer checked; `404` when it has no schema (now).
+async fn delete(
+    State(state): State<AppState>,
+    PathParam(action): PathParam,
+) -> ApiResult<Response> {
+    let current = state
+        .inner
+        .schemas
+        .versions(&action)
+        .is_some_and(|v| v.last().is_some_and(|l| !l.removed));
+    if !current {
+        return Err(no_schema(&action));
+    }
+    state.check_disk_space(action.len()).await?;
+    state.inner.schemas.remove(&action).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[cfg(test)]
@@ -495,6 +577,39 @@ mod tests {
             r.validate("other", json!({"z": 1})).await.unwrap(),
             json!({"z": 1})
         );
+    }
+
+    #[tokio::test]
+    async fn a_removed_schema_checks_nothing_and_stays_removed_after_a_restart() {
+        let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+        let r = SchemaRegistry::load(Arc::clone(&log)).await.unwrap();
+        let strict = json!({"type": "object", "required": ["a"]});
+        r.register("open", strict.clone()).await.unwrap();
+        assert!(r.validate("open", json!({})).await.is_err());
+        let removal = r.remove("open").await.unwrap();
+        assert_eq!((removal.version, removal.removed), (2, true));
+        assert_eq!(removal.schema, Value::Null);
+        assert!(r.validate("open", json!({})).await.is_ok());
+        assert!(matches!(r.remove("open").await, Err(ApiError::NotFound(_))));
+        assert!(matches!(
+            r.remove("never").await,
+            Err(ApiError::NotFound(_))
+        ));
+        assert!(r.summary().is_empty(), "{:?}", r.summary());
+        let versions = r.versions("open").unwrap();
+        assert!(choose("open", &versions, None).is_err());
+        assert_eq!(choose("open", &versions, Some(1)).unwrap().schema, strict);
+
+        // Loaded again from the log: still removed.
+        let again = SchemaRegistry::load(Arc::clone(&log)).await.unwrap();
+        assert!(again.validate("open", json!({})).await.is_ok());
+        assert_eq!(again.versions("open").unwrap().len(), 2);
+        // The same schema as before the removal is a new version.
+        let (v, created) = again.register("open", strict).await.unwrap();
+        assert_eq!((v.version, created, v.removed), (3, true, false));
+        assert!(again.validate("open", json!({})).await.is_err());
+        let reloaded = SchemaRegistry::load(log).await.unwrap();
+        assert!(reloaded.validate("open", json!({})).await.is_err());
     }
 
     /// Every item failing every branch of a wide `anyOf`: the validator

@@ -415,6 +415,31 @@ async fn restart_and_reindex_keep_the_data() {
         .map(|v| v["id"].as_str().unwrap())
         .collect();
     assert_eq!(got, ids);
+
+    // A schema removed: its commands are no longer checked, across restarts.
+    send(c.delete(s.at("/schemas/keep"))).await.expect(204);
+    send(c.delete(s.at("/schemas/keep")))
+        .await
+        .expect_problem(404, "not-found");
+    let gone = send(c.get(s.at("/schemas/keep")))
+        .await
+        .expect_problem(404, "not-found");
+    assert!(gone.text.contains("removed (version 2)"), "{}", gone.text);
+    let removal = send(c.get(s.at("/schemas/keep?version=2")))
+        .await
+        .expect(200);
+    assert_eq!(removal.body["removed"], true, "{}", removal.text);
+    assert_eq!(removal.body["versions"], json!([1, 2]), "{}", removal.text);
+    let listed = send(c.get(s.at("/schemas"))).await.expect(200);
+    assert_eq!(listed.body["items"], json!([]), "{}", listed.text);
+    s.stop();
+    let s = Server::start(&data, &[]).await;
+    send(
+        c.post(s.at("/commands"))
+            .json(&json!({"action": "keep", "data": {}})),
+    )
+    .await
+    .expect(202);
     s.stop();
 }
 
