@@ -7,6 +7,7 @@
 //! `Problem` schema is built from [`ApiError::code`], so it lists every
 //! code the server can send.
 
+use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,7 +21,10 @@ use crate::state::AppState;
 /// Routes of this module.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
-        .route("/openapi.json", get(|| async { Json(document()) }))
+        .route(
+            "/openapi.json",
+            get(|State(state): State<AppState>| async move { Json(served_document(&state)) }),
+        )
         .route("/docs", get(docs))
 }
 
@@ -550,7 +554,21 @@ fn merged(mut a: Value, b: Value) -> Value {
     a
 }
 
-/// The OpenAPI 3.1 document of the HTTP API.
+/// The document served: [`document`] with the paths and component schemas
+/// the application added (see [`AppState::document_routes`]), each of
+/// their operations answering 401 and 403 too, as the API's do.
+fn served_document(state: &AppState) -> Value {
+    let mut doc = document();
+    let (mut paths, schemas) = state.documented_routes();
+    add_auth_responses(&mut paths);
+    // The API's own entries win over the application's.
+    doc["paths"] = merged(paths, doc["paths"].take());
+    doc["components"]["schemas"] = merged(schemas, doc["components"]["schemas"].take());
+    doc
+}
+
+/// The OpenAPI 3.1 document of the HTTP API (without the routes an
+/// application adds beside it).
 pub fn document() -> Value {
     let mut paths = merged(merged(command_paths(), admin_paths()), service_paths());
     add_auth_responses(&mut paths);
@@ -571,8 +589,8 @@ pub fn document() -> Value {
     })
 }
 
-async fn docs() -> Response {
-    let doc = document();
+async fn docs(State(state): State<AppState>) -> Response {
+    let doc = served_document(&state);
     let mut rows = String::new();
     if let Some(paths) = doc["paths"].as_object() {
         for (path, ops) in paths {

@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     /// The data directory's free-space reserve, once watched (see
     /// [`AppState::watch_disk_space`]).
     pub(crate) disk: std::sync::OnceLock<Arc<crate::disk_space::DiskSpace>>,
+    /// OpenAPI paths and component schemas of the application's own routes
+    /// (see [`AppState::document_routes`]).
+    pub(crate) documented: std::sync::RwLock<(serde_json::Value, serde_json::Value)>,
 }
 
 /// A readiness check of the application's: whether what it names is ready.
@@ -101,6 +104,10 @@ impl AppState {
                 metrics: crate::metrics::Metrics::default(),
                 readiness: std::sync::RwLock::default(),
                 disk: std::sync::OnceLock::new(),
+                documented: std::sync::RwLock::new((
+                    serde_json::Value::Object(serde_json::Map::new()),
+                    serde_json::Value::Object(serde_json::Map::new()),
+                )),
             }),
         })
     }
@@ -180,6 +187,35 @@ impl AppState {
             let space = Arc::clone(space);
             drop(tokio::task::spawn_blocking(move || space.check()));
         }
+    }
+
+    /// Documents routes the application serves beside the API (merged into
+    /// the router with `app(state).merge(...)`) in `/openapi.json` and
+    /// `/docs`: `paths` is an OpenAPI 3.1 `paths` object, `schemas` one of
+    /// `components.schemas` (referred to as `#/components/schemas/NAME`).
+    /// Their operations are given the 401 and 403 answers of the API's; a
+    /// path or schema the API has already keeps the API's.
+    pub fn document_routes(&self, paths: serde_json::Value, schemas: serde_json::Value) {
+        let mut documented = self
+            .inner
+            .documented
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let (known_paths, known_schemas) = &mut *documented;
+        for (into, from) in [(known_paths, paths), (known_schemas, schemas)] {
+            if let (Some(into), serde_json::Value::Object(from)) = (into.as_object_mut(), from) {
+                into.extend(from);
+            }
+        }
+    }
+
+    /// The application's documented paths and component schemas.
+    pub(crate) fn documented_routes(&self) -> (serde_json::Value, serde_json::Value) {
+        self.inner
+            .documented
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The application's readiness checks, by name, as they are now.

@@ -33,6 +33,44 @@ pub fn router(balances: Balances) -> Router {
         .with_state(balances)
 }
 
+/// The OpenAPI `paths` and `components.schemas` of [`router`]'s routes,
+/// for [`cmdr_gateway::AppState::document_routes`].
+pub fn openapi() -> (Value, Value) {
+    let problem = |description: &str| json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
+    let ok = |description: &str, schema: &str| {
+        json!({"description": description, "content": {
+            "application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}},
+            "text/html": {"schema": {"type": "string"}}}})
+    };
+    let paths = json!({
+        "/accounts": {"get": {
+            "summary": "The accounts example's accounts and balances, by id (a read model of the events topic: it may lag an accepted command by a few milliseconds)",
+            "parameters": [
+                {"name": "limit", "in": "query", "description": format!("Accounts per page (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})."),
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
+                {"name": "after", "in": "query", "description": "An account id: the page starts after it (the `next` link carries it).",
+                    "schema": {"type": "string"}}],
+            "responses": {
+                "200": ok("A page of accounts; `next` is the following page's link, or null.", "AccountPage"),
+                "400": problem("A bad or unknown query parameter (`bad-request`).")}}},
+        "/accounts/{id}": {"get": {
+            "summary": "One account of the accounts example and its balance",
+            "parameters": [{"name": "id", "in": "path", "required": true, "description": "The account id (the key of its commands).", "schema": {"type": "string"}}],
+            "responses": {
+                "200": ok("The account.", "Account"),
+                "404": problem("No open account with this id (`not-found`).")}}}
+    });
+    let schemas = json!({
+        "Account": {"type": "object", "properties": {
+            "id": {"type": "string"}, "balance": {"type": "integer"},
+            "links": {"type": "object", "properties": {"self": {"type": "string"}, "events": {"type": "string", "description": "the account's stream (GET /streams/{key})"}}}}},
+        "AccountPage": {"type": "object", "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}},
+            "next": {"type": ["string", "null"]}}}
+    });
+    (paths, schemas)
+}
+
 fn account_json(id: &str, balance: i64) -> Value {
     json!({
         "id": id,

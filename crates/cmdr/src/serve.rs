@@ -231,6 +231,8 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
             std::sync::Arc::new(move || replayed.is_replayed()),
         );
         router = router.merge(crate::example::router(balances));
+        let (paths, schemas) = crate::example::openapi();
+        state.document_routes(paths, schemas);
         tracing::info!("running the accounts example (GET /accounts)");
     }
     let addr = listener

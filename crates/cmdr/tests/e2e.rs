@@ -160,6 +160,7 @@ async fn every_endpoint_and_error_over_http() {
     send(c.get(s.at("/readyz"))).await.expect(200);
     let r = send(c.get(s.at("/openapi.json"))).await.expect(200);
     assert_eq!(r.body["openapi"], "3.1.0");
+    assert!(r.body["paths"]["/accounts"].is_null(), "no example here");
     send(c.get(s.at("/docs"))).await.expect(200);
 
     // The command line client.

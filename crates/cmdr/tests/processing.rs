@@ -73,6 +73,18 @@ async fn accounts_example_outcomes_read_model_and_cli() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("data"), &["--example", "accounts"]).await;
 
+    // The example's routes are described with the API's.
+    let doc = send(client().get(s.at("/openapi.json"))).await.expect(200);
+    let accounts = &doc.body["paths"]["/accounts"]["get"];
+    assert!(accounts["summary"].is_string(), "{}", doc.text);
+    assert!(accounts["responses"]["401"].is_object(), "{}", doc.text);
+    assert!(doc.body["paths"]["/accounts/{id}"]["get"].is_object());
+    assert!(doc.body["paths"]["/commands"]["post"].is_object());
+    assert!(doc.body["components"]["schemas"]["AccountPage"].is_object());
+    assert!(doc.body["components"]["schemas"]["Problem"].is_object());
+    let docs = send(client().get(s.at("/docs"))).await.expect(200);
+    assert!(docs.text.contains("/accounts/{id}"), "{}", docs.text);
+
     let r = sync_command(&s, "open-account", "acc-1", json!({"owner": "ada"}))
         .await
         .expect(201);
