@@ -19,7 +19,7 @@ mod settled;
 mod storage;
 mod token;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// jemalloc instead of the system allocator: the intake path allocates and
 /// frees a few small buffers per command on many threads, where glibc's
@@ -60,7 +60,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     if matches!(
         cli.command,
         Command::Send(_) | Command::Get(_) | Command::Tail(_)
@@ -95,4 +95,82 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, parsed; exits as clap does when it is refused. A
+/// refused value that came from an environment variable, not from the flag
+/// clap names, is said to have come from there.
+fn parse_cli() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(mut e) => {
+            if let Some(var) = refused_env_var(&e) {
+                use clap::error::{ContextKind, ContextValue};
+                e.insert(
+                    ContextKind::Suggested,
+                    ContextValue::StyledStrs(vec![format!(
+                        "the value came from the environment variable {var}"
+                    )
+                    .into()]),
+                );
+            }
+            if wants_json_logs() && e.use_stderr() {
+                // A log collector reads JSON lines: this refusal is one too.
+                serve::init_logging(config::LogFormat::Json);
+                let text = e.render().to_string();
+                tracing::error!(error = %text.trim_end(), "the command line is refused");
+                std::process::exit(e.exit_code());
+            }
+            e.exit()
+        }
+    }
+}
+
+/// Whether the command line or the environment asks for JSON log lines
+/// (`--log-format json`, `CMDR_LOG_FORMAT=json`), read without clap, which
+/// has just refused the command line.
+fn wants_json_logs() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = args.iter().enumerate().find_map(|(i, a)| {
+        if a == "--log-format" {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix("--log-format=").map(str::to_string)
+        }
+    });
+    flag.or_else(|| std::env::var("CMDR_LOG_FORMAT").ok())
+        .is_some_and(|f| f.eq_ignore_ascii_case("json"))
+}
+
+/// The environment variable that gave the value `e` refuses, when it is
+/// set and its flag is not on the command line.
+fn refused_env_var(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // "--min-free-bytes <MIN_FREE_BYTES>" names the flag `min-free-bytes`.
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let flag = format!("--{long}");
+    let on_command_line = std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if on_command_line {
+        return None;
+    }
+    let var = env_var_of(&Cli::command(), long)?;
+    std::env::var_os(&var).map(|_| var)
+}
+
+/// The environment variable of flag `--long` in `cmd` or its subcommands.
+fn env_var_of(cmd: &clap::Command, long: &str) -> Option<String> {
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .or_else(|| cmd.get_subcommands().find_map(|sub| env_var_of(sub, long)))
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::json;
-use support::{run_cli, send, Server, Sse, TestPki};
+use support::{run_cli, run_cli_env, send, Server, Sse, TestPki};
 
 fn client() -> reqwest::Client {
     support::client()
@@ -503,6 +503,29 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     );
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--send-timeout-s", "0"]);
     assert!(!status.success() && err.contains("send_timeout_s"), "{err}");
+    // A bad value from the environment says where it came from; with JSON
+    // log lines asked for, the refusal is one.
+    let (status, _, err) = run_cli_env(
+        &["serve", "--data-dir", d],
+        &[("CMDR_MIN_FREE_BYTES", "lots")],
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'lots'") && err.contains("environment variable CMDR_MIN_FREE_BYTES"),
+        "{err}"
+    );
+    let (status, _, err) = run_cli_env(
+        &["serve", "--data-dir", d, "--min-free-bytes", "lots"],
+        &[("CMDR_LOG_FORMAT", "json")],
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    let line: serde_json::Value =
+        serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(line["message"], "the command line is refused", "{err}");
+    assert!(
+        !line["error"].as_str().unwrap().contains("environment"),
+        "{err}"
+    );
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "listen = 3\n").unwrap();
     let (status, _, err) = run_cli(&["serve", "--data-dir", d, "--config", cfg.to_str().unwrap()]);

@@ -366,10 +366,19 @@ pub fn client() -> reqwest::Client {
 
 /// Runs the binary with `args` and returns (status, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    run_cli_env(args, &[])
+}
+
+/// Like [`run_cli`], with environment variables `env` set.
+pub fn run_cli_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("CMDR_URL")
         .env_remove("CMDR_TOKEN")
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cmdr {args:?}: {e}"));
     (
