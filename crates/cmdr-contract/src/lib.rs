@@ -20,6 +20,7 @@ mod command;
 mod event;
 pub mod exact;
 mod topics;
+pub mod trace_context;
 mod violation;
 
 pub use action::{validate_action, MAX_ACTION_LEN};
@@ -28,6 +29,7 @@ pub use command::{
 };
 pub use event::{Event, EventDraft, Outcome, Rejection, REJECTED_ACTION};
 pub use topics::{header, COMMANDS_TOPIC, EVENTS_TOPIC, SCHEMAS_TOPIC};
+pub use trace_context::TraceContext;
 pub use violation::{Violation, Violations};
 
 /// A new time-ordered id (UUID v7), as used for commands and events.

@@ -129,6 +129,8 @@ pub fn layer(origins: &CorsOrigins) -> CorsLayer {
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("prefer"),
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
         ])
         .expose_headers([
             header::LOCATION,

@@ -16,7 +16,7 @@ use axum::Router;
 use bytes::Bytes;
 use cmdr_contract::{
     header as log_header, Command, CommandRequest, CommandStatus, FromJsonError, Meta,
-    COMMANDS_TOPIC, EVENTS_TOPIC,
+    TraceContext, COMMANDS_TOPIC, EVENTS_TOPIC,
 };
 use cmdr_log::Record;
 use serde_json::{Map, Value};
@@ -351,8 +351,9 @@ async fn intake(
             ))
         }
     };
+    let trace = trace_context(&headers);
     let Some(idem) = idempotency_key else {
-        let command = new_command(request, principal)?;
+        let command = new_command(request, principal, trace.as_ref())?;
         let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
         let json = Bytes::from(command.to_json());
         append(state, &command, json.clone(), None).await?;
@@ -362,7 +363,13 @@ async fn intake(
     // Boxed: this path's future is large, and the common one should not
     // carry (and copy) it on every request.
     Box::pin(intake_idempotent(
-        state, neg, wait, request, principal, idem,
+        state,
+        neg,
+        wait,
+        request,
+        principal,
+        idem,
+        trace.as_ref(),
     ))
     .await
 }
@@ -375,6 +382,7 @@ async fn intake_idempotent(
     request: CommandRequest,
     principal: &str,
     idem: String,
+    trace: Option<&TraceContext>,
 ) -> ApiResult<Response> {
     let hash = request_hash(&request, principal);
     let held = state.inner.idempotency.lock(&idem).await?;
@@ -395,7 +403,7 @@ async fn intake_idempotent(
         // The first answer (202), with the status as it is now.
         return respond_with(state, neg, view.command, view.status, None, waiter, wait).await;
     }
-    let command = new_command(request, principal)?;
+    let command = new_command(request, principal, trace)?;
     let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));
     let json = Bytes::from(command.to_json());
     // In a task of its own, which holds the key: a request dropped midway
@@ -487,10 +495,46 @@ async fn append_idempotent(
     Ok(())
 }
 
-/// The command for `request`, sent by `principal` (`meta.principal`).
-fn new_command(request: CommandRequest, principal: &str) -> ApiResult<Command> {
+/// The client's W3C trace context: one `traceparent` header, well formed,
+/// and the `tracestate` headers joined; `None` otherwise (ignored, never
+/// refused: see [`cmdr_contract::trace_context`]).
+fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+    let mut parents = headers
+        .get_all(cmdr_contract::trace_context::TRACEPARENT)
+        .iter();
+    let parent = match (parents.next(), parents.next()) {
+        (Some(p), None) => p.to_str().ok()?,
+        _ => return None,
+    };
+    // A `tracestate` that is not text is dropped, the `traceparent` kept.
+    let mut state = Some(String::new());
+    for v in headers.get_all(cmdr_contract::trace_context::TRACESTATE) {
+        match (v.to_str().map(str::trim), state.as_mut()) {
+            (Ok(""), _) | (_, None) => {}
+            (Ok(v), Some(s)) => {
+                if !s.is_empty() {
+                    s.push(',');
+                }
+                s.push_str(v);
+            }
+            (Err(_), Some(_)) => state = None,
+        }
+    }
+    TraceContext::parse(parent, state.as_deref().filter(|s| !s.is_empty()))
+}
+
+/// The command for `request`, sent by `principal` (`meta.principal`)
+/// within the client's trace `trace` (`meta.traceparent`, `meta.tracestate`).
+fn new_command(
+    request: CommandRequest,
+    principal: &str,
+    trace: Option<&TraceContext>,
+) -> ApiResult<Command> {
     let mut meta = Meta::new();
     meta.insert("principal".into(), Value::String(principal.to_string()));
+    if let Some(trace) = trace {
+        trace.record(&mut meta);
+    }
     Command::from_request(request, cmdr_contract::now_ms(), meta)
         .map_err(|v| ApiError::Validation(v.0))
 }
@@ -813,7 +857,7 @@ mod tests {
             "key": "customer-42",
         });
         let request = CommandRequest::from_value(value).unwrap();
-        let command = new_command(request, crate::auth::ANONYMOUS).unwrap();
+        let command = new_command(request, crate::auth::ANONYMOUS, None).unwrap();
         for status in [
             CommandStatus::Pending,
             CommandStatus::Accepted,

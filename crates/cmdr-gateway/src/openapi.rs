@@ -323,7 +323,9 @@ fn command_paths() -> Value {
                 "parameters": [
                     param("sync", "query", "Wait for the outcome (default wait 5 s); true, 1 or empty for yes, false or 0 for no.", json!({"type": "boolean"})),
                     param("Prefer", "header", "wait=N: wait up to N seconds for the outcome (answered with Preference-Applied: wait=N, N clamped to the maximum).", json!({"type": "string"})),
-                    param("Idempotency-Key", "header", "1 to 255 visible ASCII characters (spaces allowed inside). A retry with the same key and body returns the first answer; a different body is refused (422); an invalid key is a 400.", json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}))
+                    param("Idempotency-Key", "header", "1 to 255 visible ASCII characters (spaces allowed inside). A retry with the same key and body returns the first answer; a different body is refused (422); an invalid key is a 400.", json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"})),
+                    param("traceparent", "header", "W3C Trace Context: kept as the command's meta.traceparent, and sent on to its webhook processor, so that its handling continues the client's trace. A malformed one is ignored.", json!({"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$"})),
+                    param("tracestate", "header", "W3C Trace Context, with a valid traceparent: kept as meta.tracestate (several headers joined with commas; dropped when over 512 characters).", json!({"type": "string"}))
                 ],
                 "requestBody": {"required": true, "description": format!("JSON: {JSON_BODY} Or a form (application/x-www-form-urlencoded)."), "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/CommandRequest"}},

@@ -831,7 +831,9 @@ async fn cors_answers_preflights_for_configured_origins_only() {
     );
     let allowed = r.header("access-control-allow-headers").to_lowercase();
     assert!(
-        allowed.contains("authorization") && allowed.contains("idempotency-key"),
+        allowed.contains("authorization")
+            && allowed.contains("idempotency-key")
+            && allowed.contains("traceparent"),
         "{allowed}"
     );
     assert!(r.header("access-control-allow-methods").contains("POST"));

@@ -309,10 +309,15 @@ async fn per_key_order_under_concurrent_load() {
         .stop();
 }
 
+/// A request's `traceparent` and `tracestate` headers.
+type TraceHeaders = (Option<String>, Option<String>);
+
 /// What the test's webhook endpoint saw: requests per route.
 #[derive(Clone)]
 struct Endpoint {
     calls: Arc<Mutex<HashMap<String, usize>>>,
+    /// The `traceparent` and `tracestate` headers of each request, in order.
+    traces: Arc<Mutex<Vec<TraceHeaders>>>,
     /// Holds `/gate` answers until set to true.
     gate: watch::Receiver<bool>,
 }
@@ -320,9 +325,15 @@ struct Endpoint {
 async fn webhook(
     State(ep): State<Endpoint>,
     Path(route): Path<String>,
+    headers: axum::http::HeaderMap,
     Json(command): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     *ep.calls.lock().unwrap().entry(route.clone()).or_default() += 1;
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    ep.traces
+        .lock()
+        .unwrap()
+        .push((header("traceparent"), header("tracestate")));
     match route.as_str() {
         "ok" | "ok-too" => (
             StatusCode::OK,
@@ -363,6 +374,7 @@ async fn start_endpoint_tls(pki: Option<&TestPki>) -> (String, Endpoint, watch::
     let (open, gate) = watch::channel(false);
     let ep = Endpoint {
         calls: Arc::default(),
+        traces: Arc::default(),
         gate,
     };
     let app = Router::new()
@@ -642,6 +654,36 @@ async fn webhook_processors_over_http() {
         .expect(201);
     assert_eq!(r.body["events"][0]["action"], "paid", "{}", r.text);
     assert_eq!(r.body["events"][0]["data"]["amount"], 12, "{}", r.text);
+    assert_eq!(ep.traces.lock().unwrap().pop(), Some((None, None)));
+
+    // A client's W3C trace context goes with its command to the processor.
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = send(
+        c.post(s.at("/commands?sync=true"))
+            .header("traceparent", PARENT)
+            .header("tracestate", "rojo=00f067aa0ba902b7")
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .json(&json!({"action": "pay", "data": {"amount": 1}, "key": "order-9"})),
+    )
+    .await
+    .expect(201);
+    assert_eq!(r.body["meta"]["traceparent"], PARENT, "{}", r.text);
+    assert_eq!(
+        ep.traces.lock().unwrap().pop(),
+        Some((
+            Some(PARENT.to_string()),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_string())
+        ))
+    );
+    // A malformed one is ignored, never refused.
+    let r = send(
+        c.post(s.at("/commands"))
+            .header("traceparent", "00-nope")
+            .json(&json!({"action": "audit", "data": {}})),
+    )
+    .await
+    .expect(202);
+    assert!(r.body["meta"].get("traceparent").is_none(), "{}", r.text);
 
     // Rejection (422 from the processor): 409 with its reason.
     let r = sync_command(&s, "refund", "order-1", json!({}))

@@ -164,6 +164,9 @@ struct Delivery<'a> {
     dispatch: &'a WebhookDispatch,
     /// The command's JSON as logged, for every attempt.
     body: Bytes,
+    /// The client's trace context the command carries, sent on as the
+    /// `traceparent` and `tracestate` headers.
+    trace: Option<cmdr_contract::TraceContext>,
 }
 
 /// One POST of a command; the answer or the failure to retry.
@@ -176,6 +179,15 @@ async fn call(delivery: &Delivery<'_>, attempt: u32) -> Result<WebhookAnswer, Ha
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(PROCESSOR_HEADER, d.name.as_str())
         .header(ATTEMPT_HEADER, attempt.to_string());
+    if let Some(trace) = &delivery.trace {
+        request = request.header(
+            cmdr_contract::trace_context::TRACEPARENT,
+            trace.traceparent.as_str(),
+        );
+        if let Some(state) = &trace.tracestate {
+            request = request.header(cmdr_contract::trace_context::TRACESTATE, state.as_str());
+        }
+    }
     if let Some(secret) = &d.registration.secret {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -288,6 +300,7 @@ impl Dispatch for WebhookDispatch {
             dispatch: self,
             // The command exactly as logged (the same JSON `Command` reads).
             body: record.value.clone(),
+            trace: cmdr_contract::TraceContext::of(&command.meta),
         };
         let answer = with_retries(&self.retry, &stopping, |attempt| call(&delivery, attempt)).await;
         let now = cmdr_contract::now_ms();
