@@ -322,6 +322,14 @@ pub(crate) async fn authenticate(
         .into_response();
     }
     let principal = Principal(grant.principal.clone());
+    if state.inner.config.access_log {
+        // For the access log, outside this layer.
+        req.extensions_mut().insert(principal.clone());
+        req.extensions_mut().insert(credential);
+        let mut res = next.run(req).await;
+        res.extensions_mut().insert(principal);
+        return res;
+    }
     req.extensions_mut().insert(principal);
     req.extensions_mut().insert(credential);
     next.run(req).await

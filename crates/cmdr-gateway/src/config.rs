@@ -67,6 +67,9 @@ pub struct GatewayConfig {
     /// reserve. Only applied once [`crate::AppState::watch_disk_space`] is
     /// called. Default [`crate::disk_space::DEFAULT_MIN_FREE_BYTES`].
     pub min_free_bytes: u64,
+    /// Log a line per answered request (see [`crate::access_log`] for
+    /// what it holds); applied by [`crate::serve_router`]. Default off.
+    pub access_log: bool,
 }
 
 impl Default for GatewayConfig {
@@ -86,6 +89,7 @@ impl Default for GatewayConfig {
             max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
             cors: None,
             min_free_bytes: crate::disk_space::DEFAULT_MIN_FREE_BYTES,
+            access_log: false,
         }
     }
 }

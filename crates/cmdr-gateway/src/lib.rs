@@ -28,6 +28,7 @@
 //! The HTTP API, its media types and its problem codes are described in
 //! [`openapi`] (served at `/openapi.json`) and the repository's README.
 
+pub mod access_log;
 pub mod auth;
 mod body;
 mod compression;
@@ -225,6 +226,10 @@ pub async fn serve_router(
             res
         },
     ));
+    if state.inner.config.access_log {
+        // Outermost: it sees every answer, refusals of the layers above too.
+        app = app.layer(axum::middleware::from_fn(access_log::log_request));
+    }
     let limits = server::Limits {
         header_read: state.inner.config.header_read_timeout,
         drain: state.inner.config.drain_timeout,

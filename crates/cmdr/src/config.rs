@@ -23,6 +23,7 @@
 //! send_timeout_s = 45           # a client taking no bytes this long is cut off; CMDR_SEND_TIMEOUT_S
 //! min_free_bytes = 268435456   # under it writes get 507 and /readyz fails, 0: no reserve;
 //!                               #   CMDR_MIN_FREE_BYTES, --min-free-bytes
+//! access_log = false           # a line per request (target cmdr::access); CMDR_ACCESS_LOG, --access-log
 //! max_connections = 10000       # served at once, more wait to be accepted; CMDR_MAX_CONNECTIONS
 //! shutdown_delay_ms = 0         # at SIGTERM, /readyz 503 but serving on this long; CMDR_SHUTDOWN_DELAY_MS
 //! drain_timeout_ms = 20000      # then longest wait for open requests to finish; CMDR_DRAIN_TIMEOUT_MS
@@ -177,6 +178,11 @@ pub struct ServeArgs {
     /// processors go on; 0 keeps no reserve. Default 268435456 (256 MiB).
     #[arg(long, env = "CMDR_MIN_FREE_BYTES")]
     pub min_free_bytes: Option<u64>,
+    /// Log a line per answered request (target cmdr::access: method,
+    /// path, query with access_token hidden, status, ms, principal). Off by
+    /// default.
+    #[arg(long, env = "CMDR_ACCESS_LOG")]
+    pub access_log: bool,
     /// Most connections served at once; further clients wait in the listen
     /// backlog until one closes. Default 10000.
     #[arg(long, env = "CMDR_MAX_CONNECTIONS")]
@@ -225,6 +231,7 @@ struct FileConfig {
     header_read_timeout_s: Option<u64>,
     send_timeout_s: Option<u64>,
     min_free_bytes: Option<u64>,
+    access_log: Option<bool>,
     max_connections: Option<usize>,
     shutdown_delay_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
@@ -375,6 +382,7 @@ impl Settings {
             header_read_timeout_s: None,
             send_timeout_s: None,
             min_free_bytes: None,
+            access_log: false,
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
@@ -469,6 +477,7 @@ impl Settings {
         if let Some(n) = args.min_free_bytes.or(file.min_free_bytes) {
             gateway.min_free_bytes = n;
         }
+        gateway.access_log = args.access_log || file.access_log.unwrap_or(false);
         if let Some(ms) = args.index_wait_ms.or(file.index_wait_ms) {
             if !(1..=MAX_INDEX_WAIT_MS).contains(&ms) {
                 bail!("index_wait_ms must be from 1 to {MAX_INDEX_WAIT_MS}, not {ms}");
@@ -675,6 +684,7 @@ mod tests {
             header_read_timeout_s: None,
             send_timeout_s: None,
             min_free_bytes: None,
+            access_log: false,
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,

@@ -902,7 +902,11 @@ async fn bearer_tokens_guard_the_api_and_name_the_principal() {
     let (reader, r_entry) = new_token("dashboard", &["read"]);
     let (admin, a_entry) = new_token("ops", &["admin"]);
     let cfg = dir.path().join("cmdr.toml");
-    std::fs::write(&cfg, format!("{w_entry}\n{r_entry}\n{a_entry}")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("access_log = true\n{w_entry}\n{r_entry}\n{a_entry}"),
+    )
+    .unwrap();
     let s = Server::start(
         &dir.path().join("data"),
         &["--config", cfg.to_str().unwrap()],
@@ -995,6 +999,23 @@ async fn bearer_tokens_guard_the_api_and_name_the_principal() {
     ]);
     assert!(status.success(), "{err}");
     assert!(out.contains("\"principal\": \"billing\""), "{out}");
+
+    // The access log names each request's principal, and hides tokens.
+    let log = s.output();
+    assert!(
+        log.contains("cmdr::access") && log.contains("principal=\"billing\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("status=401") && log.contains("access_token=***"),
+        "{log}"
+    );
+    for token in [&writer, &reader, &admin] {
+        assert!(
+            !log.contains(token.as_str()),
+            "a token reached the log: {log}"
+        );
+    }
     s.stop();
 }
 
