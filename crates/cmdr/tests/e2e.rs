@@ -562,7 +562,7 @@ async fn under_the_free_space_reserve_writes_get_507_and_reads_go_on() {
     let data = dir.path().join("data");
     let c = client();
     // A first run with room takes a command and a schema.
-    let s = Server::start(&data, &[]).await;
+    let s = Server::start(&data, &["--min-free-bytes", "1024"]).await;
     let first = send(
         c.post(s.at("/commands"))
             .json(&json!({"action": "open", "data": {}, "key": "k"})),
@@ -577,10 +577,7 @@ async fn under_the_free_space_reserve_writes_get_507_and_reads_go_on() {
     let metrics = send(c.get(s.at("/metrics"))).await.expect(200).text;
     assert!(metrics.contains("cmdr_data_dir_free_bytes "), "{metrics}");
     assert!(
-        metrics.contains(&format!(
-            "cmdr_data_dir_min_free_bytes {}",
-            cmdr_gateway::disk_space::DEFAULT_MIN_FREE_BYTES
-        )),
+        metrics.contains("cmdr_data_dir_min_free_bytes 1024"),
         "{metrics}"
     );
     s.stop();

@@ -70,6 +70,10 @@ impl Server {
             .args(args);
         cmd.env_remove("CMDR_LISTEN")
             .env_remove("CMDR_DATA_DIR")
+            // No free-space reserve unless a test asks for one (a flag wins
+            // over this): the machine running the tests may have less than
+            // the default's 256 MiB to spare.
+            .env("CMDR_MIN_FREE_BYTES", "0")
             .env("RUST_LOG", "info");
         let command = format!("{cmd:?}");
         let mut child = cmd
