@@ -63,6 +63,14 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 414 `uri-too-long`: the request target is over
+    /// [`crate::head_limits::MAX_URI_BYTES`].
+    #[error("{0}")]
+    UriTooLong(String),
+    /// 431 `headers-too-large`: more headers, or header bytes, than
+    /// [`crate::head_limits`] allows.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// 415 `unsupported-media-type`.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -136,6 +144,8 @@ impl ApiError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Validation(_)
             | Self::SchemaViolation { .. }
             | Self::InvalidSchema(_)
@@ -161,6 +171,8 @@ impl ApiError {
             Self::RequestTimeout(_) => "request-timeout",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::UriTooLong(_) => "uri-too-long",
+            Self::HeadersTooLarge(_) => "headers-too-large",
             Self::Validation(_) => "validation-failed",
             Self::SchemaViolation { .. } => "schema-violation",
             Self::InvalidSchema(_) => "invalid-schema",
@@ -186,6 +198,8 @@ impl ApiError {
             Self::RequestTimeout(_) => "Request timeout",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::UriTooLong(_) => "URI too long",
+            Self::HeadersTooLarge(_) => "Request header fields too large",
             Self::Validation(_) => "Invalid request",
             Self::SchemaViolation { .. } => "Data does not match the action's schema",
             Self::InvalidSchema(_) => "Invalid JSON Schema",

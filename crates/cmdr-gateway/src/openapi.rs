@@ -50,6 +50,8 @@ fn every_error() -> Vec<ApiError> {
         ApiError::RequestTimeout(s()),
         ApiError::PayloadTooLarge { limit: 0 },
         ApiError::UnsupportedMediaType(s()),
+        ApiError::UriTooLong(s()),
+        ApiError::HeadersTooLarge(s()),
         ApiError::Validation(Vec::<Violation>::new()),
         ApiError::SchemaViolation {
             action: s(),
@@ -126,6 +128,8 @@ fn shared_responses() -> Value {
             "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path has."}},
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         },
+        "UriTooLong": problem(&format!("The request target (path and query) is over {} bytes (`uri-too-long`).", crate::head_limits::MAX_URI_BYTES)),
+        "HeadersTooLarge": problem(&format!("More than {} headers, or more than {} bytes of them (`headers-too-large`).", crate::head_limits::MAX_HEADERS, crate::head_limits::MAX_HEADER_BYTES)),
         "InsufficientStorage": {
             "description": "The data directory's free space is under the reserve (`min_free_bytes`): nothing was written; writes are taken again once space is freed (`insufficient-storage`).",
             "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "30 (seconds)"}},
@@ -531,14 +535,17 @@ fn service_schemas() -> Value {
     })
 }
 
-/// Adds the shared 401 and 403 to every operation that needs a token: all
-/// but those with `security: []`.
+/// Adds the shared 414 and 431 to every operation (see
+/// [`crate::head_limits`]), and the shared 401 and 403 to every operation
+/// that needs a token: all but those with `security: []`.
 fn add_auth_responses(paths: &mut Value) {
     let Some(paths) = paths.as_object_mut() else {
         return;
     };
     for op in paths.values_mut().filter_map(Value::as_object_mut) {
         for op in op.values_mut() {
+            op["responses"]["414"] = shared("UriTooLong");
+            op["responses"]["431"] = shared("HeadersTooLarge");
             if op["security"] == json!([]) {
                 continue;
             }
@@ -649,22 +656,24 @@ mod tests {
             ApiError::RequestTimeout(_) => 8,
             ApiError::PayloadTooLarge { .. } => 9,
             ApiError::UnsupportedMediaType(_) => 10,
-            ApiError::Validation(_) => 11,
-            ApiError::SchemaViolation { .. } => 12,
-            ApiError::InvalidSchema(_) => 13,
-            ApiError::InvalidRegistration(_) => 14,
-            ApiError::IdempotencyKeyReused(_) => 15,
-            ApiError::UpgradeRequired(_) => 16,
-            ApiError::InsufficientStorage { .. } => 17,
-            ApiError::Unavailable(_) => 18,
-            ApiError::Internal(_) => 19,
+            ApiError::UriTooLong(_) => 11,
+            ApiError::HeadersTooLarge(_) => 12,
+            ApiError::Validation(_) => 13,
+            ApiError::SchemaViolation { .. } => 14,
+            ApiError::InvalidSchema(_) => 15,
+            ApiError::InvalidRegistration(_) => 16,
+            ApiError::IdempotencyKeyReused(_) => 17,
+            ApiError::UpgradeRequired(_) => 18,
+            ApiError::InsufficientStorage { .. } => 19,
+            ApiError::Unavailable(_) => 20,
+            ApiError::Internal(_) => 21,
         }
     }
 
     #[test]
     fn every_error_kind_is_listed_once() {
         let kinds: Vec<usize> = every_error().iter().map(kind).collect();
-        assert_eq!(kinds, (0..=19).collect::<Vec<_>>());
+        assert_eq!(kinds, (0..=21).collect::<Vec<_>>());
     }
 
     #[test]
