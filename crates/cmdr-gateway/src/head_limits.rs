@@ -23,7 +23,7 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const MAX_URI_BYTES: usize = 32 * 1024;
 /// Headers hyper makes room for: past [`MAX_HEADERS`], so that this
 /// module, not hyper, refuses a request with a few too many.
-pub(crate) const HYPER_MAX_HEADERS: usize = 1024;
+pub const HYPER_MAX_HEADERS: usize = 1024;
 
 /// Refuses a request whose head is over the limits (see the module).
 pub(crate) async fn check(req: Request, next: Next) -> Response {
