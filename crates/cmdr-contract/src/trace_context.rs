@@ -40,12 +40,14 @@ impl TraceContext {
         let tracestate = tracestate
             .map(str::trim)
             .filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE_LEN && s.is_ascii())
-            .filter(|s| !s.bytes().any(|b| b.is_ascii_control()))
+            // Tabs may surround list members (optional white space).
+            .filter(|s| !s.bytes().any(|b| b.is_ascii_control() && b != b'\t'))
             .map(str::to_string);
         Some(Self {
-            // Version 00 is all the recommendation defines: a later version
-            // is carried on as its first four fields, which it keeps.
-            traceparent: traceparent[..55].to_string(),
+            // Version 00 is all the recommendation defines: a later one is
+            // read as its first four fields and carried on as version 00
+            // of them (its section 3.2.4), which every receiver reads.
+            traceparent: format!("00{}", &traceparent[2..55]),
             tracestate,
         })
     }
@@ -105,12 +107,12 @@ mod tests {
         let ctx = TraceContext::parse(&format!(" {GOOD} "), Some("rojo=00f067aa0ba902b7")).unwrap();
         assert_eq!(ctx.traceparent, GOOD);
         assert_eq!(ctx.tracestate.as_deref(), Some("rojo=00f067aa0ba902b7"));
-        // A later version: its first four fields are carried on.
+        // A later version: its first four fields are carried on, as 00.
         let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes";
-        assert_eq!(
-            TraceContext::parse(later, None).unwrap().traceparent,
-            &later[..55]
-        );
+        assert_eq!(TraceContext::parse(later, None).unwrap().traceparent, GOOD);
+        // Tabs around list members are allowed.
+        let ctx = TraceContext::parse(GOOD, Some("a=1,\tb=2")).unwrap();
+        assert_eq!(ctx.tracestate.as_deref(), Some("a=1,\tb=2"));
     }
 
     #[test]

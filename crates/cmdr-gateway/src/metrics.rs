@@ -169,7 +169,8 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         gauge(usize::try_from(dead_letters).unwrap_or(usize::MAX)),
     );
 
-    if let Some(space) = state.disk_space() {
+    // Once a reading succeeded (before, the free space is not known).
+    if let Some(space) = state.disk_space().filter(|s| s.free() != u64::MAX) {
         let bytes = |value: u64| {
             let g: Gauge = Gauge::default();
             g.set(gauge_value(value));

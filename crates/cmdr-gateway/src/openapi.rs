@@ -525,7 +525,7 @@ fn service_schemas() -> Value {
             "checks": {"type": "object", "description": "With `failing` only.", "properties": {"log": {"type": "boolean"}}}}},
         "Readiness": {"type": "object", "properties": {
             "status": {"enum": ["ready", "not-ready"]},
-            "checks": {"type": "object", "properties": {"indexer": {"type": "boolean"}, "index_caught_up": {"type": "boolean"}, "log": {"type": "boolean"}, "shutting_down": {"type": "boolean"}, "disk_space": {"type": "boolean", "description": "The data directory's free space is above the reserve (min_free_bytes); while false, writes get 507."}}, "additionalProperties": {"type": "boolean", "description": "The application's own checks (e.g. accounts_example)."}}}},
+            "checks": {"type": "object", "properties": {"indexer": {"type": "boolean"}, "index_caught_up": {"type": "boolean"}, "log": {"type": "boolean"}, "shutting_down": {"type": "boolean"}, "disk_space": {"type": "boolean", "description": "The data directory's free space is above the reserve (min_free_bytes); while false, writes get 507. Told, not required: it does not make the answer 503 (reads go on)."}}, "additionalProperties": {"type": "boolean", "description": "The application's own checks (e.g. accounts_example)."}}}},
         "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
             "type": {"type": "string", "description": "/problems/{code}"}, "code": {"enum": problem_codes()},
             "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
@@ -542,8 +542,17 @@ fn add_auth_responses(paths: &mut Value) {
     let Some(paths) = paths.as_object_mut() else {
         return;
     };
-    for op in paths.values_mut().filter_map(Value::as_object_mut) {
-        for op in op.values_mut() {
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        // Only the operations: a path item also has `parameters`,
+        // `summary`, `servers`...
+        let operations = item.iter_mut().filter(|(key, op)| {
+            op.is_object()
+                && matches!(
+                    key.as_str(),
+                    "get" | "put" | "post" | "delete" | "options" | "head" | "patch" | "trace"
+                )
+        });
+        for (_, op) in operations {
             op["responses"]["414"] = shared("UriTooLong");
             op["responses"]["431"] = shared("HeadersTooLarge");
             if op["security"] == json!([]) {
@@ -668,6 +677,30 @@ mod tests {
             ApiError::Unavailable(_) => 20,
             ApiError::Internal(_) => 21,
         }
+    }
+
+    #[test]
+    fn path_items_keep_their_own_fields_and_their_operations_get_the_shared_answers() {
+        let mut paths = json!({
+            "/x/{id}": {
+                "summary": "an application's route",
+                "parameters": [{"name": "id", "in": "path", "required": true}],
+                "servers": [],
+                "get": {"responses": {"200": {"description": "ok"}}},
+                "x-extension": "kept"
+            },
+            "/public": {"get": {"security": [], "responses": {}}}
+        });
+        add_auth_responses(&mut paths);
+        let item = &paths["/x/{id}"];
+        assert_eq!(item["summary"], "an application's route");
+        assert!(item["parameters"].is_array());
+        assert_eq!(item["x-extension"], "kept");
+        for code in ["401", "403", "414", "431"] {
+            assert!(item["get"]["responses"][code].is_object(), "{code}");
+        }
+        assert!(paths["/public"]["get"]["responses"]["401"].is_null());
+        assert!(paths["/public"]["get"]["responses"]["431"].is_object());
     }
 
     #[test]

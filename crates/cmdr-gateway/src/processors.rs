@@ -112,14 +112,21 @@ async fn put(
     let webhooks = &state.inner.webhooks;
     let previous = webhooks.get(&name).await?;
     if previous.as_ref() != Some(&registration) {
+        let refused = |e| match e {
+            RegistryError::Invalid(v) => ApiError::InvalidRegistration(v.0),
+            RegistryError::Processor(e) => e.into(),
+        };
+        // A registration that would be refused is told so (422) before a
+        // short disk is (507).
+        webhooks
+            .check(&name, &registration)
+            .await
+            .map_err(refused)?;
         state.check_disk_space(body.len()).await?;
         webhooks
             .put(&name, registration.clone())
             .await
-            .map_err(|e| match e {
-                RegistryError::Invalid(v) => ApiError::InvalidRegistration(v.0),
-                RegistryError::Processor(e) => e.into(),
-            })?;
+            .map_err(refused)?;
     }
     let status = if previous.is_some() {
         StatusCode::OK

@@ -497,7 +497,9 @@ async fn put(
         })
         .unwrap_or(false);
     if !unchanged {
-        // The same schema again writes nothing, so it is answered anyway.
+        // An invalid schema is told so (422) before a short disk is (507);
+        // the same schema again writes nothing, so it is answered anyway.
+        compile(&schema).map_err(ApiError::InvalidSchema)?;
         state.check_disk_space(body.len()).await?;
     }
     let (version, created) = state.inner.schemas.register(&action, schema).await?;

@@ -128,20 +128,11 @@ impl AppState {
     /// `data_dir` (see [`crate::disk_space`]): reads its free space now and
     /// then every second on the current runtime, for as long as the state
     /// lives. Once under the reserve, clients' writes get `507` and
-    /// `/readyz` fails. A second call changes nothing.
+    /// `/readyz` says so. A second call changes nothing.
     pub fn watch_disk_space(&self, data_dir: impl Into<std::path::PathBuf>) -> Arc<DiskSpace> {
         let space = self.inner.disk.get_or_init(|| {
             let space = Arc::new(DiskSpace::new(data_dir, self.inner.config.min_free_bytes));
-            DiskSpace::spawn_watch(&space);
-            if space.is_low() {
-                tracing::warn!(
-                    dir = %space.dir().display(),
-                    free_bytes = space.free(),
-                    min_free_bytes = space.min_free(),
-                    "the data directory's free space is under the reserve: \
-                     serving reads, refusing writes (507) until space is freed"
-                );
-            }
+            tokio::spawn(watch_disk(Arc::downgrade(&self.inner)));
             space
         });
         Arc::clone(space)
@@ -150,6 +141,47 @@ impl AppState {
     /// The data directory's free-space reserve, if watched.
     pub(crate) fn disk_space(&self) -> Option<&DiskSpace> {
         self.inner.disk.get().map(Arc::as_ref)
+    }
+
+    /// Reads the data directory's free space now, with what the index has
+    /// still to write, if it is watched.
+    pub(crate) async fn read_disk_space(&self) {
+        let Some(space) = self.inner.disk.get() else {
+            return;
+        };
+        let unindexed = self.unindexed_bytes().await;
+        let space = Arc::clone(space);
+        // A failed task changes nothing: the last reading stays.
+        let _ = tokio::task::spawn_blocking(move || space.read(unindexed)).await;
+    }
+
+    /// Bytes the index has still to write: per indexed topic, the records
+    /// appended but not indexed, at the topic's average record size.
+    async fn unindexed_bytes(&self) -> u64 {
+        let mut bytes = 0u64;
+        for topic in cmdr_index::INDEXED_TOPICS {
+            let Ok(info) = self.inner.log.topic(topic).await else {
+                continue;
+            };
+            let behind: u64 = info
+                .partitions
+                .iter()
+                .map(|p| {
+                    let indexed = self.inner.index.position(topic, p.partition);
+                    p.end_offset.saturating_sub(indexed)
+                })
+                .sum();
+            let average = self
+                .inner
+                .log
+                .write_stats(topic)
+                .filter(|s| s.records > 0)
+                .map_or(crate::disk_space::UNKNOWN_RECORD_BYTES, |s| {
+                    s.bytes / s.records
+                });
+            bytes = bytes.saturating_add(behind.saturating_mul(average));
+        }
+        bytes
     }
 
     /// `Ok` when a client's write of about `bytes` may be appended (and
@@ -165,9 +197,7 @@ impl AppState {
             return Ok(());
         };
         if !space.is_low() && space.maybe_low() {
-            let reading = Arc::clone(space);
-            // A failed task changes nothing: the count stays, and refuses.
-            let _ = tokio::task::spawn_blocking(move || reading.check()).await;
+            self.read_disk_space().await;
         }
         if space.is_low() || space.maybe_low() {
             return Err(crate::error::ApiError::InsufficientStorage {
@@ -179,13 +209,13 @@ impl AppState {
         Ok(())
     }
 
-    /// After an append failed: reads the free space again at once (off the
-    /// async workers), so that a disk that just filled stops the next
-    /// writes without waiting for the watcher's next turn.
+    /// After an append failed: reads the free space again at once, so that
+    /// a disk that just filled stops the next writes without waiting for
+    /// the watcher's next turn.
     pub(crate) fn recheck_disk_space(&self) {
-        if let Some(space) = self.inner.disk.get() {
-            let space = Arc::clone(space);
-            drop(tokio::task::spawn_blocking(move || space.check()));
+        if self.inner.disk.get().is_some() {
+            let state = self.clone();
+            tokio::spawn(async move { state.read_disk_space().await });
         }
     }
 
@@ -284,5 +314,20 @@ fn into_log_error(e: ProcessorError) -> LogError {
     match e {
         ProcessorError::Log { source, .. } => source,
         other => LogError::Closed(other.to_string()),
+    }
+}
+
+/// Reads the data directory's free space every
+/// [`crate::disk_space::CHECK_EVERY`], the first time at once, for as long
+/// as the state lives.
+async fn watch_disk(shared: std::sync::Weak<Shared>) {
+    let mut every = tokio::time::interval(crate::disk_space::CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(inner) = shared.upgrade() else {
+            return;
+        };
+        AppState { inner }.read_disk_space().await;
     }
 }

@@ -21,7 +21,7 @@
 //! header_read_timeout_s = 30    # request headers and keep-alive idle; CMDR_HEADER_READ_TIMEOUT_S
 //!                               #   (above a load balancer's idle timeout)
 //! send_timeout_s = 45           # a client taking no bytes this long is cut off; CMDR_SEND_TIMEOUT_S
-//! min_free_bytes = 268435456   # under it writes get 507 and /readyz fails, 0: no reserve;
+//! min_free_bytes = 268435456   # under it writes get 507 (reads go on), 0: no reserve;
 //!                               #   CMDR_MIN_FREE_BYTES, --min-free-bytes
 //! access_log = false           # a line per request (target cmdr::access); CMDR_ACCESS_LOG, --access-log
 //! max_connections = 10000       # served at once, more wait to be accepted; CMDR_MAX_CONNECTIONS
@@ -174,7 +174,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CMDR_SEND_TIMEOUT_S")]
     pub send_timeout_s: Option<u64>,
     /// Bytes kept free in the data directory's file system: below it,
-    /// clients' writes get 507 and /readyz fails, while reads, indexing and
+    /// clients' writes get 507 (and /readyz says so), while reads, indexing and
     /// processors go on; 0 keeps no reserve. Default 268435456 (256 MiB).
     #[arg(long, env = "CMDR_MIN_FREE_BYTES")]
     pub min_free_bytes: Option<u64>,

@@ -116,9 +116,8 @@ fn parse_cli() -> Cli {
             }
             if wants_json_logs() && e.use_stderr() {
                 // A log collector reads JSON lines: this refusal is one too.
-                serve::init_logging(config::LogFormat::Json);
                 let text = e.render().to_string();
-                tracing::error!(error = %text.trim_end(), "the command line is refused");
+                serve::json_refusal("the command line is refused", text.trim_end());
                 std::process::exit(e.exit_code());
             }
             e.exit()
@@ -127,10 +126,14 @@ fn parse_cli() -> Cli {
 }
 
 /// Whether the command line or the environment asks for JSON log lines
-/// (`--log-format json`, `CMDR_LOG_FORMAT=json`), read without clap, which
-/// has just refused the command line.
+/// (`--log-format json`, `CMDR_LOG_FORMAT=json`) of a command that logs
+/// (`serve`, `reindex`), read without clap, which has just refused the
+/// command line.
 fn wants_json_logs() -> bool {
     let args: Vec<String> = std::env::args().collect();
+    if !matches!(args.get(1).map(String::as_str), Some("serve" | "reindex")) {
+        return false;
+    }
     let flag = args.iter().enumerate().find_map(|(i, a)| {
         if a == "--log-format" {
             args.get(i + 1).cloned()

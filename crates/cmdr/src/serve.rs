@@ -320,12 +320,25 @@ pub fn settings_or_report(
 ) -> Result<Option<Settings>> {
     match settings {
         Err(e) if storage.log_format == Some(LogFormat::Json) => {
-            init_logging(LogFormat::Json);
-            tracing::error!(error = %format!("{e:#}"), "the settings are refused");
+            json_refusal("the settings are refused", &format!("{e:#}"));
             Ok(None)
         }
         other => other.map(Some),
     }
+}
+
+/// Writes one error line, as the JSON log lines are, to standard error,
+/// whatever `RUST_LOG` says: the reason the process stops before it serves
+/// must not be filtered away.
+pub fn json_refusal(message: &str, error: &str) {
+    let line = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .json()
+        .flatten_event(true)
+        .finish();
+    tracing::subscriber::with_default(line, || {
+        tracing::error!(target: "cmdr", error = %error, "{message}");
+    });
 }
 
 /// Writes log lines to standard error, filtered by `RUST_LOG` (default

@@ -584,6 +584,18 @@ async fn under_the_free_space_reserve_writes_get_507_and_reads_go_on() {
     send(c.put(s.at("/schemas/open")).json(&schema))
         .await
         .expect(201);
+    let once = json!({"action": "open", "data": {"n": 1}, "key": "k"});
+    let first_try = send(
+        c.post(s.at("/commands"))
+            .header("idempotency-key", "once-1")
+            .json(&once),
+    )
+    .await
+    .expect(202);
+    let hook = json!({"url": "http://127.0.0.1:9/", "actions": ["never-sent"]});
+    send(c.put(s.at("/processors/p")).json(&hook))
+        .await
+        .expect(201);
     let metrics = send(c.get(s.at("/metrics"))).await.expect(200).text;
     assert!(metrics.contains("cmdr_data_dir_free_bytes "), "{metrics}");
     assert!(
@@ -593,15 +605,9 @@ async fn under_the_free_space_reserve_writes_get_507_and_reads_go_on() {
     s.stop();
 
     // More free space asked for than any disk has: started, but short.
-    let s = Server::start_unready(&data, &["--min-free-bytes", "18446744073709551615"]).await;
-    let ready = loop {
-        let r = send(c.get(s.at("/readyz"))).await;
-        if r.body["checks"]["index_caught_up"] == true {
-            break r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
-    assert_eq!(ready.status, 503, "{}", ready.text);
+    // Ready all the same (reads go on), saying the disk is short.
+    let s = Server::start(&data, &["--min-free-bytes", "18446744073709551615"]).await;
+    let ready = send(c.get(s.at("/readyz"))).await.expect(200);
     assert_eq!(ready.body["checks"]["disk_space"], false, "{}", ready.text);
     assert_eq!(ready.body["checks"]["log"], true, "{}", ready.text);
     send(c.get(s.at("/healthz"))).await.expect(200);
@@ -633,15 +639,40 @@ async fn under_the_free_space_reserve_writes_get_507_and_reads_go_on() {
     send(c.put(s.at("/schemas/open")).json(&json!({"type": "array"})))
         .await
         .expect_problem(507, "insufficient-storage");
-    // The same schema again writes nothing, so it is answered.
+    // The same schema again writes nothing, so it is answered; an invalid
+    // one is told so before the disk is.
     send(c.put(s.at("/schemas/open")).json(&schema))
         .await
         .expect(200);
-    send(c.put(s.at("/processors/p")).json(&json!({
-        "url": "http://127.0.0.1:9/", "actions": ["open"]
+    send(c.put(s.at("/schemas/open")).json(&json!({"type": 5})))
+        .await
+        .expect_problem(422, "invalid-schema");
+    send(c.delete(s.at("/schemas/open")))
+        .await
+        .expect_problem(507, "insufficient-storage");
+    send(c.put(s.at("/processors/q")).json(&json!({
+        "url": "http://127.0.0.1:9/", "actions": ["other"]
     })))
     .await
     .expect_problem(507, "insufficient-storage");
+    send(c.put(s.at("/processors/q")).json(&hook))
+        .await
+        .expect_problem(422, "invalid-registration");
+    send(c.put(s.at("/processors/p")).json(&hook))
+        .await
+        .expect(200);
+    send(c.delete(s.at("/processors/p")))
+        .await
+        .expect_problem(507, "insufficient-storage");
+    // A retry of a command taken before is answered: it writes nothing.
+    let retried = send(
+        c.post(s.at("/commands"))
+            .header("idempotency-key", "once-1")
+            .json(&once),
+    )
+    .await
+    .expect(202);
+    assert_eq!(retried.body["id"], first_try.body["id"], "{}", retried.text);
     // Reads go on, and nothing was appended.
     send(c.get(s.at(&format!("/commands/{id}"))))
         .await
@@ -649,7 +680,7 @@ async fn under_the_free_space_reserve_writes_get_507_and_reads_go_on() {
     let listed = send(c.get(s.at("/commands"))).await.expect(200);
     assert_eq!(
         listed.body["items"].as_array().unwrap().len(),
-        1,
+        2,
         "{}",
         listed.text
     );

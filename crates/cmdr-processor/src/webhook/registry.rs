@@ -327,14 +327,42 @@ impl WebhookRegistry {
         name: &str,
         registration: WebhookRegistration,
     ) -> Result<(), RegistryError> {
-        validate_name(name).map_err(|v| Violations(vec![v]))?;
-        // Re-check through the same path as an HTTP body, so both agree.
-        let value = serde_json::to_value(&registration).unwrap_or(Value::Null);
-        let registration = WebhookRegistration::from_value(value)?;
         // One action, one processor: two would give a command two outcomes.
         // Checked and written under `writes`, so concurrent puts through this
         // registry (every cmdr serve has one) take turns.
         let _writing = self.writes.lock().await;
+        let registration = self.checked(name, registration).await?;
+        let value = serde_json::to_vec(&registration).unwrap_or_default();
+        self.write(name, value).await?;
+        Ok(())
+    }
+
+    /// Whether [`WebhookRegistry::put`] would take `registration` as `name`
+    /// now, without writing it: for a caller with checks of its own to run
+    /// between this one and the write (`put` checks again).
+    ///
+    /// # Errors
+    /// As [`WebhookRegistry::put`].
+    pub async fn check(
+        &self,
+        name: &str,
+        registration: &WebhookRegistration,
+    ) -> Result<(), RegistryError> {
+        self.checked(name, registration.clone()).await.map(drop)
+    }
+
+    /// `registration` as `put` would write it: its name and fields checked
+    /// as an HTTP body's are, and none of its actions handled by another
+    /// processor.
+    async fn checked(
+        &self,
+        name: &str,
+        registration: WebhookRegistration,
+    ) -> Result<WebhookRegistration, RegistryError> {
+        validate_name(name).map_err(|v| Violations(vec![v]))?;
+        // Re-check through the same path as an HTTP body, so both agree.
+        let value = serde_json::to_value(&registration).unwrap_or(Value::Null);
+        let registration = WebhookRegistration::from_value(value)?;
         let taken: Vec<Violation> = {
             let view = self.refresh().await?;
             let reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
@@ -363,9 +391,7 @@ impl WebhookRegistry {
         if !taken.is_empty() {
             return Err(Violations(taken).into());
         }
-        let value = serde_json::to_vec(&registration).unwrap_or_default();
-        self.write(name, value).await?;
-        Ok(())
+        Ok(registration)
     }
 
     /// Processor `name`'s registration, if any.

@@ -46,14 +46,6 @@ impl Server {
         server
     }
 
-    /// Like [`Server::start`], but waits only until `/healthz` answers: for
-    /// a server that is not meant to become ready.
-    pub async fn start_unready(data_dir: &Path, args: &[&str]) -> Server {
-        let mut server = Self::launch(data_dir, args, client());
-        server.wait_for("/healthz").await;
-        server
-    }
-
     /// Starts the binary and reads the address it prints.
     fn launch(data_dir: &Path, args: &[&str], client: reqwest::Client) -> Server {
         let stderr_path = data_dir.with_extension(format!("stderr-{}.log", std::process::id()));
