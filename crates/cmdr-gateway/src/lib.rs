@@ -205,9 +205,6 @@ pub async fn serve_router(
     // Again, for the routes merged into [`app`]'s (they had none).
     let router = router.method_not_allowed_fallback(method_not_allowed);
     let mut app = catch_panics(authenticated(router, &state));
-    // Before authentication (an oversized head gets its problem whoever
-    // sends it), inside CORS (a browser can read it).
-    app = app.layer(axum::middleware::from_fn(head_limits::check));
     if let Some(origins) = &state.inner.config.cors {
         // Outside authentication: preflights carry no token.
         app = app.layer(cors::layer(origins));

@@ -165,18 +165,21 @@ pub(crate) async fn serve_connections<L>(
         };
         let live = LiveStreamFlag(Arc::new(AtomicBool::new(false)));
         let flag = live.clone();
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                if req.headers().contains_key(axum::http::header::UPGRADE) {
-                    req.extensions_mut().insert(slot.clone());
-                }
-                if req.method() == axum::http::Method::GET && req.uri().path().ends_with("/updates")
-                {
-                    req.extensions_mut().insert(flag.clone());
-                }
-                req
-            },
-        ));
+        // Heads over the limits are answered before the router.
+        let service =
+            crate::head_limits::HeadChecked(TowerToHyperService::new(router.clone().map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    if req.headers().contains_key(axum::http::header::UPGRADE) {
+                        req.extensions_mut().insert(slot.clone());
+                    }
+                    if req.method() == axum::http::Method::GET
+                        && req.uri().path().ends_with("/updates")
+                    {
+                        req.extensions_mut().insert(flag.clone());
+                    }
+                    req
+                },
+            )));
         let progress = Arc::new(Progress::default());
         let conn = http
             .serve_connection(
