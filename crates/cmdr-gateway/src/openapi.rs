@@ -304,6 +304,16 @@ fn rest_of_path_param(name: &str, what: &str) -> Value {
     )
 }
 
+/// The `{action}` path parameter of `/schemas/{action}`: an action name.
+fn action_path_param() -> Value {
+    let mut p = rest_of_path_param(
+        "action",
+        "Action name (letters, digits, '-', '_', '.', '/'; 1 to 200 bytes; not `.` or `..`)",
+    );
+    p["schema"] = json!({"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$", "not": {"enum": [".", ".."]}});
+    p
+}
+
 /// The `{name}` path parameter of `/processors/{name}`.
 fn processor_name_param() -> Value {
     param(
@@ -333,7 +343,7 @@ fn command_paths() -> Value {
                 ],
                 "requestBody": {"required": true, "description": format!("JSON: {JSON_BODY} Or a form (application/x-www-form-urlencoded)."), "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/CommandRequest"}},
-                    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["action"], "properties": {"action": {"type": "string"}, "key": {"type": "string", "description": "empty: no key"}, "data": {"type": "string", "description": "a JSON object as text (not with data.NAME fields)"}}, "patternProperties": {"^data\\.": {"type": "string", "description": "data.NAME: the data member NAME, a string"}}, "additionalProperties": false, "description": "Each field at most once; a raw `{` starting the body is JSON sent with the wrong Content-Type (415)."}}
+                    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["action"], "properties": {"action": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,200}$", "not": {"enum": [".", ".."]}}, "key": {"type": "string", "description": "empty: no key"}, "data": {"type": "string", "description": "a JSON object as text (not with data.NAME fields)"}}, "patternProperties": {"^data\\.": {"type": "string", "description": "data.NAME: the data member NAME, a string"}}, "additionalProperties": false, "description": "Each field at most once; a raw `{` starting the body is JSON sent with the wrong Content-Type (415)."}}
                 }},
                 "responses": {
                     "202": with_preference_applied(with_location(json_ok("Appended; outcome pending (or still pending after the wait).", "Command"), "/commands/{id}")),
@@ -368,7 +378,7 @@ fn command_paths() -> Value {
                 param("after", "query", "Continue after this offset (from `next`).", json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})),
                 param("limit", "query", "Page size (default 100).", json!({"type": "integer", "minimum": 1, "maximum": 1000}))
             ],
-            "responses": {"200": json_ok("A page of the stream (empty for an unknown key).", "StreamPage"), "400": problem("Bad or unknown query parameter."),
+            "responses": {"200": json_ok("A page of the stream (empty for an unknown key).", "StreamPage"), "400": problem("Bad or unknown query parameter, or the key is not valid UTF-8 once percent-decoded (`bad-request`)."),
                 "500": shared("Internal"), "503": shared("Unavailable")}}},
         "/streams": {"get": {"summary": "The events of one key in log order, the key in the query (for `.` and `..`, which no path can carry)",
             "parameters": [
@@ -403,29 +413,29 @@ fn admin_paths() -> Value {
         "/schemas": {"get": {"summary": "Actions with a registered schema", "responses": {"200": json_ok("The list, by action.", "SchemaList")}}},
         "/schemas/{action}": {
             "get": {"summary": "The latest (or ?version=N) schema of an action",
-                "parameters": [rest_of_path_param("action", "Action name"), param("version", "query", "A version.", json!({"type": "integer", "minimum": 1, "maximum": u32::MAX}))],
-                "responses": {"200": json_ok("The schema.", "SchemaVersion"), "400": problem("`version` is not a whole number, or an unknown query parameter."),
+                "parameters": [action_path_param(), param("version", "query", "A version.", json!({"type": "integer", "minimum": 1, "maximum": u32::MAX}))],
+                "responses": {"200": json_ok("The schema.", "SchemaVersion"), "400": problem("`version` is not a whole number, an unknown query parameter, or the action is not valid UTF-8 once percent-decoded (`bad-request`)."),
                     "404": problem("No schema for the action, or no such version.")}},
             "put": {"summary": "Register a new version of an action's schema (JSON Schema 2020-12)",
-                "parameters": [rest_of_path_param("action", "Action name (letters, digits, '-', '_', '.', '/'; 1 to 200 bytes)")],
+                "parameters": [action_path_param()],
                 "requestBody": {"required": true, "description": JSON_BODY, "content": {"application/json": {"schema": {"type": ["object", "boolean"]}}}},
                 "responses": {
                     "201": with_location(json_only("Registered as a new version.", "SchemaVersion"), "/schemas/{action}?version=N"),
                     "200": with_location(json_only("Identical to the latest version; nothing changed.", "SchemaVersion"), "/schemas/{action}?version=N"),
-                    "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
+                    "400": problem("Malformed JSON, or the action is not valid UTF-8 once percent-decoded (`bad-request`)."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
                     "422": problem("An invalid action name in the path (`validation-failed`, errors: [{pointer: /action, message}]; checked first), or not a valid JSON Schema (`invalid-schema`)."),
                     "500": shared("Internal"), "503": shared("Unavailable"), "507": shared("InsufficientStorage")}},
             "delete": {"summary": "Remove an action's schema: its commands are no longer checked",
                 "description": "The removal is kept as a version (`removed: true`, `schema: null`); earlier versions stay readable with ?version=N, and a later PUT registers the next version.",
-                "parameters": [rest_of_path_param("action", "Action name")],
-                "responses": {"204": {"description": "Removed."}, "404": problem("The action has no schema (never had one, or it is removed already)."),
+                "parameters": [action_path_param()],
+                "responses": {"204": {"description": "Removed."}, "400": problem("The path parameter is not valid UTF-8 once percent-decoded (`bad-request`)."), "404": problem("The action has no schema (never had one, or it is removed already)."),
                     "500": shared("Internal"), "503": shared("Unavailable"), "507": shared("InsufficientStorage")}}
         },
         "/processors": {"get": {"summary": "Registered webhook processors", "responses": {"200": json_ok("Every registration, by name.", "ProcessorList"), "500": shared("Internal"), "503": shared("Unavailable")}}},
         "/processors/{name}": {
             "get": {"summary": "One webhook processor's registration",
                 "parameters": [processor_name_param()],
-                "responses": {"200": json_ok("The registration.", "Processor"), "404": problem("No such processor."), "500": shared("Internal"), "503": shared("Unavailable")}},
+                "responses": {"200": json_ok("The registration.", "Processor"), "400": problem("The path parameter is not valid UTF-8 once percent-decoded (`bad-request`)."), "404": problem("No such processor."), "500": shared("Internal"), "503": shared("Unavailable")}},
             "put": {"summary": "Register or replace a webhook processor",
                 "description": "cmdr POSTs each command of `actions` to `url` and reads the answer: 200 {events: [...]} accepts, 422 {rejection: {code, message, details}} rejects, anything else is retried with backoff; after the last attempt the command is rejected with `processing-failed` and a dead letter is kept (GET /dead-letters). Its position is kept under consumer group webhook-{name}.{hash of its actions}: re-registering the same name with the same actions continues where it left off; with other actions it goes over the commands topic again, skipping commands that already have an outcome. Protocol: crates/cmdr-processor/WEBHOOKS.md.",
                 "parameters": [processor_name_param()],
@@ -433,12 +443,12 @@ fn admin_paths() -> Value {
                 "responses": {
                     "201": with_location(json_only("Registered.", "Processor"), "/processors/{name}"),
                     "200": with_location(json_only("Replaced (or identical: nothing written).", "Processor"), "/processors/{name}"),
-                    "400": problem("Malformed JSON."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
+                    "400": problem("Malformed JSON, or the name is not valid UTF-8 once percent-decoded (`bad-request`)."), "408": problem("The body did not arrive within the header read timeout."), "413": problem("Too large."), "415": problem("Not JSON."),
                     "422": problem("Invalid name or registration (`invalid-registration`, errors: [{pointer, message}]); the pointer `/name` is the path parameter `name`, the others point into the body (`/actions/1`, `/url`, `/secret`, an unknown field), or an action another processor already handles."),
                     "500": shared("Internal"), "503": shared("Unavailable"), "507": shared("InsufficientStorage")}},
             "delete": {"summary": "Remove a webhook processor (its runner stops)",
                 "parameters": [param("name", "path", "Processor name.", json!({"type": "string"}))],
-                "responses": {"204": {"description": "Removed."}, "404": problem("No such processor (or an invalid name)."), "500": shared("Internal"), "503": shared("Unavailable"), "507": shared("InsufficientStorage")}}
+                "responses": {"204": {"description": "Removed."}, "400": problem("The path parameter is not valid UTF-8 once percent-decoded (`bad-request`)."), "404": problem("No such processor (or an invalid name)."), "500": shared("Internal"), "503": shared("Unavailable"), "507": shared("InsufficientStorage")}}
         },
         "/dead-letters": {"get": {"summary": "Inputs no attempt could handle, oldest first",
             "parameters": [

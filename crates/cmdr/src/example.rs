@@ -58,6 +58,7 @@ pub fn openapi() -> (Value, Value) {
             "parameters": [{"name": "id", "in": "path", "required": true, "description": "The account id (the key of its commands).", "schema": {"type": "string"}}],
             "responses": {
                 "200": ok("The account.", "Account"),
+                "400": problem("The id is not valid UTF-8 once percent-decoded (`bad-request`)."),
                 "404": problem("No open account with this id (`not-found`).")}}}
     });
     let schemas = json!({
