@@ -405,9 +405,10 @@ async fn run_socket(state: AppState, socket: WebSocket, credential: Option<Crede
                 )
                 .await
                 {
-                    Ok((handle, position)) => {
+                    Ok(handle) => {
+                        // `subscribed` is sent already, before any record.
                         subs.insert(id.clone(), handle);
-                        json!({"type": "subscribed", "id": id, "position": position})
+                        continue;
                     }
                     Err(e) => json!({"type": "error", "id": id, "message": e.to_string()}),
                 }
@@ -513,7 +514,7 @@ async fn subscribe(
     from: Option<&str>,
     filter: Filter,
     (out, stop): (mpsc::Sender<Outgoing>, watch::Receiver<bool>),
-) -> ApiResult<(tokio::task::JoinHandle<()>, String)> {
+) -> ApiResult<tokio::task::JoinHandle<()>> {
     // An ended subscription (see below) frees its id and its place.
     if subs.get(id).is_some_and(|h| !h.is_finished()) {
         return Err(ApiError::BadRequest(format!("subscription {id:?} exists")));
@@ -548,6 +549,12 @@ async fn subscribe(
     let places = Arc::clone(&state.inner.live);
     let sub = id.to_string();
     let sub_json = serde_json::Value::from(id).to_string();
+    // Queued before the follower starts, so that no record of the
+    // subscription comes before it.
+    let subscribed = json!({"type": "subscribed", "id": id, "position": start});
+    out.send((text_message(subscribed), None))
+        .await
+        .map_err(|_| ApiError::Unavailable("the socket is closing".into()))?;
     let task = tokio::spawn(async move {
         let (tx, mut rx) = mpsc::channel::<Update>(SSE_BUFFER);
         // Stopped with this task, however it ends (an abort included).
@@ -595,7 +602,7 @@ async fn subscribe(
         drop(follower);
         drop(permit);
     });
-    Ok((task, start))
+    Ok(task)
 }
 
 /// Aborts its task when dropped.
