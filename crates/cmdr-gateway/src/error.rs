@@ -67,8 +67,8 @@ pub enum ApiError {
     /// [`crate::head_limits::MAX_URI_BYTES`].
     #[error("{0}")]
     UriTooLong(String),
-    /// 431 `headers-too-large`: more headers, or header bytes, than
-    /// [`crate::head_limits`] allows.
+    /// 431 `headers-too-large`: more header bytes than
+    /// [`crate::head_limits::MAX_HEADER_BYTES`].
     #[error("{0}")]
     HeadersTooLarge(String),
     /// 415 `unsupported-media-type`.

@@ -129,7 +129,7 @@ fn shared_responses() -> Value {
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         },
         "UriTooLong": problem(&format!("The request target (path and query) is over {} bytes (`uri-too-long`).", crate::head_limits::MAX_URI_BYTES)),
-        "HeadersTooLarge": problem(&format!("More than {} headers, or more than {} bytes of them (`headers-too-large`).", crate::head_limits::MAX_HEADERS, crate::head_limits::MAX_HEADER_BYTES)),
+        "HeadersTooLarge": problem(&format!("More than {} bytes of headers (`headers-too-large`); more than 100 headers get a 431 without a body.", crate::head_limits::MAX_HEADER_BYTES)),
         "InsufficientStorage": {
             "description": "The data directory's free space is under the reserve (`min_free_bytes`): nothing was written; writes are taken again once space is freed (`insufficient-storage`).",
             "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "30 (seconds)"}},

@@ -128,9 +128,7 @@ pub(crate) async fn serve_connections<L>(
 {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read)
-        // Room past `head_limits::MAX_HEADERS`, which answers with a problem.
-        .max_headers(crate::head_limits::HYPER_MAX_HEADERS);
+        .header_read_timeout(limits.header_read);
     // Dropped to tell connections to finish; each holds a receiver of
     // `closed` until it ends.
     let (stop, stopping) = watch::channel(());
