@@ -158,9 +158,10 @@ impl DiskSpace {
     /// a change, and a reading that failed (the last state is kept). Call
     /// it off the async workers: a network file system can take its time.
     pub fn read(&self, unindexed: u64) -> Change {
-        // Taken before reading: a write charged in between is counted
-        // again by this reading (on disk) or by `unindexed` (its index
-        // copy), never by neither.
+        // Taken before reading. A write charged before this swap and not
+        // yet on disk at the reading nor counted in `unindexed` (appended
+        // after the caller computed it) escapes the count until the next
+        // reading: milliseconds of writes, which the reserve covers.
         let spent = self.spent.swap(0, Ordering::Relaxed);
         match free_bytes(&self.dir) {
             Ok(free) => {
