@@ -271,9 +271,24 @@ impl SchemaRegistry {
     }
 
     /// Registers a new version (or returns the latest when it is identical).
-    /// Returns the version and whether it is new.
+    /// Returns the version and whether it is new. (The handler compiles
+    /// first, to answer an invalid schema before anything else.)
+    #[cfg(test)]
     async fn register(&self, action: &str, schema: Value) -> ApiResult<(SchemaVersion, bool)> {
-        let compiled = Arc::new(compile(&schema).map_err(ApiError::InvalidSchema)?);
+        let compiled = compile(&schema).map_err(ApiError::InvalidSchema)?;
+        self.register_compiled(action, schema, compiled).await
+    }
+
+    /// Registers a new version of `schema`, compiled as `compiled` (or
+    /// returns the latest when it is identical). Returns the version and
+    /// whether it is new.
+    async fn register_compiled(
+        &self,
+        action: &str,
+        schema: Value,
+        compiled: Compiled,
+    ) -> ApiResult<(SchemaVersion, bool)> {
+        let compiled = Arc::new(compiled);
         let _serial = self.register.lock().await;
         let latest = {
             let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
@@ -343,6 +358,13 @@ impl SchemaRegistry {
         entry.validator = compiled;
         entry.versions.push(version.clone());
         Ok(version)
+    }
+
+    /// The schema `action`'s commands are checked against now, if any.
+    fn current(&self, action: &str) -> Option<Value> {
+        let actions = self.actions.read().unwrap_or_else(|p| p.into_inner());
+        let latest = actions.get(action)?.versions.last()?;
+        (!latest.removed).then(|| latest.schema.clone())
     }
 
     fn versions(&self, action: &str) -> Option<Vec<SchemaVersion>> {
@@ -487,22 +509,17 @@ async fn put(
             "a JSON Schema is an object or a boolean",
         )]));
     }
-    let unchanged = state
-        .inner
-        .schemas
-        .versions(&action)
-        .and_then(|v| {
-            v.last()
-                .map(|latest| !latest.removed && latest.schema == schema)
-        })
-        .unwrap_or(false);
-    if !unchanged {
-        // An invalid schema is told so (422) before a short disk is (507);
-        // the same schema again writes nothing, so it is answered anyway.
-        compile(&schema).map_err(ApiError::InvalidSchema)?;
+    // An invalid schema is told so (422) before a short disk is (507);
+    // the same schema again writes nothing, so it is answered anyway.
+    let compiled = compile(&schema).map_err(ApiError::InvalidSchema)?;
+    if state.inner.schemas.current(&action).as_ref() != Some(&schema) {
         state.check_disk_space(body.len()).await?;
     }
-    let (version, created) = state.inner.schemas.register(&action, schema).await?;
+    let (version, created) = state
+        .inner
+        .schemas
+        .register_compiled(&action, schema, compiled)
+        .await?;
     let versions = state.inner.schemas.versions(&action).unwrap_or_default();
     let status = if created {
         StatusCode::CREATED
@@ -528,12 +545,7 @@ async fn delete(
     State(state): State<AppState>,
     PathParam(action): PathParam,
 ) -> ApiResult<Response> {
-    let current = state
-        .inner
-        .schemas
-        .versions(&action)
-        .is_some_and(|v| v.last().is_some_and(|l| !l.removed));
-    if !current {
+    if state.inner.schemas.current(&action).is_none() {
         return Err(no_schema(&action));
     }
     state.check_disk_space(action.len()).await?;
