@@ -41,6 +41,7 @@ pub mod follow;
 pub mod head_limits;
 mod health;
 pub mod html;
+mod http2;
 mod idempotency;
 mod intake;
 mod live;
@@ -237,9 +238,12 @@ pub async fn serve_router(
         max_connections: state.inner.config.max_connections,
         send: state.inner.config.send_timeout,
     };
+    let leaving_state = state.clone();
+    let leaving: std::sync::Arc<dyn Fn() -> bool + Send + Sync> =
+        std::sync::Arc::new(move || leaving_state.is_leaving());
     if let Some(tls) = state.inner.config.tls.clone() {
         let listener = tls::TlsListener::new(listener, tls)?;
-        server::serve_connections(listener, app, limits, signal).await;
+        server::serve_connections(listener, app, limits, leaving, signal).await;
     } else {
         // No Nagle: answers and live updates (SSE, WebSocket) are small
         // writes that must leave at once, not wait for the previous
@@ -249,7 +253,7 @@ pub async fn serve_router(
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        server::serve_connections(listener, app, limits, signal).await;
+        server::serve_connections(listener, app, limits, leaving, signal).await;
     }
     state.log().sync().await?;
     Ok(())

@@ -1,6 +1,16 @@
 //! The connection loop: accepts connections from a listener (plain TCP or
-//! [`crate::tls::TlsListener`]) and serves each with hyper's HTTP/1.1
-//! server, upgrades (WebSocket) included, until a shutdown signal.
+//! [`crate::tls::TlsListener`]) and serves each with hyper, upgrades
+//! (WebSocket) included, until a shutdown signal. A connection speaks
+//! HTTP/1.1, or HTTP/2 when its client opens with HTTP/2's preface: over
+//! TLS when ALPN chose `h2`, in plain text with prior knowledge (`h2c`, as
+//! proxies such as Envoy speak to their upstreams). An HTTP/2 connection
+//! serves at most [`MAX_CONCURRENT_STREAMS`] requests at once, and gets
+//! the same bounds as an HTTP/1.1 one from [`crate::http2`]: closed
+//! gracefully after the header read timeout with no request open, closed
+//! when one of its answers' clients takes nothing for the send timeout,
+//! and told to go (`GOAWAY`) while the server is leaving. WebSockets are
+//! HTTP/1.1 only (no extended `CONNECT`): browsers open them on an
+//! HTTP/1.1 connection of their own.
 //!
 //! Unlike `axum::serve`, it bounds how long a client may take to send a
 //! request's headers ([`HEADER_READ_TIMEOUT`]): a client that opens
@@ -12,8 +22,10 @@
 //! gateway closes its sockets itself at shutdown, with 1001), or after
 //! the drain timeout ([`DRAIN_TIMEOUT`] by default) with the stragglers
 //! left behind (a client reading an answer at a trickle cannot keep the
-//! process from stopping before an orchestrator kills it). A connection
-//! serving a live stream (Server-Sent Events) is closed at once instead:
+//! process from stopping before an orchestrator kills it). An HTTP/1.1
+//! connection serving a live stream (Server-Sent Events) is closed at once
+//! instead (an HTTP/2 one gets `GOAWAY` like any other: its live streams
+//! end with the shutdown, its other requests finish):
 //! its client resumes from the last message it got, and a reader too slow
 //! to take the stream's last bytes would otherwise hold the shutdown for
 //! the whole drain timeout.
@@ -37,11 +49,13 @@ use std::time::Duration;
 
 use axum::serve::Listener;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
+use crate::http2::{Streams, Tracked, Verdict};
 use crate::send_timeout::{Progress, Watched};
 
 /// Longest a client may take to send a request's headers, and longest a
@@ -52,6 +66,22 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// pod gets 30 s between SIGTERM and SIGKILL; this leaves time for the
 /// rest of the shutdown).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Most requests an HTTP/2 connection may have open at once (its
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`; RFC 9113 asks for at least 100).
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// Most bytes of headers an HTTP/2 request may carry, counted as HTTP/2
+/// does (name, value and 32 per field): room for the
+/// [`crate::head_limits::MAX_HEADER_BYTES`] the server checks itself, so
+/// that it answers those over it with its own problem, as for HTTP/1.1.
+pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 96 * 1024;
+
+/// How often an HTTP/2 connection is pinged, and how long its client has
+/// to answer before it is closed: a client gone without a word is found
+/// even when nothing is being sent to it (a graceful close waits for the
+/// client's answer to a ping).
+pub const HTTP2_PING: Duration = Duration::from_secs(20);
 
 /// Default most connections served at once, WebSockets included (live
 /// streams also have their own limit, [`crate::MAX_LIVE_STREAMS`]).
@@ -121,14 +151,22 @@ pub(crate) async fn serve_connections<L>(
     mut listener: L,
     router: Router,
     limits: Limits,
+    leaving: Arc<dyn Fn() -> bool + Send + Sync>,
     shutdown: impl Future<Output = ()>,
 ) where
     L: Listener,
     L::Addr: std::fmt::Debug,
 {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+        .keep_alive_interval(HTTP2_PING)
+        .keep_alive_timeout(HTTP2_PING);
     // Dropped to tell connections to finish; each holds a receiver of
     // `closed` until it ends.
     let (stop, stopping) = watch::channel(());
@@ -163,8 +201,9 @@ pub(crate) async fn serve_connections<L>(
         };
         let live = LiveStreamFlag(Arc::new(AtomicBool::new(false)));
         let flag = live.clone();
+        let streams = Arc::new(Streams::default());
         // Heads over the limits are answered before the router.
-        let service =
+        let checked =
             crate::head_limits::HeadChecked(TowerToHyperService::new(router.clone().map_request(
                 move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                     if req.headers().contains_key(axum::http::header::UPGRADE) {
@@ -178,13 +217,18 @@ pub(crate) async fn serve_connections<L>(
                     req
                 },
             )));
+        let service = Tracked {
+            inner: checked,
+            streams: Arc::clone(&streams),
+            leaving: Arc::clone(&leaving),
+        };
         let progress = Arc::new(Progress::default());
         let conn = http
-            .serve_connection(
+            .serve_connection_with_upgrades(
                 TokioIo::new(Watched::new(io, Arc::clone(&progress))),
                 service,
             )
-            .with_upgrades();
+            .into_owned();
         let mut stopping = stopping.clone();
         let closed = closed.clone();
         tokio::spawn(async move {
@@ -202,8 +246,17 @@ pub(crate) async fn serve_connections<L>(
                         tracing::debug!(?peer, "the client took nothing for the send timeout; closing");
                         break;
                     }
+                    verdict = streams.verdict(limits.header_read, limits.send, draining) => {
+                        if verdict == Verdict::Stalled {
+                            tracing::debug!(?peer, "a stream's client took nothing for the send timeout; closing");
+                            break;
+                        }
+                        tracing::debug!(?peer, ?verdict, "ending the connection gracefully");
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                     _ = stopping.changed(), if !draining => {
-                        if live.0.load(Ordering::Relaxed) {
+                        if live.0.load(Ordering::Relaxed) && !streams.is_http2() {
                             // Nothing to finish: the client resumes.
                             break;
                         }

@@ -2506,3 +2506,257 @@ async fn a_live_stream_whose_client_reads_nothing_is_closed_after_the_send_timeo
     drop(stream);
     server.stop().await;
 }
+
+/// An HTTP/2 connection with prior knowledge (h2c) to `addr`, its
+/// streams' receive window `window` bytes, and the task driving it (it
+/// ends when the server closes the connection).
+async fn h2_connect(
+    addr: std::net::SocketAddr,
+    window: u32,
+) -> (
+    hyper::client::conn::http2::SendRequest<Body>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(window)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// A request for HTTP/2: the authority in the URI, no `Host` header.
+fn h2_request(addr: std::net::SocketAddr, method: &str, path: &str, body: Body) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .version(axum::http::Version::HTTP_2)
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap()
+}
+
+async fn h2_call(
+    send: &mut hyper::client::conn::http2::SendRequest<Body>,
+    req: Request<Body>,
+) -> (StatusCode, Value) {
+    send.ready().await.unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.version(), axum::http::Version::HTTP_2);
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// HTTP/2 in plain text (prior knowledge): requests side by side on one
+/// connection, a live stream among them, and the same-origin check of a
+/// form post made from `:authority` (HTTP/2 sends no `Host`).
+#[tokio::test]
+async fn http2_serves_requests_side_by_side_on_one_connection() {
+    let h = harness(GatewayConfig::default()).await;
+    let server = Served::start(&h).await;
+    let addr = server.addr;
+    let (mut send, _conn) = h2_connect(addr, 65_535).await;
+
+    let live = {
+        let mut req = h2_request(addr, "GET", "/commands/updates?action=h2", Body::empty());
+        req.headers_mut()
+            .insert("accept", "text/event-stream".parse().unwrap());
+        send.ready().await.unwrap();
+        send.send_request(req).await.unwrap()
+    };
+    assert_eq!(live.status(), StatusCode::OK);
+
+    let posts = (0..50).map(|i| {
+        let mut send = send.clone();
+        async move {
+            let body = json!({"action": "h2", "data": {"i": i}, "key": format!("k{i}")});
+            h2_call(
+                &mut send,
+                h2_request(addr, "POST", "/commands", Body::from(body.to_string())),
+            )
+            .await
+        }
+    });
+    let answers = futures::future::join_all(posts).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::ACCEPTED, "{body}");
+    }
+    let id = answers[0].1["id"].as_str().unwrap().to_string();
+    let (status, body) = h2_call(
+        &mut send,
+        h2_request(addr, "GET", &format!("/commands/{id}"), Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], id.as_str());
+
+    // The live stream, on the same connection, saw the 50 commands.
+    let mut body = live.into_body();
+    let mut seen = String::new();
+    while seen.matches("\"action\":\"h2\"").count() < 50 {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the live stream delivers")
+            .expect("the live stream stays open")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+
+    let form = |origin: &str| {
+        let mut req = h2_request(
+            addr,
+            "POST",
+            "/commands",
+            Body::from("action=h2&data=%7B%7D"),
+        );
+        let headers = req.headers_mut();
+        headers.insert(
+            "content-type",
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        headers.insert("origin", origin.parse().unwrap());
+        req
+    };
+    let (status, body) = h2_call(&mut send, form("https://evil.example")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = h2_call(&mut send, form(&format!("http://{addr}"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    drop(body);
+    server.stop().await;
+}
+
+/// An HTTP/2 connection with no request open is closed after the header
+/// read timeout, as is one that never says anything; one whose client
+/// takes none of a live stream's bytes (its flow control window stays
+/// shut while the connection itself is read) is closed after the send
+/// timeout, and its place among the live streams freed.
+#[tokio::test]
+async fn idle_and_stalled_http2_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+
+    let h = harness(GatewayConfig {
+        header_read_timeout: Duration::from_millis(300),
+        send_timeout: Duration::from_secs(1),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let big = axum::body::Bytes::from(format!("\"{}\"", "x".repeat(100_000)));
+    let records = (0..20)
+        .map(|i| Record::new(format!("k{i}"), big.clone()))
+        .collect();
+    h.log.append("commands", records).await.unwrap();
+    let server = Served::start(&h).await;
+    let addr = server.addr;
+
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, idle) = h2_connect(addr, 65_535).await;
+    let (status, _) = h2_call(
+        &mut send,
+        h2_request(addr, "GET", "/healthz", Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(10), idle)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap()
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest))
+        .await
+        .expect("the silent connection is closed")
+        .unwrap();
+
+    let (mut send, stalled) = h2_connect(addr, 1024).await;
+    send.ready().await.unwrap();
+    let live = send
+        .send_request(h2_request(
+            addr,
+            "GET",
+            "/commands/updates?from=start",
+            Body::empty(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let opened = tokio::time::Instant::now();
+    assert_eq!(live_streams(&h).await, 1);
+    tokio::time::timeout(Duration::from_secs(15), stalled)
+        .await
+        .expect("the stalled connection is closed")
+        .unwrap()
+        .ok();
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "closed before the send timeout"
+    );
+    let freed = tokio::time::Instant::now();
+    while live_streams(&h).await != 0 {
+        assert!(
+            freed.elapsed() < Duration::from_secs(5),
+            "the stream's place is never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(live);
+    server.stop().await;
+}
+
+/// While the server is leaving (its shutdown delay), a request on an
+/// HTTP/2 connection is answered and the connection then ends gracefully
+/// (`GOAWAY`: the client's next requests go to a new connection); at the
+/// shutdown a live stream on HTTP/2 ends and does not hold it.
+#[tokio::test]
+async fn http2_connections_are_sent_away_while_leaving_and_drained_at_shutdown() {
+    let h = harness(GatewayConfig {
+        shutdown_delay: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(120),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let server = Served::start(&h).await;
+    let addr = server.addr;
+    let (mut send, conn) = h2_connect(addr, 65_535).await;
+    let (mut send_live, _live_conn) = h2_connect(addr, 65_535).await;
+    send_live.ready().await.unwrap();
+    let live = send_live
+        .send_request(h2_request(addr, "GET", "/commands/updates", Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+
+    let stopping = tokio::spawn(server.stop());
+    while !h.state.is_leaving() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _) = h2_call(
+        &mut send,
+        h2_request(addr, "GET", "/healthz", Body::empty()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(1), conn)
+        .await
+        .expect("the connection is sent away within the shutdown delay")
+        .unwrap()
+        .unwrap();
+    // Within `Served::stop`'s 10 s, not the 120 s drain timeout.
+    stopping.await.unwrap();
+    let mut body = live.into_body();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("the live stream ends")
+    {
+        if frame.is_err() {
+            break;
+        }
+    }
+}

@@ -739,6 +739,21 @@ async fn https_serves_the_api_and_the_command_line_trusts_a_given_ca() {
         .expect(200);
     let mut sse = Sse::connect_with(&c, &s.at("/commands/updates?from=start"), None).await;
     assert_eq!(sse.next().await.data["id"], id.as_str());
+    // ALPN: HTTP/2 for a client that offers it, HTTP/1.1 for one that does
+    // not (cmdr's own client does not).
+    let version = |c: reqwest::Client| {
+        let url = s.at("/healthz");
+        async move { c.get(url).send().await.unwrap().version() }
+    };
+    assert_eq!(version(c.clone()).await, reqwest::Version::HTTP_11);
+    let trusted = cmdr_processor::tls::read_certificates(&pki.ca).unwrap();
+    let mut offers_h2 = (*cmdr_processor::tls::client_config(&trusted).unwrap()).clone();
+    offers_h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let h2 = reqwest::Client::builder()
+        .tls_backend_preconfigured(offers_h2)
+        .build()
+        .unwrap();
+    assert_eq!(version(h2).await, reqwest::Version::HTTP_2);
 
     // Plain HTTP to the HTTPS port gets nowhere; a client that does not
     // trust the CA refuses the certificate.
@@ -1341,4 +1356,39 @@ async fn a_body_far_over_the_limit_gets_its_413_not_a_broken_pipe() {
     )
     .await
     .expect(202);
+}
+
+/// HTTP/2 in plain text with prior knowledge (h2c, as proxies speak to
+/// their upstreams): commands, reads and a live stream on the real binary.
+#[tokio::test]
+async fn http2_with_prior_knowledge_serves_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]).await;
+    let c = cmdr_processor::tls::client_builder(None)
+        .unwrap()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let res = c
+        .post(s.at("/commands?sync=true"))
+        .header("prefer", "wait=1")
+        .json(&json!({"action": "pay", "data": {"amount": 5}, "key": "inv-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    // No processor answers: the wait ends pending.
+    assert_eq!(res.status(), 202);
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    send(c.get(s.at(&format!("/commands/{id}"))))
+        .await
+        .expect(200);
+    let mut sse = Sse::connect_with(&c, &s.at("/commands/updates?from=start"), None).await;
+    assert_eq!(sse.next().await.data["id"], id.as_str());
+    // The HTML rendering and the document too.
+    send(c.get(s.at("/openapi.json"))).await.expect(200);
+    s.stop();
 }
