@@ -1,7 +1,8 @@
 //! The HTTP load generator behind `cmdr bench http`: keeps N HTTP/1.1
 //! connections busy for a fixed time (closed loop: each connection sends its
 //! next request when the previous answer is in) and reports throughput and
-//! latency percentiles from an HDR histogram.
+//! latency percentiles from an HDR histogram. With [`Load::http2`], the N
+//! closed loops are HTTP/2 streams instead, that many to a connection.
 //!
 //! It also runs a *bare* server (a handler that answers `202` without doing
 //! anything) on the same machine, measured the same way, as the ceiling that
@@ -43,6 +44,10 @@ pub struct Load {
     pub duration: Duration,
     /// Answers with this status count as successes.
     pub expect: StatusCode,
+    /// HTTP/2 with prior knowledge, `connections` streams in flight shared
+    /// out this many to a connection (`None`: HTTP/1.1, one request in
+    /// flight per connection).
+    pub http2: Option<usize>,
 }
 
 /// What a load run measured.
@@ -99,13 +104,31 @@ const SAMPLES_PER_CONNECTION: usize = 64;
 /// # Errors
 /// When no connection can be opened.
 pub async fn run(load: Load) -> Result<LoadReport, String> {
+    let senders = match load.http2 {
+        Some(per) => {
+            let per = per.max(1);
+            let mut senders = Vec::new();
+            for _ in 0..load.connections.div_ceil(per) {
+                senders.push(http2_sender(load.addr).await?);
+            }
+            Some((senders, per))
+        }
+        None => None,
+    };
     let deadline = Instant::now() + load.duration;
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(load.connections);
     for conn in 0..load.connections {
         let load = load.clone();
+        let sender = senders
+            .as_ref()
+            .map(|(senders, per)| senders[conn / per].clone());
         tasks.push(tokio::spawn(async move {
-            connection(conn, load, deadline).await
+            let sender = match sender {
+                Some(h2) => Sender::Http2(h2),
+                None => Sender::Http1(http1_sender(load.addr).await?),
+            };
+            connection(conn, sender, load, deadline).await
         }));
     }
     let mut latency =
@@ -143,27 +166,88 @@ struct ConnResult {
     samples: Vec<Bytes>,
 }
 
-async fn connection(conn: usize, load: Load, deadline: Instant) -> Result<ConnResult, String> {
-    let stream = TcpStream::connect(load.addr)
+/// One connection's (or, for HTTP/2, one stream's) way to send requests.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let sent = match self {
+            Self::Http1(s) => {
+                s.ready()
+                    .await
+                    .map_err(|e| format!("connection closed: {e}"))?;
+                s.send_request(req).await
+            }
+            Self::Http2(s) => {
+                s.ready()
+                    .await
+                    .map_err(|e| format!("connection closed: {e}"))?;
+                s.send_request(req).await
+            }
+        };
+        sent.map_err(|e| format!("request failed: {e}"))
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect {}: {e}", load.addr))?;
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (mut sender, driver) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+    Ok(stream)
+}
+
+async fn http1_sender(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let (sender, driver) =
+        hyper::client::conn::http1::handshake(TokioIo::new(connect(addr).await?))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(driver);
+    Ok(sender)
+}
+
+async fn http2_sender(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>, String> {
+    let (sender, driver) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(connect(addr).await?),
+    )
+    .await
+    .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    tokio::spawn(driver);
+    Ok(sender)
+}
+
+async fn connection(
+    conn: usize,
+    mut sender: Sender,
+    load: Load,
+    deadline: Instant,
+) -> Result<ConnResult, String> {
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let (mut ok, mut errors, mut samples) = (0u64, 0u64, Vec::new());
     let host = load.addr.to_string();
     let mut n = 0u64;
     while Instant::now() < deadline {
-        let mut req = Request::builder()
-            .method(load.method.clone())
-            .uri((load.path)(conn, n))
-            .header("host", &host)
-            .header("content-type", "application/json");
+        let mut req = Request::builder().method(load.method.clone());
+        req = match sender {
+            Sender::Http1(_) => req.uri((load.path)(conn, n)).header("host", &host),
+            // HTTP/2 takes the authority from the URI.
+            Sender::Http2(_) => req
+                .uri(format!("http://{host}{}", (load.path)(conn, n)))
+                .version(hyper::Version::HTTP_2),
+        };
+        req = req.header("content-type", "application/json");
         for (k, v) in &load.headers {
             req = req.header(k, v);
         }
@@ -172,11 +256,7 @@ async fn connection(conn: usize, load: Load, deadline: Instant) -> Result<ConnRe
             .map_err(|e| e.to_string())?;
         n += 1;
         let t0 = Instant::now();
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection closed: {e}"))?;
-        match sender.send_request(req).await {
+        match sender.send(req).await {
             Ok(resp) => {
                 let status = resp.status();
                 let body = resp.into_body().collect().await.map(|b| b.to_bytes());
@@ -192,7 +272,7 @@ async fn connection(conn: usize, load: Load, deadline: Instant) -> Result<ConnRe
                     _ => errors += 1,
                 }
             }
-            Err(e) => return Err(format!("request failed: {e}")),
+            Err(e) => return Err(e),
         }
     }
     Ok(ConnResult {

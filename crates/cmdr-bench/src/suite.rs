@@ -36,6 +36,10 @@ pub struct SuiteOptions {
     pub repeat: usize,
     /// The keys the intake suite's commands carry.
     pub keys: Keys,
+    /// Intake and reads over HTTP/2 with prior knowledge, this many
+    /// streams (the "connections" of the table) to a connection; `None`:
+    /// HTTP/1.1. See [`Load::http2`].
+    pub http2: Option<usize>,
 }
 
 /// The keys the intake suite's commands carry: what the index does per
@@ -97,6 +101,7 @@ pub(crate) fn post(
         connections,
         duration: step,
         expect,
+        http2: None,
     }
 }
 
@@ -355,7 +360,7 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
     for &c in &opts.connections {
         let (mut ceilings, mut reals) = (Vec::new(), Vec::new());
         for _ in 0..opts.repeat.max(1) {
-            let load = post(
+            let mut load = post(
                 bare,
                 "/commands",
                 c,
@@ -363,8 +368,9 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
                 StatusCode::ACCEPTED,
                 opts.keys,
             );
+            load.http2 = opts.http2;
             ceilings.push(run_measured(load, opts.bare_pid).await?);
-            let load = post(
+            let mut load = post(
                 opts.addr,
                 "/commands",
                 c,
@@ -372,6 +378,7 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
                 StatusCode::ACCEPTED,
                 opts.keys,
             );
+            load.http2 = opts.http2;
             let counters = log_counters(opts.addr).await;
             let started = std::time::Instant::now();
             let (real, mut cpu) = run_measured(load, opts.pid).await?;
@@ -442,6 +449,7 @@ pub async fn intake(opts: &SuiteOptions) -> Result<String, String> {
             connections: 64,
             duration: opts.step,
             expect: StatusCode::OK,
+            http2: opts.http2,
         };
         let got = http::run(load).await?;
         let _ = writeln!(out, "{}", got.row("GET /commands/{id}"));

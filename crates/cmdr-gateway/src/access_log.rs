@@ -1,6 +1,7 @@
 //! The access log ([`crate::GatewayConfig::access_log`]): one `info` line
 //! per answered request, target `cmdr::access`, with the method, the path,
-//! the query (an `access_token` in it shown as `***`), the status, the time
+//! the query (an `access_token` in it shown as `***`), the protocol
+//! version (`HTTP/1.1`, `HTTP/2.0`), the status, the time
 //! to the answer's head in milliseconds, and the principal when tokens are
 //! on. Live streams and WebSockets are logged when their answer starts,
 //! not when they end. With `--log-format json` each line is a JSON object
@@ -23,6 +24,7 @@ pub(crate) async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(redacted);
+    let version = req.version();
     let res = next.run(req).await;
     let millis = start.elapsed().as_secs_f64() * 1000.0;
     let principal = res.extensions().get::<Principal>().map(|p| p.0.as_str());
@@ -31,6 +33,7 @@ pub(crate) async fn log_request(req: Request, next: Next) -> Response {
         method = %method,
         path = %path,
         query = query.as_deref().unwrap_or(""),
+        version = ?version,
         status = res.status().as_u16(),
         ms = (millis * 1000.0).round() / 1000.0,
         principal = principal.unwrap_or(""),

@@ -85,6 +85,11 @@ pub struct HttpArgs {
     /// (each command's key is its own id) or a number of keys taken in turn.
     #[arg(long, default_value = "per-connection")]
     keys: cmdr_bench::suite::Keys,
+    /// Intake and reads over HTTP/2 (prior knowledge, h2c), each step's
+    /// connections then being streams, this many to an HTTP/2 connection
+    /// (the bare ceiling too). Default: HTTP/1.1.
+    #[arg(long, value_name = "STREAMS_PER_CONNECTION", value_parser = clap::value_parser!(u64).range(1..=100))]
+    http2: Option<u64>,
 }
 
 /// Options of the live-updates benchmark.
@@ -126,8 +131,12 @@ pub async fn run(cmd: BenchCommand) -> Result<std::process::ExitCode> {
             let mut opts = options(&args, &server);
             opts.bare = Some(bare.addr);
             opts.bare_pid = Some(bare.pid());
+            let protocol = match args.http2 {
+                Some(n) => format!("HTTP/2 (h2c), {n} streams per connection"),
+                None => "HTTP/1.1".to_string(),
+            };
             println!(
-                "# cmdr bench http: {}s per step, median of {} run(s), keys {:?}, server pid {}\n",
+                "# cmdr bench http: {}s per step, median of {} run(s), keys {:?}, {protocol}, server pid {}\n",
                 args.seconds,
                 args.repeat.max(1),
                 args.keys,
@@ -208,6 +217,7 @@ fn options(args: &HttpArgs, server: &Server) -> SuiteOptions {
         bare_pid: None,
         repeat: args.repeat.max(1),
         keys: args.keys,
+        http2: args.http2.map(|n| n as usize),
     }
 }
 
