@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backup;
 pub mod batch;
 pub mod embedded;
 mod error;
@@ -171,6 +172,18 @@ pub trait Log: Send + Sync + 'static {
     /// for an unknown topic.
     fn write_stats(&self, _topic: &str) -> Option<WriteStats> {
         None
+    }
+
+    /// The files of a consistent copy of this log, for a backup taken
+    /// while it runs (see [`backup`]): `first` names the topics whose ends
+    /// are taken first, in that order (causes before effects), the others
+    /// following. `None` for a log that keeps no files of its own (in
+    /// memory, or a broker's).
+    ///
+    /// # Errors
+    /// [`LogError::Io`] when the log's metadata cannot be read.
+    async fn backup(&self, _first: &[&str]) -> Result<Option<backup::Backup>> {
+        Ok(None)
     }
 }
 

@@ -12,6 +12,7 @@
 //! <dir>/groups/<group>.json                         committed consumer group offsets
 //! ```
 
+mod backup;
 mod config;
 pub mod format;
 
@@ -444,6 +445,14 @@ impl EmbeddedLog {
 impl Log for EmbeddedLog {
     fn max_record_bytes(&self) -> Option<usize> {
         Some(self.inner.config.max_record_bytes)
+    }
+
+    async fn backup(&self, first: &[&str]) -> Result<Option<crate::backup::Backup>> {
+        let log = self.clone();
+        let first: Vec<String> = first.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || log.backup_files(&first).map(Some))
+            .await
+            .map_err(|e| LogError::Closed(format!("backup task failed: {e}")))?
     }
 
     fn write_stats(&self, topic: &str) -> Option<crate::WriteStats> {

@@ -314,6 +314,21 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Every group's file as it would be written now (for a backup):
+    /// the commits recorded so far, each durable.
+    pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups
+            .iter()
+            .map(|(name, group)| {
+                (
+                    name.clone(),
+                    serde_json::to_vec_pretty(group).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     fn persist(&self, group: &str) -> Result<()> {
         let _writing = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = {
