@@ -69,11 +69,14 @@ impl Role {
         }
     }
 
-    /// The role a request needs: `POST /commands` writes, other `GET`,
-    /// `HEAD` and `OPTIONS` requests read, anything else administers.
+    /// The role a request needs: `POST /commands` writes, `GET /backup`
+    /// (the whole log at once) and anything else that is not a `GET`,
+    /// `HEAD` or `OPTIONS` request administers, the rest reads.
     pub fn required_for(method: &Method, path: &str) -> Self {
         if *method == Method::POST && path == "/commands" {
             Self::Write
+        } else if path == "/backup" {
+            Self::Admin
         } else if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             Self::Read
         } else {
@@ -407,5 +410,6 @@ mod tests {
             Role::Admin
         );
         assert_eq!(Role::required_for(&Method::POST, "/other"), Role::Admin);
+        assert_eq!(Role::required_for(&Method::GET, "/backup"), Role::Admin);
     }
 }

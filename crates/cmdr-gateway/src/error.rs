@@ -112,6 +112,10 @@ pub enum ApiError {
         /// The reserve.
         min_free: u64,
     },
+    /// 501 `not-implemented`: the server cannot do this at all (a backup
+    /// of a log that keeps no files of its own).
+    #[error("{0}")]
+    NotImplemented(String),
     /// 503 `unavailable`: the log or index cannot serve now (shutting down,
     /// overloaded, failed).
     #[error("{0}")]
@@ -153,6 +157,7 @@ impl ApiError {
             | Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -180,6 +185,7 @@ impl ApiError {
             Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
             Self::UpgradeRequired(_) => "upgrade-required",
             Self::InsufficientStorage { .. } => "insufficient-storage",
+            Self::NotImplemented(_) => "not-implemented",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -207,6 +213,7 @@ impl ApiError {
             Self::IdempotencyKeyReused(_) => "Idempotency-Key reused",
             Self::UpgradeRequired(_) => "Upgrade required",
             Self::InsufficientStorage { .. } => "Insufficient storage",
+            Self::NotImplemented(_) => "Not implemented",
             Self::Unavailable(_) => "Service unavailable",
             Self::Internal(_) => "Internal server error",
         }

@@ -30,6 +30,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod backup;
 mod body;
 mod compression;
 mod config;
@@ -97,6 +98,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(negotiate::problems_as_pages)),
         ))
         .merge(health::router())
+        .merge(backup::router())
         .fallback(|neg: negotiate::Negotiated| async move {
             let res = ApiError::NotFound("no such resource".into()).into_response();
             negotiate::problem_page(neg, res).await

@@ -66,6 +66,7 @@ fn every_error() -> Vec<ApiError> {
             free: 0,
             min_free: 0,
         },
+        ApiError::NotImplemented(s()),
         ApiError::Unavailable(s()),
         ApiError::Internal(s()),
     ]
@@ -122,7 +123,7 @@ fn shared_responses() -> Value {
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer realm=\"cmdr\""}},
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         },
-        "Forbidden": problem("The token lacks the role (`forbidden`): read for GET, write for POST /commands, admin for the rest."),
+        "Forbidden": problem("The token lacks the role (`forbidden`): read for GET, write for POST /commands, admin for GET /backup and the rest."),
         "MethodNotAllowed": {
             "description": "A method the path does not have, on any path (`method-not-allowed`).",
             "headers": {"Allow": {"schema": {"type": "string"}, "description": "The methods the path has."}},
@@ -474,6 +475,10 @@ fn service_paths() -> Value {
         "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text): intake counters, log end offsets, index position and lag, waiters, live streams, process memory",
             "responses": {"200": {"description": "OpenMetrics text (version 1.0.0, UTF-8).", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}},
                 "500": shared("Internal"), "503": shared("Unavailable")}}},
+        "/backup": {"get": {"summary": "An online backup of the log: a tar archive of `cmdr-backup.json` (what it holds) and the log's files under `log/`, every record durable when the request came in, taken while the server goes on (admin role). Restore: `tar -xf` it into an empty directory and start `cmdr serve --data-dir` on it; the index is rebuilt from the log.",
+            "responses": {"200": {"description": "The archive, streamed (an error while it is read cuts it short, which a tar reader reports).", "headers": {"Content-Disposition": {"schema": {"type": "string"}, "description": "attachment; filename=\"cmdr-backup-MS.tar\""}}, "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
+                "501": problem("The server's log keeps no files of its own to back up (`not-implemented`)."),
+                "500": shared("Internal"), "503": shared("Unavailable")}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1 (JSON whatever the client accepts).", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         "/docs": {"get": {"summary": "This document as a page", "security": [], "responses": {"200": {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}}}}}
     })
@@ -684,8 +689,9 @@ mod tests {
             ApiError::IdempotencyKeyReused(_) => 17,
             ApiError::UpgradeRequired(_) => 18,
             ApiError::InsufficientStorage { .. } => 19,
-            ApiError::Unavailable(_) => 20,
-            ApiError::Internal(_) => 21,
+            ApiError::NotImplemented(_) => 20,
+            ApiError::Unavailable(_) => 21,
+            ApiError::Internal(_) => 22,
         }
     }
 
@@ -716,7 +722,7 @@ mod tests {
     #[test]
     fn every_error_kind_is_listed_once() {
         let kinds: Vec<usize> = every_error().iter().map(kind).collect();
-        assert_eq!(kinds, (0..=21).collect::<Vec<_>>());
+        assert_eq!(kinds, (0..=22).collect::<Vec<_>>());
     }
 
     #[test]

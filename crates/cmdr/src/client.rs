@@ -1,4 +1,4 @@
-//! `cmdr send`, `cmdr get`, `cmdr tail`: HTTP clients of a running server
+//! `cmdr send`, `cmdr get`, `cmdr tail`, `cmdr backup`: HTTP clients of a running server
 //! (`--url`, env `CMDR_URL`, default http://127.0.0.1:3000; `--token`, env
 //! `CMDR_TOKEN`, when the server requires a bearer token; `--ca-cert`, env
 //! `CMDR_CA_CERT`, to trust an `https://` server's private CA).
@@ -294,6 +294,132 @@ pub async fn get(args: GetArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     print_response(res, false).await
+}
+
+/// Flags of `cmdr backup`.
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// The tar archive to write (refused if it exists); written as
+    /// `FILE.part`, then renamed once complete and checked.
+    #[arg(long, short)]
+    pub out: std::path::PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Longest `cmdr backup` waits for the next bytes of the archive.
+pub const BACKUP_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `cmdr backup`: downloads `GET /backup` into `--out`, checks that the
+/// archive is whole (every entry complete, the manifest's file count and
+/// bytes), makes it durable, and prints the manifest. A partial download
+/// never takes the name `--out`.
+pub async fn backup(args: BackupArgs) -> Result<ExitCode> {
+    use std::io::Write as _;
+    let out = args.out;
+    if out.exists() {
+        anyhow::bail!("{} exists: give another --out", out.display());
+    }
+    let part = std::path::PathBuf::from(format!("{}.part", out.display()));
+    let url = url_of(&args.server.url, &["backup"])?;
+    let res = client(&args.server)?
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| unreachable_server(e, &format!("GET {url}")))?;
+    if !res.status().is_success() {
+        return print_response(res, false).await;
+    }
+    let mut file =
+        std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+    let mut body = res.bytes_stream();
+    let downloaded: Result<u64> = async {
+        let mut bytes = 0u64;
+        loop {
+            let next = tokio::time::timeout(BACKUP_SILENCE, body.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("the server sent nothing for {BACKUP_SILENCE:?}"))?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk.context("the archive was cut short")?;
+            file.write_all(&chunk)
+                .with_context(|| format!("writing {}", part.display()))?;
+            bytes += chunk.len() as u64;
+        }
+        file.sync_all()
+            .with_context(|| format!("syncing {}", part.display()))?;
+        Ok(bytes)
+    }
+    .await;
+    let checked = downloaded.and_then(|bytes| Ok((bytes, check_archive(&part)?)));
+    let (bytes, manifest) = match checked {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            return Err(e.context(format!("GET {url}: no backup written")));
+        }
+    };
+    std::fs::rename(&part, &out)
+        .with_context(|| format!("renaming {} to {}", part.display(), out.display()))?;
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&manifest).unwrap_or_default()
+    );
+    eprintln!(
+        "wrote {} ({bytes} bytes); restore: tar -xf {} -C NEW_DATA_DIR && cmdr serve --data-dir NEW_DATA_DIR",
+        out.display(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the archive at `path` through: every entry whole, the first the
+/// manifest, and the rest as many and as large as it says. Returns the
+/// manifest.
+fn check_archive(path: &std::path::Path) -> Result<Value> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut manifest: Option<Value> = None;
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for entry in archive.entries().context("reading the archive")? {
+        let mut entry = entry.context("reading the archive")?;
+        let name = entry
+            .path()
+            .context("reading the archive")?
+            .display()
+            .to_string();
+        if manifest.is_none() {
+            anyhow::ensure!(
+                name == cmdr_gateway::backup::MANIFEST,
+                "the archive does not start with {}",
+                cmdr_gateway::backup::MANIFEST
+            );
+            let mut raw = Vec::new();
+            entry
+                .read_to_end(&mut raw)
+                .context("reading the manifest")?;
+            manifest = Some(serde_json::from_slice(&raw).context("the manifest is not JSON")?);
+            continue;
+        }
+        // Reads the entry through: a cut archive fails here.
+        bytes += std::io::copy(&mut entry, &mut std::io::sink())
+            .with_context(|| format!("reading {name} from the archive"))?;
+        files += 1;
+    }
+    let manifest = manifest.context("the archive is empty")?;
+    let (want_files, want_bytes) = (manifest["files"].as_u64(), manifest["bytes"].as_u64());
+    anyhow::ensure!(
+        want_files == Some(files) && want_bytes == Some(bytes),
+        "the archive holds {files} files and {bytes} bytes, its manifest says {want_files:?} and {want_bytes:?}"
+    );
+    Ok(manifest)
 }
 
 /// Reconnections `cmdr tail` attempts in a row when the stream drops.

@@ -49,6 +49,8 @@ enum Command {
     Get(client::GetArgs),
     /// Follow new commands or events (Server-Sent Events), one JSON per line.
     Tail(client::TailArgs),
+    /// Download an online backup of a running server's log into a tar file.
+    Backup(client::BackupArgs),
     /// Rebuild the index from the log (stop the server first).
     Reindex(config::StorageArgs),
     /// Make bearer tokens for a server that requires them.
@@ -83,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Command::Send(args) => client::send(args).await,
             Command::Get(args) => client::get(args).await,
             Command::Tail(args) => client::tail(args).await,
+            Command::Backup(args) => client::backup(args).await,
             Command::Reindex(args) => reindex::run(args).await,
             Command::Token(cmd) => token::run(cmd),
             Command::Bench(cmd) => bench::run(cmd).await,

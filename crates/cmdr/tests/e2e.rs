@@ -1392,3 +1392,123 @@ async fn http2_with_prior_knowledge_serves_the_api() {
     send(c.get(s.at("/openapi.json"))).await.expect(200);
     s.stop();
 }
+
+/// `cmdr backup` while clients keep sending: the archive restores into a
+/// data directory whose server (index rebuilt from the log) has every
+/// command acknowledged before the backup began, holds at least the ends
+/// its manifest names, and takes commands again. A partial or refused
+/// download leaves no file under the name asked for.
+#[tokio::test]
+async fn an_online_backup_restores_every_command_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cmdr.toml");
+    std::fs::write(&cfg, "commands_partitions = 3\n").unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .await;
+    let post = |i: u32| {
+        let req = s
+            .client
+            .post(s.at("/commands"))
+            .json(&json!({"action": "pay", "data": {"i": i}, "key": format!("acc-{}", i % 7)}));
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let mut before = Vec::new();
+    for i in 0..300 {
+        before.push(post(i).await);
+    }
+    // Clients go on while the backup is taken.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let (client, url) = (s.client.clone(), s.at("/commands"));
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .post(&url)
+                    .json(&json!({"action": "pay", "data": {"late": i}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                i += 1;
+            }
+            i
+        })
+    };
+    let out = dir.path().join("backup.tar");
+    let (url, out_arg) = (s.url.clone(), out.display().to_string());
+    let (status, stdout, err) =
+        tokio::task::spawn_blocking(move || run_cli(&["backup", "--url", &url, "--out", &out_arg]))
+            .await
+            .unwrap();
+    assert!(status.success(), "{err}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let late = writer.await.unwrap();
+    assert!(late > 0, "commands were sent during the backup");
+    let manifest: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(!dir.path().join("backup.tar.part").exists());
+
+    // Refused: an existing file.
+    let out_arg = out.display().to_string();
+    let (status, _, err) = run_cli(&["backup", "--url", &s.url, "--out", &out_arg]);
+    assert!(!status.success() && err.contains("exists"), "{err}");
+    s.stop();
+
+    let restored = dir.path().join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    tar::Archive::new(std::fs::File::open(&out).unwrap())
+        .unpack(&restored)
+        .unwrap();
+    let r = Server::start(&restored, &[]).await;
+    for id in &before {
+        send(r.client.get(r.at(&format!("/commands/{id}"))))
+            .await
+            .expect(200);
+    }
+    let metrics = send(r.client.get(r.at("/metrics"))).await.expect(200);
+    let topics = manifest["topics"].as_array().unwrap();
+    let names: Vec<&str> = topics.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    // Causes before effects: events' ends are taken before commands'.
+    assert_eq!(
+        names[..3],
+        ["_cmdr_dead_letters", "events", "commands"],
+        "{names:?}"
+    );
+    for topic in topics
+        .iter()
+        .filter(|t| t["name"] == "commands" || t["name"] == "events")
+    {
+        for p in topic["partitions"].as_array().unwrap() {
+            let line = format!(
+                "cmdr_log_end_offset{{topic=\"{}\",partition=\"{}\"}} ",
+                topic["name"].as_str().unwrap(),
+                p["partition"]
+            );
+            let end: u64 = metrics
+                .text
+                .lines()
+                .find_map(|l| l.strip_prefix(&line)?.parse().ok())
+                .unwrap_or_else(|| panic!("{line} in {}", metrics.text));
+            assert!(end >= p["end_offset"].as_u64().unwrap(), "{line}{end} {p}");
+        }
+    }
+    send(
+        r.client
+            .post(r.at("/commands"))
+            .json(&json!({"action": "pay", "data": {"after": true}})),
+    )
+    .await
+    .expect(202);
+    r.stop();
+}
