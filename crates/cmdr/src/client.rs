@@ -240,7 +240,9 @@ fn unreachable_server(e: reqwest::Error, what: &str) -> anyhow::Error {
         // The layers above the TLS error only repeat it.
         chain = format!("the server's certificate was refused ({innermost})");
     }
-    let hint = if refused {
+    let hint = if chain.contains("CaUsedAsEndEntity") {
+        Some("the server's certificate is marked as a CA (basicConstraints CA:TRUE, what `openssl req -x509` makes unless told otherwise) and is used as the server's own, which this client refuses even when trusted: make it with `-addext basicConstraints=critical,CA:FALSE` (see the README's HTTPS section), or sign the server's certificate with a separate CA and pass that CA with --ca-cert")
+    } else if refused {
         Some("the server's certificate is not trusted: pass --ca-cert with the CA (or the self-signed certificate) that signed it")
     } else if !https && chain.contains("invalid HTTP version") {
         Some("the server may speak HTTPS: try an https:// --url")

@@ -1512,3 +1512,45 @@ async fn an_online_backup_restores_every_command_acknowledged_before_it() {
     .expect(202);
     r.stop();
 }
+
+/// A self-signed certificate marked as a CA (what `openssl req -x509`
+/// makes by default) is refused by the command line even when given with
+/// `--ca-cert`; the error says why and how to make one that works.
+#[tokio::test]
+async fn a_self_signed_ca_certificate_as_the_servers_gets_a_hint_that_says_so() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (
+        cert_path.to_str().unwrap().to_string(),
+        key_path.to_str().unwrap().to_string(),
+    );
+    // Listening is enough: the handshake is what fails.
+    let s = Server::launch(
+        &dir.path().join("data"),
+        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+        support::client(),
+    );
+    let (status, _, err) = run_cli(&[
+        "get",
+        "0192a000-0000-7000-8000-000000000000",
+        "--url",
+        &s.url,
+        "--ca-cert",
+        &cert_arg,
+    ]);
+    assert!(
+        !status.success()
+            && err.contains("CaUsedAsEndEntity")
+            && err.contains("hint: the server's certificate is marked as a CA")
+            && err.contains("CA:FALSE"),
+        "{err}"
+    );
+    s.stop();
+}

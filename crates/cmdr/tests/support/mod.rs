@@ -46,8 +46,9 @@ impl Server {
         server
     }
 
-    /// Starts the binary and reads the address it prints.
-    fn launch(data_dir: &Path, args: &[&str], client: reqwest::Client) -> Server {
+    /// Starts the binary and reads the address it prints (listening, not
+    /// necessarily ready).
+    pub fn launch(data_dir: &Path, args: &[&str], client: reqwest::Client) -> Server {
         let stderr_path = data_dir.with_extension(format!("stderr-{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
