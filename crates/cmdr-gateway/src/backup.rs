@@ -2,11 +2,10 @@
 //! while the server goes on taking commands (admin role).
 //!
 //! The archive holds `cmdr-backup.json` (what is in it: each topic's
-//! partitions and the end offsets the copy holds at least, the bytes, the
-//! time), then the log's files under `log/` as [`cmdr_log::Log::backup`]
-//! lists them: a consistent copy, causes before effects (dead letters,
-//! then events, then commands, then cmdr's own topics), every record
-//! durable when the request came in. The index is not in it: a server
+//! partitions and their end offsets in the copy, the bytes, the time),
+//! then the log's files under `log/` as [`cmdr_log::Log::backup`] lists
+//! them: the log as it was at one instant after the request came in,
+//! every record durable by then, every batch wholly or not at all. The index is not in it: a server
 //! started on the restored directory rebuilds it from the log. Restoring
 //! is `tar -xf backup.tar -C NEW_DATA_DIR`, then `cmdr serve --data-dir
 //! NEW_DATA_DIR`.
@@ -26,7 +25,6 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use cmdr_contract::{COMMANDS_TOPIC, EVENTS_TOPIC};
 use cmdr_log::backup::{Backup, BackupSource};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -49,14 +47,9 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 async fn backup(State(state): State<AppState>) -> ApiResult<Response> {
-    let first = [
-        cmdr_processor::DEAD_LETTERS_TOPIC,
-        EVENTS_TOPIC,
-        COMMANDS_TOPIC,
-    ];
     let backup = state
         .log()
-        .backup(&first)
+        .backup()
         .await
         .map_err(|e| ApiError::Unavailable(format!("the backup could not be listed: {e}")))?
         .ok_or_else(|| {
@@ -67,7 +60,9 @@ async fn backup(State(state): State<AppState>) -> ApiResult<Response> {
     let created_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let manifest = manifest(&backup, created_ms);
+    let manifest = serde_json::to_vec_pretty(&manifest(&backup, created_ms))
+        .map_err(|e| ApiError::Internal(format!("the backup's manifest: {e}")))?;
+    let length = archive_len(&backup, manifest.len() as u64);
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
     tokio::task::spawn_blocking(move || {
         let mut out = ChunkSender {
@@ -93,6 +88,9 @@ async fn backup(State(state): State<AppState>) -> ApiResult<Response> {
         HeaderValue::from_static("application/x-tar"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Known up front: a cut answer is an error to every client, even one
+    // that reads to the connection's end.
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename=\"cmdr-backup-{created_ms}.tar\""
     )) {
@@ -120,24 +118,46 @@ fn manifest(backup: &Backup, created_ms: u64) -> Value {
     })
 }
 
-/// Writes the archive: the manifest, then every file under `log/`.
+/// Tar's block: headers and every entry's data take whole blocks.
+const BLOCK: u64 = 512;
+
+/// Where the log's files go in the archive.
+const LOG_DIR: &str = "log/";
+
+/// The exact length of the archive [`write_archive`] writes (as the `tar`
+/// crate writes GNU archives): per entry a header block and its data in
+/// whole blocks, with a long-name entry first for a name over 100 bytes
+/// (a header and the name, NUL-ended, in whole blocks), then two empty
+/// blocks.
+fn archive_len(backup: &Backup, manifest_len: u64) -> u64 {
+    let blocks = |n: u64| n.div_ceil(BLOCK) * BLOCK;
+    let entry = |name_len: usize, len: u64| {
+        let long_name = if name_len > 100 {
+            BLOCK + blocks(name_len as u64 + 1)
+        } else {
+            0
+        };
+        long_name + BLOCK + blocks(len)
+    };
+    let files: u64 = backup
+        .files
+        .iter()
+        .map(|f| entry(LOG_DIR.len() + f.name.len(), f.len()))
+        .sum();
+    entry(MANIFEST.len(), manifest_len) + files + 2 * BLOCK
+}
+
+/// Writes the archive: the manifest, then every file under [`LOG_DIR`].
 fn write_archive(
     backup: &Backup,
-    manifest: &Value,
+    manifest: &[u8],
     mtime: u64,
     out: &mut ChunkSender,
 ) -> io::Result<()> {
     let mut tar = tar::Builder::new(&mut *out);
-    let manifest = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
-    append(
-        &mut tar,
-        MANIFEST,
-        manifest.len() as u64,
-        mtime,
-        &manifest[..],
-    )?;
+    append(&mut tar, MANIFEST, manifest.len() as u64, mtime, manifest)?;
     for file in &backup.files {
-        let name = format!("log/{}", file.name);
+        let name = format!("{LOG_DIR}{}", file.name);
         match &file.source {
             BackupSource::Bytes(bytes) => {
                 append(&mut tar, &name, bytes.len() as u64, mtime, &bytes[..])?;
@@ -276,7 +296,7 @@ mod tests {
                     source: BackupSource::Bytes(b"{}".to_vec()),
                 },
                 cmdr_log::backup::BackupFile {
-                    name: "topics/t/0/seg.log".into(),
+                    name: format!("topics/{}/0/seg.log", "t".repeat(120)),
                     source: BackupSource::File {
                         path: seg.clone(),
                         len: 7,
@@ -285,19 +305,22 @@ mod tests {
             ],
             topics: Vec::new(),
         };
+        let manifest = serde_json::to_vec(&manifest(&backup, 1_000)).unwrap();
+        let length = archive_len(&backup, manifest.len() as u64);
         let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
         let written = tokio::task::spawn_blocking(move || {
             let mut out = ChunkSender {
                 tx,
                 buf: Vec::new(),
             };
-            write_archive(&backup, &manifest(&backup, 1_000), 1, &mut out)
+            write_archive(&backup, &manifest, 1, &mut out)
         });
         let mut archive = Vec::new();
         while let Some(chunk) = rx.recv().await {
             archive.extend_from_slice(&chunk.unwrap());
         }
         written.await.unwrap().unwrap();
+        assert_eq!(archive.len() as u64, length, "the announced length");
         let mut entries = Vec::new();
         for entry in tar::Archive::new(&archive[..]).entries().unwrap() {
             let mut entry = entry.unwrap();
@@ -307,10 +330,8 @@ mod tests {
             entries.push((name, data));
         }
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [MANIFEST, "log/groups/g.json", "log/topics/t/0/seg.log"]
-        );
+        let long = format!("log/topics/{}/0/seg.log", "t".repeat(120));
+        assert_eq!(names, [MANIFEST, "log/groups/g.json", long.as_str()]);
         let manifest: Value = serde_json::from_slice(&entries[0].1).unwrap();
         assert_eq!(manifest["bytes"], 9);
         assert_eq!(manifest["files"], 2);

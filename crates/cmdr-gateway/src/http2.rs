@@ -8,8 +8,8 @@
 //! may sit with no stream open, nor how long one stream's client may leave
 //! its bytes untaken (flow control then stops that stream, not the socket,
 //! so the send timeout never sees it). So every request of a connection is
-//! counted here ([`Tracked`]) and every answer's body watched
-//! ([`TrackedBody`]), and the connection's task waits on
+//! counted here ([`Tracked`]) and every answer's body watched and handed
+//! on in small parts ([`TrackedBody`]), and the connection's task waits on
 //! [`Streams::verdict`], which tells it
 //! - [`Verdict::Idle`]: no request has been open for the header read
 //!   timeout, including before the first one (a client that connects and
@@ -270,12 +270,32 @@ impl Wake for BodyWatch {
     }
 }
 
-/// An answer's body on an HTTP/2 connection, watched (see [`BodyWatch`]).
+/// Most bytes of an answer's body handed to HTTP/2 at once. hyper asks
+/// for the next part only once the stream's flow control has room, so an
+/// answer whose client takes nothing is noticed while most of it is still
+/// unsent (a body given whole would be done, and unwatched, at once), and
+/// what waits in HTTP/2's buffers stays small.
+pub(crate) const FRAME_BYTES: usize = 16 * 1024;
+
+/// An answer's body on an HTTP/2 connection, watched (see [`BodyWatch`])
+/// and handed on in parts of at most [`FRAME_BYTES`].
 struct TrackedBody {
     inner: Body,
+    /// What is left of the last data frame `inner` gave.
+    rest: Bytes,
     open: OpenStream,
     /// `open.watch` as a waker, made once.
     waker: Waker,
+}
+
+impl TrackedBody {
+    /// The next part of `data`, the rest kept for the next poll.
+    fn part(&mut self, mut data: Bytes) -> Frame<Bytes> {
+        if data.len() > FRAME_BYTES {
+            self.rest = data.split_off(FRAME_BYTES);
+        }
+        Frame::data(data)
+    }
 }
 
 impl HttpBody for TrackedBody {
@@ -289,9 +309,20 @@ impl HttpBody for TrackedBody {
         let this = &mut *self;
         this.open.watch.pending_since.store(0, Ordering::Relaxed);
         this.open.watch.waker.register(cx.waker());
-        let mut own = Context::from_waker(&this.waker);
-        let poll = Pin::new(&mut this.inner).poll_frame(&mut own);
-        if matches!(poll, Poll::Ready(Some(Ok(_)))) && !this.inner.is_end_stream() {
+        let poll = if this.rest.is_empty() {
+            let mut own = Context::from_waker(&this.waker);
+            match Pin::new(&mut this.inner).poll_frame(&mut own) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(this.part(data)))),
+                    Err(frame) => Poll::Ready(Some(Ok(frame))),
+                },
+                other => other,
+            }
+        } else {
+            let rest = std::mem::take(&mut this.rest);
+            Poll::Ready(Some(Ok(this.part(rest))))
+        };
+        if matches!(poll, Poll::Ready(Some(Ok(_)))) && !this.is_end_stream() {
             // hyper asks again at once, unless flow control holds it.
             this.open.watch.has_bytes();
         }
@@ -299,11 +330,18 @@ impl HttpBody for TrackedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = hyper::body::SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint.set_lower(inner.lower() + rest);
+        hint
     }
 }
 
@@ -348,8 +386,20 @@ where
         let answer = self.inner.call(req);
         Either::Right(Box::pin(async move {
             let res = answer.await?;
+            if !res.body().is_end_stream() {
+                // Bytes to give from the start: a client whose flow control
+                // never takes the first of them stalls too.
+                open.watch.has_bytes();
+            }
             let waker = Waker::from(Arc::clone(&open.watch));
-            Ok(res.map(|inner| Body::new(TrackedBody { inner, open, waker })))
+            Ok(res.map(|inner| {
+                Body::new(TrackedBody {
+                    inner,
+                    rest: Bytes::new(),
+                    open,
+                    waker,
+                })
+            }))
         }))
     }
 }
@@ -362,7 +412,8 @@ mod tests {
     const SEND: Duration = Duration::from_secs(45);
 
     /// Answers `/two` with a body of two frames, `/pending` with one that
-    /// never gives any, and anything else with its `Host` header.
+    /// never gives any, `/large` with 40,000 bytes in one frame, and
+    /// anything else with its `Host` header.
     async fn answer(req: Request<Body>) -> Result<Response, Infallible> {
         let body = match req.uri().path() {
             "/two" => Body::from_stream(futures::stream::iter([
@@ -372,6 +423,7 @@ mod tests {
             "/pending" => {
                 Body::from_stream(futures::stream::pending::<Result<Bytes, Infallible>>())
             }
+            "/large" => Body::from(vec![b'x'; 40_000]),
             _ => Body::from(
                 req.headers()
                     .get(header::HOST)
@@ -463,13 +515,18 @@ mod tests {
     async fn an_open_request_keeps_the_connection_and_its_end_starts_the_idle_clock() {
         let streams = Arc::new(Streams::default());
         let service = tracked(&streams, false);
-        let body = call(&service, h2("/")).await;
+        // A live stream between messages: open, nothing to give.
+        let mut live = call(&service, h2("/pending")).await;
+        assert!(poll(&mut live).is_pending());
         assert!(streams.is_http2());
         tokio::time::advance(IDLE * 2).await;
         assert_eq!(verdict(&streams, false).await, None);
         // The authority became the Host header.
-        let host = axum::body::to_bytes(body, 1024).await.unwrap();
+        let host = axum::body::to_bytes(call(&service, h2("/")).await, 1024)
+            .await
+            .unwrap();
         assert_eq!(&host[..], b"example.com:3000");
+        drop(live);
         tokio::time::advance(IDLE - Duration::from_secs(1)).await;
         assert_eq!(verdict(&streams, false).await, None);
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -481,11 +538,12 @@ mod tests {
         let streams = Arc::new(Streams::default());
         let service = tracked(&streams, false);
         let mut body = call(&service, h2("/two")).await;
-        // Not asked for anything yet: no stall.
-        tokio::time::advance(SEND * 2).await;
-        assert_eq!(verdict(&streams, false).await, None);
+        // Not asked for its first bytes (flow control never opened).
+        tokio::time::advance(SEND).await;
+        assert_eq!(verdict(&streams, false).await, Some(Verdict::Stalled));
         // One frame given and not asked again: flow control holds the rest.
         assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(verdict(&streams, false).await, None);
         tokio::time::advance(SEND - Duration::from_secs(1)).await;
         assert_eq!(verdict(&streams, false).await, None);
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -495,6 +553,25 @@ mod tests {
         // Asked again (the client gave room): no stall.
         assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(_)))));
         assert_eq!(verdict(&streams, false).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_frame_is_handed_on_in_parts_each_watched() {
+        let streams = Arc::new(Streams::default());
+        let service = tracked(&streams, false);
+        let mut body = call(&service, h2("/large")).await;
+        let mut sizes = Vec::new();
+        while let Poll::Ready(Some(Ok(frame))) = poll(&mut body) {
+            sizes.push(frame.into_data().unwrap().len());
+            if body.is_end_stream() {
+                break;
+            }
+            // A part given, more to come, not asked for: a stall.
+            tokio::time::advance(SEND).await;
+            assert_eq!(verdict(&streams, false).await, Some(Verdict::Stalled));
+        }
+        assert_eq!(sizes, [FRAME_BYTES, FRAME_BYTES, 40_000 - 2 * FRAME_BYTES]);
+        assert!(body.is_end_stream());
     }
 
     #[tokio::test(start_paused = true)]

@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, watch};
 use crate::auth::{Credential, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::follow::{follow, resolve, Filter, StartAt, Update};
-use crate::server::{ConnectionSlot, LiveStreamFlag};
+use crate::server::{ConnectionSlot, LiveStreamFlag, MAX_LIVE_STREAMS_PER_CONNECTION};
 use crate::state::AppState;
 
 /// Updates buffered per SSE client; when full the follower waits (the client
@@ -171,6 +171,17 @@ async fn sse(
     };
     let at = resume.or(from).unwrap_or(StartAt::End);
     let pos = resolve(state.inner.log.as_ref(), topic, &at).await?;
+    // Counted on its connection: at shutdown, an HTTP/1.1 connection
+    // serving a live stream is closed rather than drained (see `server`).
+    let guard = match live {
+        Some(Extension(flag)) => Some(flag.raise(state.shutdown_signal()).ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "this connection serves {MAX_LIVE_STREAMS_PER_CONNECTION} live streams, the most \
+                 one connection may: open more on another connection"
+            ))
+        })?),
+        None => None,
+    };
     let permit = live_permit(&state)?;
     let (tx, rx) = mpsc::channel::<Update>(SSE_BUFFER);
     let follower = follow(
@@ -193,9 +204,6 @@ async fn sse(
     } else {
         "event"
     };
-    // At shutdown, the connection is closed rather than drained while the
-    // stream lasts (see `server`).
-    let guard = live.map(|Extension(flag)| flag.raise(state.shutdown_signal()));
     Ok(crate::sse::response(rx, name, HEARTBEAT, guard))
 }
 

@@ -4,11 +4,14 @@
 //! HTTP/1.1, or HTTP/2 when its client opens with HTTP/2's preface: over
 //! TLS when ALPN chose `h2`, in plain text with prior knowledge (`h2c`, as
 //! proxies such as Envoy speak to their upstreams). An HTTP/2 connection
-//! serves at most [`MAX_CONCURRENT_STREAMS`] requests at once, and gets
-//! the same bounds as an HTTP/1.1 one from [`crate::http2`]: closed
-//! gracefully after the header read timeout with no request open, closed
-//! when one of its answers' clients takes nothing for the send timeout,
-//! and told to go (`GOAWAY`) while the server is leaving. WebSockets are
+//! serves at most [`MAX_CONCURRENT_STREAMS`] requests at once (and
+//! [`MAX_LIVE_STREAMS_PER_CONNECTION`] live streams), and gets the same
+//! bounds as an HTTP/1.1 one from [`crate::http2`]: closed gracefully
+//! after the header read timeout with no request open, closed when one of
+//! its answers' clients takes nothing for the send timeout (all its
+//! streams with it), and told to go (`GOAWAY`) while the server is
+//! leaving; one told to go and still open after the send timeout is
+//! closed. WebSockets are
 //! HTTP/1.1 only (no extended `CONNECT`): browsers open them on an
 //! HTTP/1.1 connection of their own.
 //!
@@ -43,7 +46,7 @@
 //! task.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +80,11 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 /// that it answers those over it with its own problem, as for HTTP/1.1.
 pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 96 * 1024;
 
+/// Most bytes of an answer HTTP/2 holds for a stream whose client's flow
+/// control does not take them yet (hyper's default is 400 KB; with up to
+/// [`MAX_CONCURRENT_STREAMS`] streams that is per connection 100 times it).
+pub const HTTP2_SEND_BUFFER: usize = 64 * 1024;
+
 /// How often an HTTP/2 connection is pinged, and how long its client has
 /// to answer before it is closed: a client gone without a word is found
 /// even when nothing is being sent to it (a graceful close waits for the
@@ -96,38 +104,55 @@ pub(crate) struct ConnectionSlot {
     _permit: Arc<OwnedSemaphorePermit>,
 }
 
-/// Set while a connection serves a live stream (see the module
-/// documentation), in the extensions of every `GET` request for a path
-/// ending in `/updates`: the stream's handler raises it for as long as its
+/// Most live streams (Server-Sent Events) one HTTP/2 connection may
+/// serve at once: a client cannot take the server's
+/// [`crate::MAX_LIVE_STREAMS`] places with a few connections (an HTTP/1.1
+/// connection serves one at a time).
+pub const MAX_LIVE_STREAMS_PER_CONNECTION: usize = 32;
+
+/// The live streams a connection serves (see the module documentation),
+/// in the extensions of every `GET` request for a path ending in
+/// `/updates`: the stream's handler counts itself for as long as its
 /// answer lasts ([`LiveStreamFlag::raise`]).
 #[derive(Debug, Clone)]
-pub(crate) struct LiveStreamFlag(Arc<AtomicBool>);
+pub(crate) struct LiveStreamFlag(Arc<AtomicUsize>);
 
 impl LiveStreamFlag {
-    /// Marks the connection as serving a live stream until the returned
-    /// guard is dropped (with the stream's body), unless `shutdown` (the
-    /// gateway's signal, which ends the stream) is set by then: the
-    /// stream's last bytes must not hold the shutdown either.
-    pub(crate) fn raise(&self, shutdown: watch::Receiver<bool>) -> LiveStreamGuard {
-        self.0.store(true, Ordering::Relaxed);
-        LiveStreamGuard {
+    /// Counts a live stream on the connection until the returned guard is
+    /// dropped (with the stream's body), unless `shutdown` (the gateway's
+    /// signal, which ends the stream) is set by then: the stream's last
+    /// bytes must not hold the shutdown either. `None` when the connection
+    /// already serves [`MAX_LIVE_STREAMS_PER_CONNECTION`].
+    pub(crate) fn raise(&self, shutdown: watch::Receiver<bool>) -> Option<LiveStreamGuard> {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_LIVE_STREAMS_PER_CONNECTION).then_some(n + 1)
+            })
+            .ok()?;
+        Some(LiveStreamGuard {
             flag: Arc::clone(&self.0),
             shutdown,
-        }
+        })
+    }
+
+    /// Whether the connection serves a live stream.
+    fn raised(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
     }
 }
 
-/// Lowers its [`LiveStreamFlag`] when dropped, outside a shutdown.
+/// Takes its stream off its [`LiveStreamFlag`] when dropped, outside a
+/// shutdown.
 #[derive(Debug)]
 pub(crate) struct LiveStreamGuard {
-    flag: Arc<AtomicBool>,
+    flag: Arc<AtomicUsize>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Drop for LiveStreamGuard {
     fn drop(&mut self) {
         if !*self.shutdown.borrow() {
-            self.flag.store(false, Ordering::Relaxed);
+            self.flag.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -166,7 +191,8 @@ pub(crate) async fn serve_connections<L>(
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
         .keep_alive_interval(HTTP2_PING)
-        .keep_alive_timeout(HTTP2_PING);
+        .keep_alive_timeout(HTTP2_PING)
+        .max_send_buf_size(HTTP2_SEND_BUFFER);
     // Dropped to tell connections to finish; each holds a receiver of
     // `closed` until it ends.
     let (stop, stopping) = watch::channel(());
@@ -199,7 +225,7 @@ pub(crate) async fn serve_connections<L>(
         let slot = ConnectionSlot {
             _permit: Arc::new(slot),
         };
-        let live = LiveStreamFlag(Arc::new(AtomicBool::new(false)));
+        let live = LiveStreamFlag(Arc::new(AtomicUsize::new(0)));
         let flag = live.clone();
         let streams = Arc::new(Streams::default());
         // Heads over the limits are answered before the router.
@@ -234,6 +260,9 @@ pub(crate) async fn serve_connections<L>(
         tokio::spawn(async move {
             tokio::pin!(conn);
             let mut draining = false;
+            // When an HTTP/2 connection told to go must be gone: a stream
+            // its client never finishes taking must not hold it.
+            let mut gone_by: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     result = conn.as_mut() => {
@@ -253,10 +282,15 @@ pub(crate) async fn serve_connections<L>(
                         }
                         tracing::debug!(?peer, ?verdict, "ending the connection gracefully");
                         draining = true;
+                        gone_by = Some(tokio::time::Instant::now() + limits.send);
                         conn.as_mut().graceful_shutdown();
                     }
+                    () = at(gone_by) => {
+                        tracing::debug!(?peer, "told to go, still open after the send timeout; closing");
+                        break;
+                    }
                     _ = stopping.changed(), if !draining => {
-                        if live.0.load(Ordering::Relaxed) && !streams.is_http2() {
+                        if live.raised() && !streams.is_http2() {
                             // Nothing to finish: the client resumes.
                             break;
                         }
@@ -279,5 +313,13 @@ pub(crate) async fn serve_connections<L>(
             open = closed_tx.receiver_count(),
             "connections still open after the drain timeout; stopping without them"
         );
+    }
+}
+
+/// Resolves at `instant`; never without one.
+async fn at(instant: Option<tokio::time::Instant>) {
+    match instant {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }

@@ -2760,3 +2760,111 @@ async fn http2_connections_are_sent_away_while_leaving_and_drained_at_shutdown()
         }
     }
 }
+
+/// An answer sent whole (a listing) whose client's flow control never
+/// takes it is a stall too: its connection is closed after the send
+/// timeout, and it holds no shutdown for the drain timeout.
+#[tokio::test]
+async fn an_http2_answer_left_untaken_closes_its_connection() {
+    let h = harness(GatewayConfig {
+        header_read_timeout: Duration::from_millis(300),
+        send_timeout: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(60),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let pad = "x".repeat(30_000);
+    for i in 0..30 {
+        let body = json!({"action": "big", "key": format!("k{i}"), "data": {"pad": pad}});
+        let r = call(&h, post("/commands", body)).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+    }
+    let started = tokio::time::Instant::now();
+    while call(&h, get("/commands?limit=30")).await.text.len() < 800_000 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never indexed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server = Served::start(&h).await;
+    let addr = server.addr;
+    let (mut send, conn) = h2_connect(addr, 1024).await;
+    send.ready().await.unwrap();
+    let res = send
+        .send_request(h2_request(addr, "GET", "/commands?limit=30", Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Never read: the window stays at 1 KiB of ~900 KB.
+    tokio::time::timeout(Duration::from_secs(8), conn)
+        .await
+        .expect("the stalled connection is closed")
+        .ok();
+    drop(res);
+    // Within `Served::stop`'s 10 s, not the 60 s drain timeout.
+    server.stop().await;
+}
+
+/// One HTTP/2 connection serves at most `MAX_LIVE_STREAMS_PER_CONNECTION`
+/// live streams: a client cannot take the server's places with a few
+/// connections. A client whose window is 0 takes nothing and is closed.
+#[tokio::test]
+async fn an_http2_connection_serves_a_bounded_number_of_live_streams() {
+    let h = harness(GatewayConfig {
+        header_read_timeout: Duration::from_millis(300),
+        send_timeout: Duration::from_secs(1),
+        ..GatewayConfig::default()
+    })
+    .await;
+    h.log
+        .append("commands", vec![Record::new("k", "\"x\"")])
+        .await
+        .unwrap();
+    let server = Served::start(&h).await;
+    let addr = server.addr;
+    let cap = cmdr_gateway::server::MAX_LIVE_STREAMS_PER_CONNECTION;
+    let (send, _conn) = h2_connect(addr, 65_535).await;
+    let mut answers = Vec::new();
+    for i in 0..=cap {
+        let mut send = send.clone();
+        send.ready().await.unwrap();
+        let res = send
+            .send_request(h2_request(addr, "GET", "/commands/updates", Body::empty()))
+            .await
+            .unwrap();
+        let want = if i < cap {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        assert_eq!(res.status(), want, "stream {i}");
+        answers.push(res);
+    }
+    assert_eq!(live_streams(&h).await, cap as u64);
+    // Another connection gets its own.
+    let (mut other, _other_conn) = h2_connect(addr, 65_535).await;
+    other.ready().await.unwrap();
+    let res = other
+        .send_request(h2_request(addr, "GET", "/commands/updates", Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    drop((answers, res));
+
+    let (send, zero) = h2_connect(addr, 0).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut send = send.clone();
+        send.ready().await.unwrap();
+        let uri = "/commands/updates?from=start";
+        held.push(
+            send.send_request(h2_request(addr, "GET", uri, Body::empty()))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(8), zero)
+        .await
+        .expect("a client that takes nothing is closed")
+        .ok();
+    drop(held);
+    server.stop().await;
+}

@@ -2,16 +2,13 @@
 //! runs ([`crate::Log::backup`]).
 //!
 //! A backup lists files and how much of each to copy; copying them into
-//! an empty directory gives a log that opens as the log was at some
-//! moment while the backup was taken: every record durable when the
-//! backup began is in it, and nothing half-written (an active segment is
-//! copied up to its durable end, and a round that a copy holds only in
-//! part of its partitions is removed when the copy is opened, as after a
-//! crash). Causes before effects: the topics named first have their ends
-//! taken first, so that a record in the copy never refers to one of a
-//! topic taken earlier that the copy lacks (take the events' end, then the
-//! commands': every event's command is in). Consumer group offsets are
-//! taken before any topic's end, so none points past what the copy holds.
+//! an empty directory gives a log that opens as the log was at one
+//! instant while the backup was listed: every record durable before the
+//! backup began is in it, nothing half-written (an active segment is
+//! copied up to its durable end), every batch wholly or not at all
+//! (across partitions too), and the consumer groups' offsets are those of
+//! that instant (offsets committed with a batch exactly when the batch is
+//! in the copy).
 
 use std::path::PathBuf;
 
@@ -22,9 +19,7 @@ use crate::TopicInfo;
 pub struct Backup {
     /// The files, in the order to write them.
     pub files: Vec<BackupFile>,
-    /// Each topic's partitions with the end offsets the copy holds at
-    /// least (a round that landed while the backup was taken may add
-    /// records past them).
+    /// Each topic's partitions with the end offsets the copy holds.
     pub topics: Vec<TopicInfo>,
 }
 

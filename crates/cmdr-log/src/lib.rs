@@ -175,14 +175,12 @@ pub trait Log: Send + Sync + 'static {
     }
 
     /// The files of a consistent copy of this log, for a backup taken
-    /// while it runs (see [`backup`]): `first` names the topics whose ends
-    /// are taken first, in that order (causes before effects), the others
-    /// following. `None` for a log that keeps no files of its own (in
-    /// memory, or a broker's).
+    /// while it runs (see [`backup`]). `None` for a log that keeps no
+    /// files of its own (in memory, or a broker's).
     ///
     /// # Errors
     /// [`LogError::Io`] when the log's metadata cannot be read.
-    async fn backup(&self, _first: &[&str]) -> Result<Option<backup::Backup>> {
+    async fn backup(&self) -> Result<Option<backup::Backup>> {
         Ok(None)
     }
 }

@@ -302,7 +302,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode> {
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// The tar archive to write (refused if it exists); written as
-    /// `FILE.part`, then renamed once complete and checked.
+    /// `FILE.part`, then given its name once complete and checked.
     #[arg(long, short)]
     pub out: std::path::PathBuf,
     #[command(flatten)]
@@ -315,7 +315,7 @@ pub const BACKUP_SILENCE: std::time::Duration = std::time::Duration::from_secs(6
 /// `cmdr backup`: downloads `GET /backup` into `--out`, checks that the
 /// archive is whole (every entry complete, the manifest's file count and
 /// bytes), makes it durable, and prints the manifest. A partial download
-/// never takes the name `--out`.
+/// never takes the name `--out`, and no existing file is overwritten.
 pub async fn backup(args: BackupArgs) -> Result<ExitCode> {
     use std::io::Write as _;
     let out = args.out;
@@ -324,16 +324,25 @@ pub async fn backup(args: BackupArgs) -> Result<ExitCode> {
     }
     let part = std::path::PathBuf::from(format!("{}.part", out.display()));
     let url = url_of(&args.server.url, &["backup"])?;
-    let res = client(&args.server)?
-        .get(url.clone())
-        .send()
+    let request = client(&args.server)?.get(url.clone()).send();
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, request)
         .await
-        .map_err(|e| unreachable_server(e, &format!("GET {url}")))?;
+        .map_err(|_| anyhow::anyhow!("GET {url}: no answer within {REQUEST_TIMEOUT:?}"))?;
+    let res = answer.map_err(|e| unreachable_server(e, &format!("GET {url}")))?;
     if !res.status().is_success() {
         return print_response(res, false).await;
     }
-    let mut file =
-        std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+    // Never over another download's file.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&part)
+        .with_context(|| {
+            format!(
+                "creating {} (a backup to this --out under way, or a stale file to remove)",
+                part.display()
+            )
+        })?;
     let mut body = res.bytes_stream();
     let downloaded: Result<u64> = async {
         let mut bytes = 0u64;
@@ -360,8 +369,11 @@ pub async fn backup(args: BackupArgs) -> Result<ExitCode> {
             return Err(e.context(format!("GET {url}: no backup written")));
         }
     };
-    std::fs::rename(&part, &out)
-        .with_context(|| format!("renaming {} to {}", part.display(), out.display()))?;
+    // A link fails if `out` exists: a file made there meanwhile is kept.
+    let linked = std::fs::hard_link(&part, &out)
+        .with_context(|| format!("naming {} {}", part.display(), out.display()));
+    let _ = std::fs::remove_file(&part);
+    linked?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),

@@ -447,10 +447,9 @@ impl Log for EmbeddedLog {
         Some(self.inner.config.max_record_bytes)
     }
 
-    async fn backup(&self, first: &[&str]) -> Result<Option<crate::backup::Backup>> {
+    async fn backup(&self) -> Result<Option<crate::backup::Backup>> {
         let log = self.clone();
-        let first: Vec<String> = first.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || log.backup_files(&first).map(Some))
+        tokio::task::spawn_blocking(move || log.backup_files().map(Some))
             .await
             .map_err(|e| LogError::Closed(format!("backup task failed: {e}")))?
     }

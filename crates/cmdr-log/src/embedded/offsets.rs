@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +121,12 @@ pub(crate) struct OffsetStore {
     /// Commits on their way to the disk, by (group, topic, partition): what
     /// a fenced commit is checked against besides the committed offsets.
     pending: Mutex<HashMap<(String, String, u32), u64>>,
+    /// Held shared by every topic writer while it publishes a round (its
+    /// partitions' new ends and the commits the round carries), and
+    /// exclusively while a backup lists the log: so a backup sees every
+    /// topic between two rounds, with the commits of exactly the rounds it
+    /// holds (see [`OffsetStore::publishing`]).
+    gate: RwLock<()>,
 }
 
 impl OffsetStore {
@@ -167,7 +173,19 @@ impl OffsetStore {
             write_lock: Mutex::new(()),
             flush_lock: Mutex::new(()),
             pending: Mutex::new(HashMap::new()),
+            gate: RwLock::new(()),
         })
+    }
+
+    /// Held by a writer while it publishes a round (see `gate`).
+    pub fn publishing(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Held by a backup while it lists the log: no round is published
+    /// meanwhile (see `gate`).
+    pub fn frozen(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The committed next offset of `group` in `topic`/`partition`.

@@ -516,6 +516,10 @@ impl TopicWriter {
         let written: usize = touched.iter().map(|&p| self.parts[p].buf.len()).sum();
         let records: usize = touched.iter().map(|&p| plan[p].len()).sum();
         self.counters.wrote(records, written);
+        // The round's ends and commits are published as one (a backup lists
+        // the log between rounds).
+        let offsets = Arc::clone(&self.offsets);
+        let _publishing = offsets.publishing();
         for &p in &touched {
             let pw = &mut self.parts[p];
             let count = plan[p].len() as u64;
