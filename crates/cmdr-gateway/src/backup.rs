@@ -11,7 +11,7 @@
 //! NEW_DATA_DIR`.
 //!
 //! The files are read on a blocking thread into a bounded channel (at most
-//! [`CHANNEL_CHUNKS`] chunks of [`CHUNK_BYTES`] wait for the client), so a
+//! 8 chunks of 256 KiB wait for the client), so a
 //! slow client holds a thread and little memory, and the send timeout ends
 //! a client that stops reading. A file found shorter than the backup lists
 //! ends the answer with an error (the archive is then cut short, which a

@@ -279,10 +279,20 @@ pub(crate) const FRAME_BYTES: usize = 16 * 1024;
 
 /// An answer's body on an HTTP/2 connection, watched (see [`BodyWatch`])
 /// and handed on in parts of at most [`FRAME_BYTES`].
+///
+/// It ends only when hyper asks for more after its last part: hyper asks
+/// only once the stream's flow control has room past what it holds, so
+/// until every byte can go the answer is open and watched (one that ended
+/// with its last part could leave that part waiting in HTTP/2's buffer for
+/// ever, unwatched).
 struct TrackedBody {
     inner: Body,
     /// What is left of the last data frame `inner` gave.
     rest: Bytes,
+    /// Whether a part was given.
+    given: bool,
+    /// Whether hyper asked after the last part (the answer has ended).
+    done: bool,
     open: OpenStream,
     /// `open.watch` as a waker, made once.
     waker: Waker,
@@ -294,6 +304,7 @@ impl TrackedBody {
         if data.len() > FRAME_BYTES {
             self.rest = data.split_off(FRAME_BYTES);
         }
+        self.given = true;
         Frame::data(data)
     }
 }
@@ -316,6 +327,10 @@ impl HttpBody for TrackedBody {
                     Ok(data) => Poll::Ready(Some(Ok(this.part(data)))),
                     Err(frame) => Poll::Ready(Some(Ok(frame))),
                 },
+                Poll::Ready(None) => {
+                    this.done = true;
+                    Poll::Ready(None)
+                }
                 other => other,
             }
         } else {
@@ -330,7 +345,8 @@ impl HttpBody for TrackedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty() && self.inner.is_end_stream()
+        // An answer without a byte ends at once.
+        self.done || (!self.given && self.rest.is_empty() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
@@ -396,6 +412,8 @@ where
                 Body::new(TrackedBody {
                     inner,
                     rest: Bytes::new(),
+                    given: false,
+                    done: false,
                     open,
                     waker,
                 })
@@ -563,15 +581,17 @@ mod tests {
         let mut sizes = Vec::new();
         while let Poll::Ready(Some(Ok(frame))) = poll(&mut body) {
             sizes.push(frame.into_data().unwrap().len());
-            if body.is_end_stream() {
-                break;
-            }
-            // A part given, more to come, not asked for: a stall.
+            // A part given and not asked after, the last one too (it may
+            // wait for flow control): a stall.
+            assert!(!body.is_end_stream());
             tokio::time::advance(SEND).await;
             assert_eq!(verdict(&streams, false).await, Some(Verdict::Stalled));
         }
         assert_eq!(sizes, [FRAME_BYTES, FRAME_BYTES, 40_000 - 2 * FRAME_BYTES]);
+        // Asked after the last part: ended, and no longer open.
         assert!(body.is_end_stream());
+        drop(body);
+        assert_eq!(verdict(&streams, false).await, None);
     }
 
     #[tokio::test(start_paused = true)]

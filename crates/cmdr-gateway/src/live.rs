@@ -42,7 +42,9 @@ use tokio::sync::{mpsc, watch};
 use crate::auth::{Credential, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::follow::{follow, resolve, Filter, StartAt, Update};
-use crate::server::{ConnectionSlot, LiveStreamFlag, MAX_LIVE_STREAMS_PER_CONNECTION};
+use crate::server::{
+    live_streams_per_connection, ConnectionSlot, LiveStreamFlag, MAX_LIVE_STREAMS_PER_CONNECTION,
+};
 use crate::state::AppState;
 
 /// Updates buffered per SSE client; when full the follower waits (the client
@@ -174,12 +176,15 @@ async fn sse(
     // Counted on its connection: at shutdown, an HTTP/1.1 connection
     // serving a live stream is closed rather than drained (see `server`).
     let guard = match live {
-        Some(Extension(flag)) => Some(flag.raise(state.shutdown_signal()).ok_or_else(|| {
-            ApiError::Unavailable(format!(
-                "this connection serves {MAX_LIVE_STREAMS_PER_CONNECTION} live streams, the most \
-                 one connection may: open more on another connection"
-            ))
-        })?),
+        Some(Extension(flag)) => {
+            let cap = live_streams_per_connection(state.inner.live.available_permits());
+            Some(flag.raise(state.shutdown_signal(), cap).ok_or_else(|| {
+                ApiError::Unavailable(format!(
+                    "the server's live streams run short and this connection serves \
+                     {MAX_LIVE_STREAMS_PER_CONNECTION}, the most one connection may then"
+                ))
+            })?)
+        }
         None => None,
     };
     let permit = live_permit(&state)?;

@@ -4,14 +4,13 @@
 //! HTTP/1.1, or HTTP/2 when its client opens with HTTP/2's preface: over
 //! TLS when ALPN chose `h2`, in plain text with prior knowledge (`h2c`, as
 //! proxies such as Envoy speak to their upstreams). An HTTP/2 connection
-//! serves at most [`MAX_CONCURRENT_STREAMS`] requests at once (and
-//! [`MAX_LIVE_STREAMS_PER_CONNECTION`] live streams), and gets the same
-//! bounds as an HTTP/1.1 one from [`crate::http2`]: closed gracefully
-//! after the header read timeout with no request open, closed when one of
-//! its answers' clients takes nothing for the send timeout (all its
-//! streams with it), and told to go (`GOAWAY`) while the server is
-//! leaving; one told to go and still open after the send timeout is
-//! closed. WebSockets are
+//! serves at most [`MAX_CONCURRENT_STREAMS`] requests at once (and, while
+//! live-stream places run short, [`MAX_LIVE_STREAMS_PER_CONNECTION`] live
+//! streams), and gets the same bounds as an HTTP/1.1 one from `http2.rs`:
+//! closed gracefully after the header read timeout with no request open,
+//! closed when one of its answers' clients takes nothing for the send
+//! timeout (all its streams with it), and told to go (`GOAWAY`) while the
+//! server is leaving. WebSockets are
 //! HTTP/1.1 only (no extended `CONNECT`): browsers open them on an
 //! HTTP/1.1 connection of their own.
 //!
@@ -105,10 +104,22 @@ pub(crate) struct ConnectionSlot {
 }
 
 /// Most live streams (Server-Sent Events) one HTTP/2 connection may
-/// serve at once: a client cannot take the server's
-/// [`crate::MAX_LIVE_STREAMS`] places with a few connections (an HTTP/1.1
-/// connection serves one at a time).
+/// serve at once while more than half the server's
+/// [`crate::MAX_LIVE_STREAMS`] places are taken: then a client cannot take
+/// the rest with a few connections (an HTTP/1.1 connection serves one at a
+/// time). With places to spare there is no such limit: a proxy puts many
+/// clients' streams on one connection, a browser all its tabs'.
 pub const MAX_LIVE_STREAMS_PER_CONNECTION: usize = 32;
+
+/// How many live streams a connection may serve while `free` of the
+/// server's places are free (see [`MAX_LIVE_STREAMS_PER_CONNECTION`]).
+pub(crate) fn live_streams_per_connection(free: usize) -> usize {
+    if free < crate::MAX_LIVE_STREAMS / 2 {
+        MAX_LIVE_STREAMS_PER_CONNECTION
+    } else {
+        usize::MAX
+    }
+}
 
 /// The live streams a connection serves (see the module documentation),
 /// in the extensions of every `GET` request for a path ending in
@@ -122,11 +133,15 @@ impl LiveStreamFlag {
     /// dropped (with the stream's body), unless `shutdown` (the gateway's
     /// signal, which ends the stream) is set by then: the stream's last
     /// bytes must not hold the shutdown either. `None` when the connection
-    /// already serves [`MAX_LIVE_STREAMS_PER_CONNECTION`].
-    pub(crate) fn raise(&self, shutdown: watch::Receiver<bool>) -> Option<LiveStreamGuard> {
+    /// already serves `cap` (see [`live_streams_per_connection`]).
+    pub(crate) fn raise(
+        &self,
+        shutdown: watch::Receiver<bool>,
+        cap: usize,
+    ) -> Option<LiveStreamGuard> {
         self.0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < MAX_LIVE_STREAMS_PER_CONNECTION).then_some(n + 1)
+                (n < cap).then_some(n + 1)
             })
             .ok()?;
         Some(LiveStreamGuard {
@@ -260,9 +275,6 @@ pub(crate) async fn serve_connections<L>(
         tokio::spawn(async move {
             tokio::pin!(conn);
             let mut draining = false;
-            // When an HTTP/2 connection told to go must be gone: a stream
-            // its client never finishes taking must not hold it.
-            let mut gone_by: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     result = conn.as_mut() => {
@@ -282,12 +294,7 @@ pub(crate) async fn serve_connections<L>(
                         }
                         tracing::debug!(?peer, ?verdict, "ending the connection gracefully");
                         draining = true;
-                        gone_by = Some(tokio::time::Instant::now() + limits.send);
                         conn.as_mut().graceful_shutdown();
-                    }
-                    () = at(gone_by) => {
-                        tracing::debug!(?peer, "told to go, still open after the send timeout; closing");
-                        break;
                     }
                     _ = stopping.changed(), if !draining => {
                         if live.raised() && !streams.is_http2() {
@@ -316,10 +323,43 @@ pub(crate) async fn serve_connections<L>(
     }
 }
 
-/// Resolves at `instant`; never without one.
-async fn at(instant: Option<tokio::time::Instant>) {
-    match instant {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_held_to_its_share_of_live_streams_only_when_they_run_short() {
+        assert_eq!(
+            live_streams_per_connection(crate::MAX_LIVE_STREAMS),
+            usize::MAX
+        );
+        assert_eq!(
+            live_streams_per_connection(crate::MAX_LIVE_STREAMS / 2),
+            usize::MAX
+        );
+        assert_eq!(
+            live_streams_per_connection(crate::MAX_LIVE_STREAMS / 2 - 1),
+            MAX_LIVE_STREAMS_PER_CONNECTION
+        );
+        let (_tx, shutdown) = watch::channel(false);
+        let flag = LiveStreamFlag(Arc::new(AtomicUsize::new(0)));
+        let first = flag.raise(shutdown.clone(), 2).unwrap();
+        let second = flag.raise(shutdown.clone(), 2).unwrap();
+        assert!(flag.raise(shutdown.clone(), 2).is_none(), "over the cap");
+        drop(first);
+        let third = flag.raise(shutdown.clone(), 2).unwrap();
+        drop((second, third));
+        assert!(!flag.raised());
+    }
+
+    #[test]
+    fn at_shutdown_a_live_stream_keeps_its_connection_marked() {
+        let (tx, shutdown) = watch::channel(false);
+        let flag = LiveStreamFlag(Arc::new(AtomicUsize::new(0)));
+        let guard = flag.raise(shutdown, usize::MAX).unwrap();
+        tx.send(true).unwrap();
+        drop(guard);
+        // The connection is closed at once rather than drained.
+        assert!(flag.raised());
     }
 }

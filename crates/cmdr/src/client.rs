@@ -369,11 +369,7 @@ pub async fn backup(args: BackupArgs) -> Result<ExitCode> {
             return Err(e.context(format!("GET {url}: no backup written")));
         }
     };
-    // A link fails if `out` exists: a file made there meanwhile is kept.
-    let linked = std::fs::hard_link(&part, &out)
-        .with_context(|| format!("naming {} {}", part.display(), out.display()));
-    let _ = std::fs::remove_file(&part);
-    linked?;
+    name_without_overwriting(&part, &out)?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -391,6 +387,27 @@ pub async fn backup(args: BackupArgs) -> Result<ExitCode> {
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Gives the file `part` the name `out` unless a file has it (made since
+/// the check at the start): a hard link, which fails rather than replace
+/// one, or where the file system has none (FAT, some network mounts), a
+/// rename after another check. On failure `part` is kept, and the error
+/// says where it is.
+fn name_without_overwriting(part: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let kept = || format!("the backup is kept in {}", part.display());
+    match std::fs::hard_link(part, out) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(part);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            anyhow::bail!("{} exists now: {}", out.display(), kept())
+        }
+        Err(_) if out.exists() => anyhow::bail!("{} exists now: {}", out.display(), kept()),
+        Err(_) => std::fs::rename(part, out)
+            .with_context(|| format!("renaming it to {}: {}", out.display(), kept())),
+    }
 }
 
 /// Reads the archive at `path` through: every entry whole, the first the
@@ -565,5 +582,26 @@ pub fn quiet_on_closed_pipe() {
     // any other thread exists, has no preconditions.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_without_overwriting;
+
+    #[test]
+    fn a_finished_backup_never_replaces_a_file_and_is_kept_when_it_cannot_be_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (part, out) = (dir.path().join("b.tar.part"), dir.path().join("b.tar"));
+        std::fs::write(&part, b"archive").unwrap();
+        std::fs::write(&out, b"someone else's").unwrap();
+        let err = name_without_overwriting(&part, &out).unwrap_err().to_string();
+        assert!(err.contains("exists now") && err.contains("kept in"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"someone else's");
+        assert_eq!(std::fs::read(&part).unwrap(), b"archive");
+        std::fs::remove_file(&out).unwrap();
+        name_without_overwriting(&part, &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"archive");
+        assert!(!part.exists());
     }
 }

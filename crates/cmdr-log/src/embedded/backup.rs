@@ -6,8 +6,9 @@
 //! round): every partition of every topic ends at a round's end, and the
 //! group offsets are exactly those of the rounds listed, commits carried
 //! in batch headers included. It takes what is in memory only (segment
-//! lists and durable sizes, group offsets), so writers wait microseconds;
-//! the files are read afterwards.
+//! lists and durable sizes, group offsets), so writers wait microseconds
+//! (milliseconds for tens of thousands of segments); the files are read
+//! afterwards.
 //!
 //! Sealed segments never change again, so they are copied whole, with
 //! their index files (which a restore checks and rebuilds if they are
@@ -17,19 +18,18 @@
 //! changes nothing: the segment that was active is copied up to the end
 //! listed, and the new one is not in the backup.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{segment, EmbeddedLog, TopicHandle};
+use super::segment::{self, Segment};
+use super::{EmbeddedLog, TopicHandle};
 use crate::backup::{Backup, BackupFile, BackupSource};
 use crate::{LogError, Result};
 
-/// A segment as listed: its file, its durable size, whether it is sealed.
+/// A segment as listed: its durable size then, whether it was sealed.
 struct Listed {
-    topic: String,
+    topic: usize,
     partition: u32,
-    base: u64,
-    path: PathBuf,
+    segment: Arc<Segment>,
     len: u64,
     sealed: bool,
 }
@@ -38,37 +38,36 @@ impl EmbeddedLog {
     /// The backup's files (see the module documentation and
     /// [`crate::backup`]).
     pub(super) fn backup_files(&self) -> Result<Backup> {
-        let mut handles: Vec<Arc<TopicHandle>> = self
-            .inner
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        handles.sort_by(|a, b| a.name.cmp(&b.name));
-        let (groups, topics, listed) = {
+        let (handles, groups, topics, listed) = {
             let _frozen = self.inner.offsets.frozen();
+            let mut handles: Vec<Arc<TopicHandle>> = self
+                .inner
+                .topics
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            handles.sort_by(|a, b| a.name.cmp(&b.name));
             let groups = self.inner.offsets.snapshot();
             let topics: Vec<_> = handles.iter().map(|h| Self::info(h)).collect();
             let mut listed = Vec::new();
-            for handle in &handles {
+            for (topic, handle) in handles.iter().enumerate() {
                 for partition in &handle.partitions {
                     let segments = partition.segments();
                     let active = segments.len().saturating_sub(1);
-                    for (i, seg) in segments.iter().enumerate() {
+                    for (i, segment) in segments.into_iter().enumerate() {
                         listed.push(Listed {
-                            topic: handle.name.clone(),
+                            topic,
                             partition: partition.id,
-                            base: seg.base,
-                            path: seg.path.clone(),
-                            len: seg.visible_size(),
+                            len: segment.visible_size(),
+                            segment,
                             sealed: i < active,
                         });
                     }
                 }
             }
-            (groups, topics, listed)
+            (handles, groups, topics, listed)
         };
         let mut files: Vec<BackupFile> = groups
             .into_iter()
@@ -91,14 +90,17 @@ impl EmbeddedLog {
                 name: format!("topics/{}/topic.json", handle.name),
                 source: BackupSource::Bytes(meta),
             });
-            for seg in listed.iter().filter(|s| s.topic == handle.name) {
-                let stem = segment::stem(seg.base);
+            for seg in listed
+                .iter()
+                .filter(|s| handles[s.topic].name == handle.name)
+            {
+                let stem = segment::stem(seg.segment.base);
                 let name =
-                    |ext: &str| format!("topics/{}/{}/{stem}.{ext}", seg.topic, seg.partition);
+                    |ext: &str| format!("topics/{}/{}/{stem}.{ext}", handle.name, seg.partition);
                 files.push(BackupFile {
                     name: name("log"),
                     source: BackupSource::File {
-                        path: seg.path.clone(),
+                        path: seg.segment.path.clone(),
                         len: seg.len,
                     },
                 });
@@ -106,7 +108,7 @@ impl EmbeddedLog {
                     continue;
                 }
                 for ext in ["index", "timeindex"] {
-                    let path = seg.path.with_extension(ext);
+                    let path = seg.segment.path.with_extension(ext);
                     // Missing index files are rebuilt by a restore.
                     if let Ok(meta) = std::fs::metadata(&path) {
                         files.push(BackupFile {

@@ -513,31 +513,41 @@ impl Segment {
         Ok(())
     }
 
-    /// Makes `size` bytes visible and adds index entries written with them.
+    /// Appends index entries to the index files (before they are
+    /// published: the files are rebuilt on open when they do not match).
+    pub fn write_index(&self, new_entries: &[(u32, u32, i64)]) {
+        if new_entries.is_empty() {
+            return;
+        }
+        let mut a = Vec::with_capacity(new_entries.len() * INDEX_ENTRY);
+        let mut b = Vec::with_capacity(new_entries.len() * TIME_ENTRY);
+        for &(rel, pos, ts) in new_entries {
+            a.extend_from_slice(&rel.to_le_bytes());
+            a.extend_from_slice(&pos.to_le_bytes());
+            b.extend_from_slice(&ts.to_le_bytes());
+            b.extend_from_slice(&rel.to_le_bytes());
+        }
+        if let Some((fi, ft)) = self
+            .index_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            // Index files are rebuilt when damaged, so a failed write here only costs a rebuild.
+            if fi.write_all(&a).and_then(|()| ft.write_all(&b)).is_err() {
+                tracing::warn!(segment = %self.path.display(), "index file write failed; it will be rebuilt on open");
+            }
+        }
+    }
+
+    /// Makes `size` bytes visible and adds the index entries written with
+    /// them (to memory: [`Segment::write_index`] writes them to the files).
     pub fn publish(&self, size: u64, max_ts: i64, new_entries: &[(u32, u32, i64)]) {
         if !new_entries.is_empty() {
             let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
-            let mut a = Vec::with_capacity(new_entries.len() * INDEX_ENTRY);
-            let mut b = Vec::with_capacity(new_entries.len() * TIME_ENTRY);
             for &(rel, pos, ts) in new_entries {
                 idx.entries.push((rel, pos));
                 idx.times.push((ts, rel));
-                a.extend_from_slice(&rel.to_le_bytes());
-                a.extend_from_slice(&pos.to_le_bytes());
-                b.extend_from_slice(&ts.to_le_bytes());
-                b.extend_from_slice(&rel.to_le_bytes());
-            }
-            drop(idx);
-            if let Some((fi, ft)) = self
-                .index_files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut()
-            {
-                // Index files are rebuilt when damaged, so a failed write here only costs a rebuild.
-                if fi.write_all(&a).and_then(|()| ft.write_all(&b)).is_err() {
-                    tracing::warn!(segment = %self.path.display(), "index file write failed; it will be rebuilt on open");
-                }
             }
         }
         self.max_ts.fetch_max(max_ts, Ordering::AcqRel);

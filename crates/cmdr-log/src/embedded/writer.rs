@@ -516,8 +516,11 @@ impl TopicWriter {
         let written: usize = touched.iter().map(|&p| self.parts[p].buf.len()).sum();
         let records: usize = touched.iter().map(|&p| plan[p].len()).sum();
         self.counters.wrote(records, written);
+        for &p in &touched {
+            self.parts[p].active.write_index(&entries[p]);
+        }
         // The round's ends and commits are published as one (a backup lists
-        // the log between rounds).
+        // the log between rounds), with no I/O while the gate is held.
         let offsets = Arc::clone(&self.offsets);
         let _publishing = offsets.publishing();
         for &p in &touched {
