@@ -2527,6 +2527,18 @@ async fn h2_connect(
     (send, tokio::spawn(conn))
 }
 
+/// The answer's head to `GET path` on an HTTP/2 connection.
+async fn h2_get(
+    send: &mut hyper::client::conn::http2::SendRequest<Body>,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> hyper::Response<hyper::body::Incoming> {
+    send.ready().await.unwrap();
+    send.send_request(h2_request(addr, "GET", path, Body::empty()))
+        .await
+        .unwrap()
+}
+
 /// A request for HTTP/2: the authority in the URI, no `Host` header.
 fn h2_request(addr: std::net::SocketAddr, method: &str, path: &str, body: Body) -> Request<Body> {
     Request::builder()
@@ -2676,16 +2688,7 @@ async fn idle_and_stalled_http2_connections_are_closed() {
         .unwrap();
 
     let (mut send, stalled) = h2_connect(addr, 1024).await;
-    send.ready().await.unwrap();
-    let live = send
-        .send_request(h2_request(
-            addr,
-            "GET",
-            "/commands/updates?from=start",
-            Body::empty(),
-        ))
-        .await
-        .unwrap();
+    let live = h2_get(&mut send, addr, "/commands/updates?from=start").await;
     assert_eq!(live.status(), StatusCode::OK);
     let opened = tokio::time::Instant::now();
     assert_eq!(live_streams(&h).await, 1);
@@ -2726,11 +2729,7 @@ async fn http2_connections_are_sent_away_while_leaving_and_drained_at_shutdown()
     let addr = server.addr;
     let (mut send, conn) = h2_connect(addr, 65_535).await;
     let (mut send_live, _live_conn) = h2_connect(addr, 65_535).await;
-    send_live.ready().await.unwrap();
-    let live = send_live
-        .send_request(h2_request(addr, "GET", "/commands/updates", Body::empty()))
-        .await
-        .unwrap();
+    let live = h2_get(&mut send_live, addr, "/commands/updates").await;
     assert_eq!(live.status(), StatusCode::OK);
 
     let stopping = tokio::spawn(server.stop());
@@ -2787,11 +2786,7 @@ async fn an_http2_answer_left_untaken_closes_its_connection() {
     let server = Served::start(&h).await;
     let addr = server.addr;
     let (mut send, conn) = h2_connect(addr, 1024).await;
-    send.ready().await.unwrap();
-    let res = send
-        .send_request(h2_request(addr, "GET", "/commands?limit=30", Body::empty()))
-        .await
-        .unwrap();
+    let res = h2_get(&mut send, addr, "/commands?limit=30").await;
     assert_eq!(res.status(), StatusCode::OK);
     // Never read: the window stays at 1 KiB of ~900 KB.
     tokio::time::timeout(Duration::from_secs(8), conn)
@@ -2825,11 +2820,7 @@ async fn an_http2_connection_serves_many_live_streams_and_one_taking_nothing_is_
     let mut answers = Vec::new();
     for i in 0..many {
         let mut send = send.clone();
-        send.ready().await.unwrap();
-        let res = send
-            .send_request(h2_request(addr, "GET", "/commands/updates", Body::empty()))
-            .await
-            .unwrap();
+        let res = h2_get(&mut send, addr, "/commands/updates").await;
         assert_eq!(res.status(), StatusCode::OK, "stream {i}");
         answers.push(res);
     }
@@ -2840,13 +2831,7 @@ async fn an_http2_connection_serves_many_live_streams_and_one_taking_nothing_is_
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut send = send.clone();
-        send.ready().await.unwrap();
-        let uri = "/commands/updates?from=start";
-        held.push(
-            send.send_request(h2_request(addr, "GET", uri, Body::empty()))
-                .await
-                .unwrap(),
-        );
+        held.push(h2_get(&mut send, addr, "/commands/updates?from=start").await);
     }
     tokio::time::timeout(Duration::from_secs(8), zero)
         .await
@@ -2945,11 +2930,7 @@ async fn healthy_slow_http2_clients_are_kept() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    send.ready().await.unwrap();
-    let live = send
-        .send_request(h2_request(addr, "GET", "/commands/updates", Body::empty()))
-        .await
-        .unwrap();
+    let live = h2_get(&mut send, addr, "/commands/updates").await;
     assert_eq!(live.status(), StatusCode::OK);
     let mut live = live.into_body();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -2958,11 +2939,7 @@ async fn healthy_slow_http2_clients_are_kept() {
         "an idle live stream's connection was cut"
     );
     // A large listing, read a frame at a time, 300 ms apart.
-    send.ready().await.unwrap();
-    let res = send
-        .send_request(h2_request(addr, "GET", "/commands?limit=10", Body::empty()))
-        .await
-        .unwrap();
+    let res = h2_get(&mut send, addr, "/commands?limit=10").await;
     let mut body = res.into_body();
     let mut got = 0;
     let t = tokio::time::Instant::now();

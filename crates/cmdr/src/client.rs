@@ -595,8 +595,13 @@ mod tests {
         let (part, out) = (dir.path().join("b.tar.part"), dir.path().join("b.tar"));
         std::fs::write(&part, b"archive").unwrap();
         std::fs::write(&out, b"someone else's").unwrap();
-        let err = name_without_overwriting(&part, &out).unwrap_err().to_string();
-        assert!(err.contains("exists now") && err.contains("kept in"), "{err}");
+        let err = name_without_overwriting(&part, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exists now") && err.contains("kept in"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&out).unwrap(), b"someone else's");
         assert_eq!(std::fs::read(&part).unwrap(), b"archive");
         std::fs::remove_file(&out).unwrap();

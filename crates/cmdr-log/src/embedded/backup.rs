@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use super::segment::{self, Segment};
-use super::{EmbeddedLog, TopicHandle};
+use super::EmbeddedLog;
 use crate::backup::{Backup, BackupFile, BackupSource};
 use crate::{LogError, Result};
 
@@ -40,14 +40,7 @@ impl EmbeddedLog {
     pub(super) fn backup_files(&self) -> Result<Backup> {
         let (handles, groups, topics, listed) = {
             let _frozen = self.inner.offsets.frozen();
-            let mut handles: Vec<Arc<TopicHandle>> = self
-                .inner
-                .topics
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned()
-                .collect();
+            let mut handles = self.handles();
             handles.sort_by(|a, b| a.name.cmp(&b.name));
             let groups = self.inner.offsets.snapshot();
             let topics: Vec<_> = handles.iter().map(|h| Self::info(h)).collect();
@@ -170,16 +163,14 @@ mod tests {
         let log = EmbeddedLog::open(config(src.path())).await.unwrap();
         log.create_topic("events", 2).await.unwrap();
         log.create_topic("commands", 3).await.unwrap();
+        let command = |i: u32| {
+            vec![Record::new(
+                format!("k{i}"),
+                format!("c{i}{}", "x".repeat(100)),
+            )]
+        };
         for i in 0..200 {
-            log.append(
-                "commands",
-                vec![Record::new(
-                    format!("k{i}"),
-                    format!("c{i}{}", "x".repeat(100)),
-                )],
-            )
-            .await
-            .unwrap();
+            log.append("commands", command(i)).await.unwrap();
         }
         log.commit(OffsetCommit {
             group: "readers".into(),
@@ -195,15 +186,7 @@ mod tests {
             let log = log.clone();
             tokio::spawn(async move {
                 for i in 200..400 {
-                    log.append(
-                        "commands",
-                        vec![Record::new(
-                            format!("k{i}"),
-                            format!("c{i}{}", "x".repeat(100)),
-                        )],
-                    )
-                    .await
-                    .unwrap();
+                    log.append("commands", command(i)).await.unwrap();
                     log.append(
                         "events",
                         vec![Record::new(format!("k{i}"), format!("e{i}"))],

@@ -329,6 +329,17 @@ impl EmbeddedLog {
         &self.inner.config
     }
 
+    /// Every open topic.
+    fn handles(&self) -> Vec<Arc<TopicHandle>> {
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn handle(&self, topic: &str) -> Result<Arc<TopicHandle>> {
         self.inner
             .topics
@@ -610,15 +621,7 @@ impl Log for EmbeddedLog {
     }
 
     async fn sync(&self) -> Result<()> {
-        let handles: Vec<Arc<TopicHandle>> = self
-            .inner
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for h in handles {
+        for h in self.handles() {
             let (reply, rx) = oneshot::channel();
             h.tx.send(Request::Sync { reply })
                 .await
