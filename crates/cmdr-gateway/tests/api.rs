@@ -2698,7 +2698,7 @@ async fn idle_and_stalled_http2_connections_are_closed() {
         .unwrap()
         .ok();
     assert!(
-        opened.elapsed() >= Duration::from_millis(900),
+        opened.elapsed() >= Duration::from_millis(700),
         "closed before the send timeout"
     );
     let freed = tokio::time::Instant::now();
