@@ -53,6 +53,11 @@ impl GroupFile {
         })
     }
 
+    /// The group's file, as written.
+    fn to_file(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
     fn seq(&self, topic: &str, partition: u32) -> u64 {
         self.seqs
             .get(topic)
@@ -294,7 +299,7 @@ impl OffsetStore {
                 let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
                 let mut group = groups.get(&c.group).cloned().unwrap_or_default();
                 apply(&mut group, c, seq);
-                serde_json::to_vec_pretty(&group).unwrap_or_default()
+                group.to_file()
             };
             let written = write_atomically(&self.dir, &format!("{}.json", c.group), &snapshot);
             if written.is_ok() {
@@ -338,12 +343,7 @@ impl OffsetStore {
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         groups
             .iter()
-            .map(|(name, group)| {
-                (
-                    name.clone(),
-                    serde_json::to_vec_pretty(group).unwrap_or_default(),
-                )
-            })
+            .map(|(name, group)| (name.clone(), group.to_file()))
             .collect()
     }
 
@@ -351,8 +351,7 @@ impl OffsetStore {
         let _writing = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = {
             let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-            serde_json::to_vec_pretty(&groups.get(group).cloned().unwrap_or_default())
-                .unwrap_or_default()
+            groups.get(group).cloned().unwrap_or_default().to_file()
         };
         write_atomically(&self.dir, &format!("{group}.json"), &snapshot)
     }
