@@ -77,7 +77,11 @@ pub enum LogError {
         start: u64,
     },
     /// Stored bytes that fail validation; they are never served.
-    #[error("corrupt segment {path} at byte {position} (offset {offset:?}): {reason}")]
+    #[error(
+        "corrupt segment {} at byte {position}{}: {reason}",
+        .path.display(),
+        .offset.map(|o| format!(" (offset {o})")).unwrap_or_default()
+    )]
     Corrupt {
         /// Segment file.
         path: PathBuf,

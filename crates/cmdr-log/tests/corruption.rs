@@ -1,9 +1,14 @@
 //! Corruption tests: flipped bytes and cut files in the last (active) segment
 //! and in a middle (sealed) one, and damaged or missing index files.
 //!
-//! In the active segment, recovery cuts the damage and everything after it,
-//! reports it in [`EmbeddedLog::truncations`] and keeps every record before
-//! it. In a sealed segment nothing is cut: reads stop in front of the damage
+//! In the active segment, damage to the last round (the only one a crash
+//! can tear) is cut with everything after it, reported in
+//! [`EmbeddedLog::truncations`], and every record before it is kept; so is
+//! damage followed by one round only, which looks the same. Damage
+//! followed by records of two later rounds hit acknowledged records: the log
+//! then refuses to open with [`LogError::Corrupt`] and changes nothing, and
+//! cutting by hand as its message says keeps every record before the
+//! damage. In a sealed segment nothing is cut: reads stop in front of the damage
 //! and a read of the damaged record fails with [`LogError::Corrupt`] naming
 //! the file and byte position. Index files are rebuilt whenever they are
 //! missing or inconsistent. A damaged record is never served.
@@ -155,19 +160,89 @@ async fn assert_cut_at(dir: &Path, bad: u64, what: &str) {
     assert_eq!(back[0].value, value(bad));
 }
 
+/// Byte positions in a record of each of its fields: length, CRC, version,
+/// flags, offset, timestamp, round, round_parts, key length, key, headers,
+/// value length, value.
+fn fields() -> [u64; 15] {
+    [
+        0,
+        3,
+        5,
+        8,
+        9,
+        12,
+        20,
+        30,
+        36,
+        40,
+        42,
+        43,
+        45,
+        47,
+        record_size() - 1,
+    ]
+}
+
 #[tokio::test]
-async fn flipped_byte_in_the_last_segment_is_cut_and_reported() {
-    let size = record_size();
-    // Each field of the record: length, CRC, version, flags, offset,
-    // timestamp, round, round_parts, key length, key, headers, value length, value.
-    let fields = [0, 3, 5, 8, 9, 12, 20, 30, 36, 40, 42, 43, 45, 47, size - 1];
-    for bad in [N - 1, N / 2, 0] {
-        for &at in &fields {
+async fn flipped_byte_in_the_last_two_rounds_is_cut_and_reported() {
+    // A damaged record followed by one round only cannot be told from a
+    // round torn by a crash (its first record torn, its last one written):
+    // it is cut as one.
+    for bad in [N - 1, N - 2] {
+        for at in fields() {
             let dir = tempfile::tempdir().unwrap();
             fill(dir.path(), false).await;
             let seg = &segments(dir.path())[0].1;
             flip(seg, position(0, bad) + at);
             assert_cut_at(dir.path(), bad, &format!("record {bad}, byte {at} flipped")).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn flipped_byte_before_later_rounds_refuses_to_open_and_changes_nothing() {
+    for bad in [N - 3, N / 2, 0] {
+        for at in fields() {
+            let what = format!("record {bad}, byte {at} flipped");
+            let dir = tempfile::tempdir().unwrap();
+            fill(dir.path(), false).await;
+            let seg = segments(dir.path())[0].1.clone();
+            flip(&seg, position(0, bad) + at);
+            let before = std::fs::read(&seg).unwrap();
+            match EmbeddedLog::open(config(dir.path(), false)).await {
+                Err(LogError::Corrupt {
+                    path,
+                    position: p,
+                    offset,
+                    reason,
+                }) => {
+                    assert_eq!(path, seg, "{what}");
+                    assert_eq!(p, position(0, bad), "{what}");
+                    assert_eq!(offset, Some(bad), "{what}");
+                    let hint = format!("truncate -s {p} {}", seg.display());
+                    assert!(reason.contains(&hint), "{what}: {reason}");
+                    assert!(reason.contains("acknowledged"), "{what}: {reason}");
+                }
+                Err(e) => panic!("{what}: expected a corrupt segment error, got {e:?}"),
+                Ok(_) => panic!("{what}: the log opened and would have cut acknowledged records"),
+            }
+            assert!(
+                std::fs::read(&seg).unwrap() == before,
+                "{what}: the segment was changed"
+            );
+            // The operator's way out, as the message gives it: cut at the
+            // damage, and every record before it is there.
+            cut(&seg, position(0, bad));
+            let log = EmbeddedLog::open(config(dir.path(), false)).await.unwrap();
+            assert_eq!(
+                log.topic(TOPIC).await.unwrap().partitions[0].end_offset,
+                bad,
+                "{what}"
+            );
+            let (recs, err) = read_all(&log, 0, 64).await;
+            assert!(err.is_none(), "{what}: {err:?}");
+            assert_eq!(recs.len() as u64, bad, "{what}");
+            assert_intact(&recs, 0);
         }
     }
 }
@@ -538,4 +613,27 @@ async fn a_wrong_entry_in_the_middle_of_an_index_is_repaired_by_the_read_through
     let (recs, err) = read_all(&log, 0, 1).await;
     assert!(err.is_none(), "{err:?}");
     assert_intact(&recs, 0);
+}
+
+#[tokio::test]
+async fn a_round_damaged_before_its_own_later_records_is_cut_whole() {
+    // A crash can leave a round's later records on disk and an earlier one
+    // torn: records of that one round after the damage are no proof that
+    // it was acknowledged.
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), false).await;
+    let log = EmbeddedLog::open(config(dir.path(), false)).await.unwrap();
+    let round: Vec<Record> = (N..N + 5).map(|i| Record::new("k", value(i))).collect();
+    assert_eq!(log.append(TOPIC, round).await.unwrap()[0].offset, N);
+    drop(log);
+    let seg = segments(dir.path())[0].1.clone();
+    flip(&seg, position(0, N) + 30);
+    let log = EmbeddedLog::open(config(dir.path(), false)).await.unwrap();
+    let cuts = log.truncations();
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    assert_eq!(cuts[0].from_offset, N);
+    assert!(cuts[0].bytes >= 5 * record_size(), "{cuts:?}");
+    let (recs, err) = read_all(&log, 0, 64).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(recs.len() as u64, N);
 }

@@ -190,7 +190,9 @@ impl EmbeddedLog {
     ///
     /// # Errors
     /// [`LogError::Io`] when the directory cannot be used, [`LogError::Corrupt`]
-    /// for unreadable metadata.
+    /// for unreadable metadata, or for a damaged record in an active segment
+    /// that records of two later rounds follow (acknowledged records, which
+    /// are never cut; the error says how to go on).
     pub async fn open(config: LogConfig) -> Result<Self> {
         tokio::task::spawn_blocking(move || Self::open_blocking(config))
             .await

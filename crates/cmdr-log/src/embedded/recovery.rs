@@ -105,6 +105,9 @@ pub(crate) fn recover_topic(
                     bytes = size - scan.valid_end, "cut the preallocated tail");
             }
             let size = seg.visible_size();
+            if let Some(why) = &scan.stopped {
+                refuse_damage_to_acknowledged(&seg, &scan, why, max)?;
+            }
             if scan.round_end < size {
                 let reason = scan
                     .stopped
@@ -233,6 +236,37 @@ pub(crate) fn recover_topic(
         partitions: out,
         next_round: rmax.map_or(0, |r| r + 1),
         truncations,
+    })
+}
+
+/// Fails with [`LogError::Corrupt`] when the invalid record a scan of the
+/// active segment stopped at is followed by records of later rounds: a
+/// crash tears only the round it interrupts, so this is damage to records
+/// that were synced and acknowledged, and cutting the segment there would
+/// silently drop every intact record after it. Nothing is changed on disk;
+/// the message says how to restore or cut by hand.
+fn refuse_damage_to_acknowledged(
+    seg: &Segment,
+    scan: &super::segment::ScanResult,
+    why: &str,
+    max: usize,
+) -> Result<()> {
+    let Some((pos, offset)) = seg.later_round_past(scan.valid_end, max)? else {
+        return Ok(());
+    };
+    Err(LogError::Corrupt {
+        path: seg.path.clone(),
+        position: scan.valid_end,
+        offset: Some(scan.next_offset),
+        reason: format!(
+            "{why}; records of later rounds follow it (offset {offset} at byte {pos}), so \
+             the damage is in records that were on disk and acknowledged, not a write torn \
+             by a crash. The log is left as it is: restore the data directory from a backup, \
+             or keep the records before the damage and drop it and everything after it with \
+             `truncate -s {} {}` (then start again; the index is rebuilt)",
+            scan.valid_end,
+            seg.path.display()
+        ),
     })
 }
 

@@ -469,6 +469,55 @@ impl Segment {
         Ok(())
     }
 
+    /// Looks past an invalid record at `damage` for records of two different
+    /// rounds: proof that the damage is in bytes that were acknowledged.
+    /// Only the round being written when the process or machine stopped
+    /// can be torn (a round starts once the previous one is durable, and
+    /// the file past the last round is zeros), so valid records of a second
+    /// round after the damage mean the first one was complete on disk. Tries
+    /// every byte position up to the visible end; a position is decoded only
+    /// when its length, version and flags are plausible, and a valid record
+    /// found is skipped whole. Returns the (position, offset) of the first
+    /// record of the second round.
+    pub fn later_round_past(&self, damage: u64, max_record: usize) -> Result<Option<(u64, u64)>> {
+        const WINDOW: usize = 4 * 1024 * 1024;
+        let end = self.visible_size();
+        let limit = record_limit(max_record);
+        let smallest = (format::FIXED_LEN + 6) as u64;
+        let mut first_round = None;
+        let mut buf = Bytes::new();
+        let mut buf_pos = 0u64;
+        let mut pos = damage + 1;
+        while pos + smallest <= end {
+            // The buffer holds the largest record that can start at `pos`.
+            let want = (end - pos).min(limit as u64);
+            if pos < buf_pos || pos + want > buf_pos + buf.len() as u64 {
+                let len = (end - pos).min((WINDOW + limit) as u64) as usize;
+                buf = self.read_bytes(pos, len)?;
+                buf_pos = pos;
+            }
+            let at = &buf[(pos - buf_pos) as usize..];
+            let plausible = format::peek_len(at)
+                .is_some_and(|len| len as u64 >= smallest && len <= limit && len <= at.len())
+                && at.get(8) == Some(&format::FORMAT_VERSION)
+                && at.get(9).is_some_and(|f| *f <= format::FLAG_ROUND_END);
+            if plausible {
+                let rel = (pos - buf_pos) as usize;
+                if let Ok((rec, len)) = format::decode(&buf.slice(rel..), limit) {
+                    match first_round {
+                        None => first_round = Some(rec.round),
+                        Some(r) if r != rec.round => return Ok(Some((pos, rec.offset))),
+                        Some(_) => {}
+                    }
+                    pos += len as u64;
+                    continue;
+                }
+            }
+            pos += 1;
+        }
+        Ok(None)
+    }
+
     /// Whether every byte from `from` to the end of the file is zero: the
     /// unused, preallocated tail of an active segment.
     pub fn is_zero_from(&self, from: u64) -> Result<bool> {
