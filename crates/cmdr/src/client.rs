@@ -464,6 +464,44 @@ const TAIL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
 /// server also gives one when the stream starts and after records its
 /// filters skipped), so no record is missed or repeated.
 pub async fn tail(args: TailArgs) -> Result<ExitCode> {
+    tokio::select! {
+        done = follow(args) => done,
+        () = stdout_closed() => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Resolves once standard output is a pipe or socket whose reader has gone
+/// away (`cmdr tail ... | head -2` after its two lines), so that a `tail`
+/// with nothing new to print ends then, not at its next record. Never
+/// resolves for a terminal or a file (`epoll` takes no regular file).
+async fn stdout_closed() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsFd;
+        use tokio::io::{unix::AsyncFd, Interest};
+        // A duplicate: the watch must not close standard output when it ends.
+        let watch = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            // SAFETY: the `OwnedFd` is ours alone: open, and the same file
+            // description, for as long as the `AsyncFd` that owns it lives.
+            .and_then(|fd| unsafe { AsyncFd::register_with_interest(fd, Interest::ERROR) }.ok());
+        if let Some(fd) = watch {
+            loop {
+                match fd.ready(Interest::ERROR).await {
+                    Ok(guard) if guard.ready().is_error() => return,
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// [`tail`]'s work: follows the stream, reconnecting, until `--limit`.
+async fn follow(args: TailArgs) -> Result<ExitCode> {
     let base = args.server.url.trim_end_matches('/');
     let mut query = vec![("from", args.from.clone())];
     if let Some(a) = &args.action {
