@@ -100,9 +100,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The command line, parsed; exits as clap does when it is refused. A
-/// refused value that came from an environment variable, not from the flag
-/// clap names, is said to have come from there.
+/// The exit status for clap's `e`: 0 for `--help` and `--version`,
+/// [`EXIT_USAGE`] for a refusal.
+fn usage_status(e: &clap::Error) -> i32 {
+    if e.use_stderr() {
+        EXIT_USAGE
+    } else {
+        0
+    }
+}
+
+/// Exit status of a refused command line: sysexits' `EX_USAGE`, not clap's
+/// 2, which `cmdr send --sync` gives a rejected command (a script must tell
+/// a typo from a business rule's answer).
+const EXIT_USAGE: i32 = 64;
+
+/// The command line, parsed; exits as clap does when it is refused, with
+/// [`EXIT_USAGE`] for a refusal. A refused value that came from an
+/// environment variable, not from the flag clap names, is said to have come
+/// from there.
 fn parse_cli() -> Cli {
     match Cli::try_parse() {
         Ok(cli) => cli,
@@ -121,9 +137,11 @@ fn parse_cli() -> Cli {
                 // A log collector reads JSON lines: this refusal is one too.
                 let text = e.render().to_string();
                 serve::json_refusal("the command line is refused", text.trim_end());
-                std::process::exit(e.exit_code());
+                std::process::exit(usage_status(&e));
             }
-            e.exit()
+            // As `e.exit()`, with this program's status.
+            let _ = e.print();
+            std::process::exit(usage_status(&e))
         }
     }
 }

@@ -234,6 +234,10 @@ async fn every_endpoint_and_error_over_http() {
             out.status
         );
     }
+    // A typo is not a rejection (2): the command line's refusal is 64.
+    let (status, _, err) = run_cli(&["send", "greet", "--sync", "--dta", "{}", "--url", &s.url]);
+    assert_eq!(status.code(), Some(64), "{err}");
+    assert!(err.contains("--dta"), "{err}");
     // An URL without a scheme gets a hint.
     let (status, _, err) = run_cli(&["get", sent_id, "--url", "127.0.0.1:3000"]);
     assert!(
@@ -520,7 +524,7 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         &["serve", "--data-dir", d],
         &[("CMDR_MIN_FREE_BYTES", "lots")],
     );
-    assert_eq!(status.code(), Some(2), "{err}");
+    assert_eq!(status.code(), Some(64), "{err}");
     assert!(
         err.contains("'lots'") && err.contains("environment variable CMDR_MIN_FREE_BYTES"),
         "{err}"
@@ -529,7 +533,7 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         &["serve", "--data-dir", d, "--min-free-bytes", "lots"],
         &[("CMDR_LOG_FORMAT", "json")],
     );
-    assert_eq!(status.code(), Some(2), "{err}");
+    assert_eq!(status.code(), Some(64), "{err}");
     let line: serde_json::Value =
         serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{e}: {err}"));
     assert_eq!(line["message"], "the command line is refused", "{err}");
