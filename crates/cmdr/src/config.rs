@@ -340,10 +340,12 @@ pub struct Settings {
     pub gateway: cmdr_gateway::GatewayConfig,
     /// How long an `Idempotency-Key` stays bound; `None`: forever.
     pub idempotency_ttl: Option<Duration>,
-    /// Partitions of the commands topic when it is created.
-    pub commands_partitions: u32,
-    /// Partitions of the events topic when it is created.
-    pub events_partitions: u32,
+    /// Partitions of the commands topic when it is created; `None`: not
+    /// set (1 for a new topic, and no warning for an existing one).
+    pub commands_partitions: Option<u32>,
+    /// Partitions of the events topic when it is created, as
+    /// [`Settings::commands_partitions`].
+    pub events_partitions: Option<u32>,
     /// Settings of the webhook processor runners.
     pub webhooks: WebhookConfig,
     /// The example domain to run, if any.
@@ -562,12 +564,13 @@ impl Settings {
             bail!("idempotency_ttl_s must be at most {MAX_IDEMPOTENCY_TTL_S} (0 keeps keys forever), not {ttl_s}");
         }
         let idempotency_ttl = (ttl_s > 0).then(|| Duration::from_secs(ttl_s));
-        let commands_partitions = file.commands_partitions.unwrap_or(1);
-        let events_partitions = file.events_partitions.unwrap_or(1);
+        let (commands_partitions, events_partitions) =
+            (file.commands_partitions, file.events_partitions);
         for (name, n) in [
             ("commands_partitions", commands_partitions),
             ("events_partitions", events_partitions),
         ] {
+            let Some(n) = n else { continue };
             if !(1..=MAX_PARTITIONS).contains(&n) {
                 bail!("{name} must be from 1 to {MAX_PARTITIONS}, not {n}");
             }

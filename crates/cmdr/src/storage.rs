@@ -69,11 +69,16 @@ pub async fn open_log(settings: &Settings) -> Result<Arc<dyn Log>> {
         ),
     ] {
         let info = log
-            .create_topic(topic, partitions)
+            .create_topic(topic, partitions.unwrap_or(1))
             .await
             .with_context(|| format!("creating the {topic} topic"))?;
         // A topic keeps the partitions it was created with: more would move
-        // keys to other partitions, and their order with them.
+        // keys to other partitions, and their order with them. Said only
+        // when a number was asked for: a restored multi-partition backup
+        // served without its settings is no mistake.
+        let Some(partitions) = partitions else {
+            continue;
+        };
         if info.partitions.len() != partitions as usize {
             tracing::warn!(
                 topic,

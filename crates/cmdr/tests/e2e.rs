@@ -1193,6 +1193,39 @@ async fn a_config_file_sets_partitions_and_positions_span_them() {
     );
     drop(sse);
     s.stop();
+    // Served again without the settings (a restored backup, say): the
+    // topics keep their partitions, with no warning about a setting that
+    // was not given; one asked for that differs is warned about.
+    let s = Server::start(&dir.path().join("data"), &[]).await;
+    let res = c
+        .get(s.at("/commands?from=end"))
+        .send()
+        .await
+        .unwrap();
+    let page: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        page["position"].as_str().unwrap().split('.').count(),
+        3,
+        "{page}"
+    );
+    assert!(
+        !s.output().contains("applies to a new data directory only"),
+        "{}",
+        s.output()
+    );
+    s.stop();
+    std::fs::write(&cfg, "commands_partitions = 2\n").unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        s.output().contains("commands_partitions applies to a new data directory only"),
+        "{}",
+        s.output()
+    );
+    s.stop();
 }
 
 #[tokio::test]
