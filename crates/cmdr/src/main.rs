@@ -3,6 +3,7 @@
 //!
 //! - `cmdr serve`: run the gateway and index on the embedded log;
 //! - `cmdr send`, `cmdr get`, `cmdr tail`: talk to a running server over HTTP;
+//! - `cmdr backup`: download an online backup of a running server's log;
 //! - `cmdr reindex`: rebuild the index from the log (server stopped);
 //! - `cmdr token new`: make a bearer token and its configuration entry;
 //! - `cmdr bench log|http|sync`: benchmarks that print figures.
