@@ -8,9 +8,13 @@
 //! 1 MB array checked against an `anyOf` of a thousand values): a check
 //! over [`INLINE_WORK`] runs on a blocking thread, at most
 //! [`MAX_BLOCKING_CHECKS`] at once, never on the async workers that serve
-//! every other request; `pattern`s backtrack at most [`BACKTRACK_LIMIT`]
-//! steps per string; and an invalid command's errors are all listed only
-//! when listing them is bounded ([`LISTED_WORK`]), else the first one is.
+//! every other request (a long string counts by its length, see
+//! [`STRING_BYTES_PER_NODE`]); `pattern`s run on a regular expression
+//! engine whose time is linear in the string (so lookaround and
+//! backreferences, which need backtracking, are refused when a schema is
+//! registered: with them, one 64 KB string took 10 s); and an invalid
+//! command's errors are all listed only when listing them is bounded
+//! ([`LISTED_WORK`]), else the first one is.
 //!
 //! `DELETE /schemas/{action}` removes an action's schema: its commands are
 //! no longer checked. The removal is a version too, and the earlier ones
@@ -74,18 +78,15 @@ struct Compiled {
 /// Work (data nodes × schema nodes) up to which a check runs on the async
 /// worker that received the command: microseconds.
 pub(crate) const INLINE_WORK: u64 = 4096;
+/// Bytes of a string (or member name) that count as one data node in a
+/// check's work (see [`nodes`]).
+pub(crate) const STRING_BYTES_PER_NODE: u64 = 16;
 /// Work up to which an invalid command's errors are all collected (the
 /// validator collects every error before handing out the first hundred:
 /// a costly check's list filled gigabytes).
 pub(crate) const LISTED_WORK: u64 = 100_000;
 /// Checks running on blocking threads at once; more wait their turn.
 pub(crate) const MAX_BLOCKING_CHECKS: usize = 4;
-/// Steps a `pattern` with lookaround or backreferences may backtrack on one
-/// string before the string counts as not matching it: a tenth of the
-/// validator's default, which let a 60 KB command take 36 s. An unanchored
-/// pattern takes a step per start position, so strings of up to about
-/// 100,000 characters still match such a pattern as they should.
-pub(crate) const BACKTRACK_LIMIT: usize = 100_000;
 
 /// Every action's schemas; the latest version of each compiled.
 pub(crate) struct SchemaRegistry {
@@ -122,19 +123,35 @@ fn compile(schema: &Value) -> Result<Compiled, Vec<Violation>> {
     let nodes =
         crate::schema_cost::expanded_nodes(schema).map_err(|why| vec![Violation::new("", why)])?;
     let validator = jsonschema::draft202012::options()
-        .with_pattern_options(
-            jsonschema::PatternOptions::fancy_regex().backtrack_limit(BACKTRACK_LIMIT),
-        )
+        .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(schema)
-        .map_err(|e| vec![Violation::new(e.instance_path().to_string(), e.to_string())])?;
+        .map_err(|e| {
+            let mut message = e.to_string();
+            if message.ends_with("is not a \"regex\"") {
+                message.push_str(
+                    " that cmdr runs: patterns run in time linear in the string, so \
+                     lookaround and backreferences are not supported",
+                );
+            }
+            vec![Violation::new(e.instance_path().to_string(), message)]
+        })?;
     Ok(Compiled { validator, nodes })
 }
 
 /// Nodes of `v` (itself, and every value inside it).
+/// A string counts one more node per [`STRING_BYTES_PER_NODE`] bytes:
+/// `pattern`, `format` and length checks read all of it, so one long string
+/// is a costly check however small its schema.
 fn nodes(v: &Value) -> u64 {
     match v {
         Value::Array(a) => 1 + a.iter().map(nodes).sum::<u64>(),
-        Value::Object(m) => 1 + m.values().map(nodes).sum::<u64>(),
+        Value::Object(m) => {
+            1 + m
+                .iter()
+                .map(|(k, v)| k.len() as u64 / STRING_BYTES_PER_NODE + nodes(v))
+                .sum::<u64>()
+        }
+        Value::String(s) => 1 + s.len() as u64 / STRING_BYTES_PER_NODE,
         _ => 1,
     }
 }
@@ -654,10 +671,10 @@ mod tests {
     async fn a_costly_check_leaves_the_async_worker_free() {
         let r = registry(
             "re",
-            json!({"properties": {"s": {"items": {"pattern": "^(?:(?:(?=a)a|aa)+b|a+c)$"}}}}),
+            json!({"properties": {"s": {"items": {"pattern": "^(?:(?:a|aa)+b|a+c)$"}}}}),
         )
         .await;
-        let data = json!({"s": vec!["a".repeat(25) + "c"; 2000]});
+        let data = json!({"s": vec!["a".repeat(25) + "d"; 2000]});
         let ticks = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&ticks);
         let ticker = tokio::spawn(async move {
@@ -670,8 +687,50 @@ mod tests {
         let during = ticks.load(Ordering::Relaxed);
         ticker.abort();
         assert!(during > 0, "the other task never ran during the check");
-        // Past the backtracking limit a string does not match: refused,
-        // not accepted.
         assert!(checked.is_err(), "{checked:?}");
+    }
+
+    /// One long string under a tiny schema is a costly check too: it runs
+    /// off the async worker.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_long_string_is_checked_off_the_async_worker() {
+        let r = registry(
+            "long",
+            json!({"properties": {"s": {"pattern": "^(a|aa)+$"}}}),
+        )
+        .await;
+        let data = json!({"s": "a".repeat(64_000) + "b"});
+        assert!(nodes(&data) * 4 > INLINE_WORK, "{}", nodes(&data));
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&ticks);
+        let ticker = tokio::spawn(async move {
+            loop {
+                counted.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        let checked = r.validate("long", data).await;
+        let during = ticks.load(Ordering::Relaxed);
+        ticker.abort();
+        assert!(during > 0, "the other task never ran during the check");
+        assert!(checked.is_err(), "{checked:?}");
+    }
+
+    /// Lookaround and backreferences need a backtracking engine, whose time
+    /// can grow with the square of a string's length: refused up front.
+    #[test]
+    fn patterns_that_need_backtracking_are_refused() {
+        for pattern in ["(?=a)(a|aa)+$", "^(?!x).*$", "(a)\\1"] {
+            let why = compile(&json!({"pattern": pattern}))
+                .err()
+                .unwrap_or_else(|| panic!("{pattern} was taken"));
+            assert!(
+                why[0]
+                    .message
+                    .contains("lookaround and backreferences are not supported"),
+                "{pattern}: {why:?}"
+            );
+        }
+        assert!(compile(&json!({"pattern": "^[a-z0-9._%+-]+@[a-z0-9.-]+\\.[a-z]{2,}$"})).is_ok());
     }
 }

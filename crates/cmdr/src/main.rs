@@ -92,6 +92,10 @@ fn main() -> std::process::ExitCode {
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     });
+    // Dropping a runtime waits for every blocking task without end: one
+    // still checking a costly command after a graceful shutdown (whose
+    // answer nobody reads any more) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(e) => {

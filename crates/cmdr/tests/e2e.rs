@@ -204,8 +204,8 @@ async fn every_endpoint_and_error_over_http() {
     // or SIGPIPE as for any Unix tool if it was writing; never a panic,
     // exit 101), and at once, with no new record to write.
     {
-        use std::os::unix::process::ExitStatusExt;
         use std::io::BufRead;
+        use std::os::unix::process::ExitStatusExt;
         let mut tail = std::process::Command::new(support::BIN)
             .args(["tail", "commands", "--from", "start", "--url", &s.url])
             .stdout(std::process::Stdio::piped())
@@ -1197,11 +1197,7 @@ async fn a_config_file_sets_partitions_and_positions_span_them() {
     // topics keep their partitions, with no warning about a setting that
     // was not given; one asked for that differs is warned about.
     let s = Server::start(&dir.path().join("data"), &[]).await;
-    let res = c
-        .get(s.at("/commands?from=end"))
-        .send()
-        .await
-        .unwrap();
+    let res = c.get(s.at("/commands?from=end")).send().await.unwrap();
     let page: serde_json::Value = res.json().await.unwrap();
     assert_eq!(
         page["position"].as_str().unwrap().split('.').count(),
@@ -1221,7 +1217,8 @@ async fn a_config_file_sets_partitions_and_positions_span_them() {
     )
     .await;
     assert!(
-        s.output().contains("commands_partitions applies to a new data directory only"),
+        s.output()
+            .contains("commands_partitions applies to a new data directory only"),
         "{}",
         s.output()
     );
