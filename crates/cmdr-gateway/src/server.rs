@@ -36,9 +36,14 @@
 //! send timeout ([`crate::send_timeout`]) is closed, whatever it serves.
 //!
 //! It serves at most a set number of connections at once
-//! ([`DEFAULT_MAX_CONNECTIONS`] by default): at the limit it stops
-//! accepting, so further clients wait in the kernel's listen backlog
-//! instead of costing file descriptors and memory, until one closes. An
+//! ([`DEFAULT_MAX_CONNECTIONS`] by default). At the limit, up to
+//! [`OVERFLOW_CONNECTIONS`] more are taken for one HTTP/1.1 request each:
+//! `/healthz` and `/readyz` are answered as always (an orchestrator's
+//! probe must not fail, and restart the server, because clients hold every
+//! place), anything else `503` with `Retry-After` (a load balancer then
+//! sends it elsewhere). Past those it stops accepting, so further clients
+//! wait in the kernel's listen backlog instead of costing file descriptors
+//! and memory, until one closes. An
 //! upgraded connection (a WebSocket) keeps its place until the socket
 //! closes: every request asking for an upgrade carries its connection's
 //! `ConnectionSlot`, which the WebSocket handler moves into the socket's
@@ -93,6 +98,13 @@ pub const HTTP2_PING: Duration = Duration::from_secs(20);
 /// Default most connections served at once, WebSockets included (live
 /// streams also have their own limit, [`crate::MAX_LIVE_STREAMS`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Connections taken past [`Limits::max_connections`] at once, each for one
+/// HTTP/1.1 request (see the module).
+pub const OVERFLOW_CONNECTIONS: usize = 64;
+
+/// Paths an overflow connection answers as usual; the rest get `503`.
+const OVERFLOW_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 
 /// A connection's place among the [`Limits::max_connections`] served at
 /// once, in the extensions of every request that asks for an upgrade: it
@@ -216,14 +228,18 @@ pub(crate) async fn serve_connections<L>(
     let slots = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
+    let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
     let mut full = false;
     loop {
-        // A slot first: at the limit, accept nothing until a connection ends.
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => slot,
+        // A slot first; at the limit an overflow place; past both, accept
+        // nothing until a connection ends.
+        let place = tokio::select! {
+            biased;
             () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.map(Ok),
+            extra = Arc::clone(&overflow).acquire_owned() => extra.map(Err),
         };
-        let Ok(slot) = slot else { break };
+        let Ok(place) = place else { break };
         let (io, peer) = tokio::select! {
             conn = listener.accept() => conn,
             () = &mut shutdown => break,
@@ -233,10 +249,17 @@ pub(crate) async fn serve_connections<L>(
         if at_limit && !full {
             tracing::warn!(
                 max = limits.max_connections,
-                "serving the most connections allowed; further clients wait until one closes"
+                "serving the most connections allowed; further clients get 503 (health checks still answered) until one closes"
             );
         }
         full = at_limit;
+        let slot = match place {
+            Ok(slot) => slot,
+            Err(extra) => {
+                tokio::spawn(serve_overflow(io, router.clone(), limits, extra));
+                continue;
+            }
+        };
         let slot = ConnectionSlot {
             _permit: Arc::new(slot),
         };
@@ -321,6 +344,38 @@ pub(crate) async fn serve_connections<L>(
             "connections still open after the drain timeout; stopping without them"
         );
     }
+}
+
+/// Serves one request on a connection taken past the limit (see the
+/// module): a health check as usual, anything else `503`; then closes it.
+/// Bounded by the header read and send timeouts, so an idle or slow
+/// client cannot keep the `place`.
+async fn serve_overflow<I>(io: I, router: Router, limits: Limits, place: OwnedSemaphorePermit)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let router = router.clone();
+        async move {
+            if OVERFLOW_PATHS.contains(&req.uri().path()) {
+                return router.oneshot(req.map(axum::body::Body::new)).await;
+            }
+            use axum::response::IntoResponse;
+            Ok(crate::error::ApiError::Unavailable(
+                "the server is serving the most connections it allows (max_connections); \
+                 try again shortly"
+                    .into(),
+            )
+            .into_response())
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service);
+    let _ = tokio::time::timeout(limits.header_read + limits.send, conn).await;
+    drop(place);
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@
 //! min_free_bytes = 268435456   # under it writes get 507 (reads go on), 0: no reserve;
 //!                               #   CMDR_MIN_FREE_BYTES, --min-free-bytes
 //! access_log = false           # a line per request (target cmdr::access); CMDR_ACCESS_LOG, --access-log
-//! max_connections = 10000       # served at once, more wait to be accepted; CMDR_MAX_CONNECTIONS
+//! max_connections = 10000       # served at once, then 503 (health checks answered); CMDR_MAX_CONNECTIONS
 //! shutdown_delay_ms = 0         # at SIGTERM, /readyz 503 but serving on this long; CMDR_SHUTDOWN_DELAY_MS
 //! drain_timeout_ms = 20000      # then longest wait for open requests to finish; CMDR_DRAIN_TIMEOUT_MS
 //! index_wait_ms = 5000          # a read of an id not indexed yet waits this long for the index; CMDR_INDEX_WAIT_MS
@@ -183,8 +183,9 @@ pub struct ServeArgs {
     /// default.
     #[arg(long, env = "CMDR_ACCESS_LOG")]
     pub access_log: bool,
-    /// Most connections served at once; further clients wait in the listen
-    /// backlog until one closes. Default 10000.
+    /// Most connections served at once; up to 64 more get one answer each
+    /// (health checks as usual, else 503), and further clients wait in the
+    /// listen backlog until one closes. Default 10000.
     #[arg(long, env = "CMDR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// At SIGTERM/SIGINT, how long to keep serving with /readyz already

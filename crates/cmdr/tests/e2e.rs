@@ -1393,6 +1393,73 @@ async fn a_body_far_over_the_limit_gets_its_413_not_a_broken_pipe() {
     .expect(202);
 }
 
+/// With every connection place taken, health checks are still answered and
+/// other requests get a quick 503; a freed place serves again.
+#[tokio::test]
+async fn past_max_connections_health_checks_answer_and_the_rest_gets_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &["--max-connections", "2"]).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Accepted in order: give the server a moment to take both places.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A fresh client for each request, so that none reuses a connection.
+    let fresh = || {
+        cmdr_processor::tls::client_builder(None)
+            .unwrap()
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    for path in ["/healthz", "/readyz"] {
+        let res = fresh().get(s.at(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    let res = send(
+        fresh()
+            .post(s.at("/commands"))
+            .json(&json!({"action": "a", "data": {}})),
+    )
+    .await;
+    res.expect_problem(503, "unavailable");
+    drop(held);
+    let mut status = 0;
+    for _ in 0..50 {
+        let res = fresh()
+            .post(s.at("/commands"))
+            .json(&json!({"action": "a", "data": {}}))
+            .send()
+            .await
+            .unwrap();
+        status = res.status().as_u16();
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 202, "{}", s.output());
+    // The 503 appended nothing: one command in all. (The connection of
+    // the post may still hold its place for a moment.)
+    let mut page = serde_json::Value::Null;
+    for _ in 0..50 {
+        let res = fresh()
+            .get(s.at("/commands?from=start"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            page = res.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+}
+
 /// HTTP/2 in plain text with prior knowledge (h2c, as proxies speak to
 /// their upstreams): commands, reads and a live stream on the real binary.
 #[tokio::test]
