@@ -1850,14 +1850,31 @@ async fn answered_at_last(mut stream: tokio::net::TcpStream) {
     );
 }
 
-/// At `max_connections` the server accepts no more connections until one
-/// closes: the next client waits in the listen backlog, then is served.
+/// Sends `request` on a new connection and reads the whole answer (the
+/// server closes an overflow connection after one).
+async fn one_answer(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("an overflow connection is answered at once and closed")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// At `max_connections`, further connections each get one answer: health
+/// checks as usual, anything else a quick 503. Past the overflow places
+/// too, the server accepts nothing until a connection closes: the next
+/// client waits in the listen backlog, then is served.
 #[tokio::test]
-async fn connections_beyond_the_limit_wait_until_one_closes() {
+async fn past_the_limit_health_checks_answer_the_rest_is_refused_then_waits() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let h = harness(GatewayConfig {
         max_connections: 1,
+        header_read_timeout: Duration::from_secs(3),
         ..GatewayConfig::default()
     })
     .await;
@@ -1871,10 +1888,39 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     let n = first.read(&mut answer).await.unwrap();
     assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
 
-    // No answer while the first (keep-alive) connection stays open.
-    let second = unanswered_healthz(server.addr).await;
+    // The first (keep-alive) connection holds the only place.
+    for path in ["/healthz", "/readyz"] {
+        let got = one_answer(
+            server.addr,
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{path}: {got}");
+    }
+    let got = one_answer(
+        server.addr,
+        b"POST /commands HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 26\r\n\r\n{\"action\":\"a\",\"data\":{}}",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    let lower = got.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: application/problem+json")
+            && lower.contains("retry-after: 1"),
+        "{got}"
+    );
+    assert!(got.contains("max_connections"), "{got}");
+
+    // Idle clients take every overflow place; the next one is not accepted.
+    let mut idle = Vec::new();
+    for _ in 0..cmdr_gateway::server::OVERFLOW_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = unanswered_healthz(server.addr).await;
     drop(first);
-    answered_at_last(second).await;
+    answered_at_last(waiting).await;
+    drop(idle);
     server.stop().await;
 }
 
@@ -1896,8 +1942,13 @@ async fn websockets_count_against_the_connection_limit() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
         .await
         .unwrap();
-    // The socket is open and idle: the next client is not accepted.
-    let other = unanswered_healthz(server.addr).await;
+    // The socket is open and idle: the next client gets the overflow's 503.
+    let got = one_answer(
+        server.addr,
+        b"GET /commands?from=end HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
 
     // A message over the limit ends the socket with a Close frame saying
     // why (1009, message too big), which frees the place.
@@ -1918,7 +1969,20 @@ async fn websockets_count_against_the_connection_limit() {
     assert_eq!(closed.code, CloseCode::Size);
     assert!(closed.reason.contains("64 KiB"), "{}", closed.reason);
     drop(ws);
-    answered_at_last(other).await;
+    // The place is free again: a request on a new connection is served.
+    let mut served = String::new();
+    for _ in 0..50 {
+        served = one_answer(
+            server.addr,
+            b"GET /commands?from=end HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        if served.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     server.stop().await;
 }
 
