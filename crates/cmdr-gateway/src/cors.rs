@@ -7,7 +7,7 @@
 //! checked like any other. Allowed: the API's methods, the request headers
 //! clients use (`Authorization`, `Content-Type`, `Idempotency-Key`,
 //! `Prefer`, `Last-Event-ID`); exposed to scripts: `Location`,
-//! `Preference-Applied`, `WWW-Authenticate`. Browsers cache a preflight for
+//! `Preference-Applied`, `Idempotent-Replayed`, `WWW-Authenticate`. Browsers cache a preflight for
 //! [`PREFLIGHT_MAX_AGE`].
 
 use std::time::Duration;
@@ -136,6 +136,7 @@ pub fn layer(origins: &CorsOrigins) -> CorsLayer {
             header::LOCATION,
             header::WWW_AUTHENTICATE,
             HeaderName::from_static("preference-applied"),
+            HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(PREFLIGHT_MAX_AGE)
 }

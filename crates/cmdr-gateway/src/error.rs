@@ -93,9 +93,19 @@ pub enum ApiError {
     /// 422 `invalid-registration`: a webhook processor registration is invalid.
     #[error("the processor registration is not valid")]
     InvalidRegistration(Vec<Violation>),
-    /// 422 `idempotency-key-reused`: the key was used with a different request.
-    #[error("Idempotency-Key {0:?} was already used with a different request")]
-    IdempotencyKeyReused(String),
+    /// 422 `idempotency-key-reused`: the key was used with a different
+    /// request, or by another principal.
+    #[error(
+        "Idempotency-Key {key:?} was already used {}",
+        if *.by_another_principal { "by another principal" } else { "with a different request" }
+    )]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+        /// Whether the first use was another principal's (else the
+        /// request differed).
+        by_another_principal: bool,
+    },
     /// 426 `upgrade-required`: a plain request to the WebSocket endpoint
     /// (answered with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`).
     #[error("{0}")]
@@ -154,7 +164,7 @@ impl ApiError {
             | Self::SchemaViolation { .. }
             | Self::InvalidSchema(_)
             | Self::InvalidRegistration(_)
-            | Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -182,7 +192,7 @@ impl ApiError {
             Self::SchemaViolation { .. } => "schema-violation",
             Self::InvalidSchema(_) => "invalid-schema",
             Self::InvalidRegistration(_) => "invalid-registration",
-            Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
+            Self::IdempotencyKeyReused { .. } => "idempotency-key-reused",
             Self::UpgradeRequired(_) => "upgrade-required",
             Self::InsufficientStorage { .. } => "insufficient-storage",
             Self::NotImplemented(_) => "not-implemented",
@@ -210,7 +220,7 @@ impl ApiError {
             Self::SchemaViolation { .. } => "Data does not match the action's schema",
             Self::InvalidSchema(_) => "Invalid JSON Schema",
             Self::InvalidRegistration(_) => "Invalid processor registration",
-            Self::IdempotencyKeyReused(_) => "Idempotency-Key reused",
+            Self::IdempotencyKeyReused { .. } => "Idempotency-Key reused",
             Self::UpgradeRequired(_) => "Upgrade required",
             Self::InsufficientStorage { .. } => "Insufficient storage",
             Self::NotImplemented(_) => "Not implemented",

@@ -375,6 +375,11 @@ async fn intake(
 }
 
 /// The rest of [`intake`] for a command sent with an `Idempotency-Key`.
+/// Header on the answer to a retry whose `Idempotency-Key` was bound
+/// already: the command is the first request's, nothing was appended.
+const IDEMPOTENT_REPLAYED: header::HeaderName =
+    header::HeaderName::from_static("idempotent-replayed");
+
 async fn intake_idempotent(
     state: &AppState,
     neg: Negotiated,
@@ -388,7 +393,17 @@ async fn intake_idempotent(
     let held = state.inner.idempotency.lock(&idem).await?;
     if let Some((id, stored)) = bound_command(state, &idem).await? {
         if stored != hash.as_bytes() {
-            return Err(ApiError::IdempotencyKeyReused(idem));
+            let first_by = state.inner.index.command(id)?.and_then(|view| {
+                view.command
+                    .meta
+                    .get("principal")
+                    .and_then(|p| p.as_str())
+                    .map(str::to_owned)
+            });
+            return Err(ApiError::IdempotencyKeyReused {
+                key: idem,
+                by_another_principal: first_by.is_some_and(|p| p != principal),
+            });
         }
         let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(id));
         let Some(view) = state.inner.index.command(id)? else {
@@ -397,11 +412,18 @@ async fn intake_idempotent(
             )));
         };
         drop(held);
-        if wait.is_some() && view.status != CommandStatus::Pending {
-            return settled(state, neg, view.command.id).await;
-        }
-        // The first answer (202), with the status as it is now.
-        return respond_with(state, neg, view.command, view.status, None, waiter, wait).await;
+        let mut answer = if wait.is_some() && view.status != CommandStatus::Pending {
+            settled(state, neg, view.command.id).await?
+        } else {
+            // The first answer (202), with the status as it is now.
+            respond_with(state, neg, view.command, view.status, None, waiter, wait).await?
+        };
+        // Said, as payment APIs do, so that a client can tell a replay
+        // from the first acceptance.
+        answer
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        return Ok(answer);
     }
     let command = new_command(request, principal, trace)?;
     let waiter = wait.and_then(|_| state.inner.index.wait_for_outcome(command.id));

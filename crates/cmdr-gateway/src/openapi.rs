@@ -60,7 +60,10 @@ fn every_error() -> Vec<ApiError> {
         },
         ApiError::InvalidSchema(Vec::new()),
         ApiError::InvalidRegistration(Vec::new()),
-        ApiError::IdempotencyKeyReused(s()),
+        ApiError::IdempotencyKeyReused {
+            key: s(),
+            by_another_principal: false,
+        },
         ApiError::UpgradeRequired(s()),
         ApiError::InsufficientStorage {
             free: 0,
@@ -686,7 +689,7 @@ mod tests {
             ApiError::SchemaViolation { .. } => 14,
             ApiError::InvalidSchema(_) => 15,
             ApiError::InvalidRegistration(_) => 16,
-            ApiError::IdempotencyKeyReused(_) => 17,
+            ApiError::IdempotencyKeyReused { .. } => 17,
             ApiError::UpgradeRequired(_) => 18,
             ApiError::InsufficientStorage { .. } => 19,
             ApiError::NotImplemented(_) => 20,

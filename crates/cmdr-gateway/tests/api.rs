@@ -871,14 +871,23 @@ async fn idempotent_retries_return_the_first_answer() {
         (0..8).map(|_| call(&h, req(json!({"data": {"n": 1}, "action": "pay"})))),
     )
     .await;
+    assert!(first.headers.get("idempotent-replayed").is_none());
     for r in retries {
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
         assert_eq!(r.body["id"], first.body["id"]);
+        assert_eq!(r.headers["idempotent-replayed"], "true");
     }
     assert_eq!(commands_in_log(&h).await, 1);
     let other = call(&h, req(json!({"action": "pay", "data": {"n": 2}}))).await;
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(other.body["code"], "idempotency-key-reused");
+    assert!(
+        other.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("with a different request")),
+        "{}",
+        other.text
+    );
     assert_eq!(commands_in_log(&h).await, 1);
 }
 
@@ -2474,6 +2483,17 @@ async fn an_idempotency_key_is_bound_to_its_principal() {
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     let bob = router.clone().oneshot(post_as("cmdr_bob")).await.unwrap();
     assert_eq!(bob.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = axum::body::to_bytes(bob.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let problem: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["code"], "idempotency-key-reused", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("by another principal")),
+        "{problem}"
+    );
     let again = router.oneshot(post_as("cmdr_alice")).await.unwrap();
     assert_eq!(again.status(), StatusCode::ACCEPTED);
     let end = h.log.topic("commands").await.unwrap().partitions[0].end_offset;
