@@ -115,6 +115,10 @@ fn with_preference_applied(mut response: Value) -> Value {
         "description": "wait=N, the wait applied (after clamping), when the answer came from a Prefer: wait=N.",
         "schema": {"type": "string"}
     });
+    response["headers"]["Idempotent-Replayed"] = json!({
+        "description": "true when the answer is to a retry with a bound Idempotency-Key: the first request's command, nothing appended.",
+        "schema": {"type": "string", "enum": ["true"]}
+    });
     response
 }
 
