@@ -218,6 +218,9 @@ pub async fn serve_router(
     // the drain may be closing as it sends (a reset the client cannot tell
     // from a lost request). Not on a WebSocket's upgrade; outside CORS, so
     // preflights say it too.
+    // HTML pages (for browsers) also say that they may not be framed by
+    // another site (clickjacking the command form), load nothing, and post
+    // forms only here.
     let leaving = state.clone();
     app = app.layer(tower::util::MapResponseLayer::new(
         move |mut res: axum::response::Response| {
@@ -226,6 +229,9 @@ pub async fn serve_router(
                     axum::http::header::CONNECTION,
                     axum::http::HeaderValue::from_static("close"),
                 );
+            }
+            if html::is_html(&res) {
+                html::secure_headers(res.headers_mut());
             }
             res
         },

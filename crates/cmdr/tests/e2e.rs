@@ -51,10 +51,27 @@ async fn every_endpoint_and_error_over_http() {
     assert!(r.text.contains("<html"), "{}", r.text);
     // One URL, two representations: caches must keep them apart.
     assert_eq!(r.header("vary"), "accept");
+    // A page (the home page's command form too) may not be framed by
+    // another site, and loads nothing.
+    for page in [
+        format!("/commands/{id}"),
+        "/".to_string(),
+        "/nowhere".to_string(),
+    ] {
+        let r = send(c.get(s.at(&page)).header("accept", "text/html")).await;
+        assert_eq!(r.header("x-frame-options"), "DENY", "{page}");
+        assert!(
+            r.header("content-security-policy")
+                .contains("frame-ancestors 'none'"),
+            "{page}"
+        );
+        assert_eq!(r.header("x-content-type-options"), "nosniff", "{page}");
+    }
     let r = send(c.get(s.at(&format!("/commands/{id}"))))
         .await
         .expect(200);
     assert_eq!(r.header("vary"), "accept");
+    assert_eq!(r.header("x-frame-options"), "", "JSON needs no such header");
 
     // Sync with no processor: the wait runs out, 202 pending, nothing lost.
     let r = send(
