@@ -188,10 +188,11 @@ struct Wait {
 }
 
 /// The seconds of a `Prefer: wait=N` header (RFC 7240: the name in any
-/// case, the value a token or a quoted string, blanks around `=`), the last
-/// one given if several; other preferences are ignored.
-fn preferred_wait(headers: &HeaderMap) -> ApiResult<Option<u64>> {
-    let mut wait = None;
+/// case, the value a token or a quoted string, blanks around `=`). As RFC
+/// 7240 asks, only the first `wait` given counts, and one that is not a
+/// number of seconds is ignored, not refused (the answer then has no
+/// `Preference-Applied`); other preferences are ignored.
+fn preferred_wait(headers: &HeaderMap) -> Option<u64> {
     for prefer in headers.get_all("prefer") {
         let Ok(prefer) = prefer.to_str() else {
             continue;
@@ -210,17 +211,10 @@ fn preferred_wait(headers: &HeaderMap) -> ApiResult<Option<u64>> {
                 .unwrap_or(value);
             // Digits past u64 are a long wait all the same: clamped later.
             let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
-            let secs: u64 = n
-                .parse()
-                .ok()
-                .or(digits.then_some(u64::MAX))
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!("Prefer: wait={value} is not a number of seconds"))
-                })?;
-            wait = Some(secs);
+            return n.parse().ok().or(digits.then_some(u64::MAX));
         }
     }
-    Ok(wait)
+    None
 }
 
 fn requested_wait(state: &AppState, query: Option<&str>, headers: &HeaderMap) -> ApiResult<Wait> {
@@ -248,7 +242,7 @@ fn requested_wait(state: &AppState, query: Option<&str>, headers: &HeaderMap) ->
             }
         }
     }
-    if let Some(secs) = preferred_wait(headers)? {
+    if let Some(secs) = preferred_wait(headers) {
         wait = Some(Duration::from_secs(secs));
         preferred = true;
     }
@@ -832,21 +826,22 @@ mod tests {
             }
             preferred_wait(&h)
         };
-        assert_eq!(wait(&["wait=5"]).ok(), Some(Some(5)));
-        assert_eq!(wait(&["Wait = \"7\""]).ok(), Some(Some(7)));
-        assert_eq!(wait(&["respond-async, wait=3"]).ok(), Some(Some(3)));
-        assert_eq!(wait(&["return=minimal; wait=2"]).ok(), Some(Some(2)));
-        assert_eq!(wait(&["wait=1", "wait=4"]).ok(), Some(Some(4)));
-        assert_eq!(wait(&["respond-async"]).ok(), Some(None));
-        assert_eq!(wait(&[]).ok(), Some(None));
-        assert!(wait(&["wait=soon"]).is_err());
-        assert!(wait(&["wait=-1"]).is_err());
-        assert!(wait(&["wait="]).is_err());
+        assert_eq!(wait(&["wait=5"]), Some(5));
+        assert_eq!(wait(&["Wait = \"7\""]), Some(7));
+        assert_eq!(wait(&["respond-async, wait=3"]), Some(3));
+        assert_eq!(wait(&["return=minimal; wait=2"]), Some(2));
+        // Only the first counts.
+        assert_eq!(wait(&["wait=1", "wait=4"]), Some(1));
+        assert_eq!(wait(&["wait=1, wait=4"]), Some(1));
+        assert_eq!(wait(&["respond-async"]), None);
+        assert_eq!(wait(&[]), None);
+        // Not a number of seconds: ignored, and so is any later one.
+        for bad in ["wait=soon", "wait=-1", "wait=", "wait=1.5"] {
+            assert_eq!(wait(&[bad]), None, "{bad}");
+        }
+        assert_eq!(wait(&["wait=soon, wait=3"]), None);
         // Longer than any maximum: clamped like any long wait.
-        assert_eq!(
-            wait(&["wait=99999999999999999999"]).ok(),
-            Some(Some(u64::MAX))
-        );
+        assert_eq!(wait(&["wait=99999999999999999999"]), Some(u64::MAX));
     }
 
     #[test]

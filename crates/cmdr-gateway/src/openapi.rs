@@ -356,7 +356,7 @@ fn command_paths() -> Value {
                 "responses": {
                     "202": with_preference_applied(with_location(json_ok("Appended; outcome pending (or still pending after the wait).", "Command"), "/commands/{id}")),
                     "201": with_preference_applied(with_location(json_ok("Accepted by its processor (sync), with its events.", "Command"), "/commands/{id}")),
-                    "400": problem("Malformed JSON or form (`malformed-body`), bad or unknown query parameter, bad Prefer or Idempotency-Key header (`bad-request`)."),
+                    "400": problem("Malformed JSON or form (`malformed-body`), bad or unknown query parameter, bad Idempotency-Key header (`bad-request`)."),
                     "409": with_preference_applied(problem("Rejected by its processor (sync); `rejection` says why and `command` is the command with its events.")),
                     "408": problem("The body did not arrive within the header read timeout (default 30 s)."),
                     "413": problem("Body over the limit (default 1 MiB), or a command larger than the log's largest record."),
