@@ -100,6 +100,32 @@ pub(crate) fn key_filter(v: &str) -> Result<String, ApiError> {
     Ok(v.to_string())
 }
 
+/// An `action` filter: a valid action name (as [`cmdr_contract::validate_action`]
+/// checks it). An empty or invalid one would match nothing and say nothing
+/// of why.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming `action`.
+pub(crate) fn action_filter(v: &str) -> Result<String, ApiError> {
+    cmdr_contract::validate_action(v, "")
+        .map_err(|violation| ApiError::parameter("action", violation.message))?;
+    Ok(v.to_string())
+}
+
+/// A filter on a name (`processor`): not empty, which would match nothing.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming `param`.
+pub(crate) fn name_filter(param: &str, v: &str) -> Result<String, ApiError> {
+    if v.is_empty() {
+        return Err(ApiError::parameter(
+            param,
+            format!("{param} must not be empty (it would match nothing)"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
 /// A `limit` query parameter: a page size from 1 to `max`.
 ///
 /// # Errors

@@ -135,7 +135,7 @@ fn parse_params(raw: Option<&str>, events: bool) -> ApiResult<(Filter, Option<St
     };
     for (k, v) in pairs {
         match k.as_str() {
-            "action" => filter.action = Some(v),
+            "action" => filter.action = Some(crate::extract::action_filter(&v)?),
             "key" => filter.key = Some(crate::extract::key_filter(&v)?),
             "parent" if events => filter.parent = Some(uuid("parent", &v)?),
             "root" if events => filter.root = Some(uuid("root", &v)?),
@@ -546,9 +546,12 @@ async fn subscribe(
             )))
         }
     };
-    // As on the query strings: an empty key would match nothing.
+    // As on the query strings: an empty key or action would match nothing.
     if let Some(key) = &filter.key {
         crate::extract::key_filter(key)?;
+    }
+    if let Some(action) = &filter.action {
+        crate::extract::action_filter(action)?;
     }
     let at = from
         .map(StartAt::parse)

@@ -178,7 +178,7 @@ async fn dead_letters(
     let (mut processor, mut after, mut limit) = (None, None, DEFAULT_DEAD_LETTER_LIMIT);
     for (k, v) in &pairs {
         match k.as_str() {
-            "processor" => processor = Some(v.clone()),
+            "processor" => processor = Some(crate::extract::name_filter("processor", v)?),
             "after" => {
                 after = Some(v.parse::<u64>().map_err(|_| {
                     ApiError::parameter(

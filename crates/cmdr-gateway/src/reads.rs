@@ -77,7 +77,7 @@ fn parse_query(raw: Option<&str>, listing: Listing) -> ApiResult<Listed> {
     for (k, v) in &pairs {
         match k.as_str() {
             "from" => from = Some(crate::follow::parse_from(v)?),
-            "action" => q.action = Some(v.clone()),
+            "action" => q.action = Some(crate::extract::action_filter(v)?),
             "key" => q.key = Some(crate::extract::key_filter(v)?),
             "status" if listing == Listing::Commands => {
                 q.status = Some(CommandStatus::parse(v).ok_or_else(|| {

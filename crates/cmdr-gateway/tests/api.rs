@@ -704,6 +704,12 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
         ("/events/updates?key=", "key"),
         ("/streams?key=", "key"),
         ("/events?action=%C3%28", "action"),
+        // Nor an empty or impossible action, or an empty processor name.
+        ("/commands?action=", "action"),
+        ("/events?action=a%20b", "action"),
+        ("/events/updates?action=", "action"),
+        ("/commands?from=start&action=", "action"),
+        ("/dead-letters?processor=", "processor"),
     ] {
         let r = call(&h, get(uri)).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
