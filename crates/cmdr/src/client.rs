@@ -337,11 +337,15 @@ pub async fn backup(args: BackupArgs) -> Result<ExitCode> {
         .write(true)
         .create_new(true)
         .open(&part)
-        .with_context(|| {
-            format!(
-                "creating {} (a backup to this --out under way, or a stale file to remove)",
-                part.display()
-            )
+        .map_err(|e| {
+            let why = match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    " (a backup to this --out under way, or a stale file to remove)"
+                }
+                std::io::ErrorKind::NotFound => " (its directory does not exist)",
+                _ => "",
+            };
+            anyhow::anyhow!("creating {}{why}: {e}", part.display())
         })?;
     let mut body = res.bytes_stream();
     let downloaded: Result<u64> = async {
@@ -526,7 +530,13 @@ async fn follow(args: TailArgs) -> Result<ExitCode> {
             // A server that was never reached is an error at once (a wrong
             // --url); one that was is waited for.
             Err(e) if last.is_some() && failures < TAIL_RETRIES => {
-                eprintln!("reconnecting after: {e}");
+                // reqwest names the first URL (`from=...`); the resume is
+                // from the last position, sent as Last-Event-ID.
+                let at = last.as_deref().unwrap_or_default();
+                eprintln!(
+                    "connection failed ({}); reconnecting from position {at}",
+                    e.without_url()
+                );
                 failures += 1;
                 tokio::time::sleep(TAIL_BACKOFF * 2u32.pow(failures.min(5))).await;
                 continue;
@@ -605,7 +615,10 @@ async fn follow(args: TailArgs) -> Result<ExitCode> {
             anyhow::bail!("the event stream dropped {TAIL_RETRIES} times in a row");
         }
         failures += 1;
-        eprintln!("stream ended; reconnecting");
+        match &last {
+            Some(at) => eprintln!("stream ended; reconnecting from position {at}"),
+            None => eprintln!("stream ended; reconnecting"),
+        }
         tokio::time::sleep(TAIL_BACKOFF).await;
     }
 }

@@ -1582,6 +1582,19 @@ async fn an_online_backup_restores_every_command_acknowledged_before_it() {
     let out_arg = out.display().to_string();
     let (status, _, err) = run_cli(&["backup", "--url", &s.url, "--out", &out_arg]);
     assert!(!status.success() && err.contains("exists"), "{err}");
+    // Refused: a directory that is not there, said so.
+    let nowhere = dir.path().join("no-such-dir").join("b.tar");
+    let (status, _, err) = run_cli(&[
+        "backup",
+        "--url",
+        &s.url,
+        "--out",
+        &nowhere.display().to_string(),
+    ]);
+    assert!(
+        status.code() == Some(1) && err.contains("its directory does not exist"),
+        "{err}"
+    );
     s.stop();
 
     let restored = dir.path().join("restored");
