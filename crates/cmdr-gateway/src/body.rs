@@ -91,3 +91,28 @@ async fn discard_unless_asked_first(headers: &HeaderMap, mut body: Body) {
     };
     let _ = tokio::time::timeout(DISCARD_TIME, discard).await;
 }
+
+/// Parses a JSON body that must mean exactly what it says, as a command
+/// must ([`cmdr_contract::exact`]): no member given twice (a schema's
+/// `"type"` twice is a mistake a parser would hide by keeping one), no
+/// number past what a double holds. Malformed JSON is the `Err`; a body
+/// that parses but is not exact is the inner `Err`, its [`Violation`] for
+/// the caller to report as its kind of 422.
+///
+/// [`Violation`]: cmdr_contract::Violation
+///
+/// # Errors
+/// [`ApiError::MalformedBody`].
+pub(crate) fn exact_json(
+    body: &[u8],
+) -> ApiResult<Result<serde_json::Value, cmdr_contract::Violation>> {
+    let exact = cmdr_contract::exact::check(body);
+    match serde_json::from_slice(body) {
+        Ok(value) => Ok(exact.map(|()| value)),
+        Err(e) if cmdr_contract::exact::is_out_of_range(&e) => match exact {
+            Err(violation) => Ok(Err(violation)),
+            Ok(()) => Err(ApiError::MalformedBody(e.to_string())),
+        },
+        Err(e) => Err(ApiError::MalformedBody(e.to_string())),
+    }
+}

@@ -460,6 +460,13 @@ fn client_message(text: &str) -> Result<ClientMessage, (Option<String>, String)>
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| (None, format!("invalid message: {e}")))?;
     let id = value.get("id").and_then(|v| v.as_str()).map(str::to_string);
+    // A member given twice (`"op"` twice) would be read as one of them.
+    if let Err(v) = cmdr_contract::exact::check(text.as_bytes()) {
+        return Err((
+            id,
+            format!("invalid message: {} (at {:?})", v.message, v.pointer),
+        ));
+    }
     if let Some(fields) = value.as_object() {
         let allowed: &[&str] = match fields.get("op").and_then(|v| v.as_str()) {
             Some("subscribe") if fields.get("topic").and_then(|v| v.as_str()) == Some("events") => {

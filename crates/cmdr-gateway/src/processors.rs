@@ -96,8 +96,8 @@ async fn put(
 ) -> ApiResult<Response> {
     crate::intake::require_json(&headers)?;
     let body = crate::body::read_body(&headers, body, &state.inner.config).await?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    let value: Value = crate::body::exact_json(&body)?
+        .map_err(|violation| ApiError::InvalidRegistration(vec![violation]))?;
     let mut violations: Vec<Violation> = validate_name(&name).err().into_iter().collect();
     let registration = match WebhookRegistration::from_value(value) {
         Ok(r) => Some(r),

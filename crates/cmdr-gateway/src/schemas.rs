@@ -518,8 +518,8 @@ async fn put(
     validate_action(&action, "/action").map_err(|v| ApiError::Validation(vec![v]))?;
     crate::intake::require_json(&headers)?;
     let body = crate::body::read_body(&headers, body, &state.inner.config).await?;
-    let schema: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))?;
+    let schema: Value = crate::body::exact_json(&body)?
+        .map_err(|violation| ApiError::InvalidSchema(vec![violation]))?;
     if !(schema.is_object() || schema.is_boolean()) {
         return Err(ApiError::InvalidSchema(vec![Violation::new(
             "",

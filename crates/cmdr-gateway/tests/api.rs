@@ -764,6 +764,21 @@ async fn schemas_validate_data_and_keep_versions() {
     let r = call(&h, put(json!({"type": "not-a-type"}))).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.body["code"], "invalid-schema");
+    // A member given twice is a mistake a parser would hide by keeping one.
+    let twice = Request::put("/schemas/deposit")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"type": "object", "properties": {"n": {"type": "integer", "type": "string"}}}"#,
+        ))
+        .unwrap();
+    let r = call(&h, twice).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["code"], "invalid-schema");
+    assert_eq!(
+        r.body["errors"][0]["pointer"], "/properties/n/type",
+        "{}",
+        r.text
+    );
 
     let r = call(
         &h,
@@ -1476,6 +1491,26 @@ async fn websocket_subscribes_filters_and_unsubscribes() {
         m["message"].as_str().unwrap().contains("key must be"),
         "{m}"
     );
+    // A member given twice would be read as one of them: refused.
+    ws.send(Message::Text(
+        r#"{"op": "subscribe", "id": "s6", "topic": "commands", "op": "unsubscribe"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let m = next_text(&mut ws).await;
+    assert_eq!(
+        (m["type"].as_str(), m["id"].as_str()),
+        (Some("error"), Some("s6")),
+        "{m}"
+    );
+    assert!(m["message"].as_str().unwrap().contains("/op"), "{m}");
+    // So is an empty action.
+    let bad = json!({"op": "subscribe", "id": "s7", "topic": "commands", "action": ""});
+    ws.send(Message::Text(bad.to_string().into()))
+        .await
+        .unwrap();
+    let m = next_text(&mut ws).await;
+    assert_eq!(m["type"], "error", "{m}");
 
     // Shutdown ends the socket and the server drains.
     server.stop().await;
@@ -1658,6 +1693,17 @@ async fn processors_are_registered_read_and_deleted() {
         );
     }
     assert_eq!(stored_url().await, "http://user:s3cret@127.0.0.1:9/v2");
+
+    let twice = Request::put("/processors/twice")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"url": "http://127.0.0.1:9/", "actions": ["a"], "actions": ["b"]}"#,
+        ))
+        .unwrap();
+    let r = call(&h, twice).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["code"], "invalid-registration");
+    assert_eq!(r.body["errors"][0]["pointer"], "/actions", "{}", r.text);
 
     let r = call(&h, put("/processors/a%20b", json!({"actions": "pay"}))).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
