@@ -24,6 +24,7 @@
 //! min_free_bytes = 268435456   # under it writes get 507 (reads go on), 0: no reserve;
 //!                               #   CMDR_MIN_FREE_BYTES, --min-free-bytes
 //! access_log = false           # a line per request (target cmdr::access); CMDR_ACCESS_LOG, --access-log
+//! no_webhooks = false           # start no webhook processor (a restored copy); CMDR_NO_WEBHOOKS, --no-webhooks
 //! max_connections = 10000       # served at once, then 503 (health checks answered); CMDR_MAX_CONNECTIONS
 //! shutdown_delay_ms = 0         # at SIGTERM, /readyz 503 but serving on this long; CMDR_SHUTDOWN_DELAY_MS
 //! drain_timeout_ms = 20000      # then longest wait for open requests to finish; CMDR_DRAIN_TIMEOUT_MS
@@ -183,6 +184,12 @@ pub struct ServeArgs {
     /// default.
     #[arg(long, env = "CMDR_ACCESS_LOG")]
     pub access_log: bool,
+    /// Start no webhook processor: their registrations stay readable and
+    /// editable, and commands of their actions stay pending. For a copy of
+    /// a server (a restored backup, a staging run) that must not call the
+    /// original's endpoints.
+    #[arg(long, env = "CMDR_NO_WEBHOOKS")]
+    pub no_webhooks: bool,
     /// Most connections served at once; up to 64 more get one answer each
     /// (health checks as usual, else 503), and further clients wait in the
     /// listen backlog until one closes. Default 10000.
@@ -233,6 +240,7 @@ struct FileConfig {
     send_timeout_s: Option<u64>,
     min_free_bytes: Option<u64>,
     access_log: Option<bool>,
+    no_webhooks: Option<bool>,
     max_connections: Option<usize>,
     shutdown_delay_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
@@ -351,6 +359,8 @@ pub struct Settings {
     pub webhooks: WebhookConfig,
     /// The example domain to run, if any.
     pub example: Option<Example>,
+    /// Whether webhook processors run (`--no-webhooks` says not).
+    pub start_webhooks: bool,
     /// How log lines are written.
     pub log_format: LogFormat,
 }
@@ -386,6 +396,7 @@ impl Settings {
             send_timeout_s: None,
             min_free_bytes: None,
             access_log: false,
+            no_webhooks: false,
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,
@@ -600,6 +611,7 @@ impl Settings {
             events_partitions,
             webhooks,
             example,
+            start_webhooks: !(args.no_webhooks || file.no_webhooks.unwrap_or(false)),
             log_format: args
                 .storage
                 .log_format
@@ -689,6 +701,7 @@ mod tests {
             send_timeout_s: None,
             min_free_bytes: None,
             access_log: false,
+            no_webhooks: false,
             max_connections: None,
             shutdown_delay_ms: None,
             drain_timeout_ms: None,

@@ -208,15 +208,21 @@ async fn serve(args: ServeArgs, mut settings: Settings) -> Result<ExitCode> {
         ))),
         ..settings.webhooks.clone()
     };
-    processing.spawn(
-        "the webhook supervisor",
-        webhook::supervise(
-            log.clone(),
-            state.webhooks().clone(),
-            webhooks,
-            processing.stopped(),
-        ),
-    );
+    if settings.start_webhooks {
+        processing.spawn(
+            "the webhook supervisor",
+            webhook::supervise(
+                log.clone(),
+                state.webhooks().clone(),
+                webhooks,
+                processing.stopped(),
+            ),
+        );
+    } else {
+        tracing::warn!(
+            "webhook processors not started (--no-webhooks): commands of their actions stay pending"
+        );
+    }
     let mut router = cmdr_gateway::app(state.clone());
     if let Some(Example::Accounts) = settings.example {
         let balances = cmdr_processor::example::Balances::new();

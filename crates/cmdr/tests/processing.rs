@@ -867,3 +867,51 @@ async fn a_hanging_webhook_call_does_not_hold_up_shutdown() {
     let status = s.wait_exit(Duration::from_secs(3));
     assert!(!status.success(), "{status}");
 }
+
+/// `--no-webhooks` (a restored copy of a server) calls no endpoint: the
+/// registrations are there, the commands wait; served again without it,
+/// they are handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_webhooks_starts_no_processor_until_served_without_it() {
+    let (base, ep, _gate) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[]).await;
+    register(&s, "payments", &["pay"], &format!("{base}/ok"))
+        .await
+        .expect(201);
+    s.stop();
+
+    let s = Server::start(&data, &["--no-webhooks"]).await;
+    let sent = send(
+        client()
+            .post(s.at("/commands"))
+            .json(&json!({"action": "pay", "data": {"amount": 3}, "key": "k"})),
+    )
+    .await
+    .expect(202);
+    let id = sent.body["id"].as_str().unwrap().to_string();
+    send(client().get(s.at("/processors/payments")))
+        .await
+        .expect(200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(calls(&ep, "ok"), 0, "an endpoint was called");
+    let r = send(client().get(s.at(&format!("/commands/{id}"))))
+        .await
+        .expect(200);
+    assert_eq!(r.body["status"], "pending");
+    assert!(
+        s.output().contains("webhook processors not started"),
+        "{}",
+        s.output()
+    );
+    s.stop();
+
+    let s = Server::start(&data, &[]).await;
+    until_calls(&ep, "ok", 1).await;
+    poll(&s, &format!("/commands/{id}"), |r| {
+        r.body["status"] == "accepted"
+    })
+    .await;
+    s.stop();
+}
