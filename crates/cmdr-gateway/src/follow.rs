@@ -239,6 +239,19 @@ fn own_value(value: Bytes) -> Bytes {
 pub async fn resolve(log: &dyn Log, topic: &str, at: &StartAt) -> ApiResult<Vec<u64>> {
     let info = log.topic(topic).await?;
     if let StartAt::Position(pos) = at {
+        // The shape first: offsets of another topic's partitions say
+        // nothing about this one's end.
+        if pos.len() != info.partitions.len() {
+            let plural =
+                |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+            return Err(ApiError::BadRequest(format!(
+                "position {} has {} but topic {topic} has {} (one offset per \
+                 partition, joined with '.')",
+                format_position(pos),
+                plural(pos.len(), "offset"),
+                plural(info.partitions.len(), "partition"),
+            )));
+        }
         let past = pos
             .iter()
             .zip(&info.partitions)
@@ -257,18 +270,11 @@ pub async fn resolve(log: &dyn Log, topic: &str, at: &StartAt) -> ApiResult<Vec<
     Ok(match at {
         StartAt::Start => info.partitions.iter().map(|p| p.start_offset).collect(),
         StartAt::End => info.partitions.iter().map(|p| p.end_offset).collect(),
-        StartAt::Position(pos) if pos.len() == info.partitions.len() => pos
+        StartAt::Position(pos) => pos
             .iter()
             .zip(&info.partitions)
             .map(|(o, p)| (*o).max(p.start_offset))
             .collect(),
-        StartAt::Position(pos) => {
-            return Err(ApiError::BadRequest(format!(
-                "position has {} offsets but topic {topic} has {} partitions",
-                pos.len(),
-                info.partitions.len()
-            )))
-        }
     })
 }
 

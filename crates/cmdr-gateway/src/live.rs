@@ -171,8 +171,16 @@ async fn sse(
         }
         _ => None,
     };
+    let resumed = resume.is_some();
     let at = resume.or(from).unwrap_or(StartAt::End);
-    let pos = resolve(state.inner.log.as_ref(), topic, &at).await?;
+    // A position refused is named as the listings name it: the `from`
+    // parameter, unless it came as Last-Event-ID.
+    let pos = resolve(state.inner.log.as_ref(), topic, &at)
+        .await
+        .map_err(|e| match e {
+            ApiError::BadRequest(m) if !resumed => ApiError::parameter("from", m),
+            other => other,
+        })?;
     // Counted on its connection: at shutdown, an HTTP/1.1 connection
     // serving a live stream is closed rather than drained (see `server`).
     let guard = match live {

@@ -1226,6 +1226,28 @@ async fn a_config_file_sets_partitions_and_positions_span_them() {
         "{}",
         s.output()
     );
+    // A position of the wrong shape is told as such, past-the-end or not,
+    // and named as the `from` parameter by listings and live streams alike.
+    for path in [
+        "/commands?from=7",
+        "/commands?from=1",
+        "/commands/updates?from=7",
+    ] {
+        let r = send(c.get(s.at(path)))
+            .await
+            .expect_problem(400, "bad-request");
+        assert_eq!(
+            r.body["errors"][0]["parameter"], "from",
+            "{path}: {}",
+            r.text
+        );
+        assert!(
+            r.text
+                .contains("has 1 offset but topic commands has 3 partitions"),
+            "{path}: {}",
+            r.text
+        );
+    }
     s.stop();
     std::fs::write(&cfg, "commands_partitions = 2\n").unwrap();
     let s = Server::start(
