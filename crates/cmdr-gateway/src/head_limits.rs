@@ -9,7 +9,8 @@
 //! uri-too-long` problem like every other error. Only a head past hyper's
 //! own bounds still gets hyper's bare answer: more than 100 headers (room
 //! for more would cost every request a heap allocation: hyper keeps 100 on
-//! the stack), about 400 KB of head, or a URL over 64 KiB.
+//! the stack), about 400 KB of head, or a URL over 64 KiB. An HTTP/1.1
+//! request without exactly one `Host` is a `400 bad-request` here too.
 
 use std::convert::Infallible;
 
@@ -63,6 +64,25 @@ fn refusal<B>(req: &axum::http::Request<B>) -> Option<ApiError> {
             "the request's headers are {bytes} bytes, over the limit of {MAX_HEADER_BYTES}"
         )));
     }
+    // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request (an HTTP/2
+    // one has been given its `:authority` as Host by then). The same-origin
+    // checks read it.
+    if req.version() == axum::http::Version::HTTP_11 {
+        let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (Some(_), None) => {}
+            (None, _) => {
+                return Some(ApiError::BadRequest(
+                    "an HTTP/1.1 request needs a Host header (RFC 9112)".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Some(ApiError::BadRequest(
+                    "Host given more than once (RFC 9112 allows one)".into(),
+                ))
+            }
+        }
+    }
     None
 }
 
@@ -78,17 +98,20 @@ mod tests {
 
     #[test]
     fn heads_over_the_limits_get_problems() {
-        let ok = Request::get("/commands?limit=5").body(()).unwrap();
+        let ok = Request::get("/commands?limit=5")
+            .header("host", "x")
+            .body(())
+            .unwrap();
         assert_eq!(status(&ok), None);
 
         let long = format!("/commands?key={}", "k".repeat(MAX_URI_BYTES));
-        let long = Request::get(long).body(()).unwrap();
+        let long = Request::get(long).header("host", "x").body(()).unwrap();
         assert_eq!(
             status(&long),
             Some((StatusCode::URI_TOO_LONG, "uri-too-long"))
         );
 
-        let mut big = Request::get("/").body(()).unwrap();
+        let mut big = Request::get("/").header("host", "x").body(()).unwrap();
         big.headers_mut().insert(
             "x-big",
             HeaderValue::try_from("v".repeat(MAX_HEADER_BYTES)).unwrap(),
@@ -102,6 +125,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_http_1_1_request_has_one_host() {
+        let none = Request::get("/").body(()).unwrap();
+        assert_eq!(
+            status(&none),
+            Some((StatusCode::BAD_REQUEST, "bad-request"))
+        );
+        let two = Request::get("/")
+            .header("host", "a")
+            .header("host", "b")
+            .body(())
+            .unwrap();
+        assert_eq!(status(&two), Some((StatusCode::BAD_REQUEST, "bad-request")));
+        let old = Request::get("/")
+            .version(axum::http::Version::HTTP_10)
+            .body(())
+            .unwrap();
+        assert_eq!(status(&old), None, "HTTP/1.0 needs no Host");
+    }
+
     #[tokio::test]
     async fn the_service_answers_refusals_and_passes_the_rest_on() {
         use hyper::service::Service as _;
@@ -110,7 +153,12 @@ mod tests {
         });
         let checked = HeadChecked(inner);
         let ok = checked
-            .call(Request::get("/").body(String::new()).unwrap())
+            .call(
+                Request::get("/")
+                    .header("host", "x")
+                    .body(String::new())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(ok.status(), StatusCode::NO_CONTENT);
