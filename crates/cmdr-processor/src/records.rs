@@ -215,7 +215,7 @@ pub(crate) fn fits_in_record<'a, T: RecordPart + 'a>(
         };
         if size > room {
             return Err(format!(
-                "the handler's answer {i} ({size} bytes) is over the {room} bytes an event record can hold"
+                "event {i} of the handler's answer (counting from 0; {size} bytes) is over the {room} bytes an event record can hold"
             )
             .into());
         }

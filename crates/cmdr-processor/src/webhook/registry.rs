@@ -169,8 +169,11 @@ fn check_url(url: &str) -> Result<(), String> {
         return Err("url must start with http:// or https://".into());
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || host.contains(char::is_whitespace) {
+    if host.is_empty() {
         return Err("url must name a host, e.g. http://127.0.0.1:8080/handle".into());
+    }
+    if host.contains(char::is_whitespace) {
+        return Err(format!("url's host {host:?} has a space in it"));
     }
     // Read as the HTTP client will read it: a URL it cannot call (a port
     // past 65535, a host with control characters) is refused now, not
