@@ -12,7 +12,8 @@
 //! [`STRING_BYTES_PER_NODE`]); `pattern`s run on a regular expression
 //! engine whose time is linear in the string (so lookaround and
 //! backreferences, which need backtracking, are refused when a schema is
-//! registered: with them, one 64 KB string took 10 s); and an invalid
+//! registered: with them, one 64 KB string took 10 s; one stored by an
+//! earlier cmdr is still applied, see [`compile_stored`]); and an invalid
 //! command's errors are all listed only when listing them is bounded
 //! ([`LISTED_WORK`]), else the first one is.
 //!
@@ -119,6 +120,9 @@ fn cut(mut s: String, max: usize) -> String {
     s
 }
 
+/// Compiles `schema` as JSON Schema 2020-12, after measuring its cost
+/// (`schema_cost.rs`), its `pattern`s on the linear-time engine (see the
+/// module).
 fn compile(schema: &Value) -> Result<Compiled, Vec<Violation>> {
     let nodes =
         crate::schema_cost::expanded_nodes(schema).map_err(|why| vec![Violation::new("", why)])?;
@@ -136,6 +140,35 @@ fn compile(schema: &Value) -> Result<Compiled, Vec<Violation>> {
             vec![Violation::new(e.instance_path().to_string(), message)]
         })?;
     Ok(Compiled { validator, nodes })
+}
+
+/// Steps a `pattern` of a grandfathered schema (see [`compile_stored`]) may
+/// backtrack per match attempt before the string counts as not matching.
+pub(crate) const BACKTRACK_LIMIT: usize = 100_000;
+
+/// [`compile`] for a schema stored by an earlier cmdr, which took `pattern`s
+/// with lookaround and backreferences: rather than leave its action
+/// unchecked, such a schema is applied as before (on a backtracking engine,
+/// at most [`BACKTRACK_LIMIT`] steps per match attempt), with a warning.
+fn compile_stored(action: &str, version: u32, schema: &Value) -> Result<Compiled, Vec<Violation>> {
+    compile(schema).or_else(|refused| {
+        let nodes = crate::schema_cost::expanded_nodes(schema)
+            .map_err(|why| vec![Violation::new("", why)])?;
+        let validator = jsonschema::draft202012::options()
+            .with_pattern_options(
+                jsonschema::PatternOptions::fancy_regex().backtrack_limit(BACKTRACK_LIMIT),
+            )
+            .build(schema)
+            .map_err(|_| refused)?;
+        tracing::warn!(
+            action,
+            version,
+            "this schema has a pattern with lookaround or backreferences, which new schemas \
+             may not have (one long string could take seconds to check); it is still applied: \
+             register a version without them"
+        );
+        Ok(Compiled { validator, nodes })
+    })
 }
 
 /// Nodes of `v` (itself, and every value inside it).
@@ -210,7 +243,7 @@ impl SchemaRegistry {
                     let compiled = if v.removed {
                         Ok(None)
                     } else {
-                        compile(&v.schema).map(|c| Some(Arc::new(c)))
+                        compile_stored(&v.action, v.version, &v.schema).map(|c| Some(Arc::new(c)))
                     };
                     match compiled {
                         Ok(validator) => {
@@ -732,5 +765,32 @@ mod tests {
             );
         }
         assert!(compile(&json!({"pattern": "^[a-z0-9._%+-]+@[a-z0-9.-]+\\.[a-z]{2,}$"})).is_ok());
+    }
+
+    /// A schema with lookaround stored by an earlier cmdr still checks its
+    /// action's commands when loaded, rather than none.
+    #[tokio::test]
+    async fn a_stored_schema_with_lookaround_is_still_applied() {
+        let log = Arc::new(MemoryLog::new());
+        log.create_topic(SCHEMAS_TOPIC, 1).await.unwrap();
+        let stored = SchemaVersion {
+            action: "pw".into(),
+            version: 1,
+            schema: json!({"properties": {"p": {"pattern": "^(?=.*[0-9]).{8,}$"}}}),
+            timestamp: 0,
+            removed: false,
+        };
+        log.append(
+            SCHEMAS_TOPIC,
+            vec![cmdr_log::Record::new(
+                "pw",
+                serde_json::to_vec(&stored).unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+        let r = SchemaRegistry::load(log).await.unwrap();
+        assert!(r.validate("pw", json!({"p": "abcdefgh1"})).await.is_ok());
+        assert!(r.validate("pw", json!({"p": "abcdefghi"})).await.is_err());
     }
 }
