@@ -99,7 +99,7 @@ pub const HTTP2_PING: Duration = Duration::from_secs(20);
 /// streams also have their own limit, [`crate::MAX_LIVE_STREAMS`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// Connections taken past [`Limits::max_connections`] at once, each for one
+/// Connections taken past `max_connections` ([`crate::GatewayConfig::max_connections`]) at once, each for one
 /// HTTP/1.1 request (see the module).
 pub const OVERFLOW_CONNECTIONS: usize = 64;
 
