@@ -64,6 +64,19 @@ fn refusal<B>(req: &axum::http::Request<B>) -> Option<ApiError> {
             "the request's headers are {bytes} bytes, over the limit of {MAX_HEADER_BYTES}"
         )));
     }
+    // RFC 9112 §6.1: a transfer coding other than chunked (which hyper
+    // decodes) would reach the handlers still coded.
+    for te in req.headers().get_all(axum::http::header::TRANSFER_ENCODING) {
+        let codings = te.to_str().unwrap_or("?");
+        if codings
+            .split(',')
+            .any(|c| !c.trim().eq_ignore_ascii_case("chunked"))
+        {
+            return Some(ApiError::NotImplemented(format!(
+                "Transfer-Encoding {codings:?} is not supported: only chunked"
+            )));
+        }
+    }
     // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request (an HTTP/2
     // one has been given its `:authority` as Host by then). The same-origin
     // checks read it.
@@ -123,6 +136,28 @@ mod tests {
                 "headers-too-large"
             ))
         );
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_not_implemented() {
+        for te in ["gzip, chunked", "chunked, chunked, deflate", "bogus"] {
+            let req = Request::post("/commands")
+                .header("host", "x")
+                .header("transfer-encoding", te)
+                .body(())
+                .unwrap();
+            assert_eq!(
+                status(&req),
+                Some((StatusCode::NOT_IMPLEMENTED, "not-implemented")),
+                "{te}"
+            );
+        }
+        let chunked = Request::post("/commands")
+            .header("host", "x")
+            .header("transfer-encoding", "Chunked")
+            .body(())
+            .unwrap();
+        assert_eq!(status(&chunked), None);
     }
 
     #[test]

@@ -50,6 +50,17 @@ fn body_kind(headers: &HeaderMap) -> ApiResult<BodyKind> {
             )));
         }
     }
+    if headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        // Which one a proxy before cmdr read is anyone's guess.
+        return Err(ApiError::BadRequest(
+            "Content-Type given more than once".into(),
+        ));
+    }
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType(
             "Content-Type is required (application/json or application/x-www-form-urlencoded)"

@@ -162,6 +162,11 @@ async fn sse(
     live: Option<Extension<LiveStreamFlag>>,
 ) -> ApiResult<Response> {
     let (filter, from) = parse_params(raw.as_deref(), topic == EVENTS_TOPIC)?;
+    if headers.get_all("last-event-id").iter().nth(1).is_some() {
+        return Err(ApiError::BadRequest(
+            "Last-Event-ID given more than once".into(),
+        ));
+    }
     let resume = match headers.get("last-event-id").map(|v| v.to_str()) {
         Some(Ok(id)) if !id.is_empty() => Some(StartAt::parse(id)?),
         Some(Err(_)) => {

@@ -345,6 +345,8 @@ fn stream(
 ) -> ApiResult<Response> {
     let pairs = crate::extract::query_pairs(raw)?;
     let in_path = key.is_some();
+    // A key from the path is held to what keys are, as one from the query.
+    let key = key.map(|k| crate::extract::key_filter(&k)).transpose()?;
     let (mut key, mut after, mut limit) = (key, None, None);
     for (k, v) in &pairs {
         match k.as_str() {

@@ -727,6 +727,26 @@ async fn bad_input_gets_problem_details_and_appends_nothing() {
     )
     .await;
     assert_eq!(r.body["errors"][0]["parameter"], "sync", "{}", r.text);
+    // A key in the path is held to what keys are, as one in the query.
+    let long = format!("/streams/{}", "k".repeat(1025));
+    let r = call(&h, get(&long)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["errors"][0]["parameter"], "key", "{}", r.text);
+    // Headers that must come once: which one a proxy read is a guess.
+    let twice = Request::post("/commands")
+        .header("content-type", "application/json")
+        .header("content-type", "text/plain")
+        .body(Body::from(json!({"action": "a", "data": {}}).to_string()))
+        .unwrap();
+    let r = call(&h, twice).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let twice = Request::get("/commands/updates")
+        .header("last-event-id", "0")
+        .header("last-event-id", "1")
+        .body(Body::empty())
+        .unwrap();
+    let r = call(&h, twice).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     let r = call(
         &h,
         post("/commands", json!({"action": "", "data": 3, "extra": 1})),
