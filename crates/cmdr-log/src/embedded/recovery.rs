@@ -105,7 +105,10 @@ pub(crate) fn recover_topic(
                     bytes = size - scan.valid_end, "cut the preallocated tail");
             }
             let size = seg.visible_size();
-            if let Some(why) = &scan.stopped {
+            // Only where every acknowledged round was synced before the
+            // next began: with interval syncs, a machine's crash can lose
+            // an earlier round's page and keep a later one's.
+            if let (Some(why), super::SyncMode::Always) = (&scan.stopped, config.sync) {
                 refuse_damage_to_acknowledged(&seg, &scan, why, max)?;
             }
             if scan.round_end < size {
@@ -251,7 +254,10 @@ fn refuse_damage_to_acknowledged(
     why: &str,
     max: usize,
 ) -> Result<()> {
-    let Some((pos, offset)) = seg.later_round_past(scan.valid_end, max)? else {
+    let after_round = scan.last_round.map(|(round, _)| round);
+    let Some((pos, offset)) =
+        seg.acknowledged_past(scan.valid_end, scan.next_offset, after_round, max)?
+    else {
         return Ok(());
     };
     Err(LogError::Corrupt {

@@ -469,53 +469,56 @@ impl Segment {
         Ok(())
     }
 
-    /// Looks past an invalid record at `damage` for records of two different
-    /// rounds: proof that the damage is in bytes that were acknowledged.
-    /// Only the round being written when the process or machine stopped
-    /// can be torn (a round starts once the previous one is durable, and
-    /// the file past the last round is zeros), so valid records of a second
-    /// round after the damage mean the first one was complete on disk. Tries
-    /// every byte position up to the visible end; a position is decoded only
-    /// when its length, version and flags are plausible, and a valid record
-    /// found is skipped whole. Returns the (position, offset) of the first
-    /// record of the second round.
-    pub fn later_round_past(&self, damage: u64, max_record: usize) -> Result<Option<(u64, u64)>> {
-        const WINDOW: usize = 4 * 1024 * 1024;
+    /// Looks past the invalid record at `damage` (which should have had
+    /// offset `offset`) for proof that it was acknowledged: reading on from
+    /// where its length field says it ends, valid records follow one after
+    /// another with consecutive offsets from `offset + 1`, in at least two
+    /// rounds after `after_round`. Only the round being written when the
+    /// process or machine stopped can be torn (a round starts once the
+    /// previous one is durable, and the file past the last round is zeros),
+    /// so a second round after the damage means the damaged one was
+    /// complete on disk. Bytes inside a record (a client's key or value) are
+    /// never read as records: the chain starts only at the damaged record's
+    /// own end, and is read as the log reads itself. A damaged length field
+    /// (or a record cut short) gives no such end, and no proof. Returns the
+    /// (position, offset) of the first record of the second round.
+    pub fn acknowledged_past(
+        &self,
+        damage: u64,
+        offset: u64,
+        after_round: Option<u64>,
+        max_record: usize,
+    ) -> Result<Option<(u64, u64)>> {
         let end = self.visible_size();
-        let limit = record_limit(max_record);
-        let smallest = (format::FIXED_LEN + 6) as u64;
-        let mut first_round = None;
-        let mut buf = Bytes::new();
-        let mut buf_pos = 0u64;
-        let mut pos = damage + 1;
-        while pos + smallest <= end {
-            // The buffer holds the largest record that can start at `pos`.
-            let want = (end - pos).min(limit as u64);
-            if pos < buf_pos || pos + want > buf_pos + buf.len() as u64 {
-                let len = (end - pos).min((WINDOW + limit) as u64) as usize;
-                buf = self.read_bytes(pos, len)?;
-                buf_pos = pos;
-            }
-            let at = &buf[(pos - buf_pos) as usize..];
-            let plausible = format::peek_len(at)
-                .is_some_and(|len| len as u64 >= smallest && len <= limit && len <= at.len())
-                && at.get(8) == Some(&format::FORMAT_VERSION)
-                && at.get(9).is_some_and(|f| *f <= format::FLAG_ROUND_END);
-            if plausible {
-                let rel = (pos - buf_pos) as usize;
-                if let Ok((rec, len)) = format::decode(&buf.slice(rel..), limit) {
-                    match first_round {
-                        None => first_round = Some(rec.round),
-                        Some(r) if r != rec.round => return Ok(Some((pos, rec.offset))),
-                        Some(_) => {}
-                    }
-                    pos += len as u64;
-                    continue;
-                }
-            }
-            pos += 1;
+        let head = self.read_bytes(damage, 4)?;
+        let Some(len) = format::peek_len(&head) else {
+            return Ok(None);
+        };
+        if len < format::FIXED_LEN + 6 || len > record_limit(max_record) {
+            return Ok(None);
         }
-        Ok(None)
+        let next = damage + len as u64;
+        if next >= end {
+            return Ok(None);
+        }
+        let mut rounds: Option<u64> = None;
+        let mut proof = None;
+        self.scan_from(next, offset + 1, max_record, |rec, pos, _| {
+            if after_round.is_some_and(|r| rec.round <= r) {
+                return false;
+            }
+            match rounds {
+                None => rounds = Some(rec.round),
+                Some(first) if rec.round > first => {
+                    proof = Some((pos, rec.offset));
+                    return false;
+                }
+                Some(first) if rec.round < first => return false,
+                Some(_) => {}
+            }
+            true
+        })?;
+        Ok(proof)
     }
 
     /// Whether every byte from `from` to the end of the file is zero: the
