@@ -99,8 +99,9 @@ pub const HTTP2_PING: Duration = Duration::from_secs(20);
 /// streams also have their own limit, [`crate::MAX_LIVE_STREAMS`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// Connections taken past `max_connections` ([`crate::GatewayConfig::max_connections`]) at once, each for one
-/// HTTP/1.1 request (see the module).
+/// Connections taken past `max_connections`
+/// ([`crate::GatewayConfig::max_connections`]) at once, each for one
+/// HTTP/1.1 request or a short HTTP/2 connection (see the module).
 pub const OVERFLOW_CONNECTIONS: usize = 64;
 
 /// Paths an overflow connection answers as usual; the rest get `503`.
@@ -253,6 +254,9 @@ pub(crate) async fn serve_connections<L>(
             );
         }
         full = at_limit;
+        // A place may have come free while this connection was awaited.
+        let place =
+            place.or_else(|extra| Arc::clone(&slots).try_acquire_owned().map_err(|_| extra));
         let slot = match place {
             Ok(slot) => slot,
             Err(extra) => {
@@ -346,10 +350,11 @@ pub(crate) async fn serve_connections<L>(
     }
 }
 
-/// Serves one request on a connection taken past the limit (see the
-/// module): a health check as usual, anything else `503`; then closes it.
-/// Bounded by the header read and send timeouts, so an idle or slow
-/// client cannot keep the `place`.
+/// Serves a connection taken past the limit (see the module): a health
+/// check as usual, anything else `503`. HTTP/1.1 closes after one request;
+/// HTTP/2 takes one stream at a time. Either way the connection ends after
+/// the header read and send timeouts together, so an idle or slow client
+/// cannot keep the `place`.
 async fn serve_overflow<I>(io: I, router: Router, limits: Limits, place: OwnedSemaphorePermit)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -369,11 +374,16 @@ where
             .into_response())
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    // HTTP/2 too (h2 by ALPN, h2c): an orchestrator's probe may speak it.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(io), service);
+        .keep_alive(false);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1);
+    let conn = http.serve_connection(TokioIo::new(io), service);
     let _ = tokio::time::timeout(limits.header_read + limits.send, conn).await;
     drop(place);
 }

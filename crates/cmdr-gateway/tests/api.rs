@@ -2005,6 +2005,29 @@ async fn past_the_limit_health_checks_answer_the_rest_is_refused_then_waits() {
     server.stop().await;
 }
 
+/// A connection accepted once a place came free is served as usual, even
+/// if the accept loop was waiting with an overflow place when it came.
+#[tokio::test]
+async fn a_place_freed_while_waiting_serves_the_next_connection() {
+    let h = harness(GatewayConfig {
+        max_connections: 1,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let server = Served::start(&h).await;
+    let first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = one_answer(
+        server.addr,
+        b"GET /commands?from=end HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    server.stop().await;
+}
+
 /// A WebSocket keeps its connection's place among `max_connections` until
 /// it closes (idle sockets cannot pile up past the limit), and a message
 /// over `MAX_WS_MESSAGE` closes it.

@@ -1458,6 +1458,19 @@ async fn past_max_connections_health_checks_answer_and_the_rest_gets_503() {
         let res = fresh().get(s.at(path)).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
     }
+    // A probe speaking HTTP/2 (h2c here; h2 by ALPN over TLS) too.
+    let h2 = cmdr_processor::tls::client_builder(None)
+        .unwrap()
+        .http2_prior_knowledge()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let res = h2.get(s.at("/healthz")).send().await.unwrap();
+    assert_eq!(
+        (res.version(), res.status().as_u16()),
+        (reqwest::Version::HTTP_2, 200)
+    );
+    drop(h2);
     let res = send(
         fresh()
             .post(s.at("/commands"))
