@@ -208,7 +208,11 @@ fn preferred_wait(headers: &HeaderMap) -> Option<u64> {
         let Ok(prefer) = prefer.to_str() else {
             continue;
         };
-        for pref in prefer.split([',', ';']) {
+        // Preferences are comma separated; what follows a `;` is a
+        // parameter of its preference (`respond-async; wait=5` says no
+        // wait), not a preference.
+        for pref in prefer.split(',') {
+            let pref = pref.split(';').next().unwrap_or_default();
             let Some((name, value)) = pref.split_once('=') else {
                 continue;
             };
@@ -840,7 +844,10 @@ mod tests {
         assert_eq!(wait(&["wait=5"]), Some(5));
         assert_eq!(wait(&["Wait = \"7\""]), Some(7));
         assert_eq!(wait(&["respond-async, wait=3"]), Some(3));
-        assert_eq!(wait(&["return=minimal; wait=2"]), Some(2));
+        // A parameter of another preference is not one.
+        assert_eq!(wait(&["return=minimal; wait=2"]), None);
+        assert_eq!(wait(&["respond-async; wait=5, wait=10"]), Some(10));
+        assert_eq!(wait(&["wait=4; foo=bar"]), Some(4));
         // Only the first counts.
         assert_eq!(wait(&["wait=1", "wait=4"]), Some(1));
         assert_eq!(wait(&["wait=1, wait=4"]), Some(1));

@@ -9,9 +9,10 @@
 //! `$ref` and `$dynamicRef` followed (JSON pointers into the document,
 //! `$anchor`/`$dynamicAnchor` names and `$id`s), a reference back into
 //! itself (recursion, bounded by the instance) counted once. A schema over
-//! [`MAX_EXPANDED_NODES`] is refused. An object with `unevaluatedProperties`
-//! or `unevaluatedItems` counts [`UNEVALUATED_FACTOR`] times, since the
-//! validator evaluates its subschemas again for them.
+//! [`MAX_EXPANDED_NODES`] is refused. Under an object with
+//! `unevaluatedProperties` or `unevaluatedItems`, its in-place subschemas
+//! (`allOf`, `$ref`, ...) count [`UNEVALUATED_FACTOR`] times, since the
+//! validator evaluates them again for it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,11 +22,28 @@ use serde_json::Value;
 pub(crate) const MAX_EXPANDED_NODES: u64 = 1_000_000;
 
 /// How many times an object with `unevaluatedProperties` or
-/// `unevaluatedItems` counts its subschemas: the validator evaluates them
-/// again to learn what they evaluated, so each such keyword nested in
-/// another multiplies the work (twenty nested in `allOf`s took 4.7 s for
-/// one command of one member, about 2.6 times more per level).
+/// `unevaluatedItems` counts its in-place subschemas ([`IN_PLACE`]): the
+/// validator evaluates them again to learn what they evaluated, so each
+/// such keyword nested in another's `allOf` multiplies the work (twenty
+/// nested took 4.7 s for one command of one member, about 2.6 times more
+/// per level). Subschemas of `properties` and the like apply to other
+/// instance nodes, and are counted once.
 const UNEVALUATED_FACTOR: u64 = 4;
+
+/// Keywords whose subschemas apply to the same instance node as their
+/// object (the ones `unevaluated*` evaluates again).
+const IN_PLACE: [&str; 10] = [
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "$ref",
+    "$dynamicRef",
+];
 
 /// Deepest chain of nesting and references followed while measuring.
 const MAX_DEPTH: usize = 1_024;
@@ -157,6 +175,9 @@ impl<'a> Walker<'a> {
             return Ok((1, true));
         }
         let (mut n, mut met_open) = (1u64, false);
+        let unevaluated = v.as_object().is_some_and(|map| {
+            map.contains_key("unevaluatedProperties") || map.contains_key("unevaluatedItems")
+        });
         let children: Vec<(Option<&str>, &'a Value)> = match v {
             Value::Object(map) => map.iter().map(|(k, c)| (Some(k.as_str()), c)).collect(),
             Value::Array(items) => items.iter().map(|c| (None, c)).collect(),
@@ -167,16 +188,14 @@ impl<'a> Walker<'a> {
                 (Some("$ref" | "$dynamicRef"), Value::String(r)) => self.resolve(r, v)?,
                 _ => child,
             };
-            let (size, open) = self.size(target, depth + 1)?;
+            let (mut size, open) = self.size(target, depth + 1)?;
+            if unevaluated && key.is_some_and(|k| IN_PLACE.contains(&k)) {
+                size = size.saturating_mul(UNEVALUATED_FACTOR);
+            }
             n = n.saturating_add(size);
             met_open |= open;
             if n > MAX_EXPANDED_NODES {
                 break;
-            }
-        }
-        if let Value::Object(map) = v {
-            if map.contains_key("unevaluatedProperties") || map.contains_key("unevaluatedItems") {
-                n = n.saturating_mul(UNEVALUATED_FACTOR);
             }
         }
         self.open.remove(&at);
@@ -234,6 +253,14 @@ mod tests {
         assert_eq!(too_costly(&nest(3)), None);
         let why = too_costly(&nest(20)).expect("refused");
         assert!(why.contains("more than 1000000 nodes"), "{why}");
+        // Strict objects nested through `properties` are ordinary: each
+        // level checks another instance node, and costs once.
+        let mut strict =
+            json!({"type": "object", "properties": {"a": true}, "unevaluatedProperties": false});
+        for _ in 0..30 {
+            strict = json!({"type": "object", "properties": {"a": strict}, "unevaluatedProperties": false});
+        }
+        assert_eq!(too_costly(&strict), None);
     }
 
     #[test]
