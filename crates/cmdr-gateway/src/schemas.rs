@@ -749,6 +749,29 @@ mod tests {
         assert_eq!(r.validate("enum", ok.clone()).await.unwrap(), ok);
     }
 
+    /// Validates `data` on a one-thread runtime while another task counts
+    /// its turns, and checks that it got some: the check ran off the async
+    /// worker.
+    async fn validate_beside_a_ticker(
+        r: &SchemaRegistry,
+        action: &str,
+        data: Value,
+    ) -> ApiResult<Value> {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&ticks);
+        let ticker = tokio::spawn(async move {
+            loop {
+                counted.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        let checked = r.validate(action, data).await;
+        let during = ticks.load(Ordering::Relaxed);
+        ticker.abort();
+        assert!(during > 0, "the other task never ran during the check");
+        checked
+    }
+
     /// A costly check runs off the async worker: on a one-thread runtime,
     /// another task goes on running while it does.
     #[tokio::test(flavor = "current_thread")]
@@ -759,18 +782,7 @@ mod tests {
         )
         .await;
         let data = json!({"s": vec!["a".repeat(25) + "d"; 2000]});
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&ticks);
-        let ticker = tokio::spawn(async move {
-            loop {
-                counted.fetch_add(1, Ordering::Relaxed);
-                tokio::task::yield_now().await;
-            }
-        });
-        let checked = r.validate("re", data).await;
-        let during = ticks.load(Ordering::Relaxed);
-        ticker.abort();
-        assert!(during > 0, "the other task never ran during the check");
+        let checked = validate_beside_a_ticker(&r, "re", data).await;
         assert!(checked.is_err(), "{checked:?}");
     }
 
@@ -785,18 +797,7 @@ mod tests {
         .await;
         let data = json!({"s": "a".repeat(64_000) + "b"});
         assert!(nodes(&data) * 4 > INLINE_WORK, "{}", nodes(&data));
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&ticks);
-        let ticker = tokio::spawn(async move {
-            loop {
-                counted.fetch_add(1, Ordering::Relaxed);
-                tokio::task::yield_now().await;
-            }
-        });
-        let checked = r.validate("long", data).await;
-        let during = ticks.load(Ordering::Relaxed);
-        ticker.abort();
-        assert!(during > 0, "the other task never ran during the check");
+        let checked = validate_beside_a_ticker(&r, "long", data).await;
         assert!(checked.is_err(), "{checked:?}");
     }
 
@@ -812,18 +813,7 @@ mod tests {
         .await;
         let data = json!({"s": "ab ".repeat(1500) + "!"});
         assert!(nodes(&data) * 4 <= INLINE_WORK, "{}", nodes(&data));
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&ticks);
-        let ticker = tokio::spawn(async move {
-            loop {
-                counted.fetch_add(1, Ordering::Relaxed);
-                tokio::task::yield_now().await;
-            }
-        });
-        let checked = r.validate("big", data).await;
-        let during = ticks.load(Ordering::Relaxed);
-        ticker.abort();
-        assert!(during > 0, "the other task never ran during the check");
+        let checked = validate_beside_a_ticker(&r, "big", data).await;
         assert!(checked.is_err(), "{checked:?}");
         assert!(!has_string_over(
             &json!({"s": "a".repeat(256)}),
