@@ -37,7 +37,8 @@
 //!
 //! It serves at most a set number of connections at once
 //! ([`DEFAULT_MAX_CONNECTIONS`] by default). At the limit, up to
-//! [`OVERFLOW_CONNECTIONS`] more are taken for one HTTP/1.1 request each:
+//! [`OVERFLOW_CONNECTIONS`] more are taken for one request each (HTTP/1.1;
+//! over HTTP/2, a short connection taking one stream at a time):
 //! `/healthz` and `/readyz` are answered as always (an orchestrator's
 //! probe must not fail, and restart the server, because clients hold every
 //! place), anything else `503` with `Retry-After` (a load balancer then
