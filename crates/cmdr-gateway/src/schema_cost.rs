@@ -30,9 +30,12 @@ pub(crate) const MAX_EXPANDED_NODES: u64 = 1_000_000;
 /// instance nodes, and are counted once.
 const UNEVALUATED_FACTOR: u64 = 4;
 
-/// Keywords whose subschemas apply to the same instance node as their
-/// object (the ones `unevaluated*` evaluates again).
-const IN_PLACE: [&str; 10] = [
+/// Keywords whose subschemas `unevaluated*` evaluates again: those that
+/// apply to the same instance node as their object, and those that decide
+/// which members or items count as evaluated (`contains` is evaluated
+/// again on every item: nested under `unevaluatedItems` it doubled the
+/// work per level). Not `properties`, whose members are known by name.
+const IN_PLACE: [&str; 16] = [
     "allOf",
     "anyOf",
     "oneOf",
@@ -43,6 +46,12 @@ const IN_PLACE: [&str; 10] = [
     "dependentSchemas",
     "$ref",
     "$dynamicRef",
+    "contains",
+    "items",
+    "prefixItems",
+    "additionalProperties",
+    "patternProperties",
+    "propertyNames",
 ];
 
 /// Deepest chain of nesting and references followed while measuring.
@@ -253,6 +262,13 @@ mod tests {
         assert_eq!(too_costly(&nest(3)), None);
         let why = too_costly(&nest(20)).expect("refused");
         assert!(why.contains("more than 1000000 nodes"), "{why}");
+        // `contains` under `unevaluatedItems` is evaluated again on every
+        // item: refused nested, as the validator's work doubles per level.
+        let mut contains = json!(true);
+        for _ in 0..26 {
+            contains = json!({"contains": contains, "unevaluatedItems": false});
+        }
+        assert!(too_costly(&json!({"properties": {"a": contains}})).is_some());
         // Strict objects nested through `properties` are ordinary: each
         // level checks another instance node, and costs once.
         let mut strict =

@@ -20,6 +20,10 @@ use crate::{LogError, Result};
 
 /// Bytes read from a segment file at a time when scanning.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// The unit a disk writes whole or not at all (the smallest there is): a
+/// field within one is, after a power loss, all old or all new.
+const SECTOR: u64 = 512;
 /// Size of one `.index` entry: u32 relative offset, u32 position.
 const INDEX_ENTRY: usize = 8;
 /// Size of one `.timeindex` entry: i64 max timestamp so far, u32 relative offset.
@@ -480,8 +484,11 @@ impl Segment {
     /// complete on disk. Bytes inside a record (a client's key or value) are
     /// never read as records: the chain starts only at the damaged record's
     /// own end, and is read as the log reads itself. A damaged length field
-    /// (or a record cut short) gives no such end, and no proof. Returns the
-    /// (position, offset) of the first record of the second round.
+    /// (or a record cut short) gives no such end, and no proof; nor does a
+    /// length field across a [`SECTOR`] boundary, which a power loss can
+    /// leave half old (zeros) and half new, a length still plausible but
+    /// ending inside the record's own bytes. Returns the (position, offset)
+    /// of the first record of the second round.
     pub fn acknowledged_past(
         &self,
         damage: u64,
@@ -489,6 +496,9 @@ impl Segment {
         after_round: Option<u64>,
         max_record: usize,
     ) -> Result<Option<(u64, u64)>> {
+        if damage % SECTOR > SECTOR - 4 {
+            return Ok(None);
+        }
         let end = self.visible_size();
         let head = self.read_bytes(damage, 4)?;
         let Some(len) = format::peek_len(&head) else {
