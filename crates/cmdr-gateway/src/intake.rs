@@ -204,18 +204,33 @@ struct Wait {
 /// number of seconds is ignored, not refused (the answer then has no
 /// `Preference-Applied`); other preferences are ignored.
 fn preferred_wait(headers: &HeaderMap) -> Option<u64> {
+    /// The parts of `s` between the `sep`s outside double quotes.
+    fn split_unquoted(s: &str, sep: char) -> impl Iterator<Item = &str> {
+        let mut quoted = false;
+        let mut escaped = false;
+        s.split(move |c: char| {
+            if escaped {
+                escaped = false;
+            } else if quoted && c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                quoted = !quoted;
+            } else if c == sep && !quoted {
+                return true;
+            }
+            false
+        })
+    }
     for prefer in headers.get_all("prefer") {
         let Ok(prefer) = prefer.to_str() else {
             continue;
         };
         // Preferences are comma separated; what follows a `;` is a
         // parameter of its preference (`respond-async; wait=5` says no
-        // wait), not a preference.
-        for pref in prefer.split(',') {
-            let pref = pref.split(';').next().unwrap_or_default();
-            let Some((name, value)) = pref.split_once('=') else {
-                continue;
-            };
+        // wait), not a preference. Neither separates inside a quoted value.
+        for pref in split_unquoted(prefer, ',') {
+            let pref = split_unquoted(pref, ';').next().unwrap_or_default();
+            let (name, value) = pref.split_once('=').unwrap_or((pref, ""));
             if !name.trim().eq_ignore_ascii_case("wait") {
                 continue;
             }
@@ -848,6 +863,13 @@ mod tests {
         assert_eq!(wait(&["return=minimal; wait=2"]), None);
         assert_eq!(wait(&["respond-async; wait=5, wait=10"]), Some(10));
         assert_eq!(wait(&["wait=4; foo=bar"]), Some(4));
+        // Separators inside quoted values separate nothing.
+        assert_eq!(wait(&["foo=\"a, wait=2, b\""]), None);
+        assert_eq!(wait(&["return=minimal; note=\"a,wait=3,b\""]), None);
+        assert_eq!(wait(&["foo=\"x, wait=1\", wait=5"]), Some(5));
+        assert_eq!(wait(&["foo=\"x\\\", wait=1\", wait=6"]), Some(6));
+        // A bare `wait` is a first `wait` that says no number.
+        assert_eq!(wait(&["wait, wait=3"]), None);
         // Only the first counts.
         assert_eq!(wait(&["wait=1", "wait=4"]), Some(1));
         assert_eq!(wait(&["wait=1, wait=4"]), Some(1));
